@@ -1,0 +1,130 @@
+package dev.lora4j.backend;
+
+import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Tensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * The tensor operations the Llama-family model is written against. {@code CpuBackend} (Vector API) and
+ * {@code CudaBackend} (CUDA driver API, cuBLASLt, nvcc-built kernels) implement it; the CPU backend is the
+ * reference the GPU backend is tested against, op by op.
+ *
+ * <p>Conventions, shared by every implementation:
+ * <ul>
+ *   <li>Tensors are row-major and contiguous. "Rows" means the tensor seen as {@code [rows, dim(-1)]}.</li>
+ *   <li>Outputs are preallocated by the caller; ops never allocate tensors the caller sees.</li>
+ *   <li>Activations are in {@link #activationType()}; weights may be F32, BF16 or F16. Arithmetic accumulates in
+ *       FP32 whatever the storage type.</li>
+ *   <li>Ops are asynchronous on devices that are; {@link #synchronize()} and the host transfers wait.</li>
+ * </ul>
+ */
+public interface Backend extends AutoCloseable {
+
+    /** Short name used on the command line: "cpu" or "cuda". */
+    String name();
+
+    /** One line for humans: the device, its memory, threads or compute capability. */
+    String description();
+
+    /** The dtype the model keeps activations in on this backend. */
+    DType activationType();
+
+    // ---- memory -------------------------------------------------------------------------------------------
+
+    /** A new zero-filled tensor. */
+    Tensor allocate(DType dtype, long... shape);
+
+    /**
+     * A new tensor of dtype {@code dst} holding {@code host} (little-endian elements of dtype {@code src}),
+     * converted element by element. F32/F16/BF16 convert among each other (round to nearest even); other
+     * dtypes must be copied as they are ({@code src == dst}).
+     */
+    Tensor upload(MemorySegment host, DType src, DType dst, long... shape);
+
+    /** Copies the tensor's bytes, in its own dtype, into {@code dst} (at least {@link Tensor#byteSize()} bytes). */
+    void copyToHost(Tensor t, MemorySegment dst);
+
+    /** Copies {@code src} into {@code dst}: same element count, converting between float dtypes if they differ. */
+    void copy(Tensor src, Tensor dst);
+
+    /** Waits until every op issued so far has finished. */
+    void synchronize();
+
+    /** Bytes this backend holds for tensors now. */
+    long memoryInUse();
+
+    /** The most bytes this backend has held for tensors at once since it was opened. */
+    long peakMemoryInUse();
+
+    @Override
+    void close();
+
+    // ---- forward ops --------------------------------------------------------------------------------------
+
+    /** {@code out[i, :] = table[ids[i], :]}; table is [vocab, d], out is [ids.length, d]. */
+    void embedding(Tensor table, int[] ids, Tensor out);
+
+    /**
+     * RMSNorm as Hugging Face's LlamaRMSNorm computes it: per row, {@code x / sqrt(mean(x^2) + eps)} in FP32,
+     * then multiplied by {@code weight} ([d]).
+     */
+    void rmsNorm(Tensor x, Tensor weight, float eps, Tensor out);
+
+    /**
+     * {@code out = x · wᵀ} (a torch Linear without bias): x is [n, k], w is [m, k], out is [n, m]. With
+     * {@code accumulate} the product is added to {@code out} instead of replacing it.
+     */
+    void matmul(Tensor x, Tensor w, Tensor out, boolean accumulate);
+
+    default void matmul(Tensor x, Tensor w, Tensor out) { matmul(x, w, out, false); }
+
+    /** {@code x[i, :] += bias[:]}. */
+    void addBias(Tensor x, Tensor bias);
+
+    /**
+     * Rotary position embedding in place, in Hugging Face's "rotate_half" layout: within each head of
+     * {@code headDim} values, element j pairs with element j + headDim/2. Row i of x ([n, heads*headDim]) is at
+     * position {@code positions[i]}; the angle of pair j is {@code positions[i] * invFreq[j]} computed in FP32,
+     * and {@code invFreq} is an F32 tensor [headDim/2] (rope scaling is already folded into it).
+     */
+    void rope(Tensor x, int headDim, int[] positions, Tensor invFreq);
+
+    /**
+     * Causal scaled-dot-product attention of one sequence with grouped-query heads.
+     * q is [n, nHeads*headDim]; row i is the query at position {@code startPos + i}. k and v are
+     * [>= startPos+n, nKvHeads*headDim]: the keys and values of positions 0, 1, ... (the KV cache).
+     * Query head h uses KV head {@code h / (nHeads / nKvHeads)}. A query at position p attends to key positions
+     * t with {@code t <= p}, and, when {@code slidingWindow > 0}, also {@code p - t < slidingWindow}.
+     * Scores are scaled by 1/sqrt(headDim); softmax in FP32. out is [n, nHeads*headDim].
+     */
+    void attention(Tensor q, Tensor k, Tensor v, int startPos, int nHeads, int nKvHeads, int headDim,
+                   int slidingWindow, Tensor out);
+
+    /** {@code out = silu(gate) * up}, element-wise, silu(x) = x / (1 + exp(-x)). */
+    void swiglu(Tensor gate, Tensor up, Tensor out);
+
+    /** {@code x += y}, element-wise, same shapes. */
+    void add(Tensor x, Tensor y);
+
+    // ---- host conveniences (not for hot paths) ------------------------------------------------------------
+
+    /** The tensor's elements as floats (float dtypes only). */
+    default float[] toFloats(Tensor t) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(t.byteSize(), 16);
+            copyToHost(t, host);
+            return HostConversions.toFloats(host, t.dtype(), t.numel());
+        }
+    }
+
+    /** A new tensor of dtype {@code dst} holding these floats. */
+    default Tensor fromFloats(float[] values, DType dst, long... shape) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocateFrom(ValueLayout.JAVA_FLOAT, values);
+            return upload(host, DType.F32, dst, shape);
+        }
+    }
+}
