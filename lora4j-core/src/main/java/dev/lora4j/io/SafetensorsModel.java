@@ -62,7 +62,7 @@ public final class SafetensorsModel implements AutoCloseable {
                     throw new SafetensorsFormatException(index + " lists shard '" + shard + "' but " + p + " does not"
                             + " exist: the download is incomplete. Download the missing shard or the whole model again.");
                 }
-                shards.add(p);
+                shards.add(folder.resolve(shard));
             }
             return fromFiles(folder, shards, Map.entry(index, weightMap));
         }
