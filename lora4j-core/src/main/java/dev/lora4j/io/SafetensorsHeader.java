@@ -70,9 +70,11 @@ record SafetensorsHeader(List<TensorInfo> tensors, Map<String, String> metadata)
                     : " (line " + e.getLocation().getLineNr() + ", column " + e.getLocation().getColumnNr() + ")";
             throw fail(file, what + where + ": " + e.getOriginalMessage(), e);
         }
-        if (root == null || !root.isObject()) {
-            throw fail(file, "the JSON header must be an object {\"tensor name\": {...}}, found "
-                    + (root == null ? "nothing" : kind(root)));
+        if (root == null || root.isMissingNode()) {
+            throw fail(file, "the JSON header is empty; it must be an object {\"tensor name\": {...}}");
+        }
+        if (!root.isObject()) {
+            throw fail(file, "the JSON header must be an object {\"tensor name\": {...}}, found " + kind(root));
         }
         Map<String, String> metadata = new LinkedHashMap<>();
         List<TensorInfo> tensors = new ArrayList<>();
