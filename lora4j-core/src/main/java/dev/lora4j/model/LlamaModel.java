@@ -200,6 +200,11 @@ public final class LlamaModel implements AutoCloseable {
             throw new IllegalArgumentException("sequence of " + (startPos + tokens.length)
                     + " positions does not fit the KV cache of " + cache.capacity() + " positions");
         }
+        if ((long) startPos + tokens.length > shape.positionLimit()) {
+            throw new IllegalArgumentException("sequence of " + (startPos + tokens.length) + " positions is longer than "
+                    + shape.positionLimit() + " (max_position_embeddings), beyond which this model's dynamic rope"
+                    + " scaling changes its frequencies; lora4j runs such models up to max_position_embeddings");
+        }
         for (int t : tokens) {
             if (t < 0 || t >= shape.vocabSize()) {
                 throw new IllegalArgumentException("token id " + t + " is outside the vocabulary [0, " + shape.vocabSize() + ")");

@@ -1,5 +1,8 @@
 package dev.lora4j.model;
 
+import dev.lora4j.io.ModelConfig;
+import dev.lora4j.io.RopeScaling;
+
 import java.util.Arrays;
 
 /**
@@ -10,6 +13,9 @@ import java.util.Arrays;
  * @param slidingWindows per layer, the number of most recent positions a query may see (itself included);
  *                       0 for full causal attention
  * @param invFreq        rotary inverse frequencies, [headDim / 2], with any rope scaling folded in
+ * @param maxPositions   {@code max_position_embeddings}: the context the model was trained for
+ * @param positionLimit  the most positions the frequencies are right for: {@code maxPositions} for dynamic NTK
+ *                       rope (which transformers changes beyond it), {@link Integer#MAX_VALUE} otherwise
  */
 public record LlamaShape(
         String modelType,
@@ -27,7 +33,8 @@ public record LlamaShape(
         boolean tiedEmbeddings,
         int[] slidingWindows,
         float[] invFreq,
-        int maxPositions) {
+        int maxPositions,
+        int positionLimit) {
 
     public LlamaShape {
         require(vocabSize > 0, "vocab_size must be positive, got " + vocabSize);
@@ -43,8 +50,41 @@ public record LlamaShape(
         for (int w : slidingWindows) require(w >= 0, "sliding_window must be >= 0, got " + w);
         require(invFreq.length == headDim / 2, "rope frequencies: expected " + headDim / 2 + ", got " + invFreq.length);
         require(maxPositions > 0, "max_position_embeddings must be positive, got " + maxPositions);
+        require(positionLimit > 0, "position limit must be positive, got " + positionLimit);
         slidingWindows = slidingWindows.clone();
         invFreq = invFreq.clone();
+    }
+
+    /**
+     * The shape of the model a {@code config.json} describes. Which projections have biases and which layers use a
+     * sliding window follow transformers' per-architecture rules, already resolved by {@link ModelConfig}.
+     */
+    public static LlamaShape of(ModelConfig c) {
+        int[] windows = new int[c.numHiddenLayers()];
+        for (int l = 0; l < windows.length; l++) windows[l] = c.slidingWindowFor(l);
+        RopeScaling scaling = c.ropeScaling();
+        float[] invFreq;
+        int positionLimit = Integer.MAX_VALUE;
+        if (scaling == null) {
+            invFreq = RopeFrequencies.unscaled(c.headDim(), c.ropeTheta());
+        } else {
+            switch (scaling.ropeType()) {
+                case "linear" -> invFreq = RopeFrequencies.linear(c.headDim(), c.ropeTheta(), scaling.factor());
+                case "llama3" -> invFreq = RopeFrequencies.llama3(c.headDim(), c.ropeTheta(), scaling.factor(),
+                        scaling.lowFreqFactor(), scaling.highFreqFactor(), scaling.originalMaxPositionEmbeddings());
+                case "dynamic" -> {
+                    // Dynamic NTK rope is the plain rope until the sequence outgrows max_position_embeddings.
+                    invFreq = RopeFrequencies.unscaled(c.headDim(), c.ropeTheta());
+                    positionLimit = c.maxPositionEmbeddings();
+                }
+                default -> throw new IllegalArgumentException("config.json: rope type '" + scaling.ropeType()
+                        + "' is not supported; supported: default, linear, dynamic, llama3");
+            }
+        }
+        return new LlamaShape(c.modelType(), c.vocabSize(), c.hiddenSize(), c.intermediateSize(), c.numHiddenLayers(),
+                c.numAttentionHeads(), c.numKeyValueHeads(), c.headDim(), (float) c.rmsNormEps(), c.qkvBias(),
+                c.outputProjectionBias(), c.mlpBias(), c.tieWordEmbeddings(), windows, invFreq,
+                c.maxPositionEmbeddings(), positionLimit);
     }
 
     @Override public int[] slidingWindows() { return slidingWindows.clone(); }
@@ -92,7 +132,7 @@ public record LlamaShape(
                 && rmsNormEps == s.rmsNormEps && qkvBias == s.qkvBias && outputBias == s.outputBias
                 && mlpBias == s.mlpBias && tiedEmbeddings == s.tiedEmbeddings
                 && Arrays.equals(slidingWindows, s.slidingWindows) && Arrays.equals(invFreq, s.invFreq)
-                && maxPositions == s.maxPositions;
+                && maxPositions == s.maxPositions && positionLimit == s.positionLimit;
     }
 
     @Override

@@ -36,7 +36,8 @@ final class TinyModels {
     static LlamaShape shape(String type, int heads, int kvHeads, int headDim, boolean tied, boolean oBias,
                             boolean mlpBias, boolean qkvBias, int[] windows) {
         return new LlamaShape(type, 61, 32, 40, windows.length, heads, kvHeads, headDim, 1e-5f, qkvBias, oBias,
-                mlpBias, tied, windows, RopeFrequencies.unscaled(headDim, 10000), 4096);
+                mlpBias, tied, windows, RopeFrequencies.unscaled(headDim, 10000), 4096,
+                Integer.MAX_VALUE);
     }
 
     /** Random weights with the given storage dtype; norm weights near 1. Values are those the dtype can hold. */

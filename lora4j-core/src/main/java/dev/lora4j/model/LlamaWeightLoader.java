@@ -1,0 +1,158 @@
+package dev.lora4j.model;
+
+import dev.lora4j.backend.Backend;
+import dev.lora4j.io.SafetensorsModel;
+import dev.lora4j.io.TensorInfo;
+import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Tensor;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * Reads a Llama-family checkpoint's tensors, by their Hugging Face names, onto a backend. Every tensor is checked
+ * against the shape {@code config.json} implies before any memory is spent on it; tensors the model does not use
+ * (a tied {@code lm_head.weight}, rotary caches) are ignored, as transformers ignores them.
+ *
+ * <p>Projections and embeddings are stored in the requested dtype, or as the file stores them; norm weights are
+ * always F32 because the backends multiply the F32 normalised activations by them.
+ */
+public final class LlamaWeightLoader {
+    private final SafetensorsModel file;
+    private final LlamaShape shape;
+    private final Backend backend;
+    private final DType storage;
+    private final List<Tensor> loaded = new ArrayList<>();
+
+    private LlamaWeightLoader(SafetensorsModel file, LlamaShape shape, Backend backend, DType storage) {
+        this.file = file;
+        this.shape = shape;
+        this.backend = backend;
+        this.storage = storage;
+    }
+
+    /** Loads every weight, keeping the dtype each tensor has in the file (F64 becomes F32). */
+    public static LlamaWeights load(SafetensorsModel file, LlamaShape shape, Backend backend) {
+        return load(file, shape, backend, null);
+    }
+
+    /**
+     * Loads every weight, converting matrices and biases to {@code storage} (F32, BF16 or F16; null keeps the file's
+     * dtype). On any error nothing stays allocated.
+     */
+    public static LlamaWeights load(SafetensorsModel file, LlamaShape shape, Backend backend, DType storage) {
+        if (storage != null && storage != DType.F32 && storage != DType.BF16 && storage != DType.F16) {
+            throw new IllegalArgumentException("weights can be kept as F32, BF16 or F16, not " + storage);
+        }
+        LlamaWeightLoader loader = new LlamaWeightLoader(file, shape, backend, storage);
+        try {
+            return loader.loadAll();
+        } catch (RuntimeException | OutOfMemoryError e) {
+            for (Tensor t : loader.loaded) t.close();
+            throw e;
+        }
+    }
+
+    private LlamaWeights loadAll() {
+        checkAllPresent();
+        long d = shape.hiddenSize(), q = shape.queryDim(), kv = shape.kvDim(), ff = shape.intermediateSize();
+        Tensor embed = matrix("model.embed_tokens.weight", shape.vocabSize(), d);
+        List<LlamaWeights.Layer> layers = new ArrayList<>();
+        for (int i = 0; i < shape.numLayers(); i++) {
+            String p = "model.layers." + i + ".";
+            layers.add(new LlamaWeights.Layer(
+                    norm(p + "input_layernorm.weight", d),
+                    matrix(p + "self_attn.q_proj.weight", q, d),
+                    matrix(p + "self_attn.k_proj.weight", kv, d),
+                    matrix(p + "self_attn.v_proj.weight", kv, d),
+                    matrix(p + "self_attn.o_proj.weight", d, q),
+                    shape.qkvBias() ? matrix(p + "self_attn.q_proj.bias", q) : null,
+                    shape.qkvBias() ? matrix(p + "self_attn.k_proj.bias", kv) : null,
+                    shape.qkvBias() ? matrix(p + "self_attn.v_proj.bias", kv) : null,
+                    shape.outputBias() ? matrix(p + "self_attn.o_proj.bias", d) : null,
+                    norm(p + "post_attention_layernorm.weight", d),
+                    matrix(p + "mlp.gate_proj.weight", ff, d),
+                    matrix(p + "mlp.up_proj.weight", ff, d),
+                    matrix(p + "mlp.down_proj.weight", d, ff),
+                    shape.mlpBias() ? matrix(p + "mlp.gate_proj.bias", ff) : null,
+                    shape.mlpBias() ? matrix(p + "mlp.up_proj.bias", ff) : null,
+                    shape.mlpBias() ? matrix(p + "mlp.down_proj.bias", d) : null));
+        }
+        Tensor finalNorm = norm("model.norm.weight", d);
+        Tensor lmHead = shape.tiedEmbeddings() ? null : matrix("lm_head.weight", shape.vocabSize(), d);
+        return new LlamaWeights(shape, embed, layers, finalNorm, lmHead);
+    }
+
+    /** The names this shape needs, checked up front so a missing tensor is reported before gigabytes are copied. */
+    private void checkAllPresent() {
+        List<String> missing = new ArrayList<>();
+        for (String name : requiredNames(shape)) if (!file.contains(name)) missing.add(name);
+        if (missing.isEmpty()) return;
+        String hint = "";
+        if (!shape.tiedEmbeddings() && missing.equals(List.of("lm_head.weight"))) {
+            hint = " If the model shares its embedding table with the output layer, config.json should say"
+                    + " \"tie_word_embeddings\": true.";
+        } else if (file.names().stream().noneMatch(n -> n.startsWith("model.layers."))) {
+            hint = " The files hold no tensor named model.layers.*: they do not look like a Hugging Face"
+                    + " Llama/Mistral/Qwen2 checkpoint (first names: "
+                    + String.join(", ", file.names().subList(0, Math.min(4, file.names().size()))) + ").";
+        }
+        throw new IllegalArgumentException(missing.size() + " tensor(s) the model needs are missing from the weights in "
+                + file.folder() + ": " + String.join(", ", missing.subList(0, Math.min(6, missing.size())))
+                + (missing.size() > 6 ? ", ..." : "") + "." + hint);
+    }
+
+    /** Every tensor name a checkpoint of this shape must contain. */
+    public static List<String> requiredNames(LlamaShape shape) {
+        List<String> names = new ArrayList<>();
+        names.add("model.embed_tokens.weight");
+        for (int i = 0; i < shape.numLayers(); i++) {
+            String p = "model.layers." + i + ".";
+            names.add(p + "input_layernorm.weight");
+            for (String m : List.of("q", "k", "v", "o")) names.add(p + "self_attn." + m + "_proj.weight");
+            if (shape.qkvBias()) for (String m : List.of("q", "k", "v")) names.add(p + "self_attn." + m + "_proj.bias");
+            if (shape.outputBias()) names.add(p + "self_attn.o_proj.bias");
+            names.add(p + "post_attention_layernorm.weight");
+            for (String m : List.of("gate", "up", "down")) {
+                names.add(p + "mlp." + m + "_proj.weight");
+                if (shape.mlpBias()) names.add(p + "mlp." + m + "_proj.bias");
+            }
+        }
+        names.add("model.norm.weight");
+        if (!shape.tiedEmbeddings()) names.add("lm_head.weight");
+        return names;
+    }
+
+    private Tensor matrix(String name, long... expected) {
+        TensorInfo info = check(name, expected);
+        DType dst = storage != null ? storage : info.dtype() == DType.F64 ? DType.F32 : info.dtype();
+        return upload(name, info, dst, expected);
+    }
+
+    private Tensor norm(String name, long... expected) {
+        return upload(name, check(name, expected), DType.F32, expected);
+    }
+
+    private Tensor upload(String name, TensorInfo info, DType dst, long[] shape) {
+        Tensor t = backend.upload(file.data(name), info.dtype(), dst, shape);
+        loaded.add(t);
+        return t;
+    }
+
+    private TensorInfo check(String name, long[] expected) {
+        TensorInfo info = file.info(name);
+        if (!Arrays.equals(info.shape(), expected)) {
+            throw new IllegalArgumentException("tensor " + name + " in " + file.fileOf(name) + " has shape "
+                    + Arrays.toString(info.shape()) + ", but config.json (" + shape + ") needs "
+                    + Arrays.toString(expected) + "; the weights and config.json belong to different models");
+        }
+        DType t = info.dtype();
+        if (t != DType.F32 && t != DType.BF16 && t != DType.F16 && t != DType.F64) {
+            throw new IllegalArgumentException("tensor " + name + " in " + file.fileOf(name) + " is stored as " + t
+                    + "; lora4j loads F32, BF16, F16 and F64 weights" + (t == DType.U8 || t == DType.I8
+                    ? " (quantized checkpoints must be dequantized first)" : ""));
+        }
+        return info;
+    }
+}
