@@ -4,12 +4,12 @@ package dev.lora4j.model;
  * A Llama-family decoder written as plain loops in double precision, independent of the backends: the reference
  * the model's forward pass is checked against. Weights are row-major {@code [out][in]} like torch Linear.
  */
-final class ReferenceLlama {
+public final class ReferenceLlama {
 
     /** Host copies of every weight; biases are null where absent. */
-    record Weights(double[][] embed, Layer[] layers, double[] finalNorm, double[][] lmHead) {}
+    public record Weights(double[][] embed, Layer[] layers, double[] finalNorm, double[][] lmHead) {}
 
-    record Layer(double[] inputNorm, double[][] q, double[][] k, double[][] v, double[][] o,
+    public record Layer(double[] inputNorm, double[][] q, double[][] k, double[][] v, double[][] o,
                  double[] qBias, double[] kBias, double[] vBias, double[] oBias,
                  double[] postNorm, double[][] gate, double[][] up, double[][] down,
                  double[] gateBias, double[] upBias, double[] downBias) {}

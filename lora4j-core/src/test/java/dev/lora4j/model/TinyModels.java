@@ -10,30 +10,30 @@ import java.util.List;
 import java.util.Random;
 
 /** Small random Llama-family models for tests: host weights for {@link ReferenceLlama} and the same on a backend. */
-final class TinyModels {
+public final class TinyModels {
     private TinyModels() {}
 
     /** Llama-style: grouped-query attention, a head dimension that makes q wider than the hidden size, no biases. */
-    static LlamaShape llama() {
+    public static LlamaShape llama() {
         return shape("llama", 4, 2, 12, false, false, false, false, new int[]{0, 0});
     }
 
     /** Qwen2-style: tied embeddings, q/k/v biases, a sliding window on the second layer only. */
-    static LlamaShape qwen2(int window) {
+    public static LlamaShape qwen2(int window) {
         return shape("qwen2", 4, 1, 8, true, false, false, true, new int[]{0, window});
     }
 
     /** Mistral-style: a sliding window on every layer. */
-    static LlamaShape mistral(int window) {
+    public static LlamaShape mistral(int window) {
         return shape("mistral", 4, 2, 8, false, false, false, false, new int[]{window, window});
     }
 
     /** Llama with attention_bias and mlp_bias: every projection has a bias. */
-    static LlamaShape llamaWithBiases() {
+    public static LlamaShape llamaWithBiases() {
         return shape("llama", 2, 2, 16, false, true, true, true, new int[]{0, 0});
     }
 
-    static LlamaShape shape(String type, int heads, int kvHeads, int headDim, boolean tied, boolean oBias,
+    public static LlamaShape shape(String type, int heads, int kvHeads, int headDim, boolean tied, boolean oBias,
                             boolean mlpBias, boolean qkvBias, int[] windows) {
         return new LlamaShape(type, 61, 32, 40, windows.length, heads, kvHeads, headDim, 1e-5f, qkvBias, oBias,
                 mlpBias, tied, windows, RopeFrequencies.unscaled(headDim, 10000), 4096,
@@ -41,7 +41,7 @@ final class TinyModels {
     }
 
     /** Random weights with the given storage dtype; norm weights near 1. Values are those the dtype can hold. */
-    static ReferenceLlama.Weights randomWeights(LlamaShape s, DType storage, long seed) {
+    public static ReferenceLlama.Weights randomWeights(LlamaShape s, DType storage, long seed) {
         Random r = new Random(seed);
         int d = s.hiddenSize(), q = s.queryDim(), kv = s.kvDim(), ff = s.intermediateSize();
         double[][] embed = matrix(r, s.vocabSize(), d, 0.5, storage);
@@ -62,7 +62,7 @@ final class TinyModels {
     }
 
     /** The same weights as backend tensors. */
-    static LlamaWeights upload(Backend b, LlamaShape s, ReferenceLlama.Weights w, DType storage) {
+    public static LlamaWeights upload(Backend b, LlamaShape s, ReferenceLlama.Weights w, DType storage) {
         List<LlamaWeights.Layer> layers = new ArrayList<>();
         for (ReferenceLlama.Layer L : w.layers()) {
             layers.add(new LlamaWeights.Layer(f32(b, L.inputNorm()),
