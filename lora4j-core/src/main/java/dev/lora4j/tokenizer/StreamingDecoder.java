@@ -35,11 +35,7 @@ public final class StreamingDecoder {
         ids[count++] = id;
         String text = tokenizer.decode(ids, 0, count, skipSpecialTokens);
         if (text.length() <= prefix.length() || text.endsWith(String.valueOf(Utf8.REPLACEMENT))) return "";
-        if (!text.startsWith(prefix)) {
-            throw new TokenizerException("streaming decode went wrong at token " + id + ": the text so far \"" + prefix
-                    + "\" is not a prefix of \"" + text + "\"; decode the whole id list instead");
-        }
-        String fresh = text.substring(prefix.length());
+        String fresh = freshText(text);
         int newPrefixIndex = count - prefixIndex;
         System.arraycopy(ids, prefixIndex, ids, 0, count - prefixIndex);
         count -= prefixIndex;
@@ -48,10 +44,19 @@ public final class StreamingDecoder {
         return fresh;
     }
 
+    /**
+     * What the window adds to the text already returned. Normally the window's text extends that text; it does
+     * not when a run of byte tokens turns out to be invalid UTF-8 as a whole (the reference fails there), and
+     * then the tokens after the returned text are decoded on their own.
+     */
+    private String freshText(String text) {
+        return text.startsWith(prefix) ? text.substring(prefix.length()) : tokenizer.decode(ids, prefixIndex, count, skipSpecialTokens);
+    }
+
     /** Returns any text still held back (such as an incomplete UTF-8 sequence, as U+FFFD) and starts afresh. */
     public String flush() {
         String text = tokenizer.decode(ids, 0, count, skipSpecialTokens);
-        String rest = text.length() > prefix.length() && text.startsWith(prefix) ? text.substring(prefix.length()) : "";
+        String rest = text.length() > prefix.length() || !text.startsWith(prefix) ? freshText(text) : "";
         count = 0;
         prefix = "";
         prefixIndex = 0;

@@ -89,9 +89,12 @@ public final class Tokenizer {
         Map<String, Integer> allIds = new HashMap<>(model.vocab());
         allIds.putAll(addedIds);
         PostProcessor fromFile = TokenizerJsonReader.postProcessor(root.get("post_processor"), "post_processor", allIds);
-        bosToken = TokenizerJsonReader.configToken(config, "bos_token");
+        String bos = TokenizerJsonReader.configToken(config, "bos_token");
         eosToken = TokenizerJsonReader.configToken(config, "eos_token");
-        postProcessor = choosePostProcessor(fromFile, config);
+        postProcessor = choosePostProcessor(fromFile, config, bos);
+        // Without tokenizer_config.json, the one token a template puts before the text is the BOS.
+        if (bos == null && postProcessor instanceof PostProcessor.Surround(int[] before, int[] after) && before.length == 1) bos = idToToken[before[0]];
+        bosToken = bos;
 
         String template = chatTemplateFrom(config);
         chatTemplate = template != null ? template : chatTemplateFromFolder;
@@ -101,7 +104,7 @@ public final class Tokenizer {
      * The file's post-processor when it adds tokens; otherwise tokenizer_config.json's add_bos_token /
      * add_eos_token flags, which is how Llama-2-era folders ask for BOS.
      */
-    private PostProcessor choosePostProcessor(PostProcessor fromFile, JsonNode config) {
+    private PostProcessor choosePostProcessor(PostProcessor fromFile, JsonNode config, String bosToken) {
         boolean fileAddsTokens = fromFile != null && !(fromFile instanceof PostProcessor.None)
                 && fromFile.process(new int[0]).length > 0;
         if (fileAddsTokens) return fromFile;
