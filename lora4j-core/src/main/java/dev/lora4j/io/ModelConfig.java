@@ -3,6 +3,7 @@ package dev.lora4j.io;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.util.DefaultIndenter;
 import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
+import com.fasterxml.jackson.core.util.Separators;
 
 import java.io.IOException;
 import java.nio.charset.CharacterCodingException;
@@ -325,7 +326,9 @@ public record ModelConfig(
             default -> throw new IllegalStateException(modelType);
         }
         try {
+            // Laid out as Python's json.dumps(indent=2) lays it out: "key": value, two-space indent.
             DefaultPrettyPrinter printer = new DefaultPrettyPrinter()
+                    .withSeparators(Separators.createDefaultInstance().withObjectFieldValueSpacing(Separators.Spacing.AFTER))
                     .withObjectIndenter(new DefaultIndenter("  ", "\n"))
                     .withArrayIndenter(new DefaultIndenter("  ", "\n"));
             return JsonFields.JSON.writer(printer).writeValueAsString(m) + "\n";
