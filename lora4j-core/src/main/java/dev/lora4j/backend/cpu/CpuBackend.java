@@ -10,17 +10,19 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.concurrent.ForkJoinPool;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.stream.IntStream;
 
 /**
- * The CPU backend: off-heap tensors, F32 activations, F32/BF16/F16 weights, multi-threaded kernels.
- * It is the reference every other backend is tested against, so each op is written to be obviously right first.
+ * The CPU backend: off-heap tensors, F32 activations, F32/BF16/F16 weights, kernels written with the Vector API
+ * and run on a fork-join pool of {@link #threads()} workers. It is the reference every other backend is tested
+ * against: each kernel is checked against a double-precision scalar reference (see the tests), and only then
+ * made fast.
  */
 public final class CpuBackend implements Backend {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
     private final int threads;
     private final ForkJoinPool pool;
+    private final Parallel parallel;
     private final AtomicLong inUse = new AtomicLong();
     private final AtomicLong peak = new AtomicLong();
 
@@ -32,6 +34,7 @@ public final class CpuBackend implements Backend {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
         this.threads = threads;
         this.pool = new ForkJoinPool(threads);
+        this.parallel = new Parallel(pool, threads);
     }
 
     @Override public String name() { return "cpu"; }
@@ -60,7 +63,9 @@ public final class CpuBackend implements Backend {
     @Override
     public Tensor upload(MemorySegment host, DType src, DType dst, long... shape) {
         Tensor t = allocate(dst, shape);
-        HostConversions.convert(host, src, seg(t), dst, t.numel());
+        // On this thread: the caller's memory may be confined to it.
+        if (host.isNative()) FloatConversions.convert(host, src, 0, seg(t), dst, 0, t.numel());
+        else HostConversions.convert(host, src, seg(t), dst, t.numel());
         return t;
     }
 
@@ -72,7 +77,15 @@ public final class CpuBackend implements Backend {
     @Override
     public void copy(Tensor src, Tensor dst) {
         requireSameCount(src, dst);
-        HostConversions.convert(seg(src), src.dtype(), seg(dst), dst.dtype(), src.numel());
+        convertInParallel(seg(src), src.dtype(), seg(dst), dst.dtype(), src.numel());
+    }
+
+    private void convertInParallel(MemorySegment src, DType s, MemorySegment dst, DType d, long count) {
+        if (s == d || !FloatConversions.isVectorized(s, d)) {
+            FloatConversions.convert(src, s, 0, dst, d, 0, count);
+            return;
+        }
+        forElements(count, (from, to) -> FloatConversions.convert(src, s, from, dst, d, from, to - from));
     }
 
     @Override public void synchronize() {}
@@ -97,18 +110,20 @@ public final class CpuBackend implements Backend {
         long d = table.dim(-1);
         long vocab = table.rows();
         requireF32(out, "embedding out");
+        requireFloat(table, "embedding table");
         if (out.rows() != ids.length || out.dim(-1) != d) {
             throw new IllegalArgumentException("embedding out must be [" + ids.length + ", " + d + "], got " + out);
         }
-        MemorySegment t = seg(table), o = seg(out);
-        for (int i = 0; i < ids.length; i++) {
-            if (ids[i] < 0 || ids[i] >= vocab) {
-                throw new IndexOutOfBoundsException("token id " + ids[i] + " outside the vocabulary [0, " + vocab + ")");
-            }
-            for (long j = 0; j < d; j++) {
-                o.setAtIndex(F, i * d + j, HostConversions.getFloat(t, table.dtype(), ids[i] * d + j));
+        for (int id : ids) {
+            if (id < 0 || id >= vocab) {
+                throw new IndexOutOfBoundsException("token id " + id + " outside the vocabulary [0, " + vocab + ")");
             }
         }
+        MemorySegment t = seg(table), o = seg(out);
+        DType tt = table.dtype();
+        parallel.forRange(ids.length, grainRows(d), (from, to) -> {
+            for (int i = from; i < to; i++) FloatConversions.convert(t, tt, ids[i] * d, o, DType.F32, i * d, d);
+        });
     }
 
     @Override
@@ -116,73 +131,83 @@ public final class CpuBackend implements Backend {
         requireF32(x, "rmsNorm x");
         requireF32(out, "rmsNorm out");
         requireSameCount(x, out);
-        int d = (int) x.dim(-1);
-        float[] w = toFloats(weight);
+        int d = rowLength(x, "rmsNorm x");
+        if (weight.numel() != d) throw new IllegalArgumentException("rmsNorm weight " + weight + " must have " + d + " elements, as x's rows " + x);
+        MemorySegment w = asF32(weight, "rmsNorm weight");
         MemorySegment xs = seg(x), os = seg(out);
-        parallelRows((int) x.rows(), r -> CpuKernels.rmsNormRow(xs, os, (long) r * d, d, w, eps));
+        parallel.forRange(rowCount(x), grainRows(d), (from, to) -> {
+            for (int r = from; r < to; r++) CpuKernels.rmsNormRow(xs, os, (long) r * d, d, w, eps);
+        });
     }
 
     @Override
     public void matmul(Tensor x, Tensor w, Tensor out, boolean accumulate) {
         requireF32(x, "matmul x");
         requireF32(out, "matmul out");
+        if (w.dtype() != DType.F32 && w.dtype() != DType.BF16 && w.dtype() != DType.F16) {
+            throw new IllegalArgumentException("matmul weights must be F32, BF16 or F16, got " + w);
+        }
         long n = x.rows(), k = x.dim(-1), m = w.rows();
         if (w.dim(-1) != k || out.rows() != n || out.dim(-1) != m) {
             throw new IllegalArgumentException("matmul shapes: x " + x + ", w " + w + ", out " + out);
         }
+        if (n > Integer.MAX_VALUE || k > Integer.MAX_VALUE || m > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("matmul dimensions must each be below 2^31: x " + x + ", w " + w);
+        }
+        if (n == 0 || m == 0) return;
         MemorySegment xs = seg(x), ws = seg(w), os = seg(out);
         DType wt = w.dtype();
-        // Parallel over output features so each weight row is streamed from memory once per call.
-        int blocks = (int) Math.min(m, threads * 8L);
-        parallel(blocks, b -> {
-            long m0 = m * b / blocks, m1 = m * (b + 1) / blocks;
-            CpuKernels.matmulBlock(xs, ws, wt, os, n, k, m, m0, m1, accumulate);
+        int rows = (int) n, depth = (int) k, features = (int) m;
+        // Blocks of up to ROW_BLOCK rows keep the x rows a block reuses in the core's cache; output features are
+        // split so every thread gets several blocks, each streaming its own weight rows.
+        int rowBlock = rows < MatmulKernels.TILE ? rows : ROW_BLOCK;
+        int rowBlocks = Parallel.ceilDiv(rows, rowBlock);
+        int groups = Parallel.ceilDiv(features, MatmulKernels.TILE);
+        int featureBlocks = Math.min(groups, Math.max(1, Parallel.ceilDiv(threads * 8, rowBlocks)));
+        parallel.forEach(rowBlocks * featureBlocks, task -> {
+            int rb = task / featureBlocks, fb = task % featureBlocks;
+            int r0 = rb * rowBlock, r1 = Math.min(rows, r0 + rowBlock);
+            int c0 = (int) ((long) groups * fb / featureBlocks) * MatmulKernels.TILE;
+            int c1 = Math.min(features, (int) ((long) groups * (fb + 1) / featureBlocks) * MatmulKernels.TILE);
+            MatmulKernels.block(xs, ws, wt, os, depth, features, r0, r1, c0, c1, accumulate);
         });
     }
 
     @Override
     public void addBias(Tensor x, Tensor bias) {
         requireF32(x, "addBias x");
-        int d = (int) x.dim(-1);
+        int d = rowLength(x, "addBias x");
         if (bias.numel() != d) throw new IllegalArgumentException("bias " + bias + " does not match rows of " + x);
-        float[] b = toFloats(bias);
+        MemorySegment b = asF32(bias, "addBias bias");
         MemorySegment xs = seg(x);
-        for (long r = 0; r < x.rows(); r++) {
-            for (int j = 0; j < d; j++) {
-                long i = r * d + j;
-                xs.setAtIndex(F, i, xs.getAtIndex(F, i) + b[j]);
-            }
-        }
+        parallel.forRange(rowCount(x), grainRows(d), (from, to) -> {
+            for (int r = from; r < to; r++) CpuKernels.addRow(xs, (long) r * d, b, d);
+        });
     }
 
     @Override
     public void rope(Tensor x, int headDim, int[] positions, Tensor invFreq) {
         requireF32(x, "rope x");
-        int width = (int) x.dim(-1);
-        if (width % headDim != 0 || headDim % 2 != 0) {
+        int width = rowLength(x, "rope x");
+        if (headDim <= 0 || width % headDim != 0 || headDim % 2 != 0) {
             throw new IllegalArgumentException("rope: row width " + width + " is not a multiple of an even headDim " + headDim);
         }
         if (positions.length != x.rows()) {
             throw new IllegalArgumentException("rope: " + positions.length + " positions for " + x.rows() + " rows");
         }
         float[] inv = toFloats(invFreq);
-        if (inv.length != headDim / 2) throw new IllegalArgumentException("rope: invFreq must have headDim/2 entries");
-        MemorySegment xs = seg(x);
         int half = headDim / 2;
-        parallelRows(positions.length, r -> {
+        if (inv.length != half) throw new IllegalArgumentException("rope: invFreq must have headDim/2 = " + half + " entries, got " + invFreq);
+        MemorySegment xs = seg(x);
+        parallel.forRange(positions.length, grainRows(width), (from, to) -> {
             float[] cos = new float[half], sin = new float[half];
-            for (int j = 0; j < half; j++) {
-                float angle = positions[r] * inv[j]; // FP32 product, as torch computes it
-                cos[j] = (float) Math.cos(angle);
-                sin[j] = (float) Math.sin(angle);
-            }
-            for (int h = 0; h < width / headDim; h++) {
-                long base = (long) r * width + (long) h * headDim;
+            for (int r = from; r < to; r++) {
                 for (int j = 0; j < half; j++) {
-                    float a = xs.getAtIndex(F, base + j), b = xs.getAtIndex(F, base + j + half);
-                    xs.setAtIndex(F, base + j, a * cos[j] - b * sin[j]);
-                    xs.setAtIndex(F, base + j + half, b * cos[j] + a * sin[j]);
+                    float angle = positions[r] * inv[j]; // FP32 product, as torch computes it
+                    cos[j] = (float) Math.cos(angle);
+                    sin[j] = (float) Math.sin(angle);
                 }
+                CpuKernels.ropeRow(xs, (long) r * width, width, headDim, cos, sin);
             }
         });
     }
@@ -192,78 +217,107 @@ public final class CpuBackend implements Backend {
                           int slidingWindow, Tensor out) {
         requireF32(q, "attention q");
         requireF32(out, "attention out");
-        int n = (int) q.rows();
-        if (nHeads % nKvHeads != 0) throw new IllegalArgumentException("nHeads " + nHeads + " not a multiple of nKvHeads " + nKvHeads);
-        if (q.dim(-1) != (long) nHeads * headDim || k.dim(-1) != (long) nKvHeads * headDim
-                || v.dim(-1) != (long) nKvHeads * headDim || k.rows() < startPos + n || v.rows() < startPos + n) {
-            throw new IllegalArgumentException("attention shapes: q " + q + ", k " + k + ", v " + v + " at startPos " + startPos);
+        requireFloat(k, "attention k");
+        requireFloat(v, "attention v");
+        if (nHeads <= 0 || nKvHeads <= 0 || headDim <= 0 || startPos < 0) {
+            throw new IllegalArgumentException("attention: nHeads " + nHeads + ", nKvHeads " + nKvHeads + ", headDim "
+                    + headDim + " must be positive and startPos " + startPos + " not negative");
         }
-        MemorySegment qs = seg(q), ks = seg(k), vs = seg(v), os = seg(out);
-        DType kt = k.dtype(), vt = v.dtype();
+        if (nHeads % nKvHeads != 0) throw new IllegalArgumentException("nHeads " + nHeads + " not a multiple of nKvHeads " + nKvHeads);
+        int n = rowCount(q);
+        if (q.dim(-1) != (long) nHeads * headDim || k.dim(-1) != (long) nKvHeads * headDim
+                || v.dim(-1) != (long) nKvHeads * headDim || k.rows() < (long) startPos + n || v.rows() < (long) startPos + n
+                || out.rows() != n || out.dim(-1) != q.dim(-1)) {
+            throw new IllegalArgumentException("attention shapes: q " + q + ", k " + k + ", v " + v + ", out " + out
+                    + " at startPos " + startPos + " with " + nHeads + " heads, " + nKvHeads + " KV heads of " + headDim);
+        }
+        int kvWidth = nKvHeads * headDim;
+        int positions = startPos + n;
+        MemorySegment qs = seg(q), os = seg(out);
+        MemorySegment ks = asF32Rows(k, positions, kvWidth), vs = asF32Rows(v, positions, kvWidth);
         int group = nHeads / nKvHeads;
         float scale = (float) (1.0 / Math.sqrt(headDim));
-        int qWidth = nHeads * headDim, kvWidth = nKvHeads * headDim;
-        parallel(n * nHeads, task -> {
+        long qRow = (long) nHeads * headDim * Float.BYTES, kvRow = (long) kvWidth * Float.BYTES;
+        long headBytes = (long) headDim * Float.BYTES;
+        parallel.forEach(n * nHeads, task -> {
             int i = task / nHeads, h = task % nHeads, kvh = h / group;
             int pos = startPos + i;
             int first = slidingWindow > 0 ? Math.max(0, pos - slidingWindow + 1) : 0;
-            float[] scores = new float[pos - first + 1];
-            float max = Float.NEGATIVE_INFINITY;
-            long qBase = (long) i * qWidth + (long) h * headDim;
-            for (int t = first; t <= pos; t++) {
-                long kBase = (long) t * kvWidth + (long) kvh * headDim;
-                float dot = 0f;
-                for (int j = 0; j < headDim; j++) {
-                    dot += qs.getAtIndex(F, qBase + j) * HostConversions.getFloat(ks, kt, kBase + j);
-                }
-                scores[t - first] = dot * scale;
-                max = Math.max(max, scores[t - first]);
-            }
-            float sum = 0f;
-            for (int s = 0; s < scores.length; s++) {
-                scores[s] = (float) Math.exp(scores[s] - max);
-                sum += scores[s];
-            }
-            float[] acc = new float[headDim];
-            for (int t = first; t <= pos; t++) {
-                float p = scores[t - first] / sum;
-                long vBase = (long) t * kvWidth + (long) kvh * headDim;
-                for (int j = 0; j < headDim; j++) acc[j] += p * HostConversions.getFloat(vs, vt, vBase + j);
-            }
-            for (int j = 0; j < headDim; j++) os.setAtIndex(F, qBase + j, acc[j]);
+            long qh = i * qRow + h * headBytes;
+            CpuKernels.attendHead(qs, qh, ks, vs, kvh * headBytes, kvRow, first, pos, headDim, scale, os, qh);
         });
     }
 
     @Override
     public void swiglu(Tensor gate, Tensor up, Tensor out) {
+        requireF32(gate, "swiglu gate");
+        requireF32(up, "swiglu up");
+        requireF32(out, "swiglu out");
         requireSameCount(gate, up);
         requireSameCount(gate, out);
         MemorySegment g = seg(gate), u = seg(up), o = seg(out);
-        for (long i = 0; i < gate.numel(); i++) {
-            float a = g.getAtIndex(F, i);
-            o.setAtIndex(F, i, a / (1f + (float) Math.exp(-a)) * u.getAtIndex(F, i));
-        }
+        forElements(gate.numel(), (from, to) -> CpuKernels.swiglu(g, u, o, from, to));
     }
 
     @Override
     public void add(Tensor x, Tensor y) {
+        requireF32(x, "add x");
+        requireF32(y, "add y");
         requireSameCount(x, y);
         MemorySegment xs = seg(x), ys = seg(y);
-        for (long i = 0; i < x.numel(); i++) xs.setAtIndex(F, i, xs.getAtIndex(F, i) + ys.getAtIndex(F, i));
+        forElements(x.numel(), (from, to) -> CpuKernels.add(xs, ys, from, to));
     }
 
     // ---- helpers ------------------------------------------------------------------------------------------
 
-    private void parallelRows(int rows, java.util.function.IntConsumer body) {
-        parallel(rows, body);
+    /** Rows per matmul block: 64 x rows of a 4096-wide layer are 1 MiB, which stays in a core's L2 cache. */
+    private static final int ROW_BLOCK = 64;
+    /** Element-wise work below this many elements runs on the calling thread: a fork-join round trip costs more. */
+    private static final int ELEMENT_GRAIN = 1 << 15;
+
+    @FunctionalInterface
+    private interface ElementRange {
+        void run(long from, long to);
     }
 
-    private void parallel(int tasks, java.util.function.IntConsumer body) {
-        if (tasks <= 1 || threads == 1) {
-            for (int i = 0; i < tasks; i++) body.accept(i);
-            return;
-        }
-        pool.submit(() -> IntStream.range(0, tasks).parallel().forEach(body)).join();
+    private void forElements(long count, ElementRange body) {
+        long chunks = (count + ELEMENT_GRAIN - 1) / ELEMENT_GRAIN;
+        if (chunks > Integer.MAX_VALUE) throw new IllegalArgumentException("too many elements: " + count);
+        parallel.forRange((int) chunks, 1, (from, to) ->
+                body.run((long) from * ELEMENT_GRAIN, Math.min(count, (long) to * ELEMENT_GRAIN)));
+    }
+
+    /** Rows per parallel range so that each range has at least {@link #ELEMENT_GRAIN} elements. */
+    private static int grainRows(long rowLength) {
+        return (int) Math.max(1, ELEMENT_GRAIN / Math.max(1, rowLength));
+    }
+
+    private static int rowCount(Tensor t) {
+        if (t.rows() > Integer.MAX_VALUE) throw new IllegalArgumentException("more than 2^31 rows: " + t);
+        return (int) t.rows();
+    }
+
+    private static int rowLength(Tensor t, String what) {
+        if (t.dim(-1) > Integer.MAX_VALUE) throw new IllegalArgumentException(what + " rows are longer than 2^31: " + t);
+        return (int) t.dim(-1);
+    }
+
+    /** The tensor's elements as F32 native memory: its own segment if it is F32, else a converted copy in scratch. */
+    private static MemorySegment asF32(Tensor t, String what) {
+        requireFloat(t, what);
+        if (t.dtype() == DType.F32) return seg(t);
+        MemorySegment params = Scratch.get().params(t.numel());
+        FloatConversions.convert(seg(t), t.dtype(), 0, params, DType.F32, 0, t.numel());
+        return params;
+    }
+
+    /** The first {@code rows} rows of a K or V cache as F32: the cache itself if it is F32, else a converted copy. */
+    private static MemorySegment asF32Rows(Tensor t, int rows, int width) {
+        if (t.dtype() == DType.F32) return seg(t);
+        long count = (long) rows * width;
+        MemorySegment copy = Arena.ofAuto().allocate(count * Float.BYTES, 64);
+        FloatConversions.convert(seg(t), t.dtype(), 0, copy, DType.F32, 0, count);
+        return copy;
     }
 
     private static MemorySegment seg(Tensor t) {
@@ -273,6 +327,12 @@ public final class CpuBackend implements Backend {
 
     private static void requireF32(Tensor t, String what) {
         if (t.dtype() != DType.F32) throw new IllegalArgumentException(what + " must be F32, got " + t);
+    }
+
+    private static void requireFloat(Tensor t, String what) {
+        if (!t.dtype().isFloatingPoint() || t.dtype() == DType.F8_E4M3 || t.dtype() == DType.F8_E5M2) {
+            throw new IllegalArgumentException(what + " must be F32, BF16, F16 or F64, got " + t);
+        }
     }
 
     private static void requireSameCount(Tensor a, Tensor b) {
