@@ -11,7 +11,9 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.lora4j.tensor.DType;
 
 import java.nio.ByteBuffer;
+import java.nio.CharBuffer;
 import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CoderResult;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -69,6 +71,9 @@ record SafetensorsHeader(List<TensorInfo> tensors, Map<String, String> metadata)
             String where = e.getLocation() == null ? ""
                     : " (line " + e.getLocation().getLineNr() + ", column " + e.getLocation().getColumnNr() + ")";
             throw fail(file, what + where + ": " + e.getOriginalMessage(), e);
+        } catch (RuntimeException e) {
+            // Not expected from the parser, but a damaged file must never surface as anything but a format error.
+            throw fail(file, "the JSON header could not be parsed: " + e, e);
         }
         if (root == null || root.isMissingNode()) {
             throw fail(file, "the JSON header is empty; it must be an object {\"tensor name\": {...}}");
@@ -101,13 +106,17 @@ record SafetensorsHeader(List<TensorInfo> tensors, Map<String, String> metadata)
         }
     }
 
+    /** Where decoding fails, found with a small output buffer so that a 100 MB header costs no 100 MB copy. */
     private static int firstInvalidUtf8(byte[] bytes) {
         var decoder = StandardCharsets.UTF_8.newDecoder()
                 .onMalformedInput(CodingErrorAction.REPORT).onUnmappableCharacter(CodingErrorAction.REPORT);
         ByteBuffer in = ByteBuffer.wrap(bytes);
-        var out = java.nio.CharBuffer.allocate(Math.max(16, bytes.length));
-        decoder.decode(in, out, true);
-        return in.position();
+        CharBuffer out = CharBuffer.allocate(4096);
+        while (true) {
+            CoderResult r = decoder.decode(in, out, true);
+            if (r.isError() || r.isUnderflow()) return in.position();
+            out.clear();
+        }
     }
 
     private static void readMetadata(Path file, JsonNode node, Map<String, String> into) throws SafetensorsFormatException {

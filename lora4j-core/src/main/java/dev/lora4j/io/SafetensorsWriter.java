@@ -50,8 +50,8 @@ public final class SafetensorsWriter {
         return this;
     }
 
-    public SafetensorsWriter metadata(Map<String, String> entries) {
-        entries.forEach(this::metadata);
+    public SafetensorsWriter metadata(Map<String, String> values) {
+        values.forEach(this::metadata);
         return this;
     }
 

@@ -123,6 +123,13 @@ class SafetensorsFileValidationTest {
     }
 
     @Test
+    void rejectsPathologicalJsonWithoutBlowingTheStack() throws IOException {
+        assertRejected("[".repeat(200_000) + "]".repeat(200_000), 0, "not valid JSON");
+        assertRejected("{\"w\":{\"dtype\":\"U8\",\"shape\":[1" + "0".repeat(5000) + "],\"data_offsets\":[0,1]}}", 1, "not valid JSON");
+        assertRejected("{\"w\":{\"dtype\":\"U8\",\"shape\":[1e999999],\"data_offsets\":[0,1]}}", 1, "dimension 0");
+    }
+
+    @Test
     void rejectsAHeaderThatIsNotAnObject() throws IOException {
         assertRejected("[]", 0, "must be an object", "an array");
         assertRejected("   ", 0, "empty");
