@@ -1,0 +1,125 @@
+// Shared by every lora4j kernel: element types and their conversions, index helpers, block reductions.
+//
+// The 16-bit conversions are written on the bits rather than with cuda_fp16/cuda_bf16 intrinsics so that they
+// round exactly as dev.lora4j.tensor.Half does (round to nearest even, Java's NaN patterns) and so that the same
+// functions compile for the host, where tests check them against Java over every 16-bit pattern.
+#pragma once
+
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define L4J_HD __host__ __device__ __forceinline__
+#else
+#define L4J_HD inline
+#endif
+
+#include <string.h>
+
+L4J_HD uint32_t l4j_float_bits(float f) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(f);
+#else
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+#endif
+}
+
+L4J_HD float l4j_bits_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
+// bfloat16 is the top half of an IEEE float.
+L4J_HD float l4j_bf16_to_float(uint16_t h) { return l4j_bits_float(((uint32_t) h) << 16); }
+
+// Round to nearest even; a NaN stays a NaN (quiet bit set), as torch and Half.floatToBf16 do.
+L4J_HD uint16_t l4j_float_to_bf16(float f) {
+    uint32_t bits = l4j_float_bits(f);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t) ((bits >> 16) | 0x0040u);
+    uint32_t bias = 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t) ((bits + bias) >> 16);
+}
+
+// IEEE binary16 to float, exact; NaN significand bits are kept (as Float.float16ToFloat keeps them).
+L4J_HD float l4j_f16_to_float(uint16_t h) {
+    uint32_t sign = ((uint32_t) (h & 0x8000u)) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    if (exp == 0) {
+        // Zero or subnormal: man * 2^-24 is exact in float.
+        float mag = (float) man * 5.9604644775390625e-8f;
+        return l4j_bits_float(l4j_float_bits(mag) | sign);
+    }
+    if (exp == 31) return l4j_bits_float(sign | 0x7f800000u | (man << 13));
+    return l4j_bits_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+// Float to IEEE binary16, round to nearest even, overflow to infinity, NaN as Float.floatToFloat16 makes it.
+L4J_HD uint16_t l4j_float_to_f16(float f) {
+    uint32_t x = l4j_float_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) {
+        return (uint16_t) (sign | 0x7c00u | ((x & 0x007fe000u) >> 13) | ((x & 0x00001ff0u) >> 4) | (x & 0x0000000fu));
+    }
+    if (ax >= 0x477ff000u) return (uint16_t) (sign | 0x7c00u);  // >= 65520 (max half + half an ulp): infinity
+    if (ax >= 0x38800000u) {                                     // >= 2^-14: a normal half
+        uint32_t v = ax - 0x38000000u;                            // rebias the exponent from 127 to 15
+        uint32_t r = v >> 13, rem = v & 0x1fffu;
+        if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+        return (uint16_t) (sign | r);
+    }
+    if (ax <= 0x33000000u) return (uint16_t) sign;               // <= 2^-25 rounds (ties to even) to zero
+    uint32_t e = ax >> 23;                                        // 102..112: a half subnormal
+    uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - e;
+    uint32_t r = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (r & 1u))) r++;
+    return (uint16_t) (sign | r);
+}
+
+#ifdef __CUDACC__
+
+// Storage types: 16-bit floats travel as their bits so that every conversion goes through the functions above.
+struct l4j_bf16 { uint16_t bits; };
+struct l4j_f16 { uint16_t bits; };
+
+__device__ __forceinline__ float l4j_load(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float l4j_load(const double* p, long long i) { return (float) p[i]; }
+__device__ __forceinline__ float l4j_load(const l4j_bf16* p, long long i) { return l4j_bf16_to_float(p[i].bits); }
+__device__ __forceinline__ float l4j_load(const l4j_f16* p, long long i) { return l4j_f16_to_float(p[i].bits); }
+
+__device__ __forceinline__ void l4j_store(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void l4j_store(double* p, long long i, float v) { p[i] = (double) v; }
+__device__ __forceinline__ void l4j_store(l4j_bf16* p, long long i, float v) { p[i].bits = l4j_float_to_bf16(v); }
+__device__ __forceinline__ void l4j_store(l4j_f16* p, long long i, float v) { p[i].bits = l4j_float_to_f16(v); }
+
+// A grid-stride loop over [0, n) with 64-bit indices: tensors may hold more than 2^31 elements.
+#define L4J_FOR_EACH(i, n) \
+    for (long long i = (long long) blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long) blockDim.x * gridDim.x)
+
+__device__ __forceinline__ float l4j_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum of one value per thread over the whole block; every thread gets the result. blockDim.x % 32 == 0.
+__device__ __forceinline__ float l4j_block_sum(float v, float* shared32) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = l4j_warp_sum(v);
+    __syncthreads();  // shared32 may still be read by a previous call
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float total = lane < warps ? shared32[lane] : 0.0f;
+    return l4j_warp_sum(total);
+}
+
+#endif

@@ -1,0 +1,25 @@
+// Rotary position embedding in place, Hugging Face's rotate_half layout: within each head, element j pairs with
+// element j + headDim/2. One thread per (row, pair j); it computes the angle once and rotates that pair in every head.
+#include "common.cuh"
+
+extern "C" __global__ void lora4j_rope_f32(float* x, const int* __restrict__ positions,
+                                           const float* __restrict__ inv_freq, int n, int width, int head_dim) {
+    int half = head_dim / 2;
+    int heads = width / head_dim;
+    L4J_FOR_EACH(idx, (long long) n * half) {
+        long long r = idx / half;
+        int j = (int) (idx - r * half);
+        // The angle is an FP32 product, as torch computes it; cosf/sinf are the accurate ones (no fast math), which
+        // matters because positions times frequencies reach tens of thousands of radians.
+        float angle = __fmul_rn((float) positions[r], inv_freq[j]);
+        float c = cosf(angle), s = sinf(angle);
+        float* base = x + r * width + j;
+        for (int h = 0; h < heads; h++) {
+            float* p = base + (long long) h * head_dim;
+            float a = p[0], b = p[half];
+            // Explicit roundings keep the compiler from fusing these into FMAs, so they round as the CPU's do.
+            p[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+            p[half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+        }
+    }
+}

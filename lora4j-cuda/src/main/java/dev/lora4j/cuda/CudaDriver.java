@@ -1,0 +1,240 @@
+package dev.lora4j.cuda;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The CUDA driver API functions lora4j calls, bound through the Foreign Function & Memory API. Signatures follow
+ * cuda.h of CUDA 13 (the same since CUDA 11 for these functions): {@code CUresult} and enums are {@code int},
+ * {@code size_t} and {@code CUdeviceptr} ({@code unsigned long long}) are {@code long}, handles ({@code CUcontext},
+ * {@code CUstream}, {@code CUmodule}, {@code CUfunction}) and host pointers are addresses. cuda.h maps the plain
+ * names to versioned symbols ({@code cuMemAlloc} is {@code cuMemAlloc_v2}); the symbols bound here are those.
+ *
+ * <p>Every wrapper returns the raw {@code CUresult}; {@link #check} turns a failure into a {@link CudaException}
+ * that names the call and the error.
+ */
+final class CudaDriver {
+    static final int SUCCESS = 0;
+    static final int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+    static final int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+    static final int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+    static final int CU_STREAM_DEFAULT = 0;
+
+    private static final Linker LINKER = Linker.nativeLinker();
+
+    private final String origin;
+    private final MethodHandle cuInit, cuDriverGetVersion, cuGetErrorName, cuGetErrorString, cuDeviceGetCount,
+            cuDeviceGet, cuDeviceGetName, cuDeviceGetAttribute, cuDeviceTotalMem, cuDevicePrimaryCtxRetain,
+            cuDevicePrimaryCtxRelease, cuCtxSetCurrent, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize,
+            cuMemAlloc, cuMemFree, cuMemGetInfo, cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync,
+            cuMemsetD8Async, cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuLaunchKernel;
+
+    /** Binds every function; a symbol missing from the library (a driver older than CUDA 11.2) is an error. */
+    CudaDriver(SymbolLookup lib, String origin) {
+        this.origin = origin;
+        cuInit = bind(lib, "cuInit", JAVA_INT);
+        cuDriverGetVersion = bind(lib, "cuDriverGetVersion", ADDRESS);
+        cuGetErrorName = bind(lib, "cuGetErrorName", JAVA_INT, ADDRESS);
+        cuGetErrorString = bind(lib, "cuGetErrorString", JAVA_INT, ADDRESS);
+        cuDeviceGetCount = bind(lib, "cuDeviceGetCount", ADDRESS);
+        cuDeviceGet = bind(lib, "cuDeviceGet", ADDRESS, JAVA_INT);
+        cuDeviceGetName = bind(lib, "cuDeviceGetName", ADDRESS, JAVA_INT, JAVA_INT);
+        cuDeviceGetAttribute = bind(lib, "cuDeviceGetAttribute", ADDRESS, JAVA_INT, JAVA_INT);
+        cuDeviceTotalMem = bind(lib, "cuDeviceTotalMem_v2", ADDRESS, JAVA_INT);
+        cuDevicePrimaryCtxRetain = bind(lib, "cuDevicePrimaryCtxRetain", ADDRESS, JAVA_INT);
+        cuDevicePrimaryCtxRelease = bind(lib, "cuDevicePrimaryCtxRelease_v2", JAVA_INT);
+        cuCtxSetCurrent = bind(lib, "cuCtxSetCurrent", ADDRESS);
+        cuStreamCreate = bind(lib, "cuStreamCreate", ADDRESS, JAVA_INT);
+        cuStreamDestroy = bind(lib, "cuStreamDestroy_v2", ADDRESS);
+        cuStreamSynchronize = bind(lib, "cuStreamSynchronize", ADDRESS);
+        cuMemAlloc = bind(lib, "cuMemAlloc_v2", ADDRESS, JAVA_LONG);
+        cuMemFree = bind(lib, "cuMemFree_v2", JAVA_LONG);
+        cuMemGetInfo = bind(lib, "cuMemGetInfo_v2", ADDRESS, ADDRESS);
+        cuMemcpyHtoDAsync = bind(lib, "cuMemcpyHtoDAsync_v2", JAVA_LONG, ADDRESS, JAVA_LONG, ADDRESS);
+        cuMemcpyDtoHAsync = bind(lib, "cuMemcpyDtoHAsync_v2", ADDRESS, JAVA_LONG, JAVA_LONG, ADDRESS);
+        cuMemcpyDtoDAsync = bind(lib, "cuMemcpyDtoDAsync_v2", JAVA_LONG, JAVA_LONG, JAVA_LONG, ADDRESS);
+        cuMemsetD8Async = bind(lib, "cuMemsetD8Async", JAVA_LONG, JAVA_BYTE, JAVA_LONG, ADDRESS);
+        cuModuleLoadData = bind(lib, "cuModuleLoadData", ADDRESS, ADDRESS);
+        cuModuleUnload = bind(lib, "cuModuleUnload", ADDRESS);
+        cuModuleGetFunction = bind(lib, "cuModuleGetFunction", ADDRESS, ADDRESS, ADDRESS);
+        cuLaunchKernel = bind(lib, "cuLaunchKernel", ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
+                JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS);
+    }
+
+    /** Where the library was loaded from, for messages. */
+    String origin() { return origin; }
+
+    // ---- the calls ----------------------------------------------------------------------------------------
+
+    int init(int flags) {
+        try { return (int) cuInit.invokeExact(flags); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int driverGetVersion(MemorySegment version) {
+        try { return (int) cuDriverGetVersion.invokeExact(version); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int deviceGetCount(MemorySegment count) {
+        try { return (int) cuDeviceGetCount.invokeExact(count); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int deviceGet(MemorySegment device, int ordinal) {
+        try { return (int) cuDeviceGet.invokeExact(device, ordinal); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int deviceGetName(MemorySegment name, int length, int device) {
+        try { return (int) cuDeviceGetName.invokeExact(name, length, device); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int deviceGetAttribute(MemorySegment value, int attribute, int device) {
+        try { return (int) cuDeviceGetAttribute.invokeExact(value, attribute, device); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int deviceTotalMem(MemorySegment bytes, int device) {
+        try { return (int) cuDeviceTotalMem.invokeExact(bytes, device); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int devicePrimaryCtxRetain(MemorySegment context, int device) {
+        try { return (int) cuDevicePrimaryCtxRetain.invokeExact(context, device); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int devicePrimaryCtxRelease(int device) {
+        try { return (int) cuDevicePrimaryCtxRelease.invokeExact(device); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int ctxSetCurrent(MemorySegment context) {
+        try { return (int) cuCtxSetCurrent.invokeExact(context); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int streamCreate(MemorySegment stream, int flags) {
+        try { return (int) cuStreamCreate.invokeExact(stream, flags); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int streamDestroy(MemorySegment stream) {
+        try { return (int) cuStreamDestroy.invokeExact(stream); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int streamSynchronize(MemorySegment stream) {
+        try { return (int) cuStreamSynchronize.invokeExact(stream); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memAlloc(MemorySegment devicePtr, long bytes) {
+        try { return (int) cuMemAlloc.invokeExact(devicePtr, bytes); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memFree(long devicePtr) {
+        try { return (int) cuMemFree.invokeExact(devicePtr); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memGetInfo(MemorySegment free, MemorySegment total) {
+        try { return (int) cuMemGetInfo.invokeExact(free, total); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memcpyHtoDAsync(long dst, MemorySegment src, long bytes, MemorySegment stream) {
+        try { return (int) cuMemcpyHtoDAsync.invokeExact(dst, src, bytes, stream); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memcpyDtoHAsync(MemorySegment dst, long src, long bytes, MemorySegment stream) {
+        try { return (int) cuMemcpyDtoHAsync.invokeExact(dst, src, bytes, stream); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memcpyDtoDAsync(long dst, long src, long bytes, MemorySegment stream) {
+        try { return (int) cuMemcpyDtoDAsync.invokeExact(dst, src, bytes, stream); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memsetD8Async(long dst, byte value, long count, MemorySegment stream) {
+        try { return (int) cuMemsetD8Async.invokeExact(dst, value, count, stream); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int moduleLoadData(MemorySegment module, MemorySegment image) {
+        try { return (int) cuModuleLoadData.invokeExact(module, image); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int moduleUnload(MemorySegment module) {
+        try { return (int) cuModuleUnload.invokeExact(module); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int moduleGetFunction(MemorySegment function, MemorySegment module, MemorySegment name) {
+        try { return (int) cuModuleGetFunction.invokeExact(function, module, name); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int launchKernel(MemorySegment function, int gridX, int gridY, int gridZ, int blockX, int blockY, int blockZ,
+                     int sharedMemBytes, MemorySegment stream, MemorySegment params, MemorySegment extra) {
+        try {
+            return (int) cuLaunchKernel.invokeExact(function, gridX, gridY, gridZ, blockX, blockY, blockZ,
+                    sharedMemBytes, stream, params, extra);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    // ---- errors -------------------------------------------------------------------------------------------
+
+    /** Throws a {@link CudaException} naming {@code call} unless {@code result} is CUDA_SUCCESS. */
+    void check(int result, String call) {
+        if (result != SUCCESS) throw error(result, call);
+    }
+
+    CudaException error(int result, String call) {
+        String name = errorName(result);
+        String text = errorString(result);
+        StringBuilder m = new StringBuilder(call).append(" failed: ").append(name);
+        if (!text.isEmpty() && !text.equals(name)) m.append(" (").append(text).append(')');
+        if (isStickyKernelError(result)) {
+            m.append("; the error may come from an earlier kernel on this device (ops are asynchronous): run with"
+                    + " -Dlora4j.cuda.syncEachOp=true or under compute-sanitizer to find it");
+        }
+        return new CudaException(m.toString(), result, name);
+    }
+
+    /** The error's symbolic name, e.g. CUDA_ERROR_NO_DEVICE; "CUresult N" when the driver does not know it. */
+    String errorName(int result) {
+        return describe(cuGetErrorName, result);
+    }
+
+    String errorString(int result) {
+        return describe(cuGetErrorString, result);
+    }
+
+    private String describe(MethodHandle fn, int result) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = arena.allocate(ADDRESS);
+            int r = (int) fn.invokeExact(result, p);
+            MemorySegment str = p.get(ADDRESS, 0);
+            if (r != SUCCESS || str.equals(MemorySegment.NULL)) return "CUresult " + result;
+            return str.reinterpret(4096).getString(0);
+        } catch (Throwable t) {
+            return "CUresult " + result;
+        }
+    }
+
+    /** Errors after which the context is unusable: an illegal access or other fault in a kernel. */
+    private static boolean isStickyKernelError(int result) {
+        return result == 700 || (result >= 714 && result <= 719);
+    }
+
+    // ---- binding ------------------------------------------------------------------------------------------
+
+    private static MethodHandle bind(SymbolLookup lib, String name, MemoryLayout... args) {
+        MemorySegment symbol = lib.find(name).orElseThrow(() -> new CudaException(
+                "the CUDA driver library has no function " + name + ": the NVIDIA driver is too old for lora4j"
+                        + " (it needs a driver for CUDA 12 or newer)"));
+        return LINKER.downcallHandle(symbol, FunctionDescriptor.of(JAVA_INT, args));
+    }
+
+    static RuntimeException rethrow(Throwable t) {
+        if (t instanceof RuntimeException r) return r;
+        if (t instanceof Error e) throw e;
+        return new IllegalStateException(t);
+    }
+}

@@ -1,0 +1,126 @@
+package dev.lora4j.cuda;
+
+import dev.lora4j.tensor.DType;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+
+/**
+ * lora4j's kernels (src/main/cuda) loaded from the fatbin into the backend's context, by name, and launched on its
+ * stream. The names here are the {@code extern "C"} names in the .cu files.
+ */
+final class CudaKernels {
+    /** Threads per block of the grid-stride element-wise kernels. */
+    static final int ELEMENTWISE_THREADS = 256;
+    /** attention.cu: L4J_ATTN_THREADS, L4J_ATTN_TILE and the largest head it accumulates. */
+    static final int ATTENTION_THREADS = 128;
+    static final int ATTENTION_TILE = 64;
+    static final int ATTENTION_MAX_HEAD_DIM = 512;
+
+    /** Every kernel the backend launches. */
+    static final List<String> NAMES = names();
+
+    private final CudaDriver cu;
+    private final MemorySegment module;
+    private final Map<String, MemorySegment> functions = new HashMap<>();
+
+    CudaKernels(CudaDriver cu) {
+        this.cu = cu;
+        byte[] image = KernelImage.bytes();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment img = arena.allocate(image.length, 16);
+            MemorySegment.copy(image, 0, img, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, image.length);
+            MemorySegment out = arena.allocate(ADDRESS);
+            int r = cu.moduleLoadData(out, img);
+            if (r == 209) { // CUDA_ERROR_NO_BINARY_FOR_GPU
+                throw new CudaException("cuModuleLoadData failed: CUDA_ERROR_NO_BINARY_FOR_GPU: lora4j's kernel image"
+                        + " has no code for this GPU (it holds " + String.join(", ",
+                        FatbinContents.parse(image).targets()) + ")", r, "CUDA_ERROR_NO_BINARY_FOR_GPU");
+            }
+            cu.check(r, "cuModuleLoadData(" + KernelImage.RESOURCE_FOLDER + KernelImage.FATBIN_RESOURCE + ")");
+            module = out.get(ADDRESS, 0);
+            for (String name : NAMES) {
+                r = cu.moduleGetFunction(out, module, arena.allocateFrom(name));
+                if (r != CudaDriver.SUCCESS) {
+                    cu.moduleUnload(module);
+                    throw cu.error(r, "cuModuleGetFunction(" + name + ")"
+                            + " [the kernel image is older than this lora4j: rebuild lora4j-cuda]");
+                }
+                functions.put(name, out.get(ADDRESS, 0));
+            }
+        }
+    }
+
+    /**
+     * Launches kernel {@code name} with a 1-D grid and block on {@code stream}. {@code args} must match the kernel's
+     * parameter list in number and size.
+     */
+    void launch(String name, long gridX, int blockX, int sharedBytes, MemorySegment stream, KernelArgs args) {
+        MemorySegment fn = functions.get(name);
+        if (fn == null) throw new IllegalStateException("no kernel named " + name);
+        if (gridX < 1 || gridX > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException(name + ": grid of " + gridX + " blocks is outside [1, 2^31-1]");
+        }
+        int r = cu.launchKernel(fn, (int) gridX, 1, 1, blockX, 1, 1, sharedBytes, stream, args.pointerArray(),
+                MemorySegment.NULL);
+        if (r != CudaDriver.SUCCESS) {
+            throw cu.error(r, "cuLaunchKernel(" + name + ", grid " + gridX + ", block " + blockX + ")");
+        }
+    }
+
+    /** Blocks for a grid-stride loop over {@code n} elements: enough to fill the GPU, never more than needed. */
+    static long gridFor(long n) {
+        return Math.max(1, Math.min(Math.ceilDiv(n, ELEMENTWISE_THREADS), 1L << 20));
+    }
+
+    void unload() {
+        cu.moduleUnload(module);
+    }
+
+    /** The suffix of a kernel specialised for an element type: f32, bf16, f16, f64. */
+    static String suffix(DType t) {
+        return switch (t) {
+            case F32 -> "f32";
+            case BF16 -> "bf16";
+            case F16 -> "f16";
+            case F64 -> "f64";
+            default -> throw new IllegalArgumentException("no CUDA kernel for element type " + t);
+        };
+    }
+
+    static String convert(DType from, DType to) { return "lora4j_convert_" + suffix(from) + "_" + suffix(to); }
+
+    static String embedding(DType table) { return "lora4j_embedding_" + suffix(table); }
+
+    static String rmsNorm(DType weight) { return "lora4j_rmsnorm_" + suffix(weight); }
+
+    static String addBias(DType bias) { return "lora4j_add_bias_" + suffix(bias); }
+
+    static String attention(DType kv) { return "lora4j_attention_" + suffix(kv); }
+
+    static final String ADD = "lora4j_add_f32";
+    static final String SWIGLU = "lora4j_swiglu_f32";
+    static final String ROPE = "lora4j_rope_f32";
+
+    private static List<String> names() {
+        List<String> n = new ArrayList<>();
+        List<DType> floats = List.of(DType.F32, DType.BF16, DType.F16, DType.F64);
+        for (DType a : floats) for (DType b : floats) if (a != b) n.add(convert(a, b));
+        for (DType t : List.of(DType.F32, DType.BF16, DType.F16)) {
+            n.add(embedding(t));
+            n.add(rmsNorm(t));
+            n.add(addBias(t));
+            n.add(attention(t));
+        }
+        n.add(ADD);
+        n.add(SWIGLU);
+        n.add(ROPE);
+        return List.copyOf(n);
+    }
+}
