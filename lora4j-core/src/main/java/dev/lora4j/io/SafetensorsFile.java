@@ -51,31 +51,41 @@ public final class SafetensorsFile implements AutoCloseable {
         Arena arena = Arena.ofShared();
         try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
             long size = channel.size();
-            if (size < Long.BYTES) {
-                throw SafetensorsHeader.fail(file, "the file has " + size + " bytes, fewer than the 8-byte header length"
-                        + " that starts every safetensors file. The file is damaged or was not written completely:"
-                        + " download or export it again.");
-            }
-            MemorySegment mapping = channel.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
-            long headerLength = mapping.get(U64_LE, 0);
-            if (headerLength < 0 || headerLength > SafetensorsHeader.MAX_HEADER_BYTES) {
-                throw SafetensorsHeader.fail(file, "the header length in the first 8 bytes is "
-                        + Long.toUnsignedString(headerLength) + " bytes, more than the format's limit of "
-                        + SafetensorsHeader.MAX_HEADER_BYTES + ": this is not a safetensors file, or it is damaged");
-            }
-            if (headerLength > size - Long.BYTES) {
-                throw SafetensorsHeader.fail(file, "the header length in the first 8 bytes is " + headerLength
-                        + " bytes but only " + (size - Long.BYTES) + " bytes follow: the file is truncated or is not a"
-                        + " safetensors file. Download or export it again.");
-            }
-            byte[] headerBytes = mapping.asSlice(Long.BYTES, headerLength).toArray(ValueLayout.JAVA_BYTE);
-            long dataStart = Long.BYTES + headerLength;
-            SafetensorsHeader header = SafetensorsHeader.parse(file, headerBytes, size - dataStart);
-            return new SafetensorsFile(file, arena, mapping.asSlice(dataStart).asReadOnly(), header);
+            MemorySegment mapping = size == 0 ? MemorySegment.ofArray(new byte[0])
+                    : channel.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
+            return read(file, mapping, arena);
         } catch (Throwable t) {
             arena.close();
             throw t;
         }
+    }
+
+    /**
+     * Validates the safetensors bytes in {@code content} (named {@code file} in errors) and wraps them; closing the
+     * result closes {@code arena}. {@link #open} passes a mapping; tests pass bytes held in memory.
+     */
+    static SafetensorsFile read(Path file, MemorySegment content, Arena arena) throws SafetensorsFormatException {
+        long size = content.byteSize();
+        if (size < Long.BYTES) {
+            throw SafetensorsHeader.fail(file, "the file has " + size + " bytes, fewer than the 8-byte header length"
+                    + " that starts every safetensors file. The file is damaged or was not written completely:"
+                    + " download or export it again.");
+        }
+        long headerLength = content.get(U64_LE, 0);
+        if (headerLength < 0 || headerLength > SafetensorsHeader.MAX_HEADER_BYTES) {
+            throw SafetensorsHeader.fail(file, "the header length in the first 8 bytes is "
+                    + Long.toUnsignedString(headerLength) + " bytes, more than the format's limit of "
+                    + SafetensorsHeader.MAX_HEADER_BYTES + ": this is not a safetensors file, or it is damaged");
+        }
+        if (headerLength > size - Long.BYTES) {
+            throw SafetensorsHeader.fail(file, "the header length in the first 8 bytes is " + headerLength
+                    + " bytes but only " + (size - Long.BYTES) + " bytes follow: the file is truncated or is not a"
+                    + " safetensors file. Download or export it again.");
+        }
+        byte[] headerBytes = content.asSlice(Long.BYTES, headerLength).toArray(ValueLayout.JAVA_BYTE);
+        long dataStart = Long.BYTES + headerLength;
+        SafetensorsHeader header = SafetensorsHeader.parse(file, headerBytes, size - dataStart);
+        return new SafetensorsFile(file, arena, content.asSlice(dataStart).asReadOnly(), header);
     }
 
     public Path path() {

@@ -28,12 +28,13 @@ import static org.assertj.core.api.Assertions.fail;
 /**
  * Damaged files never get past {@link SafetensorsFile#open}: each mutation of a valid file either still describes
  * tensors that lie wholly inside the file, or is rejected with a {@link SafetensorsFormatException}. Nothing else
- * may escape (no JSON, arithmetic, index or memory-access exception).
+ * may escape (no JSON, arithmetic, index or memory-access exception). Most cases are validated from memory (the
+ * same code that checks a mapped file) to keep the test fast; every tenth goes through a real file.
  */
 class SafetensorsFuzzTest {
 
     private static final long SEED = 20240611L;
-    private static final int CASES = 4000;
+    private static final int CASES = 10_000;
 
     private static final String[] NUMBERS = {"0", "1", "-1", "2", "7", "8", "16", "24", "4294967296",
             "9223372036854775807", "9223372036854775808", "18446744073709551615", "1e3", "1.5", "-0", "1E400",
@@ -75,7 +76,7 @@ class SafetensorsFuzzTest {
 
     @Test
     void theUnmutatedFilesAreValid() throws IOException {
-        for (byte[] s : seeds) assertThat(check(s, "seed")).isTrue();
+        for (byte[] s : seeds) assertThat(check(s, "seed", true)).isTrue();
     }
 
     @Test
@@ -87,7 +88,7 @@ class SafetensorsFuzzTest {
             StringBuilder what = new StringBuilder();
             int mutations = 1 + r.nextInt(3);
             for (int m = 0; m < mutations; m++) bytes = mutate(bytes, r, what);
-            if (check(bytes, "case " + c + " (seed " + SEED + "):" + what)) accepted++;
+            if (check(bytes, "case " + c + " (seed " + SEED + "):" + what, c % 10 == 0)) accepted++;
         }
         // Some mutations (a metadata value, a tensor name, a swapped pair of shape digits) keep a file valid.
         assertThat(accepted).isBetween(1, CASES - 1);
@@ -107,11 +108,12 @@ class SafetensorsFuzzTest {
     }
 
     /** @return whether the file was accepted (and then proven sound) */
-    private boolean check(byte[] bytes, String description) throws IOException {
-        Path p = RawSafetensors.write(dir, "fuzz.safetensors", bytes);
+    private boolean check(byte[] bytes, String description, boolean throughAFile) throws IOException {
+        Path p = throughAFile ? RawSafetensors.write(dir, "fuzz.safetensors", bytes) : dir.resolve("in-memory.safetensors");
         SafetensorsFile f;
         try {
-            f = SafetensorsFile.open(p);
+            f = throughAFile ? SafetensorsFile.open(p)
+                    : SafetensorsFile.read(p, MemorySegment.ofArray(bytes), java.lang.foreign.Arena.ofConfined());
         } catch (SafetensorsFormatException e) {
             if (!e.getMessage().contains(p.toString())) fail("error does not name the file, " + description + ": " + e.getMessage());
             return false;
