@@ -39,7 +39,7 @@ DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
-PROMPT = [[1, 5, 9, 33, 2, 17, 200, 301, 42, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]]
+INPUT_IDS = [[1, 5, 9, 33, 2, 17, 200, 301, 42, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]]
 
 
 def tensor_bytes(t):
@@ -132,7 +132,7 @@ def write(root):
         folder = os.path.join(py, case)
         model.save_pretrained(folder, max_shard_size="40KB")
         with torch.no_grad():
-            logits = model(torch.tensor(PROMPT)).logits[0]
+            logits = model(torch.tensor(INPUT_IDS)).logits[0]
         save_file({"logits": logits.contiguous()}, os.path.join(root, case + "-logits.safetensors"))
         saved = transformers.AutoConfig.from_pretrained(folder)
         state = {k: v for k, v in model.state_dict().items()}
@@ -179,7 +179,7 @@ def verify(root):
         a, b = model.state_dict(), original.state_dict()
         check(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{case}: weights bitwise equal")
         with torch.no_grad():
-            logits = model(torch.tensor(PROMPT)).logits[0]
+            logits = model(torch.tensor(INPUT_IDS)).logits[0]
         with safe_open(os.path.join(root, case + "-logits.safetensors"), "pt") as f:
             want = f.get_tensor("logits")
         check(torch.equal(logits, want), f"{case}: logits equal to the original model's "
