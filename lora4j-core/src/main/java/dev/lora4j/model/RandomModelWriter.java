@@ -9,6 +9,8 @@ import dev.lora4j.io.RopeScaling;
 import dev.lora4j.io.SafetensorsModel;
 import dev.lora4j.io.SafetensorsWriter;
 import dev.lora4j.tensor.DType;
+import dev.lora4j.tokenizer.BpeTrainer;
+import dev.lora4j.tokenizer.Tokenizer;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -26,8 +28,16 @@ import java.util.function.Consumer;
 /**
  * Writes a randomly initialised model folder in Hugging Face's format, as transformers would initialise it:
  * projections and embeddings drawn from N(0, 0.02²) ({@code initializer_range}), norm weights 1, biases 0.
- * For testing and benchmarking without downloading weights: {@code config.json}, the weights as safetensors and
- * {@code generation_config.json}; a tokenizer is added by the caller (see {@code init-model}).
+ * For testing and benchmarking without downloading weights: {@code config.json}, the weights as safetensors,
+ * {@code generation_config.json}, and a byte-level BPE tokenizer trained by {@link BpeTrainer} on lora4j's
+ * built-in corpus.
+ *
+ * <p>The tokenizer is trained to the configuration's vocabulary size where it can be: {@code tiny} gets exactly
+ * its 2048 ids. The built-in corpus runs out of merges at about 9,600 ids, so bigger vocabularies (the
+ * {@code 100m} preset and the real-model shapes, 32,000 to 151,936) keep their size in config.json, for true
+ * parameter counts and memory, with a smaller tokenizer: the ids above the tokenizer's vocabulary are never
+ * produced by encoding, and decode as nothing if the model emits them. BOS and EOS are then the tokenizer's ids,
+ * not the real model's.
  *
  * <p>Weights are generated and written a shard at a time, each tensor in its own off-heap segment freed once its
  * shard is on disk, so a 7B model never needs more than one shard's worth of memory.
@@ -157,10 +167,35 @@ public final class RandomModelWriter {
     }
 
     /**
-     * Writes config.json, generation_config.json and the weights of {@code config} into {@code folder} (created if
-     * needed; existing weight files there are replaced). {@code progress} gets a line per shard.
+     * Writes a complete model folder: a tokenizer (trained as the class comment says), then config.json,
+     * generation_config.json and the weights, with BOS, EOS and the chat template's end-of-turn token taken from the
+     * tokenizer. {@code progress} (may be null) gets a line per step.
      */
     public static Written write(Path folder, ModelConfig config, Options options, Consumer<String> progress)
+            throws IOException {
+        if (config.vocabSize() < BpeTrainer.MIN_VOCAB) {
+            throw new IllegalArgumentException("vocab_size " + config.vocabSize() + " is too small for a tokenizer: at least "
+                    + BpeTrainer.MIN_VOCAB + " (256 bytes, the special tokens and a merge)");
+        }
+        BpeTrainer.TrainedTokenizer trained = BpeTrainer.trainDefault(Math.min(config.vocabSize(), BpeTrainer.MAX_VOCAB));
+        Tokenizer tokenizer = trained.tokenizer();
+        trained.writeTo(folder);
+        if (progress != null) {
+            progress.accept("wrote tokenizer.json (" + tokenizer.vocabSize() + " ids"
+                    + (tokenizer.vocabSize() < config.vocabSize() ? ", fewer than the model's " + config.vocabSize() : "") + ")");
+        }
+        Integer bos = tokenizer.bosTokenId().isPresent() ? tokenizer.bosTokenId().getAsInt() : null;
+        List<Integer> eos = new ArrayList<>();
+        tokenizer.eosTokenId().ifPresent(eos::add);
+        tokenizer.tokenId(BpeTrainer.EOT).ifPresent(id -> { if (!eos.contains(id)) eos.add(id); });
+        return writeWeightsAndConfig(folder, withVocabulary(config, config.vocabSize(), bos, eos), options, progress);
+    }
+
+    /**
+     * Writes config.json, generation_config.json and the weights of {@code config} into {@code folder} (created if
+     * needed; existing weight files there are replaced), without a tokenizer. {@code progress} gets a line per shard.
+     */
+    public static Written writeWeightsAndConfig(Path folder, ModelConfig config, Options options, Consumer<String> progress)
             throws IOException {
         ModelConfig c = withDtype(config, options.dtype());
         Files.createDirectories(folder);
@@ -171,34 +206,38 @@ public final class RandomModelWriter {
         Map<String, String> weightMap = new LinkedHashMap<>();
         long parameters = 0, bytes = 0;
         int tensorIndex = 0;
-        for (int s = 0; s < shards.size(); s++) {
-            String fileName = shards.size() == 1 ? SafetensorsModel.SINGLE_FILE
-                    : String.format(Locale.ROOT, "model-%05d-of-%05d.safetensors", s + 1, shards.size());
-            long shardBytes = 0;
-            try (Arena arena = Arena.ofShared()) {
+        // One buffer, the size of the largest shard, serves every shard in turn: its pages are touched once.
+        long largest = 0;
+        for (List<Spec> shard : shards) largest = Math.max(largest, shardBytes(shard, options.dtype()));
+        try (Arena arena = Arena.ofShared()) {
+            MemorySegment buffer = arena.allocate(Math.max(1, largest), 64);
+            for (int s = 0; s < shards.size(); s++) {
+                String fileName = shards.size() == 1 ? SafetensorsModel.SINGLE_FILE
+                        : String.format(Locale.ROOT, "model-%05d-of-%05d.safetensors", s + 1, shards.size());
                 SafetensorsWriter writer = new SafetensorsWriter().metadata("format", "pt");
+                long offset = 0;
                 for (Spec spec : shards.get(s)) {
                     long n = spec.numel();
-                    MemorySegment seg = arena.allocate(options.dtype().bytesFor(n), 64);
+                    MemorySegment seg = buffer.asSlice(offset, options.dtype().bytesFor(n));
                     switch (spec.init()) {
                         case NORMAL -> NormalFiller.fill(seg, options.dtype(), n, INITIALIZER_RANGE, options.seed(), tensorIndex);
                         case ONES -> NormalFiller.constant(seg, options.dtype(), n, 1f);
-                        case ZEROS -> { } // the arena hands out zeroed memory
+                        case ZEROS -> seg.fill((byte) 0);
                     }
                     writer.add(spec.name(), options.dtype(), spec.shape(), seg);
                     weightMap.put(spec.name(), fileName);
                     parameters += n;
-                    shardBytes += seg.byteSize();
+                    offset += seg.byteSize();
                     tensorIndex++;
                 }
                 Path file = folder.resolve(fileName);
                 writer.writeTo(file);
                 files.add(file);
-            }
-            bytes += shardBytes;
-            if (progress != null) {
-                progress.accept(String.format(Locale.ROOT, "wrote %s (%.1f MB, %d tensors)", fileName, shardBytes / 1e6,
-                        shards.get(s).size()));
+                bytes += offset;
+                if (progress != null) {
+                    progress.accept(String.format(Locale.ROOT, "wrote %s (%.1f MB, %d tensors)", fileName, offset / 1e6,
+                            shards.get(s).size()));
+                }
             }
         }
         ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
@@ -216,6 +255,12 @@ public final class RandomModelWriter {
         if (c.padTokenId() != null) generation.put("pad_token_id", c.padTokenId());
         Files.writeString(folder.resolve(GenerationConfig.FILE_NAME), json.writeValueAsString(generation) + "\n");
         return new Written(folder, files, parameters, bytes);
+    }
+
+    private static long shardBytes(List<Spec> shard, DType dtype) {
+        long total = 0;
+        for (Spec s : shard) total += dtype.bytesFor(s.numel());
+        return total;
     }
 
     private static List<List<Spec>> split(List<Spec> specs, Options o) {

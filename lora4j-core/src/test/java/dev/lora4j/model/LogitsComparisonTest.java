@@ -35,7 +35,7 @@ class LogitsComparisonTest {
     @Test
     void loadedFolderMatchesTheReferenceAndTheToolSaysSo(@TempDir Path dir) throws IOException {
         ModelConfig config = mistralWithWindow();
-        RandomModelWriter.write(dir.resolve("mistral"), config, RandomModelWriter.Options.of(DType.F32, 3), null);
+        RandomModelWriter.writeWeightsAndConfig(dir.resolve("mistral"), config, RandomModelWriter.Options.of(DType.F32, 3), null);
         writeExpected(dir, config, false);
         List<LogitsComparison.Row> rows = LogitsComparison.run(dir.resolve("expected.json"), List.of("cpu"));
         assertThat(rows).hasSize(2);
@@ -49,7 +49,7 @@ class LogitsComparisonTest {
     @Test
     void theToolReportsLogitsThatDiffer(@TempDir Path dir) throws IOException {
         ModelConfig config = mistralWithWindow();
-        RandomModelWriter.write(dir.resolve("mistral"), config, RandomModelWriter.Options.of(DType.F32, 3), null);
+        RandomModelWriter.writeWeightsAndConfig(dir.resolve("mistral"), config, RandomModelWriter.Options.of(DType.F32, 3), null);
         writeExpected(dir, config, true);
         List<LogitsComparison.Row> rows = LogitsComparison.run(dir.resolve("expected.json"), List.of("cpu"));
         assertThat(rows).anyMatch(r -> !r.pass() && r.maxAbsDiff() > 1e-3);

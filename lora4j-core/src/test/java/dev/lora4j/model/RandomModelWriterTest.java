@@ -6,6 +6,8 @@ import dev.lora4j.io.ModelFolder;
 import dev.lora4j.io.SafetensorsModel;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.backend.HostConversions;
+import dev.lora4j.tokenizer.BpeTrainer;
+import dev.lora4j.tokenizer.Tokenizer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -30,7 +32,7 @@ class RandomModelWriterTest {
 
     @Test
     void writesAFolderThatLoadsAndRunsWithTransformersInitialisation(@TempDir Path dir) throws IOException {
-        RandomModelWriter.Written w = RandomModelWriter.write(dir, small(), RandomModelWriter.Options.of(DType.F32, 5), null);
+        RandomModelWriter.Written w = RandomModelWriter.writeWeightsAndConfig(dir, small(), RandomModelWriter.Options.of(DType.F32, 5), null);
         assertThat(w.weightFiles()).containsExactly(dir.resolve("model.safetensors"));
         assertThat(w.parameters()).isEqualTo(LlamaShape.of(small()).parameterCounts().total());
         try (ModelFolder folder = ModelFolder.open(dir); CpuBackend cpu = new CpuBackend(2)) {
@@ -54,9 +56,9 @@ class RandomModelWriterTest {
 
     @Test
     void theSameSeedWritesTheSameBytesAndAnotherSeedOtherBytes(@TempDir Path dir) throws IOException {
-        RandomModelWriter.write(dir.resolve("a"), small(), RandomModelWriter.Options.of(DType.BF16, 9), null);
-        RandomModelWriter.write(dir.resolve("b"), small(), RandomModelWriter.Options.of(DType.BF16, 9), null);
-        RandomModelWriter.write(dir.resolve("c"), small(), RandomModelWriter.Options.of(DType.BF16, 10), null);
+        RandomModelWriter.writeWeightsAndConfig(dir.resolve("a"), small(), RandomModelWriter.Options.of(DType.BF16, 9), null);
+        RandomModelWriter.writeWeightsAndConfig(dir.resolve("b"), small(), RandomModelWriter.Options.of(DType.BF16, 9), null);
+        RandomModelWriter.writeWeightsAndConfig(dir.resolve("c"), small(), RandomModelWriter.Options.of(DType.BF16, 10), null);
         byte[] a = Files.readAllBytes(dir.resolve("a/model.safetensors"));
         assertThat(Files.readAllBytes(dir.resolve("b/model.safetensors"))).isEqualTo(a);
         assertThat(Files.readAllBytes(dir.resolve("c/model.safetensors"))).isNotEqualTo(a);
@@ -65,7 +67,7 @@ class RandomModelWriterTest {
     @Test
     void largeModelsAreWrittenInShardsWithAnIndex(@TempDir Path dir) throws IOException {
         RandomModelWriter.Options o = new RandomModelWriter.Options(DType.BF16, 1, 40_000);
-        RandomModelWriter.Written w = RandomModelWriter.write(dir, small(), o, null);
+        RandomModelWriter.Written w = RandomModelWriter.writeWeightsAndConfig(dir, small(), o, null);
         assertThat(w.weightFiles().size()).isGreaterThan(2);
         assertThat(dir.resolve(SafetensorsModel.INDEX_FILE)).exists();
         assertThat(dir.resolve("model.safetensors")).doesNotExist();
@@ -73,12 +75,27 @@ class RandomModelWriterTest {
             assertThat(st.names()).containsExactlyInAnyOrderElementsOf(LlamaWeightLoader.requiredNames(LlamaShape.of(small())));
         }
         // Writing again as one file replaces the shards.
-        RandomModelWriter.write(dir, small(), RandomModelWriter.Options.of(DType.BF16, 1), null);
+        RandomModelWriter.writeWeightsAndConfig(dir, small(), RandomModelWriter.Options.of(DType.BF16, 1), null);
         try (var files = Files.list(dir)) {
             assertThat(files.map(p -> p.getFileName().toString()).filter(n -> n.endsWith(".safetensors")).toList())
                     .containsExactly("model.safetensors");
         }
         assertThat(dir.resolve(SafetensorsModel.INDEX_FILE)).doesNotExist();
+    }
+
+    @Test
+    void theTinyPresetGetsATokenizerOfExactlyItsVocabularyAndItsSpecialTokens(@TempDir Path dir) throws IOException {
+        RandomModelWriter.write(dir, RandomModelWriter.preset("tiny"), RandomModelWriter.Options.of(DType.BF16, 1), null);
+        try (ModelFolder folder = ModelFolder.open(dir)) {
+            assertThat(folder.hasTokenizer()).isTrue();
+            Tokenizer tokenizer = Tokenizer.load(dir);
+            assertThat(tokenizer.vocabSize()).isEqualTo(folder.config().vocabSize()).isEqualTo(2048);
+            assertThat(folder.config().bosTokenId()).isEqualTo(tokenizer.bosTokenId().getAsInt());
+            assertThat(folder.generationConfig().eosTokenIds()).containsExactly(
+                    tokenizer.eosTokenId().getAsInt(), tokenizer.tokenId(BpeTrainer.EOT).getAsInt());
+            assertThat(folder.config().dtype()).isEqualTo("bfloat16");
+            assertThat(folder.weights().info("model.embed_tokens.weight").dtype()).isEqualTo(DType.BF16);
+        }
     }
 
     @Test
@@ -93,11 +110,24 @@ class RandomModelWriterTest {
     }
 
     @Test
-    void normalQuantilesMatchKnownValues() {
-        assertThat(NormalFiller.inverseNormalCdf(0.5)).isCloseTo(0, within(1e-12));
-        assertThat(NormalFiller.inverseNormalCdf(0.975)).isCloseTo(1.959963984540054, within(1e-8));
-        assertThat(NormalFiller.inverseNormalCdf(0.001)).isCloseTo(-3.090232306167813, within(1e-8));
-        assertThat(NormalFiller.inverseNormalCdf(1 - 1e-9)).isCloseTo(5.997807015007686, within(1e-7));
+    void theZigguratDrawsFollowTheStandardNormalDistribution() {
+        float[] z = NormalFiller.standardNormals(4_000_000, 17);
+        double sum = 0, sumSq = 0;
+        int within1 = 0, within2 = 0, beyondR = 0;
+        for (float v : z) {
+            sum += v;
+            sumSq += v * v;
+            if (Math.abs(v) < 1) within1++;
+            if (Math.abs(v) < 2) within2++;
+            if (Math.abs(v) > 3.442619855899) beyondR++;
+        }
+        int n = z.length;
+        assertThat(sum / n).isCloseTo(0, within(0.002));
+        assertThat(Math.sqrt(sumSq / n)).isCloseTo(1, within(0.002));
+        assertThat(within1 / (double) n).isCloseTo(0.682689, within(0.001));
+        assertThat(within2 / (double) n).isCloseTo(0.954500, within(0.0005));
+        // P(|z| > 3.4426) = 5.76e-4: the tail of the base strip, drawn by the slow path
+        assertThat(beyondR / (double) n).isCloseTo(5.76e-4, within(0.4e-4));
     }
 
     private static long count(String preset) {
