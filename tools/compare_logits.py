@@ -31,6 +31,7 @@ Output: <out>/<case>/ model folders, <out>/expected.json (cases, prompt ids, gre
 by the greedy continuation, computed in one forward pass).
 """
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -94,7 +95,8 @@ def randomise(model, seed):
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=g))
+                # Scaled so that a tied output layer (Qwen2 case) gives logits of a few units, like the others.
+                p.copy_(3 * torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
             else:
                 p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
 
@@ -143,12 +145,15 @@ def main():
             folder = os.path.join(args.out, case)
             shutil.rmtree(folder, ignore_errors=True)
             if dtype == torch.bfloat16:
-                # The reference for BF16-stored weights: the same values, computed in FP32.
-                stored = model_cls(config).eval()
-                stored.load_state_dict(model.state_dict())
-                stored.to(torch.bfloat16)
-                stored.save_pretrained(folder, safe_serialization=True)
-                reference = stored.to(torch.float32)
+                # The reference for BF16-stored weights: the same values, computed in FP32. Built by loading
+                # rounded weights into a fresh FP32 model rather than by casting one back and forth, which would
+                # also round the rotary inv_freq buffer to BF16.
+                rounded = {k: v.to(torch.bfloat16).to(torch.float32) for k, v in model.state_dict().items()}
+                stored = model_cls(copy.deepcopy(config)).eval()
+                stored.load_state_dict(rounded)
+                stored.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+                reference = model_cls(copy.deepcopy(config)).eval()
+                reference.load_state_dict(rounded)
             else:
                 model.save_pretrained(folder, safe_serialization=True)
                 reference = model
@@ -156,15 +161,14 @@ def main():
                 for f in ("tokenizer.json", "tokenizer_config.json"):
                     if os.path.exists(os.path.join(args.tokenizer, f)):
                         shutil.copy(os.path.join(args.tokenizer, f), folder)
-            entry = {"name": case, "folder": case, "architecture": config.architectures[0]
-                     if config.architectures else model_cls.__name__, "weights_dtype": dtype_name.upper(),
-                     "prompts": []}
+            entry = {"name": case, "folder": case, "architecture": model_cls.__name__,
+                     "weights_dtype": dtype_name.upper(), "prompts": []}
             for p, prompt in enumerate(prompts):
                 tokens = greedy(reference, prompt["ids"], GREEDY_TOKENS)
                 seq = torch.tensor([prompt["ids"] + tokens])
                 with torch.no_grad():
                     logits32 = reference(seq).logits[0].float()
-                    ref64 = model_cls(config).eval()
+                    ref64 = model_cls(copy.deepcopy(config)).eval()
                     ref64.load_state_dict(reference.state_dict())
                     logits64 = ref64.double()(seq).logits[0]
                 key = f"{case}/{p}"

@@ -1,0 +1,42 @@
+package dev.lora4j.api;
+
+import dev.lora4j.model.LlamaModel;
+import dev.lora4j.tensor.DType;
+
+import java.util.function.Consumer;
+
+/**
+ * How to load a model.
+ *
+ * @param weightType     the dtype weights are kept in: F32, BF16 or F16; null keeps the checkpoint's dtype
+ *                       (saving memory for BF16 checkpoints; the forward pass computes in F32 either way)
+ * @param maxBatchTokens positions processed per forward pass; longer prompts are processed in chunks
+ * @param notices        receives one-line notices, such as a GPU fallback; null discards them
+ */
+public record LoadOptions(DType weightType, int maxBatchTokens, Consumer<String> notices) {
+
+    public LoadOptions {
+        if (weightType != null && weightType != DType.F32 && weightType != DType.BF16 && weightType != DType.F16) {
+            throw new IllegalArgumentException("weights can be kept as F32, BF16 or F16, not " + weightType);
+        }
+        if (maxBatchTokens < 1) throw new IllegalArgumentException("maxBatchTokens must be >= 1, got " + maxBatchTokens);
+        if (notices == null) notices = line -> { };
+    }
+
+    /** Weights as stored, the default batch, notices printed to standard error. */
+    public static LoadOptions defaults() {
+        return new LoadOptions(null, LlamaModel.DEFAULT_MAX_BATCH_TOKENS, System.err::println);
+    }
+
+    public LoadOptions withWeightType(DType type) {
+        return new LoadOptions(type, maxBatchTokens, notices);
+    }
+
+    public LoadOptions withMaxBatchTokens(int tokens) {
+        return new LoadOptions(weightType, tokens, notices);
+    }
+
+    public LoadOptions withNotices(Consumer<String> sink) {
+        return new LoadOptions(weightType, maxBatchTokens, sink);
+    }
+}
