@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Run on the GPU machine from the repository root (after scripts/device-bundle.sh made .bundle): every check that
+# needs the GPU or the Python stack, each step's output in its own file under $OUT, going on after a failure.
+#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits (default: all)
+set -uo pipefail
+out=${OUT:-/tmp/lora4j-out}
+mkdir -p "$out"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits)
+run_step() {
+    local name=$1
+    shift
+    echo "== $name: $*"
+    local start=$SECONDS
+    "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    echo "== $name: exit $rc after $((SECONDS - start)) s"
+    tail -25 "$out/$name.log"
+}
+for step in "${steps[@]}"; do
+    case "$step" in
+        info)
+            run_step info bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; scripts/device-run.sh java dev.lora4j.cuda.CudaInfo; scripts/device-run.sh lora4j devices'
+            ;;
+        tests)
+            run_step tests scripts/device-run.sh tests --details=summary --details-theme=ascii --fail-if-no-tests \
+                --reports-dir "$out/junit"
+            ;;
+        tokenizers)
+            run_step tokenizers bash -c 'python3 tools/compare_tokenizers.py --out /tmp/tokenizer-expected.jsonl \
+                && LORA4J_TOKENIZER_EXPECTED=/tmp/tokenizer-expected.jsonl LORA4J_TOKENIZER_RESULTS='"$out"'/tokenizer-comparison.txt \
+                   scripts/device-run.sh tests --details=summary --select-class dev.lora4j.tokenizer.TokenizerComparisonTest'
+            ;;
+        interop)
+            run_step interop bash -c 'python3 tools/hf_interop.py write /tmp/interop \
+                && LORA4J_INTEROP_DIR=/tmp/interop scripts/device-run.sh tests --details=summary --select-class dev.lora4j.io.HuggingFaceInteropTest \
+                && python3 tools/hf_interop.py verify /tmp/interop'
+            ;;
+        logits)
+            run_step logits bash -c 'python3 tools/compare_logits.py --out /tmp/lora4j-logits \
+                && scripts/device-run.sh java dev.lora4j.model.LogitsComparison /tmp/lora4j-logits/expected.json cpu,cuda '"$out"'/logits-results.json'
+            ;;
+        *)
+            echo "unknown step $step" >&2
+            ;;
+    esac
+done
