@@ -2,6 +2,7 @@ package dev.lora4j.model;
 
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.io.RopeScaling;
+import dev.lora4j.tensor.DType;
 
 import java.util.Arrays;
 
@@ -118,6 +119,11 @@ public record LlamaShape(
      */
     public record ParameterCounts(long embeddings, long attention, long mlp, long norms, long lmHead, boolean tied) {
         public long total() { return embeddings + attention + mlp + norms + lmHead; }
+
+        /** Bytes the loaded weights take with matrices and biases in {@code storage}: norms are always F32. */
+        public long bytes(DType storage) {
+            return storage.bytesFor(total() - norms) + DType.F32.bytesFor(norms);
+        }
     }
 
     private static void require(boolean ok, String message) {

@@ -148,6 +148,7 @@ class LlamaModelTest {
                 TinyModels.randomWeights(TinyModels.qwen2(4), DType.BF16, 1), DType.BF16)) {
             long bf16Params = qwen.total() - qwen.norms();
             assertThat(w.bytesByDType()).containsEntry(DType.BF16, 2 * bf16Params).containsEntry(DType.F32, 4 * qwen.norms());
+            assertThat(w.byteSize()).isEqualTo(qwen.bytes(DType.BF16));
         }
     }
 
