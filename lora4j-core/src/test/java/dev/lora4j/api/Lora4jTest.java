@@ -6,6 +6,7 @@ import dev.lora4j.generate.GenerationResult;
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.model.RandomModelWriter;
 import dev.lora4j.tensor.DType;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -81,6 +82,39 @@ class Lora4jTest {
             if (model.backend().name().equals("cpu")) assertThat(notices).anyMatch(n -> n.contains("CUDA backend unavailable"));
             assertThat(model.generate("Hi", GenerationOptions.greedy(2), null).tokens()).isNotEmpty();
         }
+    }
+
+    @Test
+    void aModelWithTheLlama3TokenizerChatsThroughItsTemplateAndStopsOnItsEndOfTurnToken() throws IOException {
+        Path shared = sharedTokenizers();
+        Assumptions.assumeTrue(shared != null, "../shared/assets/tokenizers is absent: skipping the Llama 3 tokenizer check");
+        ModelConfig tiny = RandomModelWriter.preset("tiny");
+        // Llama 3's ids: BOS 128000, EOS 128001 (base) and end of turn 128009 (instruct), as their configs say.
+        ModelConfig llama3 = new ModelConfig(tiny.architectures(), "llama", 128256, 64, 128, 1, 4, 2, 16, 1e-5,
+                500000, null, 8192, 0, 0, false, false, true, 128000, List.of(128001, 128009), null, "bfloat16", "silu");
+        Path model = dir.resolve("llama3-shape");
+        RandomModelWriter.writeWeightsAndConfig(model, llama3, RandomModelWriter.Options.of(DType.BF16, 2), null);
+        Files.copy(shared.resolve("llama3/tokenizer.json"), model.resolve("tokenizer.json"));
+        Files.copy(shared.resolve("llama3/tokenizer_config.json"), model.resolve("tokenizer_config.json"));
+        try (LanguageModel m = Lora4j.load(model, Device.CPU)) {
+            List<ChatMessage> messages = List.of(ChatMessage.user("What is the capital of France?"));
+            assertThat(m.renderChat(messages)).isEqualTo("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+                    + "What is the capital of France?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+            assertThat(m.eosTokenIds()).containsExactlyInAnyOrder(128001, 128009);
+            GenerationResult r = m.chat(messages, GenerationOptions.greedy(6), null);
+            assertThat(r.promptTokens()[0]).isEqualTo(128000);
+            assertThat(r.promptTokens()).containsOnlyOnce(128000);
+            assertThat(r.promptTokens()[r.promptTokens().length - 1]).isEqualTo(271); // "\n\n" after the header
+        }
+    }
+
+    /** ../shared/assets/tokenizers beside the repository, found by walking up from the working directory. */
+    private static Path sharedTokenizers() {
+        for (Path p = Path.of("").toAbsolutePath(); p.getParent() != null; p = p.getParent()) {
+            Path candidate = p.resolveSibling("shared").resolve("assets/tokenizers");
+            if (Files.isDirectory(candidate.resolve("llama3"))) return candidate;
+        }
+        return null;
     }
 
     @Test
