@@ -26,6 +26,9 @@ final class FloatConversions {
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED;
 
+    /** Elements per round trip through the staging arrays: small enough to stay in the L1 cache. */
+    private static final int STAGE = 1024;
+
     private FloatConversions() {}
 
     static boolean isVectorized(DType s, DType d) {
@@ -65,12 +68,48 @@ final class FloatConversions {
         for (; i < count; i++) dst.setAtIndex(F32, dstIndex + i, Half.bf16ToFloat(src.getAtIndex(I16, srcIndex + i)));
     }
 
+    /**
+     * F16 goes through small arrays: the JIT turns a loop of {@link Float#float16ToFloat} over arrays into the
+     * CPU's vector conversion instruction, which beats any Vector API bit manipulation, but does not do so for
+     * loops over memory segments.
+     */
     static void f16ToF32(MemorySegment src, long srcIndex, MemorySegment dst, long dstIndex, long count) {
-        long i = 0;
-        for (; i <= count - L; i += L) {
-            VectorShapes.f16(src, (srcIndex + i) * 2).intoMemorySegment(dst, (dstIndex + i) * 4, LE);
+        Scratch scratch = Scratch.get();
+        short[] h = scratch.halves(STAGE);
+        float[] f = scratch.floats(STAGE);
+        for (long i = 0; i < count; i += STAGE) {
+            int c = (int) Math.min(STAGE, count - i);
+            MemorySegment.copy(src, I16, (srcIndex + i) * 2, h, 0, c);
+            widenF16(h, f, 0, c);
+            MemorySegment.copy(f, 0, dst, F32, (dstIndex + i) * 4, c);
         }
-        for (; i < count; i++) dst.setAtIndex(F32, dstIndex + i, Half.f16ToFloat(src.getAtIndex(I16, srcIndex + i)));
+    }
+
+    /** Elements of a float-typed segment into a float array, widened to F32. */
+    static void toFloatArray(MemorySegment src, DType s, long srcIndex, float[] dst, int dstIndex, int count) {
+        switch (s) {
+            case F32 -> MemorySegment.copy(src, F32, srcIndex * 4, dst, dstIndex, count);
+            case BF16 -> {
+                int i = 0;
+                for (; i <= count - L; i += L) VectorShapes.bf16(src, (srcIndex + i) * 2).intoArray(dst, dstIndex + i);
+                for (; i < count; i++) dst[dstIndex + i] = Half.bf16ToFloat(src.getAtIndex(I16, srcIndex + i));
+            }
+            case F16 -> {
+                short[] h = Scratch.get().halves(STAGE);
+                for (int i = 0; i < count; i += STAGE) {
+                    int c = Math.min(STAGE, count - i);
+                    MemorySegment.copy(src, I16, (srcIndex + i) * 2, h, 0, c);
+                    widenF16(h, dst, dstIndex + i, c);
+                }
+            }
+            default -> {
+                for (int i = 0; i < count; i++) dst[dstIndex + i] = HostConversions.getFloat(src, s, srcIndex + i);
+            }
+        }
+    }
+
+    private static void widenF16(short[] h, float[] f, int at, int count) {
+        for (int i = 0; i < count; i++) f[at + i] = Float.float16ToFloat(h[i]);
     }
 
     /** Round to nearest even on the dropped 16 bits, as {@link Half#floatToBf16}; NaNs are quieted, keeping their sign. */
@@ -87,8 +126,16 @@ final class FloatConversions {
         for (; i < count; i++) dst.setAtIndex(I16, dstIndex + i, Half.floatToBf16(src.getAtIndex(F32, srcIndex + i)));
     }
 
-    /** The JIT compiles {@link Float#floatToFloat16} to the CPU's conversion instruction; no vector form is needed. */
+    /** Through arrays, like {@link #f16ToF32}: the JIT vectorizes {@link Float#floatToFloat16} there. */
     static void f32ToF16(MemorySegment src, long srcIndex, MemorySegment dst, long dstIndex, long count) {
-        for (long i = 0; i < count; i++) dst.setAtIndex(I16, dstIndex + i, Half.floatToF16(src.getAtIndex(F32, srcIndex + i)));
+        Scratch scratch = Scratch.get();
+        short[] h = scratch.halves(STAGE);
+        float[] f = scratch.floats(STAGE);
+        for (long i = 0; i < count; i += STAGE) {
+            int c = (int) Math.min(STAGE, count - i);
+            MemorySegment.copy(src, F32, (srcIndex + i) * 4, f, 0, c);
+            for (int j = 0; j < c; j++) h[j] = Float.floatToFloat16(f[j]);
+            MemorySegment.copy(h, 0, dst, I16, (dstIndex + i) * 2, c);
+        }
     }
 }

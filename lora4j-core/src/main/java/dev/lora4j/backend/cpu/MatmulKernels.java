@@ -10,119 +10,157 @@ import java.lang.foreign.ValueLayout;
 import static dev.lora4j.backend.cpu.VectorShapes.F;
 import static dev.lora4j.backend.cpu.VectorShapes.L;
 import static dev.lora4j.backend.cpu.VectorShapes.bf16;
-import static dev.lora4j.backend.cpu.VectorShapes.f16;
 import static dev.lora4j.backend.cpu.VectorShapes.f32;
 import static jdk.incubator.vector.VectorOperators.ADD;
 
 /**
  * {@code out[n, m] = x[n, k] · w[m, k]ᵀ} on one block of rows and output features, free of threading concerns.
  *
- * <p>The product is a set of dot products of x rows with w rows, both contiguous in k. A register tile of
- * {@value #TILE} x rows by {@value #TILE} w rows keeps sixteen vector accumulators: each loaded vector of x is
- * used against four w rows and each vector of w against four x rows, so the loads per FMA are halved compared
- * with one dot product at a time. With fewer than {@value #TILE} x rows (decode) the weights are streamed once,
- * straight from their storage dtype; with more, a 16-bit weight tile is first widened to F32 into per-thread
- * scratch and then reused across every x row of the block.
+ * <p>The product is a set of dot products of x rows with w rows, both contiguous in k. Two paths compute them
+ * with the same arithmetic, so a row's result is bit-for-bit the same whichever path and block computed it:
+ * <ul>
+ *   <li><b>Streaming</b> (fewer than {@value #TILE} x rows, the decode of one token): every F32 or BF16 weight is
+ *       read once, straight from its tensor (BF16 widened in registers), against each x row held in cache.</li>
+ *   <li><b>Packed</b> (a prompt): a slice of the block's x rows and of four weight rows at a time are copied
+ *       (weights widened to F32) into per-thread arrays, and a register tile of {@value #TILE} x rows by
+ *       {@value #TILE} weight rows keeps sixteen vector accumulators: each vector loaded is used four times,
+ *       and the arrays, unlike memory segments, let the JIT drop the bounds checks from the loop.</li>
+ * </ul>
+ * Rows are taken {@value #K_SLICE} elements at a time: a pass over one slice of four weight rows (16 KiB) with
+ * every x row of the block keeps that slice in the L1 cache, and each pass adds its partial dot products to out
+ * in the same order on both paths.
  */
 final class MatmulKernels {
     static final int TILE = 4;
+    static final int K_SLICE = 1024;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED;
 
     private MatmulKernels() {}
 
-    /** Rows [r0, r1) and output features [c0, c1) of the product. */
+    /** Rows [r0, r1) and output features [c0, c1) of the product; adds to out when {@code accumulate}. */
     static void block(MemorySegment x, MemorySegment w, DType wt, MemorySegment out, int k, int m,
                       int r0, int r1, int c0, int c1, boolean accumulate) {
-        float[] sums = new float[TILE * TILE];
-        long xRow = (long) k * Float.BYTES;
-        boolean tiled = r1 - r0 >= TILE;
-        MemorySegment tile = tiled && wt != DType.F32 ? Scratch.get().tile((long) TILE * k) : null;
+        // F16 has no in-register widening (see FloatConversions.f16ToF32), so it is always packed.
+        if (r1 - r0 < TILE && wt != DType.F16) streamed(x, w, wt, out, k, m, r0, r1, c0, c1, accumulate);
+        else packed(x, w, wt, out, k, m, r0, r1, c0, c1, accumulate);
+    }
+
+    private static void streamed(MemorySegment x, MemorySegment w, DType wt, MemorySegment out, int k, int m,
+                                 int r0, int r1, int c0, int c1, boolean accumulate) {
+        float[] sums = new float[TILE];
+        long xRow = (long) k * Float.BYTES, wRow = wt.bytesFor(k);
         for (int c = c0; c < c1; c += TILE) {
             int cols = Math.min(TILE, c1 - c);
             // A partial group repeats its last row; the extra results are never stored.
-            int c1w = c + Math.min(1, cols - 1), c2w = c + Math.min(2, cols - 1), c3w = c + Math.min(3, cols - 1);
-            if (!tiled) {
-                long wRow = wt.bytesFor(k);
-                long w0 = c * wRow, w1 = c1w * wRow, w2 = c2w * wRow, w3 = c3w * wRow;
+            long w0 = c * wRow, w1 = (c + Math.min(1, cols - 1)) * wRow;
+            long w2 = (c + Math.min(2, cols - 1)) * wRow, w3 = (c + Math.min(3, cols - 1)) * wRow;
+            for (int j0 = 0; j0 < k; j0 += K_SLICE) {
+                int len = Math.min(K_SLICE, k - j0);
+                long xj = (long) j0 * Float.BYTES, wj = wt.bytesFor(j0);
                 for (int r = r0; r < r1; r++) {
-                    long xr = r * xRow;
-                    switch (wt) {
-                        case F32 -> f32Row(x, xr, w, w0, w1, w2, w3, k, sums);
-                        case BF16 -> bf16Row(x, xr, w, w0, w1, w2, w3, k, sums);
-                        case F16 -> f16Row(x, xr, w, w0, w1, w2, w3, k, sums);
-                        default -> throw new IllegalArgumentException("matmul weights must be F32, BF16 or F16, got " + wt);
-                    }
-                    store(out, m, r, 1, c, cols, sums, accumulate);
+                    if (wt == DType.BF16) bf16Row(x, r * xRow + xj, w, w0 + wj, w1 + wj, w2 + wj, w3 + wj, len, sums);
+                    else f32Row(x, r * xRow + xj, w, w0 + wj, w1 + wj, w2 + wj, w3 + wj, len, sums);
+                    store(out, m, r, 1, c, cols, sums, accumulate || j0 > 0);
                 }
-                continue;
-            }
-            MemorySegment ws;
-            long w0, w1, w2, w3;
-            if (wt == DType.F32) {
-                ws = w;
-                w0 = c * xRow; w1 = c1w * xRow; w2 = c2w * xRow; w3 = c3w * xRow;
-            } else {
-                ws = tile;
-                for (int i = 0; i < cols; i++) {
-                    FloatConversions.convert(w, wt, (long) (c + i) * k, tile, DType.F32, (long) i * k, k);
-                }
-                w0 = 0; w1 = (c1w - c) * xRow; w2 = (c2w - c) * xRow; w3 = (c3w - c) * xRow;
-            }
-            int r = r0;
-            for (; r + TILE <= r1; r += TILE) {
-                f32Tile(x, r * xRow, xRow, ws, w0, w1, w2, w3, k, sums);
-                store(out, m, r, TILE, c, cols, sums, accumulate);
-            }
-            for (; r < r1; r++) {
-                f32Row(x, r * xRow, ws, w0, w1, w2, w3, k, sums);
-                store(out, m, r, 1, c, cols, sums, accumulate);
             }
         }
     }
 
-    private static void store(MemorySegment out, int m, int r, int rows, int c, int cols, float[] sums, boolean accumulate) {
+    private static void packed(MemorySegment x, MemorySegment w, DType wt, MemorySegment out, int k, int m,
+                               int r0, int r1, int c0, int c1, boolean accumulate) {
+        float[] sums = new float[TILE * TILE];
+        int rows = r1 - r0;
+        Scratch scratch = Scratch.get();
+        float[] xp = scratch.xPack(rows * Math.min(K_SLICE, k));
+        float[] wp = scratch.wPack(TILE * Math.min(K_SLICE, k));
+        for (int j0 = 0; j0 < k; j0 += K_SLICE) {
+            int len = Math.min(K_SLICE, k - j0);
+            boolean add = accumulate || j0 > 0;
+            for (int r = 0; r < rows; r++) MemorySegment.copy(x, F32, ((long) (r0 + r) * k + j0) * Float.BYTES, xp, r * len, len);
+            for (int c = c0; c < c1; c += TILE) {
+                int cols = Math.min(TILE, c1 - c);
+                for (int i = 0; i < cols; i++) FloatConversions.toFloatArray(w, wt, (long) (c + i) * k + j0, wp, i * len, len);
+                int p1 = Math.min(1, cols - 1) * len, p2 = Math.min(2, cols - 1) * len, p3 = Math.min(3, cols - 1) * len;
+                int r = 0;
+                for (; r + TILE <= rows; r += TILE) {
+                    tile(xp, r * len, len, wp, 0, p1, p2, p3, len, sums);
+                    store(out, m, r0 + r, TILE, c, cols, sums, add);
+                }
+                for (; r < rows; r++) {
+                    row(xp, r * len, wp, 0, p1, p2, p3, len, sums);
+                    store(out, m, r0 + r, 1, c, cols, sums, add);
+                }
+            }
+        }
+    }
+
+    private static void store(MemorySegment out, int m, int r, int rows, int c, int cols, float[] sums, boolean add) {
         for (int i = 0; i < rows; i++) {
             long o = (long) (r + i) * m + c;
             for (int j = 0; j < cols; j++) {
                 float s = sums[i * TILE + j];
-                out.setAtIndex(F32, o + j, accumulate ? out.getAtIndex(F32, o + j) + s : s);
+                out.setAtIndex(F32, o + j, add ? out.getAtIndex(F32, o + j) + s : s);
             }
         }
     }
 
-    /** Four x rows (byte offsets x0 + i·xs) by four F32 w rows (byte offsets w0..w3): sums[i·4 + j]. */
-    static void f32Tile(MemorySegment x, long x0, long xs, MemorySegment w, long w0, long w1, long w2, long w3,
-                        int k, float[] sums) {
-        long x1 = x0 + xs, x2 = x1 + xs, x3 = x2 + xs;
+    /** Four packed x rows (x0 + i·xs) by four packed w rows (w0..w3), len elements: sums[i·4 + j]. */
+    static void tile(float[] x, int x0, int xs, float[] w, int w0, int w1, int w2, int w3, int len, float[] sums) {
+        int x1 = x0 + xs, x2 = x1 + xs, x3 = x2 + xs;
         FloatVector a00 = FloatVector.zero(F), a01 = a00, a02 = a00, a03 = a00;
         FloatVector a10 = a00, a11 = a00, a12 = a00, a13 = a00;
         FloatVector a20 = a00, a21 = a00, a22 = a00, a23 = a00;
         FloatVector a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-        int kv = k - k % L;
+        int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
-            long o = (long) j * Float.BYTES;
-            FloatVector b0 = f32(w, w0 + o), b1 = f32(w, w1 + o), b2 = f32(w, w2 + o), b3 = f32(w, w3 + o);
-            FloatVector a = f32(x, x0 + o);
+            FloatVector b0 = FloatVector.fromArray(F, w, w0 + j), b1 = FloatVector.fromArray(F, w, w1 + j);
+            FloatVector b2 = FloatVector.fromArray(F, w, w2 + j), b3 = FloatVector.fromArray(F, w, w3 + j);
+            FloatVector a = FloatVector.fromArray(F, x, x0 + j);
             a00 = a.fma(b0, a00); a01 = a.fma(b1, a01); a02 = a.fma(b2, a02); a03 = a.fma(b3, a03);
-            a = f32(x, x1 + o);
+            a = FloatVector.fromArray(F, x, x1 + j);
             a10 = a.fma(b0, a10); a11 = a.fma(b1, a11); a12 = a.fma(b2, a12); a13 = a.fma(b3, a13);
-            a = f32(x, x2 + o);
+            a = FloatVector.fromArray(F, x, x2 + j);
             a20 = a.fma(b0, a20); a21 = a.fma(b1, a21); a22 = a.fma(b2, a22); a23 = a.fma(b3, a23);
-            a = f32(x, x3 + o);
+            a = FloatVector.fromArray(F, x, x3 + j);
             a30 = a.fma(b0, a30); a31 = a.fma(b1, a31); a32 = a.fma(b2, a32); a33 = a.fma(b3, a33);
         }
         sums[0] = a00.reduceLanes(ADD); sums[1] = a01.reduceLanes(ADD); sums[2] = a02.reduceLanes(ADD); sums[3] = a03.reduceLanes(ADD);
         sums[4] = a10.reduceLanes(ADD); sums[5] = a11.reduceLanes(ADD); sums[6] = a12.reduceLanes(ADD); sums[7] = a13.reduceLanes(ADD);
         sums[8] = a20.reduceLanes(ADD); sums[9] = a21.reduceLanes(ADD); sums[10] = a22.reduceLanes(ADD); sums[11] = a23.reduceLanes(ADD);
         sums[12] = a30.reduceLanes(ADD); sums[13] = a31.reduceLanes(ADD); sums[14] = a32.reduceLanes(ADD); sums[15] = a33.reduceLanes(ADD);
-        for (int i = 0; i < TILE; i++) tail(x, x0 + i * xs, w, DType.F32, w0, w1, w2, w3, kv, k, sums, i * TILE);
+        if (kv < len) {
+            for (int i = 0; i < TILE; i++) {
+                int xi = x0 + i * xs;
+                sums[i * TILE] += tail(x, xi, w, w0, kv, len);
+                sums[i * TILE + 1] += tail(x, xi, w, w1, kv, len);
+                sums[i * TILE + 2] += tail(x, xi, w, w2, kv, len);
+                sums[i * TILE + 3] += tail(x, xi, w, w3, kv, len);
+            }
+        }
     }
 
-    /** One x row by four F32 w rows: sums[0..3]. */
-    static void f32Row(MemorySegment x, long x0, MemorySegment w, long w0, long w1, long w2, long w3, int k, float[] sums) {
+    /** One packed x row by four packed w rows: sums[0..3]. */
+    static void row(float[] x, int x0, float[] w, int w0, int w1, int w2, int w3, int len, float[] sums) {
         FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
-        int kv = k - k % L;
+        int kv = len - len % L;
+        for (int j = 0; j < kv; j += L) {
+            FloatVector a = FloatVector.fromArray(F, x, x0 + j);
+            a0 = a.fma(FloatVector.fromArray(F, w, w0 + j), a0);
+            a1 = a.fma(FloatVector.fromArray(F, w, w1 + j), a1);
+            a2 = a.fma(FloatVector.fromArray(F, w, w2 + j), a2);
+            a3 = a.fma(FloatVector.fromArray(F, w, w3 + j), a3);
+        }
+        sums[0] = a0.reduceLanes(ADD) + tail(x, x0, w, w0, kv, len);
+        sums[1] = a1.reduceLanes(ADD) + tail(x, x0, w, w1, kv, len);
+        sums[2] = a2.reduceLanes(ADD) + tail(x, x0, w, w2, kv, len);
+        sums[3] = a3.reduceLanes(ADD) + tail(x, x0, w, w3, kv, len);
+    }
+
+    /** One x row (byte offset x0) by four F32 w rows (byte offsets w0..w3), from their tensors: sums[0..3]. */
+    static void f32Row(MemorySegment x, long x0, MemorySegment w, long w0, long w1, long w2, long w3, int len, float[] sums) {
+        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+        int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
             long o = (long) j * Float.BYTES;
             FloatVector a = f32(x, x0 + o);
@@ -131,14 +169,16 @@ final class MatmulKernels {
             a2 = a.fma(f32(w, w2 + o), a2);
             a3 = a.fma(f32(w, w3 + o), a3);
         }
-        sums[0] = a0.reduceLanes(ADD); sums[1] = a1.reduceLanes(ADD); sums[2] = a2.reduceLanes(ADD); sums[3] = a3.reduceLanes(ADD);
-        tail(x, x0, w, DType.F32, w0, w1, w2, w3, kv, k, sums, 0);
+        sums[0] = a0.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w0, kv, len);
+        sums[1] = a1.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w1, kv, len);
+        sums[2] = a2.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w2, kv, len);
+        sums[3] = a3.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w3, kv, len);
     }
 
     /** One x row by four BF16 w rows, widened in registers: sums[0..3]. */
-    static void bf16Row(MemorySegment x, long x0, MemorySegment w, long w0, long w1, long w2, long w3, int k, float[] sums) {
+    static void bf16Row(MemorySegment x, long x0, MemorySegment w, long w0, long w1, long w2, long w3, int len, float[] sums) {
         FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
-        int kv = k - k % L;
+        int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
             FloatVector a = f32(x, x0 + (long) j * Float.BYTES);
             long o = (long) j * 2;
@@ -147,44 +187,26 @@ final class MatmulKernels {
             a2 = a.fma(bf16(w, w2 + o), a2);
             a3 = a.fma(bf16(w, w3 + o), a3);
         }
-        sums[0] = a0.reduceLanes(ADD); sums[1] = a1.reduceLanes(ADD); sums[2] = a2.reduceLanes(ADD); sums[3] = a3.reduceLanes(ADD);
-        tail(x, x0, w, DType.BF16, w0, w1, w2, w3, kv, k, sums, 0);
+        sums[0] = a0.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w0, kv, len);
+        sums[1] = a1.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w1, kv, len);
+        sums[2] = a2.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w2, kv, len);
+        sums[3] = a3.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w3, kv, len);
     }
 
-    /** One x row by four F16 w rows, widened in registers: sums[0..3]. */
-    static void f16Row(MemorySegment x, long x0, MemorySegment w, long w0, long w1, long w2, long w3, int k, float[] sums) {
-        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
-        int kv = k - k % L;
-        for (int j = 0; j < kv; j += L) {
-            FloatVector a = f32(x, x0 + (long) j * Float.BYTES);
-            long o = (long) j * 2;
-            a0 = a.fma(f16(w, w0 + o), a0);
-            a1 = a.fma(f16(w, w1 + o), a1);
-            a2 = a.fma(f16(w, w2 + o), a2);
-            a3 = a.fma(f16(w, w3 + o), a3);
+    /** Σ x[j]·w[j] over the elements [from, len) that do not fill a vector, packed operands. */
+    private static float tail(float[] x, int x0, float[] w, int w0, int from, int len) {
+        float s = 0f;
+        for (int j = from; j < len; j++) s += x[x0 + j] * w[w0 + j];
+        return s;
+    }
+
+    /** The same for operands in their tensors (byte offsets of element 0). */
+    private static float tail(MemorySegment x, long x0, MemorySegment w, DType wt, long w0, int from, int len) {
+        float s = 0f;
+        for (int j = from; j < len; j++) {
+            float wj = wt == DType.F32 ? w.get(F32, w0 + (long) j * Float.BYTES) : Half.bf16ToFloat(w.get(I16, w0 + (long) j * 2));
+            s += x.get(F32, x0 + (long) j * Float.BYTES) * wj;
         }
-        sums[0] = a0.reduceLanes(ADD); sums[1] = a1.reduceLanes(ADD); sums[2] = a2.reduceLanes(ADD); sums[3] = a3.reduceLanes(ADD);
-        tail(x, x0, w, DType.F16, w0, w1, w2, w3, kv, k, sums, 0);
-    }
-
-    /** Adds the products of elements [from, k), the part shorter than a vector, to sums[at..at+3]. */
-    private static void tail(MemorySegment x, long x0, MemorySegment w, DType wt, long w0, long w1, long w2, long w3,
-                             int from, int k, float[] sums, int at) {
-        if (from == k) return;
-        long[] rows = {w0, w1, w2, w3};
-        for (int c = 0; c < TILE; c++) {
-            float s = 0f;
-            for (int j = from; j < k; j++) s += x.get(F32, x0 + (long) j * Float.BYTES) * weight(w, wt, rows[c], j);
-            sums[at + c] += s;
-        }
-    }
-
-    private static float weight(MemorySegment w, DType wt, long rowOffset, int j) {
-        return switch (wt) {
-            case F32 -> w.get(F32, rowOffset + (long) j * Float.BYTES);
-            case BF16 -> Half.bf16ToFloat(w.get(I16, rowOffset + (long) j * 2));
-            case F16 -> Half.f16ToFloat(w.get(I16, rowOffset + (long) j * 2));
-            default -> throw new IllegalArgumentException("matmul weights must be F32, BF16 or F16, got " + wt);
-        };
+        return s;
     }
 }

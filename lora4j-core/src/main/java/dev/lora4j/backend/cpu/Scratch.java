@@ -4,15 +4,19 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
- * Per-thread working memory of the kernels (a converted weight tile, attention scores), kept between calls so
- * that hot loops never allocate. Grows to the largest request and is freed with its thread.
+ * Per-thread working memory of the kernels (packed matmul operands, attention scores, conversion staging), kept
+ * between calls so that hot loops never allocate. Each buffer grows to the largest request and is freed with its
+ * thread. A buffer holds leftovers from earlier use; callers write before they read.
  */
 final class Scratch {
     private static final ThreadLocal<Scratch> LOCAL = ThreadLocal.withInitial(Scratch::new);
 
-    private MemorySegment tile = MemorySegment.NULL;
     private MemorySegment params = MemorySegment.NULL;
+    private float[] xPack = new float[0];
+    private float[] wPack = new float[0];
     private float[] scores = new float[0];
+    private short[] halves = new short[0];
+    private float[] floats = new float[0];
 
     private Scratch() {}
 
@@ -20,16 +24,9 @@ final class Scratch {
         return LOCAL.get();
     }
 
-    /** Native memory for at least {@code floats} F32 values, 64-byte aligned; contents are left over from earlier use. */
-    MemorySegment tile(long floats) {
-        long bytes = floats * Float.BYTES;
-        if (tile.byteSize() < bytes) tile = Arena.ofAuto().allocate(Math.max(bytes, 2 * tile.byteSize()), 64);
-        return tile;
-    }
-
     /**
      * Native memory for an op's small F32 parameters (a norm weight, a bias), used by the thread that issued the
-     * op, apart from {@link #tile} so that a worker running on that thread cannot overwrite them.
+     * op, apart from the other buffers so that a worker running on that thread cannot overwrite them.
      */
     MemorySegment params(long floats) {
         long bytes = floats * Float.BYTES;
@@ -37,8 +34,31 @@ final class Scratch {
         return params;
     }
 
+    /** The x rows of a matmul block, one slice of k each. */
+    float[] xPack(int count) {
+        if (xPack.length < count) xPack = new float[count];
+        return xPack;
+    }
+
+    /** The weight rows of a matmul register tile, one slice of k each, widened to F32. */
+    float[] wPack(int count) {
+        if (wPack.length < count) wPack = new float[count];
+        return wPack;
+    }
+
     float[] scores(int count) {
         if (scores.length < count) scores = new float[Math.max(count, 2 * scores.length)];
         return scores;
+    }
+
+    /** Staging for F16 conversions, which the JIT vectorizes only over arrays. */
+    short[] halves(int count) {
+        if (halves.length < count) halves = new short[count];
+        return halves;
+    }
+
+    float[] floats(int count) {
+        if (floats.length < count) floats = new float[count];
+        return floats;
     }
 }
