@@ -98,9 +98,29 @@ TOKENS = {
     "llama3-tokenizer-config": {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},
 }
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city, in \u00b0C.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "City name, e.g. \"Z\u00fcrich\""},
+                "days": {"type": "integer", "enum": [1, 2, 3]},
+            },
+            "required": ["city"],
+        },
+        "return": {"type": "number"},
+    },
+}
+
 EXTRAS = {
     "HuggingFaceTB-SmolLM3-3B": [{}, {"enable_thinking": False}],
-    "meta-llama-Llama-3.1-8B-Instruct": [{}, {"date_string": "01 Jan 2025"}],
+    "meta-llama-Llama-3.1-8B-Instruct": [{}, {"date_string": "01 Jan 2025"}, {"tools": [WEATHER_TOOL]},
+                                         {"tools": [WEATHER_TOOL], "tools_in_user_message": False}],
+    "Qwen-Qwen2.5-7B-Instruct": [{}, {"tools": [WEATHER_TOOL, {"type": "function", "function": {"name": "noop", "parameters": {}}}]}],
+    "mistralai-Mistral-Nemo-Instruct-2407": [{}, {"tools": [WEATHER_TOOL]}],
 }
 
 
@@ -136,7 +156,8 @@ def main():
                 for gen in (True, False):
                     # apply_chat_template passes the special tokens the tokenizer has (none that are unset).
                     present = {k: v for k, v in tokens.items() if v is not None}
-                    variables = dict(messages=messages, tools=None, documents=None, add_generation_prompt=gen, **present, **extra)
+                    variables = dict(messages=messages, tools=None, documents=None, add_generation_prompt=gen, **present)
+                    variables.update(extra)
                     case = {"template": name, "source": origin, "conversation": conv_name, "messages": messages,
                             "add_generation_prompt": gen, "bos_token": tokens["bos_token"], "eos_token": tokens["eos_token"],
                             "extra": extra}

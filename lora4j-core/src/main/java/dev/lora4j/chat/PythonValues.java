@@ -60,18 +60,24 @@ final class PythonValues {
     static String floatRepr(double d) {
         if (Double.isNaN(d)) return "NaN";
         if (Double.isInfinite(d)) return d > 0 ? "Infinity" : "-Infinity";
-        if (d == Math.rint(d) && Math.abs(d) < 1e16) return String.format("%.1f", d).replace(",", ".");
-        String java = Double.toString(d);
-        int e = java.indexOf('E');
-        if (e < 0) {
-            double abs = Math.abs(d);
-            if (abs >= 1e-4) return java;
+        if (d == 0) return (1 / d < 0) ? "-0.0" : "0.0";
+        // The shortest decimal that reads back as d, and of those the closest to d: Python's repr.
+        java.math.BigDecimal exact = new java.math.BigDecimal(d);
+        java.math.BigDecimal shortest = exact;
+        for (int digits = 1; digits <= 17; digits++) {
+            java.math.BigDecimal candidate = exact.round(new java.math.MathContext(digits, java.math.RoundingMode.HALF_EVEN));
+            if (candidate.doubleValue() == d) {
+                shortest = candidate;
+                break;
+            }
         }
-        // Python switches to exponent form below 1e-4 and from 1e16.
-        java.math.BigDecimal bd = new java.math.BigDecimal(java).stripTrailingZeros();
-        int exponent = bd.precision() - bd.scale() - 1;
-        if (exponent >= -4 && exponent < 16) return bd.toPlainString();
-        String digits = bd.unscaledValue().abs().toString();
+        shortest = shortest.stripTrailingZeros();
+        int exponent = shortest.precision() - shortest.scale() - 1;
+        if (exponent >= -4 && exponent < 16) {
+            String plain = shortest.toPlainString();
+            return plain.contains(".") ? plain : plain + ".0";
+        }
+        String digits = shortest.unscaledValue().abs().toString();
         String mantissa = digits.length() == 1 ? digits : digits.charAt(0) + "." + digits.substring(1);
         return (d < 0 ? "-" : "") + mantissa + "e" + (exponent < 0 ? "-" : "+") + (Math.abs(exponent) < 10 ? "0" : "") + Math.abs(exponent);
     }
