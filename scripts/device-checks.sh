@@ -23,8 +23,7 @@ for step in "${steps[@]}"; do
             run_step info bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; scripts/device-run.sh java dev.lora4j.cuda.CudaInfo; scripts/device-run.sh lora4j devices'
             ;;
         tests)
-            run_step tests scripts/device-run.sh tests --details=summary --details-theme=ascii --fail-if-no-tests \
-                --reports-dir "$out/junit"
+            run_step tests scripts/device-run.sh tests --details=summary --details-theme=ascii --fail-if-no-tests
             ;;
         tokenizers)
             run_step tokenizers bash -c 'python3 tools/compare_tokenizers.py --out /tmp/tokenizer-expected.jsonl \
