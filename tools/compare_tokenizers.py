@@ -16,14 +16,19 @@ The JUnit test dev.lora4j.tokenizer.TokenizerComparisonTest reads that file (pat
 encodes and decodes every case with lora4j's Tokenizer, writes a report (path in LORA4J_TOKENIZER_RESULTS) and
 fails on any difference. It skips when LORA4J_TOKENIZER_EXPECTED is unset.
 
-On the GPU machine (python3 with tokenizers 0.23, no JDK): build the bundle here first
-(scripts/device-bundle.sh), then run there, from the repository root, this one command:
+When ../shared/assets/text is absent (the device bundle carries only the tokenizers), the paragraphs of the
+training corpus in lora4j-core/src/main/resources/dev/lora4j/tokenizer/corpus.txt stand in for it.
 
+On the GPU machine (python3 with tokenizers 0.23, no JDK): build the bundle here first
+(scripts/device-bundle.sh), then run there, from the repository root, this one command (device-run.sh unpacks
+the runtime and the tokenizers into ../shared first, so it goes first):
+
+    scripts/device-run.sh java -version >/dev/null 2>&1; \
     python3 tools/compare_tokenizers.py --out /tmp/tokenizer-expected.jsonl \
       && gzip -kf /tmp/tokenizer-expected.jsonl && cp /tmp/tokenizer-expected.jsonl.gz $OUT/ \
       && LORA4J_TOKENIZER_EXPECTED=/tmp/tokenizer-expected.jsonl \
          LORA4J_TOKENIZER_RESULTS=$OUT/tokenizer-comparison.txt \
-         scripts/device-run.sh tests --select-class dev.lora4j.tokenizer.TokenizerComparisonTest
+         scripts/device-run.sh tests --include-classname '.*TokenizerComparisonTest'
 
 $OUT/tokenizer-comparison.txt then holds the per-tokenizer counts and every mismatch. To re-check here later
 with the file brought back:
@@ -53,13 +58,23 @@ TRICKY = [
 ]
 
 
-def text_cases(shared, max_chars):
+def text_cases(shared, root, max_chars):
+    text_dir = os.path.join(shared, "assets", "text")
+    if not os.path.isfile(os.path.join(text_dir, "moby-dick-chapters.jsonl")):
+        # The device bundle carries only the tokenizers; the training corpus in the tree is public-domain text too.
+        corpus = os.path.join(root, "lora4j-core", "src", "main", "resources", "dev", "lora4j", "tokenizer", "corpus.txt")
+        print("note: %s is absent; using the paragraphs of %s" % (text_dir, corpus))
+        with open(corpus, encoding="utf-8") as f:
+            paragraphs = [p for p in f.read().split("\n\n") if p.strip()]
+        cases = [("corpus:p%d" % i, p[:max_chars]) for i, p in enumerate(paragraphs)]
+        cases += [("corpus:pairs%d" % i, "\n\n".join(paragraphs[i:i + 2])[:max_chars]) for i in range(0, len(paragraphs), 7)]
+        return cases
     cases = []
-    with open(os.path.join(shared, "assets", "text", "moby-dick-chapters.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(text_dir, "moby-dick-chapters.jsonl"), encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
             cases.append(("moby-dick:" + r["chapter"], r["text"][:max_chars]))
-    with open(os.path.join(shared, "assets", "text", "sotu-1790-1989.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(text_dir, "sotu-1790-1989.jsonl"), encoding="utf-8") as f:
         for i, line in enumerate(f):
             r = json.loads(line)
             if i % 2 == 0:
@@ -105,7 +120,7 @@ def main():
         ("mistral", os.path.join(args.shared, "assets", "tokenizers", "mistral")),
         ("trained-bpe", os.path.join(root, "lora4j-core", "src", "test", "resources", "dev", "lora4j", "tokenizer", "trained-bpe")),
     ]
-    cases = text_cases(args.shared, args.max_chars)
+    cases = text_cases(args.shared, root, args.max_chars)
     written = 0
     with open(args.out, "w", encoding="utf-8") as out:
         for name, folder in folders:
