@@ -26,6 +26,20 @@ final class JinjaTranslator {
     private static final Pattern NAME = Pattern.compile("[A-Za-z_][A-Za-z0-9_]*");
     private static final Pattern STRING = Pattern.compile("'([^'\\\\]*(?:\\\\.[^'\\\\]*)*)'|\"([^\"\\\\]*(?:\\\\.[^\"\\\\]*)*)\"", Pattern.DOTALL);
 
+    /** A block tag awaiting its end tag; for loops remember where they were written and what they iterate. */
+    private static final class OpenBlock {
+        final String tag;
+        int outputStart, outputEnd;
+        String target, iterable;
+        boolean hasElse;
+
+        OpenBlock(String tag) {
+            this.tag = tag;
+        }
+    }
+
+    private static final java.util.Set<String> BLOCK_TAGS = java.util.Set.of("for", "if", "macro", "call", "filter", "with", "autoescape", "block");
+
     /** A loop filter found in the template: the loop's target names and its condition. */
     record LoopCondition(List<String> targets, String condition) {}
 
@@ -36,6 +50,9 @@ final class JinjaTranslator {
     private final String templateName;
     private final StringBuilder out = new StringBuilder();
     private final List<LoopCondition> conditions = new ArrayList<>();
+    /** Open block tags, to tell a for loop's {% else %} from an if's. */
+    private final Deque<OpenBlock> blocks = new ArrayDeque<>();
+    private int loops;
     private int pos;
     private boolean lineStarting = true;
 
@@ -140,7 +157,43 @@ final class JinjaTranslator {
         String tag = name.lookingAt() ? name.group() : "";
         if (tag.equals("generation") || tag.equals("endgeneration")) return;
         if (tag.equals("for")) body = loopFilter(body);
-        out.append("{% ").append(separateBraces(body)).append(" %}");
+        OpenBlock innermost = blocks.peek();
+        if (tag.equals("else") && innermost != null && innermost.tag.equals("for")) {
+            loopElse(innermost);
+            return;
+        }
+        if (tag.equals("endfor") && innermost != null && innermost.tag.equals("for") && innermost.hasElse) {
+            blocks.pop();
+            out.append("{% endif %}");
+            return;
+        }
+        int start = out.length();
+        out.append("{% ").append(jinjavaExpression(body)).append(" %}");
+        if (BLOCK_TAGS.contains(tag) || (tag.equals("set") && topLevelWord(body, "=", 0) < 0 && !body.contains("="))) {
+            OpenBlock opened = new OpenBlock(tag);
+            if (tag.equals("for")) {
+                int in = topLevelWord(body, "in", 0);
+                opened.outputStart = start;
+                opened.outputEnd = out.length();
+                opened.target = body.substring(3, in).strip();
+                opened.iterable = body.substring(in + 2).strip();
+            }
+            blocks.push(opened);
+        } else if (tag.startsWith("end") && !blocks.isEmpty()) {
+            blocks.pop();
+        }
+    }
+
+    /**
+     * Jinja's {@code for ... else}: the else part renders when the loop ran no iteration. Jinjava has no such
+     * thing, so the loop's items go into a variable first and the else part becomes an if on that variable.
+     */
+    private void loopElse(OpenBlock loop) {
+        String items = "__lora4j_loop_items_" + loops++;
+        String rewritten = "{% set " + items + " = " + jinjavaExpression(loop.iterable) + " %}{% for " + jinjavaExpression(loop.target) + " in " + items + " %}";
+        out.replace(loop.outputStart, loop.outputEnd, rewritten);
+        out.append("{% endfor %}{% if not ").append(items).append(" %}");
+        loop.hasElse = true;
     }
 
     private void variable(int bodyStart, int open) {
@@ -150,7 +203,7 @@ final class JinjaTranslator {
         lineStarting = src.charAt(pos - 1) == '\n';
         // A function call rather than "(body)|filter": Jinjava reads "(" ... "," ... ")" as a tuple even when the
         // comma is inside a dict literal.
-        out.append("{{ ").append(OUTPUT_FUNCTION).append("(").append(separateBraces(body)).append(") }}");
+        out.append("{{ ").append(OUTPUT_FUNCTION).append("(").append(jinjavaExpression(body)).append(") }}");
     }
 
     /**
@@ -216,7 +269,7 @@ final class JinjaTranslator {
             String name = t.strip().replace("(", "").replace(")", "").strip();
             if (!name.isEmpty()) targets.add(name);
         }
-        conditions.add(new LoopCondition(List.copyOf(targets), condition));
+        conditions.add(new LoopCondition(List.copyOf(targets), jinjavaExpression(condition)));
         return "for " + body.substring(3, in).strip() + " in " + LOOP_FUNCTION + "(" + body.substring(in + 2, cond).strip() + ", " + (conditions.size() - 1) + ")";
     }
 
@@ -243,22 +296,79 @@ final class JinjaTranslator {
         return -1;
     }
 
-    /** "}}" inside an expression (nested dict literals) would end Jinjava's tag early; "} }" means the same. */
-    private static String separateBraces(String body) {
-        if (!body.contains("}}")) return body;
-        StringBuilder sb = new StringBuilder(body.length() + 4);
+    /**
+     * Expression text as Jinjava must see it: string literals re-spelled (Jinja reads them with Python's escape
+     * rules, \\u00e9, \\x41 and all; Jinjava knows only a few escapes), and "}}" outside strings (nested dict
+     * literals) written "} }", since Jinjava would otherwise end the tag there.
+     */
+    private String jinjavaExpression(String body) {
+        StringBuilder sb = new StringBuilder(body.length() + 8);
         for (int i = 0; i < body.length(); i++) {
             char c = body.charAt(i);
             if (c == '\'' || c == '"') {
                 Matcher m = STRING.matcher(body).region(i, body.length());
                 if (m.lookingAt()) {
-                    sb.append(m.group());
+                    String content = m.group(1) != null ? m.group(1) : m.group(2);
+                    sb.append('"').append(pythonUnescape(content).replace("\\", "\\\\").replace("\"", "\\\"")).append('"');
                     i = m.end() - 1;
                     continue;
                 }
             }
             sb.append(c);
             if (c == '}' && i + 1 < body.length() && body.charAt(i + 1) == '}') sb.append(' ');
+        }
+        return sb.toString();
+    }
+
+    /** Python's "unicode-escape" reading of a string literal's body, which is how Jinja reads it. */
+    private String pythonUnescape(String s) {
+        if (s.indexOf('\\') < 0) return s;
+        StringBuilder sb = new StringBuilder(s.length());
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            if (c != '\\' || i + 1 >= s.length()) {
+                sb.append(c);
+                continue;
+            }
+            char e = s.charAt(++i);
+            switch (e) {
+                case '\n' -> { } // a backslash before a newline continues the line
+                case '\\', '\'', '"' -> sb.append(e);
+                case 'a' -> sb.append('\u0007');
+                case 'b' -> sb.append('\b');
+                case 'f' -> sb.append('\f');
+                case 'n' -> sb.append('\n');
+                case 'r' -> sb.append('\r');
+                case 't' -> sb.append('\t');
+                case 'v' -> sb.append('\u000B');
+                case 'x', 'u', 'U' -> {
+                    int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+                    String hex = s.substring(i + 1, Math.min(s.length(), i + 1 + digits));
+                    if (hex.length() != digits || !hex.chars().allMatch(h -> Character.digit(h, 16) >= 0)) throw error("truncated \\" + e + " escape in a string literal");
+                    sb.appendCodePoint(Integer.parseInt(hex, 16));
+                    i += digits;
+                }
+                case 'N' -> {
+                    int close = s.indexOf('}', i);
+                    if (i + 1 >= s.length() || s.charAt(i + 1) != '{' || close < 0) throw error("malformed \\N{...} escape in a string literal");
+                    try {
+                        sb.appendCodePoint(Character.codePointOf(s.substring(i + 2, close)));
+                    } catch (IllegalArgumentException ex) {
+                        throw error("unknown character name in \\N{" + s.substring(i + 2, close) + "}");
+                    }
+                    i = close;
+                }
+                default -> {
+                    if (e >= '0' && e <= '7') {
+                        int end = i;
+                        while (end < s.length() && end < i + 3 && s.charAt(end) >= '0' && s.charAt(end) <= '7') end++;
+                        sb.appendCodePoint(Integer.parseInt(s.substring(i, end), 8));
+                        i = end - 1;
+                    } else {
+                        sb.append('\\').append(e); // Python keeps unknown escapes as written
+                    }
+                }
+            }
         }
         return sb.toString();
     }
