@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the self-contained bundle that runs lora4j on a machine with a GPU but no JDK:
 #   .bundle/jre.tar.xz    a jlink-made Java 25 runtime (the modules lora4j and its libraries use)
-#   .bundle/lib/          the CLI jar and its runtime dependencies (lora4j-cuda carries the nvcc-built kernels)
+#   .bundle/lora4j-cli.jar, .bundle/lib/  the CLI jar and its runtime dependencies (lora4j-cuda carries the nvcc-built kernels)
 #   .bundle/test/         test classes of lora4j-core and lora4j-cuda, their test dependencies and the JUnit
 #                         console launcher, so the backend test suite runs there
 #   .bundle/assets.tar.xz the tokenizers from ../shared (the model-comparison and tokenizer scripts read them)
@@ -18,7 +18,7 @@ if [ "${1:-}" != "--skip-build" ]; then
 fi
 rm -rf "$out"
 mkdir -p "$out/lib" "$out/test/lib" "$out/test/classes" "$out/reference"
-cp lora4j-cli/target/dist/lora4j-cli.jar "$out/lib/"
+cp lora4j-cli/target/dist/lora4j-cli.jar "$out/"  # its manifest finds lib/ beside it
 cp lora4j-cli/target/dist/lib/*.jar "$out/lib/"
 
 # Test classpath: the test classes of core and cuda and everything they need at test time.

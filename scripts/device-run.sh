@@ -26,16 +26,18 @@ cmd=${1:?usage: device-run.sh tests|lora4j|java ...}
 shift
 case "$cmd" in
     tests)
-        cp="$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda:$b/lib/*:$b/test/lib/*"
+        # The console launcher does not expand class-path wildcards: list the jars.
+        cp="$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda:$b/lora4j-cli.jar"
+        for jar in "$b"/lib/*.jar "$b"/test/lib/*.jar; do cp="$cp:$jar"; done
         exec "$java" "${flags[@]}" -jar "$b"/test/junit-platform-console-standalone-*.jar execute \
             --class-path "$cp" --scan-class-path "$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda" \
             --details=tree --disable-banner "$@"
         ;;
     lora4j)
-        exec "$java" "${flags[@]}" -jar "$b/lib/lora4j-cli.jar" "$@"
+        exec "$java" "${flags[@]}" -jar "$b/lora4j-cli.jar" "$@"
         ;;
     java)
-        exec "$java" "${flags[@]}" -cp "$b/lib/*" "$@"
+        exec "$java" "${flags[@]}" -cp "$b/lora4j-cli.jar:$b/lib/*" "$@"
         ;;
     *)
         echo "unknown command '$cmd': use tests, lora4j or java" >&2
