@@ -127,8 +127,8 @@ final class TokenizerJsonReader {
                 throw new TokenizerException(CONFIG + ": " + where + ": the key must be a token id");
             }
             JsonNode t = e.getValue();
-            String content = text(t, "content", where + ".content", null);
-            if (content == null) throw new TokenizerException(CONFIG + ": " + where + ".content is missing");
+            if (!t.path("content").isTextual()) throw new TokenizerException(CONFIG + ": " + where + ".content is missing or not a string");
+            String content = t.get("content").asText();
             boolean special = bool(t, "special", false);
             out.add(new AddedToken(id, content, bool(t, "single_word", false), bool(t, "lstrip", false),
                     bool(t, "rstrip", false), bool(t, "normalized", !special), special));
