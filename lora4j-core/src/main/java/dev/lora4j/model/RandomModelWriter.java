@@ -13,6 +13,7 @@ import dev.lora4j.tokenizer.BpeTrainer;
 import dev.lora4j.tokenizer.Tokenizer;
 
 import java.io.IOException;
+import java.io.InterruptedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -23,6 +24,10 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.function.Consumer;
 
 /**
@@ -39,8 +44,8 @@ import java.util.function.Consumer;
  * produced by encoding, and decode as nothing if the model emits them. BOS and EOS are then the tokenizer's ids,
  * not the real model's.
  *
- * <p>Weights are generated and written a shard at a time, each tensor in its own off-heap segment freed once its
- * shard is on disk, so a 7B model never needs more than one shard's worth of memory.
+ * <p>Weights are generated a shard at a time into off-heap memory and written while the next shard is generated,
+ * so a 7B model never needs more than two shards' worth of memory (4 GiB with the default shard size).
  */
 public final class RandomModelWriter {
     /** Shards of at most this many bytes: bounds the memory the writer holds at once. */
@@ -193,7 +198,8 @@ public final class RandomModelWriter {
 
     /**
      * Writes config.json, generation_config.json and the weights of {@code config} into {@code folder} (created if
-     * needed; existing weight files there are replaced), without a tokenizer. {@code progress} gets a line per shard.
+     * needed; existing weight files there are replaced), without a tokenizer. {@code progress} gets a line per shard,
+     * from the thread that writes the shards.
      */
     public static Written writeWeightsAndConfig(Path folder, ModelConfig config, Options options, Consumer<String> progress)
             throws IOException {
@@ -206,14 +212,23 @@ public final class RandomModelWriter {
         Map<String, String> weightMap = new LinkedHashMap<>();
         long parameters = 0, bytes = 0;
         int tensorIndex = 0;
-        // One buffer, the size of the largest shard, serves every shard in turn: its pages are touched once.
+        // Two buffers, each the size of the largest shard, take turns: one shard is generated while the one before
+        // it is written, so the disk and the cores work at the same time. Pages of a buffer are touched once.
         long largest = 0;
         for (List<Spec> shard : shards) largest = Math.max(largest, shardBytes(shard, options.dtype()));
+        ExecutorService diskWriter = Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, "lora4j-shard-writer");
+            t.setDaemon(true);
+            return t;
+        });
         try (Arena arena = Arena.ofShared()) {
-            MemorySegment buffer = arena.allocate(Math.max(1, largest), 64);
+            MemorySegment[] buffers = {arena.allocate(Math.max(1, largest), 64),
+                    shards.size() > 1 ? arena.allocate(Math.max(1, largest), 64) : null};
+            Future<?> previousWrite = null;
             for (int s = 0; s < shards.size(); s++) {
                 String fileName = shards.size() == 1 ? SafetensorsModel.SINGLE_FILE
                         : String.format(Locale.ROOT, "model-%05d-of-%05d.safetensors", s + 1, shards.size());
+                MemorySegment buffer = buffers[s % 2];
                 SafetensorsWriter writer = new SafetensorsWriter().metadata("format", "pt");
                 long offset = 0;
                 for (Spec spec : shards.get(s)) {
@@ -230,15 +245,25 @@ public final class RandomModelWriter {
                     offset += seg.byteSize();
                     tensorIndex++;
                 }
+                // The other buffer is free again once the previous shard is on disk.
+                await(previousWrite);
                 Path file = folder.resolve(fileName);
-                writer.writeTo(file);
+                long shardSize = offset;
+                int tensors = shards.get(s).size();
+                previousWrite = diskWriter.submit(() -> {
+                    writer.writeTo(file);
+                    if (progress != null) {
+                        progress.accept(String.format(Locale.ROOT, "wrote %s (%.1f MB, %d tensors)", fileName,
+                                shardSize / 1e6, tensors));
+                    }
+                    return null;
+                });
                 files.add(file);
                 bytes += offset;
-                if (progress != null) {
-                    progress.accept(String.format(Locale.ROOT, "wrote %s (%.1f MB, %d tensors)", fileName, offset / 1e6,
-                            shards.get(s).size()));
-                }
             }
+            await(previousWrite);
+        } finally {
+            diskWriter.shutdownNow();
         }
         ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         if (shards.size() > 1) {
@@ -255,6 +280,20 @@ public final class RandomModelWriter {
         if (c.padTokenId() != null) generation.put("pad_token_id", c.padTokenId());
         Files.writeString(folder.resolve(GenerationConfig.FILE_NAME), json.writeValueAsString(generation) + "\n");
         return new Written(folder, files, parameters, bytes);
+    }
+
+    private static void await(Future<?> write) throws IOException {
+        if (write == null) return;
+        try {
+            write.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new InterruptedIOException("interrupted while writing the weights");
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof IOException io) throw io;
+            if (e.getCause() instanceof RuntimeException re) throw re;
+            throw new IOException("writing the weights failed: " + e.getCause(), e.getCause());
+        }
     }
 
     private static long shardBytes(List<Spec> shard, DType dtype) {
