@@ -10,6 +10,7 @@ import java.util.BitSet;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Set;
+import java.util.SplittableRandom;
 import java.util.function.Consumer;
 
 /**
@@ -110,7 +111,7 @@ public final class Generator implements AutoCloseable {
     }
 
     private static long freshSeed() {
-        return new java.util.SplittableRandom().nextLong();
+        return new SplittableRandom().nextLong();
     }
 
     /** The end-of-sequence ids to stop on: generation_config.json's when it names any, else config.json's, else the tokenizer's. */

@@ -1,6 +1,7 @@
 package dev.lora4j.generate;
 
 import java.util.Arrays;
+import java.util.SplittableRandom;
 import java.util.random.RandomGenerator;
 import java.util.random.RandomGeneratorFactory;
 
@@ -143,7 +144,7 @@ public final class Sampler {
     /** The k-th largest value (k >= 1) by quickselect; reorders {@code a}. */
     private static float kthLargest(float[] a, int k) {
         int lo = 0, hi = a.length - 1, target = a.length - k; // k-th largest = (n-k)-th smallest
-        java.util.SplittableRandom pivots = new java.util.SplittableRandom(a.length);
+        SplittableRandom pivots = new SplittableRandom(a.length);
         while (lo < hi) {
             float pivot = a[lo + pivots.nextInt(hi - lo + 1)];
             int i = lo, j = hi;

@@ -5,6 +5,7 @@ import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -125,7 +126,7 @@ public final class LlamaModel implements AutoCloseable {
             float[] flat = backend.toFloats(logits);
             int vocab = shape.vocabSize();
             for (int i = 0; i < count; i++) {
-                out[chunkStart + i] = java.util.Arrays.copyOfRange(flat, i * vocab, (i + 1) * vocab);
+                out[chunkStart + i] = Arrays.copyOfRange(flat, i * vocab, (i + 1) * vocab);
             }
             chunkStart += count;
         }
@@ -135,7 +136,7 @@ public final class LlamaModel implements AutoCloseable {
 
     /** Tokens [from, from+count) at positions pos0, pos0+1, ...: leaves their final hidden states in {@code residual}. */
     private void runLayers(int[] tokens, int from, int count, int pos0, KvCache cache) {
-        int[] ids = java.util.Arrays.copyOfRange(tokens, from, from + count);
+        int[] ids = Arrays.copyOfRange(tokens, from, from + count);
         int[] positions = new int[count];
         for (int i = 0; i < count; i++) positions[i] = pos0 + i;
         Tensor x = residual.rows(0, count), h = normed.rows(0, count), q = query.rows(0, count),
