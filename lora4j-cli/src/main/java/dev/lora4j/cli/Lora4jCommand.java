@@ -11,8 +11,11 @@ import java.io.PrintWriter;
         versionProvider = VersionProvider.class,
         description = "Run and fine-tune Llama-family language models on the JVM, on the CPU or an NVIDIA GPU.",
         subcommands = {
+                DemoCommand.class,
+                GenerateCommand.class,
                 TokenizeCommand.class,
                 ChatTemplateCommand.class,
+                InspectCommand.class,
                 InitModelCommand.class,
                 DevicesCommand.class,
                 CommandLine.HelpCommand.class
