@@ -1,0 +1,113 @@
+package dev.lora4j.cli;
+
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** The commands as a user runs them, on a tiny model that init-model writes. */
+class CommandLineTest {
+
+    @TempDir
+    static Path dir;
+    static Path model;
+
+    @BeforeAll
+    static void writeTinyModel() {
+        model = dir.resolve("tiny");
+        CliRun run = CliRun.of("init-model", "--preset", "tiny", "--layers", "2", "-o", model.toString(), "--seed", "3");
+        assertThat(run.exitCode()).as(run.err()).isZero();
+        assertThat(run.out()).contains("wrote " + model).contains("LlamaForCausalLM");
+    }
+
+    @Test
+    void inspectReportsTheParameterCountsOfTheShape() {
+        CliRun run = CliRun.of("inspect", "-m", model.toString());
+        assertThat(run.exitCode()).as(run.err()).isZero();
+        // tiny preset with 2 layers: embeddings 2048*256, per layer attention 256*(256+128+128+256), mlp 3*256*688,
+        // norms 2*256 per layer + 256, lm_head 2048*256.
+        long perLayer = 256L * (256 + 128 + 128 + 256) + 3L * 256 * 688 + 2 * 256;
+        long total = 2 * 2048L * 256 + 2 * perLayer + 256;
+        assertThat(run.out()).contains(String.format("%,d", total)).contains("LlamaForCausalLM").contains("BF16");
+    }
+
+    @Test
+    void greedyGenerationIsRepeatableAndStreamsThePromptFirst() {
+        String[] args = {"generate", "-m", model.toString(), "--device", "cpu", "-p", "Call me", "--greedy",
+                "--max-new-tokens", "8", "--ignore-eos", "--quiet"};
+        CliRun first = CliRun.of(args), second = CliRun.of(args);
+        assertThat(first.exitCode()).as(first.err()).isZero();
+        assertThat(first.out()).startsWith("Call me").hasSizeGreaterThan("Call me\n".length());
+        assertThat(second.out()).isEqualTo(first.out());
+    }
+
+    @Test
+    void sampledGenerationWithASeedIsRepeatableAndReportsSpeed() {
+        String[] args = {"generate", "-m", model.toString(), "--device", "cpu", "-p", "The sea", "--temperature", "0.9",
+                "--top-p", "0.9", "--seed", "11", "--max-new-tokens", "6", "--ignore-eos"};
+        CliRun first = CliRun.of(args), second = CliRun.of(args);
+        assertThat(first.exitCode()).as(first.err()).isZero();
+        assertThat(second.out()).isEqualTo(first.out());
+        assertThat(first.err()).contains("tokens/s").contains("seed 11");
+    }
+
+    @Test
+    void tokenizeThenDecodeGivesTheTextBack() {
+        CliRun ids = CliRun.of("tokenize", "-m", model.toString(), "--no-special", "Whale ho!");
+        assertThat(ids.exitCode()).as(ids.err()).isZero();
+        assertThat(ids.out().strip()).matches("\\[\\d+(,\\d+)*]");
+        CliRun text = CliRun.of("tokenize", "-m", model.toString(), "--decode", ids.out().strip());
+        assertThat(text.out()).isEqualTo("Whale ho!\n");
+    }
+
+    @Test
+    void tokenizeJsonlPrintsOneLinePerRecordAndNamesTheBrokenLine() throws IOException {
+        Path good = dir.resolve("good.jsonl");
+        Files.writeString(good, "{\"text\": \"a\"}\n{\"text\": \"b c\"}\n", StandardCharsets.UTF_8);
+        CliRun run = CliRun.of("tokenize", "-m", model.toString(), "--jsonl", good.toString());
+        assertThat(run.out().strip().split("\n")).hasSize(2);
+
+        Path bad = dir.resolve("bad.jsonl");
+        Files.writeString(bad, "{\"text\": \"a\"}\n{\"text\": oops}\n", StandardCharsets.UTF_8);
+        CliRun broken = CliRun.of("tokenize", "-m", model.toString(), "--jsonl", bad.toString());
+        assertThat(broken.exitCode()).isEqualTo(1);
+        assertThat(broken.err()).contains(bad + ":2").contains("not valid JSON");
+    }
+
+    @Test
+    void chatTemplateRendersTheModelsTemplate() throws IOException {
+        Path messages = dir.resolve("messages.json");
+        Files.writeString(messages, "[{\"role\": \"user\", \"content\": \"Hi there\"}]", StandardCharsets.UTF_8);
+        CliRun run = CliRun.of("chat-template", "-m", model.toString(), messages.toString(), "--add-generation-prompt");
+        assertThat(run.exitCode()).as(run.err()).isZero();
+        assertThat(run.out()).contains("Hi there");
+    }
+
+    @Test
+    void aMissingModelFolderIsOneClearLineNamingIt() {
+        Path missing = dir.resolve("no-such-model");
+        CliRun run = CliRun.of("generate", "-m", missing.toString(), "-p", "x", "--device", "cpu");
+        assertThat(run.exitCode()).isEqualTo(1);
+        assertThat(run.err()).contains(missing.toString()).doesNotContain("\tat ");
+    }
+
+    @Test
+    void anUnknownDeviceIsRejectedWithTheChoices() {
+        CliRun run = CliRun.of("generate", "-m", model.toString(), "-p", "x", "--device", "tpu");
+        assertThat(run.exitCode()).isEqualTo(1);
+        assertThat(run.err()).contains("tpu").contains("cpu, cuda or auto");
+    }
+
+    @Test
+    void devicesListsTheCpuAndSaysWhyCudaCannotRunWithoutAGpu() {
+        CliRun run = CliRun.of("devices");
+        assertThat(run.exitCode()).isZero();
+        assertThat(run.out()).contains("cpu   available").containsPattern("cuda\\s+(available|unavailable)");
+    }
+}
