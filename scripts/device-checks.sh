@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run on the GPU machine from the repository root (after scripts/device-bundle.sh made .bundle): every check that
 # needs the GPU or the Python stack, each step's output in its own file under $OUT, going on after a failure.
-#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits (default: all)
+#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits decode (default: all)
 set -uo pipefail
 out=${OUT:-/tmp/lora4j-out}
 mkdir -p "$out"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits)
+[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits decode)
 run_step() {
     local name=$1
     shift
@@ -38,6 +38,14 @@ for step in "${steps[@]}"; do
         logits)
             run_step logits bash -c 'python3 tools/compare_logits.py --out /tmp/lora4j-logits \
                 && scripts/device-run.sh java dev.lora4j.model.LogitsComparison /tmp/lora4j-logits/expected.json cpu,cuda '"$out"'/logits-results.json'
+            ;;
+        decode)
+            # Decode speed of a Mistral-7B-shaped random model: lora4j on the GPU, then transformers on the same folder.
+            run_step decode bash -c 'scripts/device-run.sh lora4j init-model --preset mistral-7b -o /tmp/m7b --force \
+                && scripts/device-run.sh lora4j inspect -m /tmp/m7b \
+                && for i in 1 2; do scripts/device-run.sh lora4j generate -m /tmp/m7b --device cuda --greedy \
+                       --max-new-tokens 128 --ignore-eos -p "It was the best of times, it was the worst of times," | tail -c 300; done \
+                && python3 tools/hf_decode_bench.py /tmp/m7b --new-tokens 128'
             ;;
         *)
             echo "unknown step $step" >&2
