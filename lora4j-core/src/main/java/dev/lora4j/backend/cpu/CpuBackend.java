@@ -238,13 +238,14 @@ public final class CpuBackend implements Backend {
         int group = nHeads / nKvHeads;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         long qRow = (long) nHeads * headDim * Float.BYTES, kvRow = (long) kvWidth * Float.BYTES;
-        long headBytes = (long) headDim * Float.BYTES;
-        parallel.forEach(n * nHeads, task -> {
-            int i = task / nHeads, h = task % nHeads, kvh = h / group;
-            int pos = startPos + i;
-            int first = slidingWindow > 0 ? Math.max(0, pos - slidingWindow + 1) : 0;
-            long qh = i * qRow + h * headBytes;
-            CpuKernels.attendHead(qs, qh, ks, vs, kvh * headBytes, kvRow, first, pos, headDim, scale, os, qh);
+        // A task is a block of query rows and one KV head: all the query heads it covers read each block of cache
+        // rows together. Blocks of a few rows keep enough tasks for every thread.
+        int rowBlock = Math.max(1, Math.min(ATTENTION_ROW_BLOCK, n * nKvHeads / (threads * 4)));
+        int rowBlocks = Parallel.ceilDiv(n, rowBlock);
+        parallel.forEach(rowBlocks * nKvHeads, task -> {
+            int b = task / nKvHeads, kvh = task % nKvHeads;
+            int i0 = b * rowBlock, i1 = Math.min(n, i0 + rowBlock);
+            AttentionKernel.attendBlock(qs, ks, vs, os, i0, i1, startPos, kvh, group, headDim, slidingWindow, scale, qRow, kvRow);
         });
     }
 
@@ -272,6 +273,8 @@ public final class CpuBackend implements Backend {
 
     /** Rows per matmul block: 64 x rows of a 4096-wide layer are 1 MiB, which stays in a core's L2 cache. */
     private static final int ROW_BLOCK = 64;
+    /** Query rows per attention task: the task reads each cache row once for rows × (heads per KV head) queries. */
+    private static final int ATTENTION_ROW_BLOCK = 4;
     /** Element-wise work below this many elements runs on the calling thread: a fork-join round trip costs more. */
     private static final int ELEMENT_GRAIN = 1 << 15;
 

@@ -15,6 +15,9 @@ final class Scratch {
     private float[] xPack = new float[0];
     private float[] wPack = new float[0];
     private float[] scores = new float[0];
+    private float[] attentionOutput = new float[0];
+    private float[] attentionQueries = new float[0];
+    private float[] attentionCache = new float[0];
     private short[] halves = new short[0];
     private float[] floats = new float[0];
 
@@ -49,6 +52,24 @@ final class Scratch {
     float[] scores(int count) {
         if (scores.length < count) scores = new float[Math.max(count, 2 * scores.length)];
         return scores;
+    }
+
+    /** The unnormalized outputs of the query heads of one attention group. */
+    float[] attentionOutput(int count) {
+        if (attentionOutput.length < count) attentionOutput = new float[count];
+        return attentionOutput;
+    }
+
+    /** The queries of one attention block, packed. */
+    float[] attentionQueries(int count) {
+        if (attentionQueries.length < count) attentionQueries = new float[count];
+        return attentionQueries;
+    }
+
+    /** A block of one head's key or value rows, packed. */
+    float[] attentionCache(int count) {
+        if (attentionCache.length < count) attentionCache = new float[count];
+        return attentionCache;
     }
 
     /** Staging for F16 conversions, which the JIT vectorizes only over arrays. */
