@@ -34,18 +34,40 @@ public final class BenchMain {
             org.openjdk.jmh.Main.main(args.length == 0 ? new String[] {"-h"} : args);
             return;
         }
+        String loadBefore = loadAverage();
         Collection<RunResult> results = new Runner(options).run();
         System.out.println();
-        System.out.println("| benchmark | parameters | time per call | throughput |");
-        System.out.println("|---|---|---:|---:|");
+        System.out.println("| benchmark | parameters | mean time per call | mean throughput | best iteration |");
+        System.out.println("|---|---|---:|---:|---:|");
         for (RunResult r : results) {
             BenchmarkParams p = r.getParams();
             Result<?> primary = r.getPrimaryResult();
-            double seconds = secondsPerCall(primary.getScore(), primary.getScoreUnit());
+            String unit = primary.getScoreUnit();
+            double seconds = secondsPerCall(primary.getScore(), unit);
             String name = p.getBenchmark().replace("dev.lora4j.bench.", "");
-            System.out.printf(Locale.ROOT, "| %s | %s | %s | %s |%n", name, parameters(p),
-                    Double.isNaN(seconds) ? primary.getScore() + " " + primary.getScoreUnit() : formatTime(seconds),
-                    Double.isNaN(seconds) ? "" : throughput(name, p, seconds));
+            if (Double.isNaN(seconds)) {
+                System.out.printf(Locale.ROOT, "| %s | %s | %s %s | | |%n", name, parameters(p), primary.getScore(), unit);
+                continue;
+            }
+            double best = r.getBenchmarkResults().stream()
+                    .flatMap(b -> b.getIterationResults().stream())
+                    .mapToDouble(i -> secondsPerCall(i.getPrimaryResult().getScore(), unit))
+                    .min().orElse(seconds);
+            System.out.printf(Locale.ROOT, "| %s | %s | %s | %s | %s |%n", name, parameters(p), formatTime(seconds),
+                    throughput(name, p, seconds), throughput(name, p, best));
+        }
+        System.out.println();
+        System.out.printf(Locale.ROOT, "%d processors; load average (1, 5, 15 min) before: %s, after: %s%n",
+                Runtime.getRuntime().availableProcessors(), loadBefore, loadAverage());
+    }
+
+    /** Other processes compete for the cores: the figures are only as good as the machine was quiet. */
+    private static String loadAverage() {
+        try {
+            String[] f = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/loadavg")).trim().split("\\s+");
+            return f[0] + " " + f[1] + " " + f[2];
+        } catch (IOException | RuntimeException e) {
+            return "unknown";
         }
     }
 

@@ -158,12 +158,12 @@ public final class CpuBackend implements Backend {
         MemorySegment xs = seg(x), ws = seg(w), os = seg(out);
         DType wt = w.dtype();
         int rows = (int) n, depth = (int) k, features = (int) m;
-        // Blocks of up to ROW_BLOCK rows keep the x rows a block reuses in the core's cache; output features are
-        // split so every thread gets several blocks, each streaming its own weight rows.
+        // Blocks of up to ROW_BLOCK rows and FEATURE_BLOCK output features keep what a block reuses in the core's
+        // L2 cache; there are enough of them for every thread to get several.
         int rowBlock = rows < MatmulKernels.TILE ? rows : ROW_BLOCK;
         int rowBlocks = Parallel.ceilDiv(rows, rowBlock);
         int groups = Parallel.ceilDiv(features, MatmulKernels.TILE);
-        int featureBlocks = Math.min(groups, Math.max(1, Parallel.ceilDiv(threads * 8, rowBlocks)));
+        int featureBlocks = Math.min(groups, Math.max(Parallel.ceilDiv(features, FEATURE_BLOCK), Parallel.ceilDiv(threads * 8, rowBlocks)));
         parallel.forEach(rowBlocks * featureBlocks, task -> {
             int rb = task / featureBlocks, fb = task % featureBlocks;
             int r0 = rb * rowBlock, r1 = Math.min(rows, r0 + rowBlock);
@@ -271,8 +271,10 @@ public final class CpuBackend implements Backend {
 
     // ---- helpers ------------------------------------------------------------------------------------------
 
-    /** Rows per matmul block: 64 x rows of a 4096-wide layer are 1 MiB, which stays in a core's L2 cache. */
+    /** Rows per matmul block: a slice of 64 x rows is 128 KiB, kept in a core's L2 cache. */
     private static final int ROW_BLOCK = 64;
+    /** Output features per matmul block, at most: a slice of 128 weight rows is 256 KiB in F32, also in L2. */
+    private static final int FEATURE_BLOCK = 128;
     /** Query rows per attention task: the task reads each cache row once for rows × (heads per KV head) queries. */
     private static final int ATTENTION_ROW_BLOCK = 4;
     /** Element-wise work below this many elements runs on the calling thread: a fork-join round trip costs more. */

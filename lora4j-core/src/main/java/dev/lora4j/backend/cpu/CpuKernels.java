@@ -61,6 +61,16 @@ final class CpuKernels {
         for (; i < to; i++) x.setAtIndex(F32, i, x.getAtIndex(F32, i) + y.getAtIndex(F32, i));
     }
 
+    /** out (from byte o) += a[from..from+count). */
+    static void addArray(MemorySegment out, long o, float[] a, int from, int count) {
+        int j = 0;
+        for (; j + L <= count; j += L) {
+            long b = o + (long) j * 4;
+            f32(out, b).add(FloatVector.fromArray(F, a, from + j)).intoMemorySegment(out, b, LE);
+        }
+        for (; j < count; j++) out.set(F32, o + (long) j * 4, out.get(F32, o + (long) j * 4) + a[from + j]);
+    }
+
     /** The row of d elements at {@code base} gets bias[0..d) added. */
     static void addRow(MemorySegment x, long base, MemorySegment bias, int d) {
         long b = base * Float.BYTES;

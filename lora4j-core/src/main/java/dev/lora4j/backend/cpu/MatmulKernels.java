@@ -21,18 +21,21 @@ import static jdk.incubator.vector.VectorOperators.ADD;
  * <ul>
  *   <li><b>Streaming</b> (fewer than {@value #TILE} x rows, the decode of one token): every F32 or BF16 weight is
  *       read once, straight from its tensor (BF16 widened in registers), against each x row held in cache.</li>
- *   <li><b>Packed</b> (a prompt): a slice of the block's x rows and of four weight rows at a time are copied
- *       (weights widened to F32) into per-thread arrays, and a register tile of {@value #TILE} x rows by
- *       {@value #TILE} weight rows keeps sixteen vector accumulators: each vector loaded is used four times,
- *       and the arrays, unlike memory segments, let the JIT drop the bounds checks from the loop.</li>
+ *   <li><b>Packed</b> (a prompt): a slice of k of the block's x rows and weight rows is copied (weights widened
+ *       to F32) into per-thread arrays, and a register tile of {@value #TILE} x rows by {@value #TILE} weight
+ *       rows keeps sixteen vector accumulators: each vector loaded is used four times, and the arrays, unlike
+ *       memory segments, let the JIT drop the bounds checks from the loop. {@value #SUB_BLOCK} x rows at a time
+ *       meet every weight row of the block, so they stay in the L1 cache while the weights stream from L2.
+ *       Results gather in a per-thread array and reach out once per block.</li>
  * </ul>
- * Rows are taken {@value #K_SLICE} elements at a time: a pass over one slice of four weight rows (16 KiB) with
- * every x row of the block keeps that slice in the L1 cache, and each pass adds its partial dot products to out
- * in the same order on both paths.
+ * Rows are taken {@value #K_SLICE} elements at a time, so that a tile's operands fit the caches, and the partial
+ * dot products of the slices are added in the same order on both paths.
  */
 final class MatmulKernels {
     static final int TILE = 4;
-    static final int K_SLICE = 1024;
+    static final int K_SLICE = 512;
+    /** x rows per pass over the weight block: 16 packed rows of a slice are 32 KiB, which stay in L1. */
+    static final int SUB_BLOCK = 16;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED;
 
@@ -70,28 +73,47 @@ final class MatmulKernels {
     private static void packed(MemorySegment x, MemorySegment w, DType wt, MemorySegment out, int k, int m,
                                int r0, int r1, int c0, int c1, boolean accumulate) {
         float[] sums = new float[TILE * TILE];
-        int rows = r1 - r0;
+        int rows = r1 - r0, features = c1 - c0;
         Scratch scratch = Scratch.get();
         float[] xp = scratch.xPack(rows * Math.min(K_SLICE, k));
-        float[] wp = scratch.wPack(TILE * Math.min(K_SLICE, k));
+        float[] wp = scratch.wPack(features * Math.min(K_SLICE, k));
+        float[] block = scratch.outPack(rows * features);
         for (int j0 = 0; j0 < k; j0 += K_SLICE) {
             int len = Math.min(K_SLICE, k - j0);
-            boolean add = accumulate || j0 > 0;
+            boolean add = j0 > 0;
             for (int r = 0; r < rows; r++) MemorySegment.copy(x, F32, ((long) (r0 + r) * k + j0) * Float.BYTES, xp, r * len, len);
-            for (int c = c0; c < c1; c += TILE) {
-                int cols = Math.min(TILE, c1 - c);
-                for (int i = 0; i < cols; i++) FloatConversions.toFloatArray(w, wt, (long) (c + i) * k + j0, wp, i * len, len);
-                int p1 = Math.min(1, cols - 1) * len, p2 = Math.min(2, cols - 1) * len, p3 = Math.min(3, cols - 1) * len;
-                int r = 0;
-                for (; r + TILE <= rows; r += TILE) {
-                    tile(xp, r * len, len, wp, 0, p1, p2, p3, len, sums);
-                    store(out, m, r0 + r, TILE, c, cols, sums, add);
-                }
-                for (; r < rows; r++) {
-                    row(xp, r * len, wp, 0, p1, p2, p3, len, sums);
-                    store(out, m, r0 + r, 1, c, cols, sums, add);
+            for (int c = 0; c < features; c++) FloatConversions.toFloatArray(w, wt, (long) (c0 + c) * k + j0, wp, c * len, len);
+            for (int sb = 0; sb < rows; sb += SUB_BLOCK) {
+                int sbEnd = Math.min(rows, sb + SUB_BLOCK);
+                for (int c = 0; c < features; c += TILE) {
+                    int cols = Math.min(TILE, features - c);
+                    // A partial group repeats its last row; the extra results are never kept.
+                    int p0 = c * len, p1 = (c + Math.min(1, cols - 1)) * len;
+                    int p2 = (c + Math.min(2, cols - 1)) * len, p3 = (c + Math.min(3, cols - 1)) * len;
+                    int r = sb;
+                    for (; r + TILE <= sbEnd; r += TILE) {
+                        tile(xp, r * len, len, wp, p0, p1, p2, p3, len, sums);
+                        collect(block, features, r, TILE, c, cols, sums, add);
+                    }
+                    for (; r < sbEnd; r++) {
+                        row(xp, r * len, wp, p0, p1, p2, p3, len, sums);
+                        collect(block, features, r, 1, c, cols, sums, add);
+                    }
                 }
             }
+        }
+        for (int r = 0; r < rows; r++) {
+            long o = ((long) (r0 + r) * m + c0) * Float.BYTES;
+            if (accumulate) CpuKernels.addArray(out, o, block, r * features, features);
+            else MemorySegment.copy(block, r * features, out, F32, o, features);
+        }
+    }
+
+    /** Adds a register tile's sums to the block's results (or sets them, for the first slice of k). */
+    private static void collect(float[] block, int features, int r, int rows, int c, int cols, float[] sums, boolean add) {
+        for (int i = 0; i < rows; i++) {
+            int o = (r + i) * features + c;
+            for (int j = 0; j < cols; j++) block[o + j] = add ? block[o + j] + sums[i * TILE + j] : sums[i * TILE + j];
         }
     }
 

@@ -14,6 +14,7 @@ final class Scratch {
     private MemorySegment params = MemorySegment.NULL;
     private float[] xPack = new float[0];
     private float[] wPack = new float[0];
+    private float[] outPack = new float[0];
     private float[] scores = new float[0];
     private float[] attentionOutput = new float[0];
     private float[] attentionQueries = new float[0];
@@ -43,10 +44,16 @@ final class Scratch {
         return xPack;
     }
 
-    /** The weight rows of a matmul register tile, one slice of k each, widened to F32. */
+    /** The weight rows of a matmul block, one slice of k each, widened to F32. */
     float[] wPack(int count) {
         if (wPack.length < count) wPack = new float[count];
         return wPack;
+    }
+
+    /** The results of one matmul block, before they are written to the output tensor. */
+    float[] outPack(int count) {
+        if (outPack.length < count) outPack = new float[count];
+        return outPack;
     }
 
     float[] scores(int count) {

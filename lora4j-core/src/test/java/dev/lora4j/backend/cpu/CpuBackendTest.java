@@ -33,7 +33,7 @@ class CpuBackendTest {
         // One token at a time (decode) and a whole prompt at once (prefill) take different kernels; the model
         // relies on them agreeing bit for bit, so that a cached decode reproduces the prefill exactly.
         RandomTensors random = new RandomTensors(2);
-        int k = 300, m = 21;
+        int k = 1100, m = 21; // more than one slice of k, and a tail
         for (DType wt : new DType[] {DType.F32, DType.BF16, DType.F16}) {
             float[] x = random.uniform(9 * k, -1, 1), w = random.uniform(m * k, -1, 1);
             try (CpuBackend backend = new CpuBackend(2)) {

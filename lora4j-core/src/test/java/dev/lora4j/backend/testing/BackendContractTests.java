@@ -71,6 +71,8 @@ public abstract class BackendContractTests {
         checkMatmul(random, 1, 1000, 50, DType.F16, true);
         checkMatmul(random, 70, 300, 150, DType.BF16, false);
         checkMatmul(random, 130, 128, 40, DType.F32, true);
+        checkMatmul(random, 67, 1100, 260, DType.F16, true);
+        checkMatmul(random, 9, 2049, 33, DType.F32, false);
     }
 
     @Test
