@@ -17,7 +17,6 @@ import org.openjdk.jmh.annotations.TearDown;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.List;
@@ -29,60 +28,71 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * What this machine can do at best from Java, on all its cores, so the kernel figures have a ceiling to be read
- * against: {@code readBandwidth} sums a segment far larger than the caches (GB/s read), {@code fmaThroughput}
+ * against: {@code readBandwidth} sums a segment far larger than the caches, 1 GiB (GB/s read from DRAM), {@code fmaThroughput}
  * keeps independent vector FMA chains busy in registers (GFLOP/s).
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
 @Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx1g"})
-@State(Scope.Benchmark)
 public class MachineCeilingBenchmark {
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     /** FMA iterations per thread of {@code fmaThroughput}; each does 12 vector FMAs. */
     static final int FMA_ITERATIONS = 2_000_000;
     static final int FMA_CHAINS = 12;
 
-    @Param({"256"}) public int megabytes;
+    /** One worker per processor, as the CPU backend has. */
+    @State(Scope.Benchmark)
+    public static class Cores {
+        int threads;
+        ForkJoinPool pool;
 
-    int threads;
-    ForkJoinPool pool;
-    Arena arena;
-    MemorySegment segment;
+        @Setup(Level.Trial)
+        public void setUp() {
+            threads = Runtime.getRuntime().availableProcessors();
+            pool = new ForkJoinPool(threads);
+        }
 
-    @Setup(Level.Trial)
-    public void setUp() {
-        threads = Runtime.getRuntime().availableProcessors();
-        pool = new ForkJoinPool(threads);
-        arena = Arena.ofShared();
-        segment = arena.allocate((long) megabytes << 20, 64);
-        for (long i = 0; i < segment.byteSize() / 4; i++) segment.setAtIndex(ValueLayout.JAVA_FLOAT, i, (i % 7) * 0.25f);
+        @TearDown(Level.Trial)
+        public void tearDown() { pool.shutdown(); }
     }
 
-    @TearDown(Level.Trial)
-    public void tearDown() {
-        pool.shutdown();
-        arena.close();
+    @State(Scope.Benchmark)
+    public static class Memory {
+        @Param({"1024"}) public int megabytes;
+
+        Arena arena;
+        MemorySegment segment;
+
+        @Setup(Level.Trial)
+        public void setUp() {
+            arena = Arena.ofShared();
+            segment = arena.allocate((long) megabytes << 20, 64);
+            segment.fill((byte) 0x3c); // touches every page; the floats are small and finite
+        }
+
+        @TearDown(Level.Trial)
+        public void tearDown() { arena.close(); }
     }
 
     @Benchmark
-    public float readBandwidth() throws Exception {
-        long slice = segment.byteSize() / threads;
+    public float readBandwidth(Cores cores, Memory memory) throws Exception {
+        long slice = memory.segment.byteSize() / cores.threads;
         List<Callable<Float>> parts = new ArrayList<>();
-        for (int t = 0; t < threads; t++) {
-            MemorySegment part = segment.asSlice(t * slice, slice);
+        for (int t = 0; t < cores.threads; t++) {
+            MemorySegment part = memory.segment.asSlice(t * slice, slice);
             parts.add(() -> sum(part));
         }
-        return joinSum(parts);
+        return joinSum(cores.pool, parts);
     }
 
     @Benchmark
-    public float fmaThroughput() throws Exception {
+    public float fmaThroughput(Cores cores) throws Exception {
         List<Callable<Float>> parts = new ArrayList<>();
-        for (int t = 0; t < threads; t++) {
+        for (int t = 0; t < cores.threads; t++) {
             float seed = 1e-3f * (t + 1);
             parts.add(() -> fmaChains(seed));
         }
-        return joinSum(parts);
+        return joinSum(cores.pool, parts);
     }
 
     /** Floating-point operations of one {@code fmaThroughput} call on this many threads. */
@@ -90,7 +100,7 @@ public class MachineCeilingBenchmark {
         return 2.0 * S.length() * FMA_CHAINS * (double) FMA_ITERATIONS * threads;
     }
 
-    private float joinSum(List<Callable<Float>> parts) throws InterruptedException, ExecutionException {
+    private static float joinSum(ForkJoinPool pool, List<Callable<Float>> parts) throws InterruptedException, ExecutionException {
         float total = 0;
         for (Future<Float> f : pool.invokeAll(parts)) total += f.get();
         return total;

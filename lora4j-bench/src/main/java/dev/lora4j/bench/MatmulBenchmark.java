@@ -27,20 +27,36 @@ import java.util.concurrent.TimeUnit;
 @Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx6g"})
 public class MatmulBenchmark {
 
+    /**
+     * One token through a ring of distinct weight matrices of {@code ringMegabytes} in all: far more than the
+     * last-level cache, so that, as in a real model whose layers are read in turn, every weight comes from DRAM.
+     * With {@code ringMegabytes=0} the same matrix is used every time and may be served from the cache.
+     */
     @State(Scope.Benchmark)
     public static class Decode {
         @Param({"BF16", "F32", "F16"}) public String weights;
         @Param({"4096"}) public int k;
         @Param({"4096"}) public int m;
+        @Param({"1024"}) public int ringMegabytes;
 
         CpuBackend backend;
-        Tensor x, w, out;
+        Tensor x, out;
+        Tensor[] ring;
+        int next;
 
         @Setup(Level.Trial)
         public void setUp() {
             backend = new CpuBackend();
             x = BenchTensors.random(backend, DType.F32, 1, 1f, 1, k);
-            w = BenchTensors.random(backend, DType.valueOf(weights), 2, 0.02f, m, k);
+            DType wt = DType.valueOf(weights);
+            Tensor first = BenchTensors.random(backend, wt, 2, 0.02f, m, k);
+            int count = (int) Math.max(1, ((long) ringMegabytes << 20) / first.byteSize());
+            ring = new Tensor[count];
+            ring[0] = first;
+            for (int i = 1; i < count; i++) {
+                ring[i] = backend.allocate(wt, m, k);
+                backend.copy(first, ring[i]);
+            }
             out = backend.allocate(DType.F32, 1, m);
         }
 
@@ -72,7 +88,9 @@ public class MatmulBenchmark {
 
     @Benchmark
     public Tensor decode(Decode s) {
-        s.backend.matmul(s.x, s.w, s.out);
+        Tensor w = s.ring[s.next];
+        s.next = (s.next + 1) % s.ring.length;
+        s.backend.matmul(s.x, w, s.out);
         return s.out;
     }
 

@@ -20,7 +20,8 @@ import static jdk.incubator.vector.VectorOperators.ADD;
  * with the same arithmetic, so a row's result is bit-for-bit the same whichever path and block computed it:
  * <ul>
  *   <li><b>Streaming</b> (fewer than {@value #TILE} x rows, the decode of one token): every F32 or BF16 weight is
- *       read once, straight from its tensor (BF16 widened in registers), against each x row held in cache.</li>
+ *       read once, straight from its tensor (BF16 widened in registers), {@value #STREAMS} rows at a time,
+ *       against each x row held in cache.</li>
  *   <li><b>Packed</b> (a prompt): a slice of k of the block's x rows and weight rows is copied (weights widened
  *       to F32) into per-thread arrays, and a register tile of {@value #TILE} x rows by {@value #TILE} weight
  *       rows keeps sixteen vector accumulators: each vector loaded is used four times, and the arrays, unlike
@@ -33,6 +34,8 @@ import static jdk.incubator.vector.VectorOperators.ADD;
  */
 final class MatmulKernels {
     static final int TILE = 4;
+    /** Weight rows the streaming path reads at once. */
+    static final int STREAMS = 8;
     static final int K_SLICE = 512;
     /** x rows per pass over the weight block: 16 packed rows of a slice are 32 KiB, which stay in L1. */
     static final int SUB_BLOCK = 16;
@@ -51,20 +54,22 @@ final class MatmulKernels {
 
     private static void streamed(MemorySegment x, MemorySegment w, DType wt, MemorySegment out, int k, int m,
                                  int r0, int r1, int c0, int c1, boolean accumulate) {
-        float[] sums = new float[TILE];
+        float[] sums = new float[STREAMS];
         long xRow = (long) k * Float.BYTES, wRow = wt.bytesFor(k);
-        for (int c = c0; c < c1; c += TILE) {
-            int cols = Math.min(TILE, c1 - c);
+        long[] rows = new long[STREAMS];
+        for (int c = c0; c < c1; c += STREAMS) {
+            int cols = Math.min(STREAMS, c1 - c);
             // A partial group repeats its last row; the extra results are never stored.
-            long w0 = c * wRow, w1 = (c + Math.min(1, cols - 1)) * wRow;
-            long w2 = (c + Math.min(2, cols - 1)) * wRow, w3 = (c + Math.min(3, cols - 1)) * wRow;
+            for (int i = 0; i < STREAMS; i++) rows[i] = (c + Math.min(i, cols - 1)) * wRow;
             for (int j0 = 0; j0 < k; j0 += K_SLICE) {
                 int len = Math.min(K_SLICE, k - j0);
                 long xj = (long) j0 * Float.BYTES, wj = wt.bytesFor(j0);
                 for (int r = r0; r < r1; r++) {
-                    if (wt == DType.BF16) bf16Row(x, r * xRow + xj, w, w0 + wj, w1 + wj, w2 + wj, w3 + wj, len, sums);
-                    else f32Row(x, r * xRow + xj, w, w0 + wj, w1 + wj, w2 + wj, w3 + wj, len, sums);
-                    store(out, m, r, 1, c, cols, sums, accumulate || j0 > 0);
+                    if (wt == DType.BF16) bf16Rows(x, r * xRow + xj, w, rows, wj, len, sums);
+                    else f32Rows(x, r * xRow + xj, w, rows, wj, len, sums);
+                    long o = (long) r * m + c;
+                    boolean add = accumulate || j0 > 0;
+                    for (int j = 0; j < cols; j++) out.setAtIndex(F32, o + j, add ? out.getAtIndex(F32, o + j) + sums[j] : sums[j]);
                 }
             }
         }
@@ -114,16 +119,6 @@ final class MatmulKernels {
         for (int i = 0; i < rows; i++) {
             int o = (r + i) * features + c;
             for (int j = 0; j < cols; j++) block[o + j] = add ? block[o + j] + sums[i * TILE + j] : sums[i * TILE + j];
-        }
-    }
-
-    private static void store(MemorySegment out, int m, int r, int rows, int c, int cols, float[] sums, boolean add) {
-        for (int i = 0; i < rows; i++) {
-            long o = (long) (r + i) * m + c;
-            for (int j = 0; j < cols; j++) {
-                float s = sums[i * TILE + j];
-                out.setAtIndex(F32, o + j, add ? out.getAtIndex(F32, o + j) + s : s);
-            }
         }
     }
 
@@ -179,9 +174,14 @@ final class MatmulKernels {
         sums[3] = a3.reduceLanes(ADD) + tail(x, x0, w, w3, kv, len);
     }
 
-    /** One x row (byte offset x0) by four F32 w rows (byte offsets w0..w3), from their tensors: sums[0..3]. */
-    static void f32Row(MemorySegment x, long x0, MemorySegment w, long w0, long w1, long w2, long w3, int len, float[] sums) {
-        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+    /**
+     * One x row (byte offset x0) by {@value #STREAMS} F32 w rows (byte offsets rows[i] + wj), read from their
+     * tensor: sums[0..8). Eight rows at once keep enough reads in flight to draw on DRAM's bandwidth.
+     */
+    static void f32Rows(MemorySegment x, long x0, MemorySegment w, long[] rows, long wj, int len, float[] sums) {
+        long w0 = rows[0] + wj, w1 = rows[1] + wj, w2 = rows[2] + wj, w3 = rows[3] + wj;
+        long w4 = rows[4] + wj, w5 = rows[5] + wj, w6 = rows[6] + wj, w7 = rows[7] + wj;
+        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
             long o = (long) j * Float.BYTES;
@@ -190,16 +190,23 @@ final class MatmulKernels {
             a1 = a.fma(f32(w, w1 + o), a1);
             a2 = a.fma(f32(w, w2 + o), a2);
             a3 = a.fma(f32(w, w3 + o), a3);
+            a4 = a.fma(f32(w, w4 + o), a4);
+            a5 = a.fma(f32(w, w5 + o), a5);
+            a6 = a.fma(f32(w, w6 + o), a6);
+            a7 = a.fma(f32(w, w7 + o), a7);
         }
-        sums[0] = a0.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w0, kv, len);
-        sums[1] = a1.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w1, kv, len);
-        sums[2] = a2.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w2, kv, len);
-        sums[3] = a3.reduceLanes(ADD) + tail(x, x0, w, DType.F32, w3, kv, len);
+        sums[0] = a0.reduceLanes(ADD); sums[1] = a1.reduceLanes(ADD); sums[2] = a2.reduceLanes(ADD); sums[3] = a3.reduceLanes(ADD);
+        sums[4] = a4.reduceLanes(ADD); sums[5] = a5.reduceLanes(ADD); sums[6] = a6.reduceLanes(ADD); sums[7] = a7.reduceLanes(ADD);
+        if (kv < len) {
+            for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.F32, rows[i] + wj, kv, len);
+        }
     }
 
-    /** One x row by four BF16 w rows, widened in registers: sums[0..3]. */
-    static void bf16Row(MemorySegment x, long x0, MemorySegment w, long w0, long w1, long w2, long w3, int len, float[] sums) {
-        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+    /** The same for BF16 w rows, widened in registers. */
+    static void bf16Rows(MemorySegment x, long x0, MemorySegment w, long[] rows, long wj, int len, float[] sums) {
+        long w0 = rows[0] + wj, w1 = rows[1] + wj, w2 = rows[2] + wj, w3 = rows[3] + wj;
+        long w4 = rows[4] + wj, w5 = rows[5] + wj, w6 = rows[6] + wj, w7 = rows[7] + wj;
+        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
             FloatVector a = f32(x, x0 + (long) j * Float.BYTES);
@@ -208,11 +215,16 @@ final class MatmulKernels {
             a1 = a.fma(bf16(w, w1 + o), a1);
             a2 = a.fma(bf16(w, w2 + o), a2);
             a3 = a.fma(bf16(w, w3 + o), a3);
+            a4 = a.fma(bf16(w, w4 + o), a4);
+            a5 = a.fma(bf16(w, w5 + o), a5);
+            a6 = a.fma(bf16(w, w6 + o), a6);
+            a7 = a.fma(bf16(w, w7 + o), a7);
         }
-        sums[0] = a0.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w0, kv, len);
-        sums[1] = a1.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w1, kv, len);
-        sums[2] = a2.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w2, kv, len);
-        sums[3] = a3.reduceLanes(ADD) + tail(x, x0, w, DType.BF16, w3, kv, len);
+        sums[0] = a0.reduceLanes(ADD); sums[1] = a1.reduceLanes(ADD); sums[2] = a2.reduceLanes(ADD); sums[3] = a3.reduceLanes(ADD);
+        sums[4] = a4.reduceLanes(ADD); sums[5] = a5.reduceLanes(ADD); sums[6] = a6.reduceLanes(ADD); sums[7] = a7.reduceLanes(ADD);
+        if (kv < len) {
+            for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.BF16, rows[i] + wj, kv, len);
+        }
     }
 
     /** Σ x[j]·w[j] over the elements [from, len) that do not fill a vector, packed operands. */
