@@ -5,6 +5,8 @@
 // q: [n, nHeads*headDim] F32; k, v: [>= startPos+n, nKvHeads*headDim] (F32, BF16 or F16); out like q.
 // Dynamic shared memory: headDim + L4J_ATTN_TILE floats. out may be q itself: a block reads its query row into
 // shared memory before anything is written.
+// For training, lse (not null) receives [n, nHeads] log-sum-exps of the scaled scores: max + log(sum), the only
+// statistic the backward pass (attention_backward.cu) needs to recompute the probabilities.
 #include "common.cuh"
 
 #define L4J_ATTN_THREADS 128
@@ -13,7 +15,7 @@
 
 template <typename KV>
 __device__ __forceinline__ void l4j_attention(const float* q, const KV* __restrict__ k,
-                                              const KV* __restrict__ v, float* out,
+                                              const KV* __restrict__ v, float* out, float* __restrict__ lse,
                                               int n_heads, int n_kv_heads, int head_dim, int start_pos,
                                               int window, float scale) {
     extern __shared__ float smem[];
@@ -82,15 +84,23 @@ __device__ __forceinline__ void l4j_attention(const float* q, const KV* __restri
         const int j = threadIdx.x + r * blockDim.x;
         if (j < head_dim) out_row[j] = acc[r] * inv_l;
     }
+    if (lse != nullptr && threadIdx.x == 0) lse[(long long) i * n_heads + h] = m + logf(l);
 }
 
 #define L4J_ATTENTION(name, KV) \
     extern "C" __global__ void __launch_bounds__(L4J_ATTN_THREADS) lora4j_attention_##name( \
             const float* q, const KV* k, const KV* v, float* out, int n_heads, int n_kv_heads, int head_dim, \
             int start_pos, int window, float scale) { \
-        l4j_attention<KV>(q, k, v, out, n_heads, n_kv_heads, head_dim, start_pos, window, scale); \
+        l4j_attention<KV>(q, k, v, out, nullptr, n_heads, n_kv_heads, head_dim, start_pos, window, scale); \
     }
 
 L4J_ATTENTION(f32, float)
 L4J_ATTENTION(bf16, l4j_bf16)
 L4J_ATTENTION(f16, l4j_f16)
+
+// Training: the whole sequence (start position 0, k and v of exactly the n positions), F32, with the lse output.
+extern "C" __global__ void __launch_bounds__(L4J_ATTN_THREADS) lora4j_attention_lse_f32(
+        const float* q, const float* k, const float* v, float* out, float* lse, int n_heads, int n_kv_heads,
+        int head_dim, int window, float scale) {
+    l4j_attention<float>(q, k, v, out, lse, n_heads, n_kv_heads, head_dim, 0, window, scale);
+}

@@ -122,4 +122,38 @@ __device__ __forceinline__ float l4j_block_sum(float v, float* shared32) {
     return l4j_warp_sum(total);
 }
 
+__device__ __forceinline__ double l4j_warp_sum(double v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// The double-precision block sum, same contract as the float one.
+__device__ __forceinline__ double l4j_block_sum(double v, double* shared32) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = l4j_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    double total = lane < warps ? shared32[lane] : 0.0;
+    return l4j_warp_sum(total);
+}
+
+__device__ __forceinline__ float l4j_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Maximum of one value per thread over the whole block; every thread gets the result. blockDim.x % 32 == 0.
+__device__ __forceinline__ float l4j_block_max(float v, float* shared32) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = l4j_warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float total = lane < warps ? shared32[lane] : -INFINITY;
+    return l4j_warp_max(total);
+}
+
 #endif

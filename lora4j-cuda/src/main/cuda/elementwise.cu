@@ -28,3 +28,32 @@ extern "C" __global__ void lora4j_swiglu_f32(const float* __restrict__ gate, con
         out[i] = g / (1.0f + expf(-g)) * up[i];
     }
 }
+
+// The gradients of out = silu(g) * u: dUp = dOut * silu(g) and dGate = dOut * u * silu'(g), where
+// silu'(g) = s * (1 + g * (1 - s)) with s = sigmoid(g), the form torch's silu_backward uses. Every element is read
+// before its gradients are written, so the outputs may alias the inputs.
+extern "C" __global__ void lora4j_swiglu_backward_f32(const float* gate, const float* up, const float* d_out,
+                                                      float* d_gate, float* d_up, long long n) {
+    L4J_FOR_EACH(i, n) {
+        float g = gate[i], u = up[i], dy = d_out[i];
+        float e = 1.0f + expf(-g);
+        float s = 1.0f / e;
+        float silu = g / e;
+        float d_silu = s * (1.0f + g * (1.0f - s));
+        d_up[i] = dy * silu;
+        d_gate[i] = dy * u * d_silu;
+    }
+}
+
+// t *= s, in the tensor's own type (16-bit values are widened, scaled in FP32 and rounded back).
+template <typename T>
+__device__ __forceinline__ void l4j_scale(T* t, float s, long long n) {
+    L4J_FOR_EACH(i, n) l4j_store(t, i, l4j_load(t, i) * s);
+}
+
+#define L4J_SCALE(name, T) \
+    extern "C" __global__ void lora4j_scale_##name(T* t, float s, long long n) { l4j_scale<T>(t, s, n); }
+
+L4J_SCALE(f32, float)
+L4J_SCALE(bf16, l4j_bf16)
+L4J_SCALE(f16, l4j_f16)

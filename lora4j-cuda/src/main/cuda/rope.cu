@@ -1,9 +1,11 @@
 // Rotary position embedding in place, Hugging Face's rotate_half layout: within each head, element j pairs with
 // element j + headDim/2. One thread per (row, pair j); it computes the angle once and rotates that pair in every head.
+// The backward pass rotates by the opposite angle (the transpose of a rotation is its inverse).
 #include "common.cuh"
 
-extern "C" __global__ void lora4j_rope_f32(float* x, const int* __restrict__ positions,
-                                           const float* __restrict__ inv_freq, int n, int width, int head_dim) {
+template <bool INVERSE>
+__device__ __forceinline__ void l4j_rope(float* x, const int* __restrict__ positions, const float* __restrict__ inv_freq,
+                                         int n, int width, int head_dim) {
     int half = head_dim / 2;
     int heads = width / head_dim;
     L4J_FOR_EACH(idx, (long long) n * half) {
@@ -18,8 +20,23 @@ extern "C" __global__ void lora4j_rope_f32(float* x, const int* __restrict__ pos
             float* p = base + (long long) h * head_dim;
             float a = p[0], b = p[half];
             // Explicit roundings keep the compiler from fusing these into FMAs, so they round as the CPU's do.
-            p[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-            p[half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+            if (INVERSE) {
+                p[0] = __fadd_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+                p[half] = __fsub_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+            } else {
+                p[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+                p[half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+            }
         }
     }
+}
+
+extern "C" __global__ void lora4j_rope_f32(float* x, const int* positions, const float* inv_freq, int n, int width,
+                                           int head_dim) {
+    l4j_rope<false>(x, positions, inv_freq, n, width, head_dim);
+}
+
+extern "C" __global__ void lora4j_rope_backward_f32(float* x, const int* positions, const float* inv_freq, int n,
+                                                    int width, int head_dim) {
+    l4j_rope<true>(x, positions, inv_freq, n, width, head_dim);
 }

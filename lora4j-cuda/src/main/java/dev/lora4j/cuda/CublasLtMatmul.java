@@ -4,7 +4,7 @@ import dev.lora4j.tensor.DType;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.util.EnumMap;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
@@ -14,17 +14,23 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
- * {@code out[n, m] (+)= x[n, k] · w[m, k]ᵀ} on the tensor cores through cuBLASLt, x and w of one element type
- * (BF16, F16 or F32), out F32, accumulation in FP32.
+ * Matrix products through cuBLASLt, on the tensor cores for BF16/F16 operands, in true FP32 (no TF32) for F32
+ * operands; both operands of one element type, the result F32, accumulation in FP32.
  *
  * <p>cuBLASLt is column-major, and a row-major [r, c] matrix is the column-major c×r matrix with leading
- * dimension c. So: A = w, stored as column-major k×m (ld k), used transposed (m×k); B = x, stored as column-major
- * k×n (ld k), used as it is; D = out, column-major m×n (ld m). Then D = op(A)·B = w·xᵀ = (x·wᵀ)ᵀ, which is exactly
- * out in row-major order.
- * This "TN" form is the one every cuBLASLt kernel family supports.
+ * dimension c (its transpose). lora4j's three products, all on row-major tensors, become:
+ * <ul>
+ *   <li>forward, {@code out[n,m] = x[n,k] · w[m,k]ᵀ}: outᵀ (m×n, ld m) = op_T(w stored k×m, ld k) · (x stored k×n,
+ *       ld k), the "TN" form every cuBLASLt kernel family supports;</li>
+ *   <li>input gradient, {@code dX[n,k] = dY[n,m] · w[m,k]}: dXᵀ (k×n, ld k) = (w stored k×m, ld k) · (dY stored m×n,
+ *       ld m), "NN";</li>
+ *   <li>weight gradient, {@code dW[m,k] = dY[n,m]ᵀ · x[n,k]}: dWᵀ (k×m, ld k) = (x stored k×n, ld k) ·
+ *       op_T(dY stored m×n, ld m), "NT".</li>
+ * </ul>
  *
- * <p>Descriptors, layouts and the heuristic's choice of algorithm are cached per shape, element type and pointer
- * alignment (the heuristic assumes 256-byte aligned pointers unless told otherwise, and views of tensors are not).
+ * <p>Descriptors, layouts and the heuristic's choice of algorithm are cached per form, shape, element type and
+ * pointer alignment (the heuristic assumes 256-byte aligned pointers unless told otherwise, and views of tensors
+ * are not).
  */
 final class CublasLtMatmul {
     /** Workspace cuBLASLt may use for split-K and similar algorithms. */
@@ -37,7 +43,7 @@ final class CublasLtMatmul {
     private final long workspace;
     private final MemorySegment one;
     private final MemorySegment zero;
-    private final Map<DType, MemorySegment> descriptors = new EnumMap<>(DType.class);
+    private final Map<Form, MemorySegment> descriptors = new HashMap<>();
     private final LinkedHashMap<Key, Plan> plans = new LinkedHashMap<>(64, 0.75f, true) {
         @Override
         protected boolean removeEldestEntry(Map.Entry<Key, Plan> eldest) {
@@ -47,15 +53,20 @@ final class CublasLtMatmul {
         }
     };
 
-    private record Key(DType type, long n, long m, long k, int alignW, int alignX, int alignOut) {}
+    /** The element type of the operands and whether each is used transposed. */
+    private record Form(DType type, boolean transA, boolean transB) {}
+
+    /** D (rows × cols, ld ldd) = op(A) (rows × inner, ld lda) · op(B) (inner × cols, ld ldb), column-major. */
+    private record Key(Form form, long rows, long cols, long inner, long lda, long ldb, long ldd, int alignA, int alignB,
+                       int alignD) {}
 
     /** The layouts of one shape and the algorithm the heuristic chose for it (a cublasLtMatmulHeuristicResult_t). */
-    private record Plan(MemorySegment layoutW, MemorySegment layoutX, MemorySegment layoutOut, MemorySegment heuristic,
+    private record Plan(MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutD, MemorySegment heuristic,
                         Arena arena) {
         void destroy(CublasLt lt) {
-            lt.matrixLayoutDestroy(layoutW);
-            lt.matrixLayoutDestroy(layoutX);
-            lt.matrixLayoutDestroy(layoutOut);
+            lt.matrixLayoutDestroy(layoutA);
+            lt.matrixLayoutDestroy(layoutB);
+            lt.matrixLayoutDestroy(layoutD);
             arena.close();
         }
     }
@@ -80,17 +91,39 @@ final class CublasLtMatmul {
      * Queues {@code out = x · wᵀ} (or {@code out += x · wᵀ}) on {@code stream}. Addresses are device pointers;
      * x and w hold elements of {@code type}, out F32. n, m, k &gt; 0.
      */
-    synchronized void multiply(DType type, long w, long x, long out, long n, long m, long k, boolean accumulate,
-                               MemorySegment stream) {
-        Key key = new Key(type, n, m, k, alignment(w), alignment(x), alignment(out));
+    void multiply(DType type, long w, long x, long out, long n, long m, long k, boolean accumulate,
+                  MemorySegment stream) {
+        gemm(new Form(type, true, false), w, k, x, k, out, m, m, n, k, accumulate, stream,
+                "cublasLtMatmul(" + type + " [" + n + ", " + k + "] x [" + m + ", " + k + "]^T)");
+    }
+
+    /**
+     * Queues {@code dX (+)= dY · w} for row-major dY [n, m] (starting at column offset 0 of rows {@code ldDy} long),
+     * w [m, k] and dX [n, k]: dY and w hold elements of {@code type}, dX F32. n, m, k &gt; 0.
+     */
+    void multiplyBackwardInput(DType type, long dY, long ldDy, long w, long dX, long n, long m, long k,
+                               boolean accumulate, MemorySegment stream) {
+        gemm(new Form(type, false, false), w, k, dY, ldDy, dX, k, k, n, m, accumulate, stream,
+                "cublasLtMatmul(" + type + " [" + n + ", " + m + "] x [" + m + ", " + k + "])");
+    }
+
+    /** Queues {@code dW (+)= dYᵀ · x} for F32 row-major dY [n, m], x [n, k] and dW [m, k]. n, m, k &gt; 0. */
+    void multiplyBackwardWeight(long dY, long x, long dW, long n, long m, long k, boolean accumulate,
+                                MemorySegment stream) {
+        gemm(new Form(DType.F32, false, true), x, k, dY, m, dW, k, k, m, n, accumulate, stream,
+                "cublasLtMatmul(F32 [" + n + ", " + m + "]^T x [" + n + ", " + k + "])");
+    }
+
+    private synchronized void gemm(Form form, long a, long lda, long b, long ldb, long d, long ldd, long rows, long cols,
+                                   long inner, boolean accumulate, MemorySegment stream, String call) {
+        Key key = new Key(form, rows, cols, inner, lda, ldb, ldd, alignment(a), alignment(b), alignment(d));
         Plan plan = plans.get(key);
         if (plan == null) {
-            plan = plan(key);
+            plan = plan(key, call);
             plans.put(key, plan);
         }
-        String call = "cublasLtMatmul(" + type + " [" + n + ", " + k + "] x [" + m + ", " + k + "]^T)";
-        lt.check(lt.matmul(handle, descriptor(type), one, w, plan.layoutW(), x, plan.layoutX(), accumulate ? one : zero,
-                out, plan.layoutOut(), out, plan.layoutOut(), plan.heuristic(), workspace, WORKSPACE_BYTES, stream), call);
+        lt.check(lt.matmul(handle, descriptor(form), one, a, plan.layoutA(), b, plan.layoutB(), accumulate ? one : zero,
+                d, plan.layoutD(), d, plan.layoutD(), plan.heuristic(), workspace, WORKSPACE_BYTES, stream), call);
     }
 
     synchronized void close() {
@@ -105,31 +138,35 @@ final class CublasLtMatmul {
         }
     }
 
-    private MemorySegment descriptor(DType type) {
-        MemorySegment d = descriptors.get(type);
+    private MemorySegment descriptor(Form form) {
+        MemorySegment d = descriptors.get(form);
         if (d != null) return d;
         try (Arena tmp = Arena.ofConfined()) {
             MemorySegment out = tmp.allocate(ADDRESS);
             lt.check(lt.matmulDescCreate(out, CublasLt.CUBLAS_COMPUTE_32F, CublasLt.CUDA_R_32F), "cublasLtMatmulDescCreate");
             d = out.get(ADDRESS, 0);
             MemorySegment op = tmp.allocate(JAVA_INT);
-            op.set(JAVA_INT, 0, CublasLt.CUBLAS_OP_T);
+            op.set(JAVA_INT, 0, form.transA() ? CublasLt.CUBLAS_OP_T : CublasLt.CUBLAS_OP_N);
             lt.check(lt.matmulDescSetAttribute(d, CublasLt.CUBLASLT_MATMUL_DESC_TRANSA, op, 4), "cublasLtMatmulDescSetAttribute(TRANSA)");
-            op.set(JAVA_INT, 0, CublasLt.CUBLAS_OP_N);
+            op.set(JAVA_INT, 0, form.transB() ? CublasLt.CUBLAS_OP_T : CublasLt.CUBLAS_OP_N);
             lt.check(lt.matmulDescSetAttribute(d, CublasLt.CUBLASLT_MATMUL_DESC_TRANSB, op, 4), "cublasLtMatmulDescSetAttribute(TRANSB)");
         }
-        descriptors.put(type, d);
+        descriptors.put(form, d);
         return d;
     }
 
-    private Plan plan(Key key) {
-        int dataType = dataType(key.type());
+    private Plan plan(Key key, String call) {
+        Form form = key.form();
+        int dataType = dataType(form.type());
         Arena planArena = Arena.ofShared();
-        MemorySegment layoutW = null, layoutX = null, layoutOut = null;
+        MemorySegment layoutA = null, layoutB = null, layoutD = null;
         try (Arena tmp = Arena.ofConfined()) {
-            layoutW = layout(tmp, dataType, key.k(), key.m(), key.k());
-            layoutX = layout(tmp, dataType, key.k(), key.n(), key.k());
-            layoutOut = layout(tmp, CublasLt.CUDA_R_32F, key.m(), key.n(), key.m());
+            // Stored shapes: a transposed operand is stored as the transpose of what the product uses.
+            layoutA = form.transA() ? layout(tmp, dataType, key.inner(), key.rows(), key.lda())
+                    : layout(tmp, dataType, key.rows(), key.inner(), key.lda());
+            layoutB = form.transB() ? layout(tmp, dataType, key.cols(), key.inner(), key.ldb())
+                    : layout(tmp, dataType, key.inner(), key.cols(), key.ldb());
+            layoutD = layout(tmp, CublasLt.CUDA_R_32F, key.rows(), key.cols(), key.ldd());
 
             MemorySegment out = tmp.allocate(ADDRESS);
             lt.check(lt.preferenceCreate(out), "cublasLtMatmulPreferenceCreate");
@@ -138,32 +175,31 @@ final class CublasLtMatmul {
                 MemorySegment u64 = tmp.allocateFrom(JAVA_LONG, WORKSPACE_BYTES);
                 lt.check(lt.preferenceSetAttribute(pref, CublasLt.CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, u64, 8),
                         "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.alignW());
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.alignX());
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignOut());
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignOut());
+                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.alignA());
+                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.alignB());
+                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignD());
+                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignD());
 
                 MemorySegment result = planArena.allocate(CublasLt.HEURISTIC_RESULT_BYTES, 8);
                 MemorySegment count = tmp.allocate(JAVA_INT);
-                String what = "cublasLtMatmulAlgoGetHeuristic(" + key.type() + " [" + key.n() + ", " + key.k() + "] x ["
-                        + key.m() + ", " + key.k() + "]^T)";
-                lt.check(lt.algoGetHeuristic(handle, descriptor(key.type()), layoutW, layoutX, layoutOut, layoutOut, pref,
+                String what = "cublasLtMatmulAlgoGetHeuristic for " + call;
+                lt.check(lt.algoGetHeuristic(handle, descriptor(form), layoutA, layoutB, layoutD, layoutD, pref,
                         1, result, count), what);
                 if (count.get(JAVA_INT, 0) < 1 || result.get(JAVA_INT, CublasLt.HEURISTIC_STATE_OFFSET) != CublasLt.SUCCESS) {
                     throw new CudaException(what + " found no algorithm for this shape and alignment (alignments "
-                            + key.alignW() + "/" + key.alignX() + "/" + key.alignOut() + " bytes)");
+                            + key.alignA() + "/" + key.alignB() + "/" + key.alignD() + " bytes)");
                 }
                 if (result.get(JAVA_LONG, CublasLt.HEURISTIC_WORKSPACE_OFFSET) > WORKSPACE_BYTES) {
                     throw new CudaException(what + " chose an algorithm needing more than the workspace");
                 }
-                return new Plan(layoutW, layoutX, layoutOut, result.asSlice(CublasLt.HEURISTIC_ALGO_OFFSET), planArena);
+                return new Plan(layoutA, layoutB, layoutD, result.asSlice(CublasLt.HEURISTIC_ALGO_OFFSET), planArena);
             } finally {
                 lt.preferenceDestroy(pref);
             }
         } catch (RuntimeException e) {
-            if (layoutW != null) lt.matrixLayoutDestroy(layoutW);
-            if (layoutX != null) lt.matrixLayoutDestroy(layoutX);
-            if (layoutOut != null) lt.matrixLayoutDestroy(layoutOut);
+            if (layoutA != null) lt.matrixLayoutDestroy(layoutA);
+            if (layoutB != null) lt.matrixLayoutDestroy(layoutB);
+            if (layoutD != null) lt.matrixLayoutDestroy(layoutD);
             planArena.close();
             throw e;
         }

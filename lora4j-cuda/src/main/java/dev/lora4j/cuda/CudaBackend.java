@@ -9,6 +9,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_DOUBLE;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 
 /**
@@ -313,30 +314,35 @@ public final class CudaBackend implements Backend {
 
     @Override
     public void rope(Tensor x, int headDim, int[] positions, Tensor invFreq) {
+        rotate("rope", CudaKernels.ROPE, x, headDim, positions, invFreq);
+    }
+
+    /** rope and ropeBackward: the same pairs, rotated by the angle or by its opposite. */
+    private void rotate(String op, String kernel, Tensor x, int headDim, int[] positions, Tensor invFreq) {
         bind();
-        requireF32(x, "rope x");
+        requireF32(x, op + " x");
         long width = x.dim(-1);
         if (headDim <= 0 || width % headDim != 0 || headDim % 2 != 0) {
-            throw new IllegalArgumentException("rope: row width " + width + " is not a multiple of an even headDim " + headDim);
+            throw new IllegalArgumentException(op + ": row width " + width + " is not a multiple of an even headDim " + headDim);
         }
         if (positions.length != x.rows()) {
-            throw new IllegalArgumentException("rope: " + positions.length + " positions for " + x.rows() + " rows");
+            throw new IllegalArgumentException(op + ": " + positions.length + " positions for " + x.rows() + " rows");
         }
-        if (invFreq.numel() != headDim / 2) throw new IllegalArgumentException("rope: invFreq must have headDim/2 entries");
-        if (width > Integer.MAX_VALUE) throw new IllegalArgumentException("rope: rows of " + width + " elements are too long");
+        if (invFreq.numel() != headDim / 2) throw new IllegalArgumentException(op + ": invFreq must have headDim/2 entries");
+        if (width > Integer.MAX_VALUE) throw new IllegalArgumentException(op + ": rows of " + width + " elements are too long");
         CudaTensor xs = cuda(x), inv = cuda(invFreq);
         if (positions.length == 0) return;
         long invAddress = inv.address();
         long invF32 = 0;
         if (inv.dtype() != DType.F32) { // the kernel reads F32 frequencies; others are converted as the CPU reads them
-            if (!convertible(inv.dtype(), DType.F32)) throw new IllegalArgumentException("rope: invFreq must be a float tensor, got " + invFreq);
+            if (!convertible(inv.dtype(), DType.F32)) throw new IllegalArgumentException(op + ": invFreq must be a float tensor, got " + invFreq);
             invF32 = allocator.allocate(4L * inv.numel());
             convert(invAddress, inv.dtype(), invF32, DType.F32, inv.numel());
             invAddress = invF32;
         }
         long pos = uploadInts(positions);
         try {
-            kernels.launch(CudaKernels.ROPE, CudaKernels.gridFor((long) positions.length * (headDim / 2)),
+            kernels.launch(kernel, CudaKernels.gridFor((long) positions.length * (headDim / 2)),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(xs.address()).ptr(pos).ptr(invAddress).i32(positions.length).i32((int) width)
                             .i32(headDim));
@@ -344,7 +350,7 @@ public final class CudaBackend implements Backend {
             allocator.release(pos);
             if (invF32 != 0) allocator.release(invF32);
         }
-        opDone("rope");
+        opDone(op);
     }
 
     @Override
@@ -406,6 +412,437 @@ public final class CudaBackend implements Backend {
         kernels.launch(CudaKernels.ADD, CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(y).address()).i64(x.numel()));
         opDone("add");
+    }
+
+    // ---- training ops -------------------------------------------------------------------------------------
+
+    /**
+     * F16 weights are widened to F32 for the input gradient, this many elements at a time: gradients routinely fall
+     * below F16's smallest normal (6e-5), so dY cannot be rounded to F16 for the tensor cores as it is to BF16.
+     */
+    static final long F16_WIDEN_CHUNK_ELEMENTS = 1L << 25;
+
+    /**
+     * {@code dX (+)= dY · w}. BF16 weights run on the tensor cores with dY rounded to BF16 (nearest even), as the
+     * forward pass rounds x; F32 weights in true FP32; F16 weights are widened to F32 a slice of rows at a time
+     * (see {@link #F16_WIDEN_CHUNK_ELEMENTS}) and multiplied in FP32.
+     */
+    @Override
+    public void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate) {
+        bind();
+        requireF32(dY, "matmulBackwardInput dY");
+        requireF32(dX, "matmulBackwardInput dX");
+        long n = dY.rows(), m = dY.dim(-1), k = w.dim(-1);
+        if (w.rows() != m || dX.rows() != n || dX.dim(-1) != k) {
+            throw new IllegalArgumentException("matmulBackwardInput shapes: dY " + dY + ", w " + w + ", dX " + dX
+                    + " (needs dY [n, m], w [m, k], dX [n, k])");
+        }
+        DType wt = w.dtype();
+        CublasLtMatmul.dataType(wt);
+        CudaTensor dys = cuda(dY), ws = cuda(w), dxs = cuda(dX);
+        if (n == 0 || k == 0) return;
+        if (m == 0) {
+            if (!accumulate) zeroBytes(dxs);
+            return;
+        }
+        switch (wt) {
+            case F32 -> matmul.multiplyBackwardInput(DType.F32, dys.address(), m, ws.address(), dxs.address(), n, m, k,
+                    accumulate, stream);
+            case BF16 -> {
+                long rounded = allocator.allocate(DType.BF16.bytesFor(n * m));
+                try {
+                    convert(dys.address(), DType.F32, rounded, DType.BF16, n * m);
+                    matmul.multiplyBackwardInput(DType.BF16, rounded, m, ws.address(), dxs.address(), n, m, k, accumulate,
+                            stream);
+                } finally {
+                    allocator.release(rounded);
+                }
+            }
+            default -> { // F16
+                long rowsPerChunk = Math.max(1, Math.min(m, F16_WIDEN_CHUNK_ELEMENTS / k));
+                long widened = allocator.allocate(4L * rowsPerChunk * k);
+                try {
+                    for (long m0 = 0; m0 < m; m0 += rowsPerChunk) {
+                        long mc = Math.min(rowsPerChunk, m - m0);
+                        convert(ws.address() + DType.F16.bytesFor(m0 * k), DType.F16, widened, DType.F32, mc * k);
+                        // dX (+)= dY[:, m0:m0+mc] · w[m0:m0+mc, :]; every slice after the first adds.
+                        matmul.multiplyBackwardInput(DType.F32, dys.address() + 4L * m0, m, widened, dxs.address(), n, mc,
+                                k, accumulate || m0 > 0, stream);
+                    }
+                } finally {
+                    allocator.release(widened);
+                }
+            }
+        }
+        opDone("matmulBackwardInput");
+    }
+
+    /** {@code dW (+)= dYᵀ · x}, all F32, in true FP32 (no TF32). */
+    @Override
+    public void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) {
+        bind();
+        requireF32(dY, "matmulBackwardWeight dY");
+        requireF32(x, "matmulBackwardWeight x");
+        requireF32(dW, "matmulBackwardWeight dW");
+        long n = dY.rows(), m = dY.dim(-1), k = x.dim(-1);
+        if (x.rows() != n || dW.rows() != m || dW.dim(-1) != k) {
+            throw new IllegalArgumentException("matmulBackwardWeight shapes: dY " + dY + ", x " + x + ", dW " + dW
+                    + " (needs dY [n, m], x [n, k], dW [m, k])");
+        }
+        CudaTensor dys = cuda(dY), xs = cuda(x), dws = cuda(dW);
+        if (m == 0 || k == 0) return;
+        if (n == 0) {
+            if (!accumulate) zeroBytes(dws);
+            return;
+        }
+        matmul.multiplyBackwardWeight(dys.address(), xs.address(), dws.address(), n, m, k, accumulate, stream);
+        opDone("matmulBackwardWeight");
+    }
+
+    @Override
+    public void sumRows(Tensor dY, Tensor dBias) {
+        bind();
+        requireF32(dY, "sumRows dY");
+        requireF32(dBias, "sumRows dBias");
+        long cols = dY.dim(-1);
+        if (dBias.numel() != cols) {
+            throw new IllegalArgumentException("sumRows: dBias " + dBias + " does not match the rows of dY " + dY);
+        }
+        if (cols > Integer.MAX_VALUE) throw new IllegalArgumentException("sumRows: rows of " + cols + " elements are too long");
+        CudaTensor dys = cuda(dY), db = cuda(dBias);
+        if (cols == 0 || dY.rows() == 0) return;
+        kernels.launch(CudaKernels.SUM_ROWS, Math.ceilDiv(cols, CudaKernels.COLUMN_SUM_COLUMNS),
+                CudaKernels.COLUMN_SUM_THREADS, 0, stream,
+                KernelArgs.start().ptr(dys.address()).ptr(db.address()).i64(dY.rows()).i32((int) cols));
+        opDone("sumRows");
+    }
+
+    @Override
+    public void attentionForward(Tensor q, Tensor k, Tensor v, int nHeads, int nKvHeads, int headDim, int slidingWindow,
+                                 Tensor out, Tensor lse) {
+        bind();
+        String op = "attentionForward";
+        int n = checkTrainingAttention(op, q, k, v, nHeads, nKvHeads, headDim);
+        requireF32(out, op + " out");
+        requireSameCount(q, out);
+        requireF32(lse, op + " lse");
+        if (lse.numel() != (long) n * nHeads) {
+            throw new IllegalArgumentException(op + ": lse " + lse + " must hold [" + n + ", " + nHeads + "] values");
+        }
+        if (headDim > CudaKernels.ATTENTION_MAX_HEAD_DIM) {
+            throw new IllegalArgumentException(op + ": headDim " + headDim + " is larger than the CUDA kernel's "
+                    + CudaKernels.ATTENTION_MAX_HEAD_DIM);
+        }
+        if (n == 0) return;
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        int shared = (headDim + CudaKernels.ATTENTION_TILE) * Float.BYTES;
+        kernels.launch(CudaKernels.ATTENTION_LSE, (long) n * nHeads, CudaKernels.ATTENTION_THREADS, shared, stream,
+                KernelArgs.start().ptr(cuda(q).address()).ptr(cuda(k).address()).ptr(cuda(v).address())
+                        .ptr(cuda(out).address()).ptr(cuda(lse).address()).i32(nHeads).i32(nKvHeads).i32(headDim)
+                        .i32(slidingWindow).f32(scale));
+        opDone(op);
+    }
+
+    /**
+     * Recomputes the probabilities tile by tile from q, k and lse (attention_backward.cu): one kernel for
+     * rowsum(dOut ∘ out), one for dq, one for dk and dv, each writing its output once. dq, dk and dv must not
+     * share memory with the inputs.
+     */
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dOut, int nHeads,
+                                  int nKvHeads, int headDim, int slidingWindow, Tensor dq, Tensor dk, Tensor dv) {
+        bind();
+        String op = "attentionBackward";
+        int n = checkTrainingAttention(op, q, k, v, nHeads, nKvHeads, headDim);
+        for (Tensor t : new Tensor[] {out, dOut, dq}) {
+            requireF32(t, op + " out, dOut and dq");
+            if (t.numel() != q.numel()) throw new IllegalArgumentException(op + ": " + t + " must have the shape of q " + q);
+        }
+        for (Tensor t : new Tensor[] {dk, dv}) {
+            requireF32(t, op + " dk and dv");
+            if (t.numel() != k.numel()) throw new IllegalArgumentException(op + ": " + t + " must have the shape of k " + k);
+        }
+        requireF32(lse, op + " lse");
+        if (lse.numel() != (long) n * nHeads) {
+            throw new IllegalArgumentException(op + ": lse " + lse + " must hold [" + n + ", " + nHeads + "] values");
+        }
+        int hdClass = 0;
+        for (int c : CudaKernels.ATTENTION_BACKWARD_HEAD_DIMS) {
+            if (headDim <= c) {
+                hdClass = c;
+                break;
+            }
+        }
+        if (hdClass == 0) {
+            int max = CudaKernels.ATTENTION_BACKWARD_HEAD_DIMS[CudaKernels.ATTENTION_BACKWARD_HEAD_DIMS.length - 1];
+            throw new IllegalArgumentException(op + ": headDim " + headDim + " is larger than the CUDA kernels' " + max);
+        }
+        int shared = attentionBackwardSharedBytes(headDim);
+        if (shared > device.maxSharedPerBlock()) {
+            throw new IllegalArgumentException(op + ": headDim " + headDim + " needs " + shared + " bytes of shared memory"
+                    + " per block, more than this GPU's " + device.maxSharedPerBlock());
+        }
+        if (n == 0) return;
+        long rowsHeads = (long) n * nHeads;
+        long tiles = Math.ceilDiv(n, CudaKernels.ATTENTION_BACKWARD_TILE);
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        long dsum = allocator.allocate(4L * rowsHeads);
+        try {
+            kernels.launch(CudaKernels.ATTENTION_BACKWARD_DSUM, Math.ceilDiv(rowsHeads * 32, CudaKernels.ELEMENTWISE_THREADS),
+                    CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                    KernelArgs.start().ptr(cuda(out).address()).ptr(cuda(dOut).address()).ptr(dsum).i64(rowsHeads)
+                            .i32(headDim));
+            kernels.launch(CudaKernels.attentionBackwardDq(hdClass), tiles * nHeads, CudaKernels.ATTENTION_BACKWARD_THREADS,
+                    shared, stream,
+                    KernelArgs.start().ptr(cuda(q).address()).ptr(cuda(k).address()).ptr(cuda(v).address())
+                            .ptr(cuda(lse).address()).ptr(dsum).ptr(cuda(dOut).address()).ptr(cuda(dq).address())
+                            .i32(n).i32(nHeads).i32(nKvHeads).i32(headDim).i32(slidingWindow).f32(scale));
+            kernels.launch(CudaKernels.attentionBackwardDkv(hdClass), tiles * nKvHeads,
+                    CudaKernels.ATTENTION_BACKWARD_THREADS, shared, stream,
+                    KernelArgs.start().ptr(cuda(q).address()).ptr(cuda(k).address()).ptr(cuda(v).address())
+                            .ptr(cuda(lse).address()).ptr(dsum).ptr(cuda(dOut).address()).ptr(cuda(dk).address())
+                            .ptr(cuda(dv).address()).i32(n).i32(nHeads).i32(nKvHeads).i32(headDim).i32(slidingWindow)
+                            .f32(scale));
+        } finally {
+            allocator.release(dsum);
+        }
+        opDone(op);
+    }
+
+    /** attention_backward.cu's l4j_attb_shared_floats, in bytes: four [32][headDim|1] tiles, two [32][33], two [32]. */
+    static int attentionBackwardSharedBytes(int headDim) {
+        int tile = CudaKernels.ATTENTION_BACKWARD_TILE;
+        return Float.BYTES * (4 * tile * (headDim | 1) + 2 * tile * 33 + 2 * tile);
+    }
+
+    /** The shapes of one whole sequence's attention: q [n, nHeads*headDim], k and v [n, nKvHeads*headDim], all F32. */
+    private static int checkTrainingAttention(String op, Tensor q, Tensor k, Tensor v, int nHeads, int nKvHeads,
+                                              int headDim) {
+        if (nHeads <= 0 || nKvHeads <= 0 || headDim <= 0) {
+            throw new IllegalArgumentException(op + ": nHeads " + nHeads + ", nKvHeads " + nKvHeads + " and headDim "
+                    + headDim + " must be positive");
+        }
+        if (nHeads % nKvHeads != 0) {
+            throw new IllegalArgumentException(op + ": nHeads " + nHeads + " is not a multiple of nKvHeads " + nKvHeads);
+        }
+        requireF32(q, op + " q");
+        requireF32(k, op + " k");
+        requireF32(v, op + " v");
+        long n = q.rows();
+        if (q.dim(-1) != (long) nHeads * headDim || k.dim(-1) != (long) nKvHeads * headDim
+                || v.dim(-1) != (long) nKvHeads * headDim || k.rows() != n || v.rows() != n) {
+            throw new IllegalArgumentException(op + " shapes: q " + q + ", k " + k + ", v " + v + " (needs q [n, " + nHeads
+                    + "*" + headDim + "], k and v [n, " + nKvHeads + "*" + headDim + "])");
+        }
+        if (n > Integer.MAX_VALUE / 2) throw new IllegalArgumentException(op + ": " + n + " positions are too many");
+        return (int) n;
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight) {
+        bind();
+        String op = "rmsNormBackward";
+        requireF32(x, op + " x");
+        requireF32(dOut, op + " dOut");
+        requireF32(dX, op + " dX");
+        requireSameCount(x, dOut);
+        requireSameCount(x, dX);
+        requireKernelType(weight, op + " weight");
+        long d = x.dim(-1);
+        if (weight.numel() != d) throw new IllegalArgumentException(op + ": weight " + weight + " does not match rows of " + x);
+        if (dWeight != null) {
+            requireF32(dWeight, op + " dWeight");
+            if (dWeight.numel() != d) throw new IllegalArgumentException(op + ": dWeight " + dWeight + " does not match rows of " + x);
+        }
+        if (d > Integer.MAX_VALUE) throw new IllegalArgumentException(op + ": rows of " + d + " elements are too long");
+        long rows = x.rows();
+        CudaTensor xs = cuda(x), ws = cuda(weight), dys = cuda(dOut), dxs = cuda(dX);
+        CudaTensor dws = dWeight == null ? null : cuda(dWeight);
+        if (rows == 0 || d == 0) return;
+        int threads = (int) Math.min(1024, Math.max(32, Math.ceilDiv(d, 32) * 32));
+        if (dws != null) {
+            // The weight gradient first: dX may overwrite x or dOut.
+            long inv = allocator.allocate(4L * rows);
+            try {
+                kernels.launch(CudaKernels.RMSNORM_INVERSE, rows, threads, 0, stream,
+                        KernelArgs.start().ptr(xs.address()).f32(eps).ptr(inv).i32((int) d));
+                kernels.launch(CudaKernels.RMSNORM_WEIGHT_GRAD, Math.ceilDiv(d, CudaKernels.COLUMN_SUM_COLUMNS),
+                        CudaKernels.COLUMN_SUM_THREADS, 0, stream,
+                        KernelArgs.start().ptr(xs.address()).ptr(dys.address()).ptr(inv).ptr(dws.address()).i64(rows)
+                                .i32((int) d));
+            } finally {
+                allocator.release(inv);
+            }
+        }
+        kernels.launch(CudaKernels.rmsNormBackward(weight.dtype()), rows, threads, 0, stream,
+                KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address()).ptr(dxs.address())
+                        .i32((int) d));
+        opDone(op);
+    }
+
+    @Override
+    public void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq) {
+        rotate("ropeBackward", CudaKernels.ROPE_BACKWARD, dx, headDim, positions, invFreq);
+    }
+
+    @Override
+    public void swigluBackward(Tensor gate, Tensor up, Tensor dOut, Tensor dGate, Tensor dUp) {
+        bind();
+        String op = "swigluBackward";
+        for (Tensor t : new Tensor[] {gate, up, dOut, dGate, dUp}) {
+            requireF32(t, op + " tensors");
+            requireSameCount(gate, t);
+        }
+        if (gate.numel() == 0) return;
+        kernels.launch(CudaKernels.SWIGLU_BACKWARD, CudaKernels.gridFor(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
+                stream, KernelArgs.start().ptr(cuda(gate).address()).ptr(cuda(up).address()).ptr(cuda(dOut).address())
+                        .ptr(cuda(dGate).address()).ptr(cuda(dUp).address()).i64(gate.numel()));
+        opDone(op);
+    }
+
+    @Override
+    public void embeddingBackward(int[] ids, Tensor dOut, Tensor dTable) {
+        bind();
+        String op = "embeddingBackward";
+        requireF32(dOut, op + " dOut");
+        requireF32(dTable, op + " dTable");
+        long d = dTable.dim(-1), vocab = dTable.rows();
+        if (dOut.rows() != ids.length || dOut.dim(-1) != d) {
+            throw new IllegalArgumentException(op + ": dOut must be [" + ids.length + ", " + d + "], got " + dOut);
+        }
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] < 0 || ids[i] >= vocab) {
+                throw new IndexOutOfBoundsException(op + ": token id " + ids[i] + " (row " + i + ") outside the vocabulary [0, "
+                        + vocab + ")");
+            }
+        }
+        CudaTensor dys = cuda(dOut), dts = cuda(dTable);
+        if (ids.length == 0 || d == 0) return;
+        long idsOnDevice = uploadInts(ids);
+        try {
+            kernels.launch(CudaKernels.EMBEDDING_BACKWARD, CudaKernels.gridFor((long) ids.length * d),
+                    CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                    KernelArgs.start().ptr(idsOnDevice).ptr(dys.address()).ptr(dts.address()).i32(ids.length).i64(d));
+        } finally {
+            allocator.release(idsOnDevice);
+        }
+        opDone(op);
+    }
+
+    @Override
+    public void crossEntropy(Tensor logits, int[] targets, float gradScale, Tensor losses) {
+        bind();
+        String op = "crossEntropy";
+        requireF32(logits, op + " logits");
+        requireF32(losses, op + " losses");
+        long vocab = logits.dim(-1), n = logits.rows();
+        if (targets.length != n || losses.numel() != n) {
+            throw new IllegalArgumentException(op + ": logits " + logits + ", " + targets.length + " targets and losses "
+                    + losses + " must agree on the number of rows");
+        }
+        if (vocab > Integer.MAX_VALUE) throw new IllegalArgumentException(op + ": rows of " + vocab + " logits are too long");
+        for (int i = 0; i < targets.length; i++) {
+            if (targets[i] >= vocab) {
+                throw new IndexOutOfBoundsException(op + ": target " + targets[i] + " of row " + i + " outside the vocabulary [0, "
+                        + vocab + ") (negative targets are ignored)");
+            }
+        }
+        CudaTensor ls = cuda(logits), out = cuda(losses);
+        if (n == 0) return;
+        if (vocab == 0) throw new IllegalArgumentException(op + ": logits " + logits + " have no columns");
+        long targetsOnDevice = uploadInts(targets);
+        try {
+            kernels.launch(CudaKernels.CROSS_ENTROPY, n, CudaKernels.CROSS_ENTROPY_THREADS, 0, stream,
+                    KernelArgs.start().ptr(ls.address()).ptr(targetsOnDevice).f32(gradScale).ptr(out.address())
+                            .i32((int) vocab));
+        } finally {
+            allocator.release(targetsOnDevice);
+        }
+        opDone(op);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+                      float weightDecay, long step) {
+        bind();
+        String op = "adamw";
+        for (Tensor t : new Tensor[] {param, grad, m, v}) {
+            requireF32(t, op + " param, grad, m and v");
+            requireSameCount(param, t);
+        }
+        if (step < 1) throw new IllegalArgumentException(op + ": step counts from 1, got " + step);
+        if (param.numel() == 0) return;
+        AdamwScalars s = AdamwScalars.of(lr, beta1, beta2, eps, weightDecay, step);
+        kernels.launch(CudaKernels.ADAMW, CudaKernels.gridFor(param.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                KernelArgs.start().ptr(cuda(param).address()).ptr(cuda(grad).address()).ptr(cuda(m).address())
+                        .ptr(cuda(v).address()).f32(s.decay()).f32(s.oneMinusBeta1()).f32(s.beta2())
+                        .f32(s.oneMinusBeta2()).f32(s.stepSize()).f32(s.bias2Sqrt()).f32(s.eps()).i64(param.numel()));
+        opDone(op);
+    }
+
+    @Override
+    public double sumOfSquares(Tensor t) {
+        bind();
+        requireF32(t, "sumOfSquares");
+        CudaTensor ts = cuda(t);
+        long n = t.numel();
+        if (n == 0) return 0;
+        int blocks = (int) Math.min(CudaKernels.SQUARES_MAX_BLOCKS, Math.ceilDiv(n, CudaKernels.SQUARES_THREADS));
+        long partial = allocator.allocate(8L * (blocks + 1));
+        try (Arena arena = Arena.ofConfined()) {
+            long total = partial + 8L * blocks;
+            kernels.launch(CudaKernels.SUM_SQUARES_PARTIAL, blocks, CudaKernels.SQUARES_THREADS, 0, stream,
+                    KernelArgs.start().ptr(ts.address()).ptr(partial).i64(n));
+            kernels.launch(CudaKernels.SUM_SQUARES_TOTAL, 1, CudaKernels.SQUARES_THREADS, 0, stream,
+                    KernelArgs.start().ptr(partial).ptr(total).i32(blocks));
+            MemorySegment host = arena.allocate(JAVA_DOUBLE);
+            cu.check(cu.memcpyDtoHAsync(host, total, 8, stream), "cuMemcpyDtoHAsync_v2(8 bytes)");
+            waitForStream("sumOfSquares");
+            return host.get(JAVA_DOUBLE, 0);
+        } finally {
+            allocator.release(partial);
+        }
+    }
+
+    @Override
+    public void scale(Tensor t, float s) {
+        bind();
+        requireKernelType(t, "scale");
+        CudaTensor ts = cuda(t);
+        if (t.numel() == 0) return;
+        kernels.launch(CudaKernels.scale(t.dtype()), CudaKernels.gridFor(t.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
+                stream, KernelArgs.start().ptr(ts.address()).f32(s).i64(t.numel()));
+        opDone("scale");
+    }
+
+    @Override
+    public void zero(Tensor t) {
+        bind();
+        zeroBytes(cuda(t));
+        opDone("zero");
+    }
+
+    @Override
+    public void dropout(Tensor x, float p, long seed, Tensor out) {
+        bind();
+        requireF32(x, "dropout x");
+        requireF32(out, "dropout out");
+        requireSameCount(x, out);
+        if (!(p >= 0 && p <= 1)) throw new IllegalArgumentException("dropout: p must be in [0, 1], got " + p);
+        if (x.numel() == 0) return;
+        kernels.launch(CudaKernels.DROPOUT, CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(out).address()).f32(p).f32(dropoutScale(p)).i64(seed)
+                        .i64(x.numel()));
+        opDone("dropout");
+    }
+
+    /** What kept elements are multiplied by: 1/(1-p) rounded to float, as the CPU backend computes it. */
+    static float dropoutScale(float p) {
+        return 1.0f / (1.0f - p);
+    }
+
+    private void zeroBytes(CudaTensor t) {
+        if (t.byteSize() > 0) cu.check(cu.memsetD8Async(t.address(), (byte) 0, t.byteSize(), stream), "cuMemsetD8Async");
     }
 
     // ---- helpers ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
 
@@ -22,6 +23,20 @@ final class CudaKernels {
     static final int ATTENTION_THREADS = 128;
     static final int ATTENTION_TILE = 64;
     static final int ATTENTION_MAX_HEAD_DIM = 512;
+    /** attention_backward.cu: the head-dimension classes it is instantiated for, threads and tile rows. */
+    static final int[] ATTENTION_BACKWARD_HEAD_DIMS = {64, 128, 256};
+    static final int ATTENTION_BACKWARD_THREADS = 256;
+    static final int ATTENTION_BACKWARD_TILE = 32;
+    /** reduce.cu and rmsnorm.cu: column sums take 32 columns per block of 256 threads. */
+    static final int COLUMN_SUM_COLUMNS = 32;
+    static final int COLUMN_SUM_THREADS = 256;
+    /** reduce.cu: L4J_SQUARES_THREADS and L4J_SQUARES_MAX_BLOCKS. */
+    static final int SQUARES_THREADS = 256;
+    static final int SQUARES_MAX_BLOCKS = 1024;
+    /** cross_entropy.cu: L4J_CE_THREADS. */
+    static final int CROSS_ENTROPY_THREADS = 512;
+    /** Dynamic shared memory a block gets without opting in. */
+    private static final int DEFAULT_SHARED_LIMIT = 48 * 1024;
 
     /** Every kernel the backend launches. */
     static final List<String> NAMES = names();
@@ -29,6 +44,8 @@ final class CudaKernels {
     private final CudaDriver cu;
     private final MemorySegment module;
     private final Map<String, MemorySegment> functions = new HashMap<>();
+    /** The dynamic shared memory each kernel has been allowed beyond the default, by name. */
+    private final Map<String, Integer> sharedLimits = new ConcurrentHashMap<>();
 
     CudaKernels(CudaDriver cu) {
         this.cu = cu;
@@ -66,6 +83,12 @@ final class CudaKernels {
         if (fn == null) throw new IllegalStateException("no kernel named " + name);
         if (gridX < 1 || gridX > Integer.MAX_VALUE) {
             throw new IllegalArgumentException(name + ": grid of " + gridX + " blocks is outside [1, 2^31-1]");
+        }
+        if (sharedBytes > DEFAULT_SHARED_LIMIT && sharedLimits.getOrDefault(name, DEFAULT_SHARED_LIMIT) < sharedBytes) {
+            // Blocks may only use more than 48 KiB of dynamic shared memory once the kernel is allowed to.
+            cu.check(cu.funcSetAttribute(fn, CudaDriver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes),
+                    "cuFuncSetAttribute(" + name + ", MAX_DYNAMIC_SHARED_SIZE_BYTES, " + sharedBytes + ")");
+            sharedLimits.merge(name, sharedBytes, Math::max);
         }
         int r = cu.launchKernel(fn, (int) gridX, 1, 1, blockX, 1, 1, sharedBytes, stream, args.pointerArray(),
                 MemorySegment.NULL);
@@ -108,6 +131,31 @@ final class CudaKernels {
     static final String SWIGLU = "lora4j_swiglu_f32";
     static final String ROPE = "lora4j_rope_f32";
 
+    // ---- training ----
+
+    static String rmsNormBackward(DType weight) { return "lora4j_rmsnorm_backward_" + suffix(weight); }
+
+    static String scale(DType t) { return "lora4j_scale_" + suffix(t); }
+
+    /** The dq kernel for head-dimension class {@code hd} (one of {@link #ATTENTION_BACKWARD_HEAD_DIMS}). */
+    static String attentionBackwardDq(int hd) { return "lora4j_attention_backward_dq_" + hd; }
+
+    static String attentionBackwardDkv(int hd) { return "lora4j_attention_backward_dkv_" + hd; }
+
+    static final String ATTENTION_LSE = "lora4j_attention_lse_f32";
+    static final String ATTENTION_BACKWARD_DSUM = "lora4j_attention_backward_dsum_f32";
+    static final String SUM_ROWS = "lora4j_sum_rows_f32";
+    static final String SUM_SQUARES_PARTIAL = "lora4j_sum_squares_partial_f32";
+    static final String SUM_SQUARES_TOTAL = "lora4j_sum_squares_total";
+    static final String RMSNORM_INVERSE = "lora4j_rmsnorm_inverse_f32";
+    static final String RMSNORM_WEIGHT_GRAD = "lora4j_rmsnorm_weight_grad_f32";
+    static final String ROPE_BACKWARD = "lora4j_rope_backward_f32";
+    static final String SWIGLU_BACKWARD = "lora4j_swiglu_backward_f32";
+    static final String EMBEDDING_BACKWARD = "lora4j_embedding_backward_f32";
+    static final String CROSS_ENTROPY = "lora4j_cross_entropy_f32";
+    static final String ADAMW = "lora4j_adamw_f32";
+    static final String DROPOUT = "lora4j_dropout_f32";
+
     private static List<String> names() {
         List<String> n = new ArrayList<>();
         List<DType> floats = List.of(DType.F32, DType.BF16, DType.F16, DType.F64);
@@ -117,10 +165,19 @@ final class CudaKernels {
             n.add(rmsNorm(t));
             n.add(addBias(t));
             n.add(attention(t));
+            n.add(rmsNormBackward(t));
+            n.add(scale(t));
         }
         n.add(ADD);
         n.add(SWIGLU);
         n.add(ROPE);
+        for (int hd : ATTENTION_BACKWARD_HEAD_DIMS) {
+            n.add(attentionBackwardDq(hd));
+            n.add(attentionBackwardDkv(hd));
+        }
+        n.addAll(List.of(ATTENTION_LSE, ATTENTION_BACKWARD_DSUM, SUM_ROWS, SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL,
+                RMSNORM_INVERSE, RMSNORM_WEIGHT_GRAD, ROPE_BACKWARD, SWIGLU_BACKWARD, EMBEDDING_BACKWARD, CROSS_ENTROPY,
+                ADAMW, DROPOUT));
         return List.copyOf(n);
     }
 }

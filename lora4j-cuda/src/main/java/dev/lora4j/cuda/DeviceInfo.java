@@ -11,9 +11,10 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * What lora4j needs to know about one GPU, read through the driver without creating a context.
  *
  * @param driverVersion as cuDriverGetVersion reports it: 1000 * major + 10 * minor (13000 for CUDA 13.0)
+ * @param maxSharedPerBlock the most shared memory one block may ask for (after opting in), in bytes
  */
 record DeviceInfo(int ordinal, int handle, String name, int ccMajor, int ccMinor, long totalMemory,
-                  int multiprocessors, int driverVersion) {
+                  int multiprocessors, int driverVersion, int maxSharedPerBlock) {
 
     /** Lowest compute capability the kernels and the BF16 matmuls are built for. */
     static final int MIN_COMPUTE_CAPABILITY = 80;
@@ -29,10 +30,12 @@ record DeviceInfo(int ordinal, int handle, String name, int ccMajor, int ccMinor
             int major = attribute(cu, arena, dev, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
             int minor = attribute(cu, arena, dev, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
             int sms = attribute(cu, arena, dev, CudaDriver.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+            int shared = attribute(cu, arena, dev, CudaDriver.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
             MemorySegment bytes = arena.allocate(JAVA_LONG);
             cu.check(cu.deviceTotalMem(bytes, dev), "cuDeviceTotalMem_v2");
             cu.check(cu.driverGetVersion(i), "cuDriverGetVersion");
-            return new DeviceInfo(ordinal, dev, name, major, minor, bytes.get(JAVA_LONG, 0), sms, i.get(JAVA_INT, 0));
+            return new DeviceInfo(ordinal, dev, name, major, minor, bytes.get(JAVA_LONG, 0), sms, i.get(JAVA_INT, 0),
+                    shared);
         }
     }
 
