@@ -343,4 +343,70 @@ public final class CpuBackend implements Backend {
     private static void requireSameCount(Tensor a, Tensor b) {
         if (a.numel() != b.numel()) throw new IllegalArgumentException("element counts differ: " + a + " vs " + b);
     }
+
+    // ---- training ops: argument checks and kernels in CpuTrainingOps ---------------------------------------
+
+    private volatile CpuTrainingOps training;
+
+    private CpuTrainingOps training() {
+        CpuTrainingOps t = training;
+        if (t == null) training = t = new CpuTrainingOps(parallel); // stateless: a racing second instance is harmless
+        return t;
+    }
+
+    @Override
+    public void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate) { training().matmulBackwardInput(dY, w, dX, accumulate); }
+
+    @Override
+    public void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) { training().matmulBackwardWeight(dY, x, dW, accumulate); }
+
+    @Override
+    public void sumRows(Tensor dY, Tensor dBias) { training().sumRows(dY, dBias); }
+
+    @Override
+    public void attentionForward(Tensor q, Tensor k, Tensor v, int nHeads, int nKvHeads, int headDim, int slidingWindow,
+                                 Tensor out, Tensor lse) {
+        training().attentionForward(q, k, v, nHeads, nKvHeads, headDim, slidingWindow, out, lse);
+    }
+
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dOut, int nHeads,
+                                  int nKvHeads, int headDim, int slidingWindow, Tensor dq, Tensor dk, Tensor dv) {
+        training().attentionBackward(q, k, v, out, lse, dOut, nHeads, nKvHeads, headDim, slidingWindow, dq, dk, dv);
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight) {
+        training().rmsNormBackward(x, weight, eps, dOut, dX, dWeight);
+    }
+
+    @Override
+    public void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq) { training().ropeBackward(dx, headDim, positions, invFreq); }
+
+    @Override
+    public void swigluBackward(Tensor gate, Tensor up, Tensor dOut, Tensor dGate, Tensor dUp) { training().swigluBackward(gate, up, dOut, dGate, dUp); }
+
+    @Override
+    public void embeddingBackward(int[] ids, Tensor dOut, Tensor dTable) { training().embeddingBackward(ids, dOut, dTable); }
+
+    @Override
+    public void crossEntropy(Tensor logits, int[] targets, float gradScale, Tensor losses) { training().crossEntropy(logits, targets, gradScale, losses); }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+                      float weightDecay, long step) {
+        training().adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step);
+    }
+
+    @Override
+    public double sumOfSquares(Tensor t) { return training().sumOfSquares(t); }
+
+    @Override
+    public void scale(Tensor t, float s) { training().scale(t, s); }
+
+    @Override
+    public void zero(Tensor t) { training().zero(t); }
+
+    @Override
+    public void dropout(Tensor x, float p, long seed, Tensor out) { training().dropout(x, p, seed, out); }
 }
