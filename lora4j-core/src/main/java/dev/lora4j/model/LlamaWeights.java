@@ -42,10 +42,23 @@ public final class LlamaWeights implements AutoCloseable {
     private final List<Layer> layers;
     private final Tensor finalNorm;
     private final Tensor lmHead;
+    private final Set<Tensor> borrowed;
     private boolean closed;
 
     /** Checks every tensor's shape against the model shape; {@code lmHead} must be null when embeddings are tied. */
     public LlamaWeights(LlamaShape shape, Tensor embedTokens, List<Layer> layers, Tensor finalNorm, Tensor lmHead) {
+        this(shape, embedTokens, layers, finalNorm, lmHead, List.of());
+    }
+
+    /**
+     * Weights some of whose tensors belong to another owner: {@link #close()} leaves {@code borrowed} open. Used for
+     * a view of a model with a few tensors replaced (merged adapters) that shares the rest.
+     */
+    LlamaWeights(LlamaShape shape, Tensor embedTokens, List<Layer> layers, Tensor finalNorm, Tensor lmHead,
+                 List<Tensor> borrowed) {
+        Set<Tensor> notOwned = Collections.newSetFromMap(new IdentityHashMap<>());
+        notOwned.addAll(borrowed);
+        this.borrowed = notOwned;
         this.shape = shape;
         this.embedTokens = embedTokens;
         this.layers = List.copyOf(layers);
@@ -166,6 +179,6 @@ public final class LlamaWeights implements AutoCloseable {
     public void close() {
         if (closed) return;
         closed = true;
-        for (Tensor t : tensors()) t.close();
+        for (Tensor t : tensors()) if (!borrowed.contains(t)) t.close();
     }
 }
