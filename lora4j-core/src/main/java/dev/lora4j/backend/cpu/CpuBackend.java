@@ -271,8 +271,11 @@ public final class CpuBackend implements Backend {
 
     // ---- helpers ------------------------------------------------------------------------------------------
 
-    /** Rows per matmul block: a slice of 64 x rows is 128 KiB, kept in a core's L2 cache. */
-    private static final int ROW_BLOCK = 64;
+    /**
+     * Rows per matmul block: a slice of 128 x rows is 256 KiB, kept in a core's L2 cache. Each block widens and
+     * packs its weights once, so longer blocks pack less often.
+     */
+    private static final int ROW_BLOCK = 128;
     /** Output features per matmul block, at most: a slice of 128 weight rows is 256 KiB in F32, also in L2. */
     private static final int FEATURE_BLOCK = 128;
     /** Query rows per attention task: the task reads each cache row once for rows × (heads per KV head) queries. */
@@ -350,7 +353,7 @@ public final class CpuBackend implements Backend {
 
     private CpuTrainingOps training() {
         CpuTrainingOps t = training;
-        if (t == null) training = t = new CpuTrainingOps(parallel); // stateless: a racing second instance is harmless
+        if (t == null) training = t = new CpuTrainingOps(parallel, threads); // stateless: a racing second instance is harmless
         return t;
     }
 
