@@ -29,19 +29,17 @@ extern "C" __global__ void lora4j_swiglu_f32(const float* __restrict__ gate, con
     }
 }
 
-// The gradients of out = silu(g) * u: dUp = dOut * silu(g) and dGate = dOut * u * silu'(g), where
-// silu'(g) = s * (1 + g * (1 - s)) with s = sigmoid(g), the form torch's silu_backward uses. Every element is read
-// before its gradients are written, so the outputs may alias the inputs.
+// The gradients of out = silu(g) * u with s = sigmoid(g): dUp = dOut * (g * s) and
+// dGate = dOut * u * s * (g * (1 - s) + 1), in the CPU backend's order of operations. A gate so negative that
+// exp(-g) overflows gives s = 0 and finite gradients. Every element is read before its gradients are written, so
+// the outputs may alias the inputs.
 extern "C" __global__ void lora4j_swiglu_backward_f32(const float* gate, const float* up, const float* d_out,
                                                       float* d_gate, float* d_up, long long n) {
     L4J_FOR_EACH(i, n) {
         float g = gate[i], u = up[i], dy = d_out[i];
-        float e = 1.0f + expf(-g);
-        float s = 1.0f / e;
-        float silu = g / e;
-        float d_silu = s * (1.0f + g * (1.0f - s));
-        d_up[i] = dy * silu;
-        d_gate[i] = dy * u * d_silu;
+        float s = 1.0f / (1.0f + expf(-g));
+        d_up[i] = dy * (g * s);
+        d_gate[i] = dy * u * s * (g * (1.0f - s) + 1.0f);
     }
 }
 

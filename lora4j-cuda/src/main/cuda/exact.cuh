@@ -10,6 +10,7 @@
 #include "common.cuh"
 
 #ifdef __CUDA_ARCH__
+L4J_HD float l4j_fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
 L4J_HD float l4j_mul(float a, float b) { return __fmul_rn(a, b); }
 L4J_HD float l4j_add(float a, float b) { return __fadd_rn(a, b); }
 L4J_HD float l4j_sub(float a, float b) { return __fsub_rn(a, b); }
@@ -17,6 +18,7 @@ L4J_HD float l4j_div(float a, float b) { return __fdiv_rn(a, b); }
 L4J_HD float l4j_sqrt(float a) { return __fsqrt_rn(a); }
 #else
 #include <math.h>
+L4J_HD float l4j_fma(float a, float b, float c) { return fmaf(a, b, c); }
 L4J_HD float l4j_mul(float a, float b) { return a * b; }
 L4J_HD float l4j_add(float a, float b) { return a + b; }
 L4J_HD float l4j_sub(float a, float b) { return a - b; }
@@ -38,8 +40,8 @@ L4J_HD float l4j_dropout_uniform(uint64_t seed, uint64_t index) {
     return (float) (uint32_t) (l4j_dropout_mix(seed, index) >> 40) * 5.9604644775390625e-8f;  // 2^-24
 }
 
-// Inverted dropout of one element: 0 when dropped, x * scale otherwise (scale = 1 / (1 - p), computed by the
-// caller exactly as the CPU backend computes it).
+// Inverted dropout of one element: 0 when dropped, x * scale otherwise (scale = 1 / (1 - p) in double, rounded
+// to float, computed by the caller as the CPU backend and torch compute it).
 L4J_HD float l4j_dropout(float x, float p, float scale, uint64_t seed, uint64_t index) {
     return l4j_dropout_uniform(seed, index) < p ? 0.0f : l4j_mul(x, scale);
 }
@@ -47,27 +49,27 @@ L4J_HD float l4j_dropout(float x, float p, float scale, uint64_t seed, uint64_t 
 // The scalars of one AdamW step that do not depend on the element, computed once on the host (in double, then
 // rounded to float, as torch turns its Python-float hyperparameters into the tensor's type).
 struct l4j_adamw_scalars {
-    float decay;        // 1 - lr * weight_decay
+    float decay;          // 1 - lr * weight_decay
     float one_minus_beta1;
     float beta2;
     float one_minus_beta2;
-    float step_size;    // lr / (1 - beta1^step)
-    float bias2_sqrt;   // sqrt(1 - beta2^step)
+    float neg_step_size;  // -lr / (1 - beta1^step)
+    float bias2_sqrt;     // sqrt(1 - beta2^step)
     float eps;
 };
 
-// One element of torch.optim.AdamW (the single-tensor path, no amsgrad, not maximising), operation by operation:
+// One element of torch.optim.AdamW (no amsgrad, not maximising) in the float32 operations of torch's CPU kernels,
+// which the CPU backend performs in the same order:
 //   param.mul_(decay); exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
 //   denom = exp_avg_sq.sqrt() / bias2_sqrt + eps; param.addcdiv_(exp_avg, denom, -step_size).
-// lerp with a weight w below 0.5 is m + w * (g - m), otherwise g - (g - m) * (1 - w); addcmul is v + (w * g) * g; addcdiv is p + (-s * m) / denom.
+// lerp is one fused multiply-add, fma(1 - beta1, g - m, m); addcmul is v + ((1 - beta2) * g) * g; addcdiv is
+// p + (-step_size * m) / denom.
 L4J_HD void l4j_adamw_step(float* param, float grad, float* m, float* v, const l4j_adamw_scalars& s) {
     float p = l4j_mul(*param, s.decay);
-    float mm = *m;
-    mm = s.one_minus_beta1 < 0.5f ? l4j_add(mm, l4j_mul(s.one_minus_beta1, l4j_sub(grad, mm)))
-                                  : l4j_sub(grad, l4j_mul(l4j_sub(grad, mm), l4j_sub(1.0f, s.one_minus_beta1)));
+    float mm = l4j_fma(s.one_minus_beta1, l4j_sub(grad, *m), *m);
     float vv = l4j_add(l4j_mul(*v, s.beta2), l4j_mul(l4j_mul(s.one_minus_beta2, grad), grad));
     float denom = l4j_add(l4j_div(l4j_sqrt(vv), s.bias2_sqrt), s.eps);
-    p = l4j_add(p, l4j_div(l4j_mul(-s.step_size, mm), denom));
+    p = l4j_add(p, l4j_div(l4j_mul(s.neg_step_size, mm), denom));
     *param = p;
     *m = mm;
     *v = vv;

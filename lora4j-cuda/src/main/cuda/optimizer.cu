@@ -4,13 +4,13 @@
 
 extern "C" __global__ void lora4j_adamw_f32(float* param, const float* grad, float* m, float* v, float decay,
                                             float one_minus_beta1, float beta2, float one_minus_beta2,
-                                            float step_size, float bias2_sqrt, float eps, long long n) {
+                                            float neg_step_size, float bias2_sqrt, float eps, long long n) {
     l4j_adamw_scalars s;
     s.decay = decay;
     s.one_minus_beta1 = one_minus_beta1;
     s.beta2 = beta2;
     s.one_minus_beta2 = one_minus_beta2;
-    s.step_size = step_size;
+    s.neg_step_size = neg_step_size;
     s.bias2_sqrt = bias2_sqrt;
     s.eps = eps;
     L4J_FOR_EACH(i, n) {

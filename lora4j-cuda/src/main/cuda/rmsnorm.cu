@@ -51,7 +51,7 @@ __device__ __forceinline__ void l4j_rmsnorm_backward(const float* x, const W* __
     ss = l4j_block_sum(ss, partial);
     dot = l4j_block_sum(dot, partial);
     float r = l4j_rms_inverse(ss, d, eps);
-    float c = r * r * r * (dot / (float) d);
+    float c = r * r * r * dot / (float) d;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         float v = x[base + j];
         dx[base + j] = r * (l4j_load(w, j) * dy[base + j]) - v * c;

@@ -477,12 +477,15 @@ public final class CudaBackend implements Backend {
         opDone("matmulBackwardInput");
     }
 
-    /** {@code dW (+)= dYᵀ · x}, all F32, in true FP32 (no TF32). */
+    /**
+     * {@code dW (+)= dYᵀ · x} in true FP32 (no TF32). x may be BF16 or F16 (widened to F32 first, exactly), dY and dW
+     * are F32.
+     */
     @Override
     public void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) {
         bind();
         requireF32(dY, "matmulBackwardWeight dY");
-        requireF32(x, "matmulBackwardWeight x");
+        requireKernelType(x, "matmulBackwardWeight x");
         requireF32(dW, "matmulBackwardWeight dW");
         long n = dY.rows(), m = dY.dim(-1), k = x.dim(-1);
         if (x.rows() != n || dW.rows() != m || dW.dim(-1) != k) {
@@ -495,7 +498,17 @@ public final class CudaBackend implements Backend {
             if (!accumulate) zeroBytes(dws);
             return;
         }
-        matmul.multiplyBackwardWeight(dys.address(), xs.address(), dws.address(), n, m, k, accumulate, stream);
+        if (x.dtype() == DType.F32) {
+            matmul.multiplyBackwardWeight(dys.address(), xs.address(), dws.address(), n, m, k, accumulate, stream);
+        } else {
+            long widened = allocator.allocate(4L * n * k);
+            try {
+                convert(xs.address(), x.dtype(), widened, DType.F32, n * k);
+                matmul.multiplyBackwardWeight(dys.address(), widened, dws.address(), n, m, k, accumulate, stream);
+            } finally {
+                allocator.release(widened);
+            }
+        }
         opDone("matmulBackwardWeight");
     }
 
@@ -522,9 +535,8 @@ public final class CudaBackend implements Backend {
                                  Tensor out, Tensor lse) {
         bind();
         String op = "attentionForward";
-        int n = checkTrainingAttention(op, q, k, v, nHeads, nKvHeads, headDim);
-        requireF32(out, op + " out");
-        requireSameCount(q, out);
+        int n = checkTrainingAttention(op, q, k, v, nHeads, nKvHeads, headDim, slidingWindow);
+        requireShapeOf(op, "out", out, "q", q);
         requireF32(lse, op + " lse");
         if (lse.numel() != (long) n * nHeads) {
             throw new IllegalArgumentException(op + ": lse " + lse + " must hold [" + n + ", " + nHeads + "] values");
@@ -553,15 +565,12 @@ public final class CudaBackend implements Backend {
                                   int nKvHeads, int headDim, int slidingWindow, Tensor dq, Tensor dk, Tensor dv) {
         bind();
         String op = "attentionBackward";
-        int n = checkTrainingAttention(op, q, k, v, nHeads, nKvHeads, headDim);
-        for (Tensor t : new Tensor[] {out, dOut, dq}) {
-            requireF32(t, op + " out, dOut and dq");
-            if (t.numel() != q.numel()) throw new IllegalArgumentException(op + ": " + t + " must have the shape of q " + q);
-        }
-        for (Tensor t : new Tensor[] {dk, dv}) {
-            requireF32(t, op + " dk and dv");
-            if (t.numel() != k.numel()) throw new IllegalArgumentException(op + ": " + t + " must have the shape of k " + k);
-        }
+        int n = checkTrainingAttention(op, q, k, v, nHeads, nKvHeads, headDim, slidingWindow);
+        requireShapeOf(op, "out", out, "q", q);
+        requireShapeOf(op, "dOut", dOut, "q", q);
+        requireShapeOf(op, "dq", dq, "q", q);
+        requireShapeOf(op, "dk", dk, "k", k);
+        requireShapeOf(op, "dv", dv, "v", v);
         requireF32(lse, op + " lse");
         if (lse.numel() != (long) n * nHeads) {
             throw new IllegalArgumentException(op + ": lse " + lse + " must hold [" + n + ", " + nHeads + "] values");
@@ -615,12 +624,20 @@ public final class CudaBackend implements Backend {
         return Float.BYTES * (4 * tile * (headDim | 1) + 2 * tile * 33 + 2 * tile);
     }
 
+    /** An F32 tensor with the rows and row length of {@code like}. */
+    private static void requireShapeOf(String op, String name, Tensor t, String likeName, Tensor like) {
+        requireF32(t, op + " " + name);
+        if (t.rows() != like.rows() || t.dim(-1) != like.dim(-1)) {
+            throw new IllegalArgumentException(op + ": " + name + " " + t + " must have the shape of " + likeName + " " + like);
+        }
+    }
+
     /** The shapes of one whole sequence's attention: q [n, nHeads*headDim], k and v [n, nKvHeads*headDim], all F32. */
     private static int checkTrainingAttention(String op, Tensor q, Tensor k, Tensor v, int nHeads, int nKvHeads,
-                                              int headDim) {
-        if (nHeads <= 0 || nKvHeads <= 0 || headDim <= 0) {
+                                              int headDim, int slidingWindow) {
+        if (nHeads <= 0 || nKvHeads <= 0 || headDim <= 0 || slidingWindow < 0) {
             throw new IllegalArgumentException(op + ": nHeads " + nHeads + ", nKvHeads " + nKvHeads + " and headDim "
-                    + headDim + " must be positive");
+                    + headDim + " must be positive, slidingWindow " + slidingWindow + " not negative (0: none)");
         }
         if (nHeads % nKvHeads != 0) {
             throw new IllegalArgumentException(op + ": nHeads " + nHeads + " is not a multiple of nKvHeads " + nKvHeads);
@@ -776,7 +793,7 @@ public final class CudaBackend implements Backend {
         kernels.launch(CudaKernels.ADAMW, CudaKernels.gridFor(param.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(param).address()).ptr(cuda(grad).address()).ptr(cuda(m).address())
                         .ptr(cuda(v).address()).f32(s.decay()).f32(s.oneMinusBeta1()).f32(s.beta2())
-                        .f32(s.oneMinusBeta2()).f32(s.stepSize()).f32(s.bias2Sqrt()).f32(s.eps()).i64(param.numel()));
+                        .f32(s.oneMinusBeta2()).f32(s.negStepSize()).f32(s.bias2Sqrt()).f32(s.eps()).i64(param.numel()));
         opDone(op);
     }
 
@@ -836,9 +853,9 @@ public final class CudaBackend implements Backend {
         opDone("dropout");
     }
 
-    /** What kept elements are multiplied by: 1/(1-p) rounded to float, as the CPU backend computes it. */
+    /** What kept elements are multiplied by: 1/(1-p) in double, rounded to float, as torch and the CPU backend. */
     static float dropoutScale(float p) {
-        return 1.0f / (1.0f - p);
+        return p == 1f ? 0f : (float) (1.0 / (1.0 - p));
     }
 
     private void zeroBytes(CudaTensor t) {
