@@ -22,9 +22,11 @@ final class CpuTrainingOps {
     private static final int COLUMN_BLOCK = 256;
 
     private final Parallel parallel;
+    private final int threads;
 
-    CpuTrainingOps(Parallel parallel) {
+    CpuTrainingOps(Parallel parallel, int threads) {
         this.parallel = parallel;
+        this.threads = threads;
     }
 
     // ---- matmul ---------------------------------------------------------------------------------------------
@@ -40,9 +42,8 @@ final class CpuTrainingOps {
         }
         requireIntSizes("matmulBackwardInput", n, m, k);
         if (n == 0 || k == 0) return;
-        MemorySegment dy = seg(dY), ws = asF32(w), dx = seg(dX);
-        int rows = (int) n, depth = (int) m, width = (int) k;
-        parallel.forRange(rows, 1, (from, to) -> MatmulBackwardKernels.inputRows(dy, ws, dx, width, depth, from, to, accumulate));
+        backwardBlocks(seg(dY), (int) m, MatmulBackwardKernels.Coefficients.ROWS, seg(w), w.dtype(), seg(dX), (int) m,
+                (int) n, (int) k, accumulate);
     }
 
     void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) {
@@ -56,10 +57,25 @@ final class CpuTrainingOps {
         }
         requireIntSizes("matmulBackwardWeight", n, m, k);
         if (m == 0 || k == 0) return;
-        MemorySegment dy = seg(dY), xs = asF32(x), dw = seg(dW);
-        int rows = (int) n, features = (int) m, width = (int) k;
-        parallel.forRange(features, 1, (from, to) ->
-                MatmulBackwardKernels.weightRows(dy, xs, dw, rows, width, features, from, to, accumulate));
+        backwardBlocks(seg(dY), (int) m, MatmulBackwardKernels.Coefficients.COLUMNS, seg(x), x.dtype(), seg(dW), (int) n,
+                (int) m, (int) k, accumulate);
+    }
+
+    /** C[rows, width] (+)= Σ_t A(p, t)·B[t, :] over t in [0, terms), in independent blocks of C, one per task. */
+    private void backwardBlocks(MemorySegment a, int aRow, MatmulBackwardKernels.Coefficients layout, MemorySegment b,
+                                DType bt, MemorySegment c, int terms, int rows, int width, boolean accumulate) {
+        // Tall blocks reuse each packed slice of B for more rows; enough blocks keep every thread busy.
+        int jBlocks = Parallel.ceilDiv(width, MatmulBackwardKernels.J_BLOCK);
+        int pBlocks = Math.max(Parallel.ceilDiv(rows, MatmulBackwardKernels.MAX_P_BLOCK),
+                Math.min(Parallel.ceilDiv(rows, 16), Parallel.ceilDiv(threads * 3, jBlocks)));
+        int pBlock = (Parallel.ceilDiv(rows, pBlocks) + MatmulBackwardKernels.P_TILE - 1) / MatmulBackwardKernels.P_TILE
+                * MatmulBackwardKernels.P_TILE;
+        int blocks = Parallel.ceilDiv(rows, pBlock);
+        parallel.forEach(blocks * jBlocks, task -> {
+            int p0 = task / jBlocks * pBlock, j0 = task % jBlocks * MatmulBackwardKernels.J_BLOCK;
+            MatmulBackwardKernels.block(a, aRow, layout, b, bt, c, terms, width, p0, Math.min(rows, p0 + pBlock), j0,
+                    Math.min(width, j0 + MatmulBackwardKernels.J_BLOCK), accumulate);
+        });
     }
 
     void sumRows(Tensor dY, Tensor dBias) {

@@ -1,0 +1,109 @@
+package dev.lora4j.backend.cpu;
+
+import dev.lora4j.backend.Backend;
+import dev.lora4j.backend.testing.RandomTensors;
+import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Tensor;
+import org.junit.jupiter.api.Test;
+
+import java.util.function.Function;
+
+import static dev.lora4j.backend.testing.TensorAssert.assertSameFloats;
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * What the CPU backend promises for the training ops beyond the contract: every result is the same bit for bit
+ * whatever the number of threads, so that a training run is reproducible on any machine size.
+ */
+class CpuTrainingOpsTest {
+    private final RandomTensors random = new RandomTensors(5);
+
+    /** Runs {@code op} on a one-thread and a three-thread backend and checks that it returns the same floats. */
+    private static void sameOnOneAndThreeThreads(String what, Function<Backend, float[]> op) {
+        try (CpuBackend one = new CpuBackend(1); CpuBackend three = new CpuBackend(3)) {
+            assertSameFloats(what + " on 1 vs 3 threads", op.apply(three), op.apply(one));
+        }
+    }
+
+    @Test
+    void matmulBackwardFormsDoNotDependOnTheNumberOfThreads() {
+        for (int[] s : new int[][] {{300, 700, 50}, {17, 33, 600}, {1, 500, 3}, {129, 16, 1000}}) {
+            int n = s[0], k = s[1], m = s[2];
+            float[] dy = random.uniform(n * m, -1, 1), w = random.uniform(m * k, -1, 1), x = random.uniform(n * k, -1, 1);
+            sameOnOneAndThreeThreads("matmulBackwardInput " + n + "x" + k + "x" + m, b -> {
+                try (Tensor dyt = b.fromFloats(dy, DType.F32, n, m); Tensor wt = b.fromFloats(w, DType.BF16, m, k);
+                     Tensor dx = b.allocate(DType.F32, n, k)) {
+                    b.matmulBackwardInput(dyt, wt, dx, false);
+                    return b.toFloats(dx);
+                }
+            });
+            sameOnOneAndThreeThreads("matmulBackwardWeight " + n + "x" + k + "x" + m, b -> {
+                try (Tensor dyt = b.fromFloats(dy, DType.F32, n, m); Tensor xt = b.fromFloats(x, DType.F32, n, k);
+                     Tensor dw = b.allocate(DType.F32, m, k)) {
+                    b.matmulBackwardWeight(dyt, xt, dw, false);
+                    return b.toFloats(dw);
+                }
+            });
+        }
+    }
+
+    @Test
+    void attentionForwardAndBackwardDoNotDependOnTheNumberOfThreads() {
+        int n = 70, heads = 4, kvHeads = 2, headDim = 64;
+        float[] q = random.uniform(n * heads * headDim, -1, 1), k = random.uniform(n * kvHeads * headDim, -1, 1);
+        float[] v = random.uniform(n * kvHeads * headDim, -1, 1), dOut = random.uniform(n * heads * headDim, -1, 1);
+        for (int window : new int[] {0, 20}) {
+            sameOnOneAndThreeThreads("attention, window " + window, b -> {
+                try (Tensor qt = b.fromFloats(q, DType.F32, n, heads * headDim); Tensor kt = b.fromFloats(k, DType.F32, n, kvHeads * headDim);
+                     Tensor vt = b.fromFloats(v, DType.F32, n, kvHeads * headDim); Tensor dot = b.fromFloats(dOut, DType.F32, n, heads * headDim);
+                     Tensor out = b.allocate(DType.F32, n, heads * headDim); Tensor lse = b.allocate(DType.F32, n, heads);
+                     Tensor dq = b.allocate(DType.F32, n, heads * headDim); Tensor dk = b.allocate(DType.F32, n, kvHeads * headDim);
+                     Tensor dv = b.allocate(DType.F32, n, kvHeads * headDim)) {
+                    b.attentionForward(qt, kt, vt, heads, kvHeads, headDim, window, out, lse);
+                    b.attentionBackward(qt, kt, vt, out, lse, dot, heads, kvHeads, headDim, window, dq, dk, dv);
+                    return concat(b.toFloats(out), b.toFloats(lse), b.toFloats(dq), b.toFloats(dk), b.toFloats(dv));
+                }
+            });
+        }
+    }
+
+    @Test
+    void reductionsOverRowsDoNotDependOnTheNumberOfThreads() {
+        int rows = 200, d = 777;
+        float[] x = random.uniform(rows * d, -2, 2), dy = random.uniform(rows * d, -1, 1), w = random.uniform(d, 0.5, 1.5);
+        int[] ids = random.ints(rows, 0, 9);
+        sameOnOneAndThreeThreads("rmsNormBackward, sumRows, embeddingBackward, sumOfSquares", b -> {
+            try (Tensor xt = b.fromFloats(x, DType.F32, rows, d); Tensor dyt = b.fromFloats(dy, DType.F32, rows, d);
+                 Tensor wt = b.fromFloats(w, DType.F32, d); Tensor dx = b.allocate(DType.F32, rows, d);
+                 Tensor dw = b.allocate(DType.F32, d); Tensor bias = b.allocate(DType.F32, d);
+                 Tensor table = b.allocate(DType.F32, 10, d)) {
+                b.rmsNormBackward(xt, wt, 1e-5f, dyt, dx, dw);
+                b.sumRows(dyt, bias);
+                b.embeddingBackward(ids, dyt, table);
+                float sum = (float) b.sumOfSquares(xt);
+                return concat(b.toFloats(dx), b.toFloats(dw), b.toFloats(bias), b.toFloats(table), new float[] {sum});
+            }
+        });
+    }
+
+    @Test
+    void sumOfSquaresAddsItsPartialSumsInAFixedOrder() {
+        float[] x = random.uniform(1_000_003, -1, 1);
+        try (CpuBackend one = new CpuBackend(1); CpuBackend three = new CpuBackend(3);
+             Tensor a = one.fromFloats(x, DType.F32, x.length); Tensor b = three.fromFloats(x, DType.F32, x.length)) {
+            assertThat(three.sumOfSquares(b)).isEqualTo(one.sumOfSquares(a));
+        }
+    }
+
+    private static float[] concat(float[]... parts) {
+        int length = 0;
+        for (float[] p : parts) length += p.length;
+        float[] all = new float[length];
+        int at = 0;
+        for (float[] p : parts) {
+            System.arraycopy(p, 0, all, at, p.length);
+            at += p.length;
+        }
+        return all;
+    }
+}
