@@ -55,6 +55,7 @@ final class MatmulKernels {
     private static void streamed(MemorySegment x, MemorySegment w, DType wt, MemorySegment out, int k, int m,
                                  int r0, int r1, int c0, int c1, boolean accumulate) {
         float[] sums = new float[STREAMS];
+        float[] totals = new float[(r1 - r0) * STREAMS]; // per row, the slices' sums, added as the packed path does
         long xRow = (long) k * Float.BYTES, wRow = wt.bytesFor(k);
         long[] rows = new long[STREAMS];
         for (int c = c0; c < c1; c += STREAMS) {
@@ -67,9 +68,15 @@ final class MatmulKernels {
                 for (int r = r0; r < r1; r++) {
                     if (wt == DType.BF16) bf16Rows(x, r * xRow + xj, w, rows, wj, len, sums);
                     else f32Rows(x, r * xRow + xj, w, rows, wj, len, sums);
-                    long o = (long) r * m + c;
-                    boolean add = accumulate || j0 > 0;
-                    for (int j = 0; j < cols; j++) out.setAtIndex(F32, o + j, add ? out.getAtIndex(F32, o + j) + sums[j] : sums[j]);
+                    int t = (r - r0) * STREAMS;
+                    for (int j = 0; j < cols; j++) totals[t + j] = j0 > 0 ? totals[t + j] + sums[j] : sums[j];
+                }
+            }
+            for (int r = r0; r < r1; r++) {
+                long o = (long) r * m + c;
+                int t = (r - r0) * STREAMS;
+                for (int j = 0; j < cols; j++) {
+                    out.setAtIndex(F32, o + j, accumulate ? out.getAtIndex(F32, o + j) + totals[t + j] : totals[t + j]);
                 }
             }
         }

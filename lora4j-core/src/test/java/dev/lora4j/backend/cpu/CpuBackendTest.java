@@ -35,12 +35,16 @@ class CpuBackendTest {
         RandomTensors random = new RandomTensors(2);
         int k = 1100, m = 21; // more than one slice of k, and a tail
         for (DType wt : new DType[] {DType.F32, DType.BF16, DType.F16}) {
-            float[] x = random.uniform(9 * k, -1, 1), w = random.uniform(m * k, -1, 1);
-            try (CpuBackend backend = new CpuBackend(2)) {
-                float[] all = matmul(backend, x, w, 9, k, m, wt);
-                for (int r = 0; r < 9; r++) {
-                    float[] one = matmul(backend, Arrays.copyOfRange(x, r * k, (r + 1) * k), w, 1, k, m, wt);
-                    assertSameFloats("row " + r + " alone vs among 9, " + wt, one, Arrays.copyOfRange(all, r * m, (r + 1) * m));
+            for (boolean accumulate : new boolean[] {false, true}) {
+                float[] x = random.uniform(9 * k, -1, 1), w = random.uniform(m * k, -1, 1), before = random.uniform(9 * m, -1, 1);
+                try (CpuBackend backend = new CpuBackend(2)) {
+                    float[] all = matmul(backend, x, w, 9, k, m, wt, accumulate ? before : null);
+                    for (int r = 0; r < 9; r++) {
+                        float[] one = matmul(backend, Arrays.copyOfRange(x, r * k, (r + 1) * k), w, 1, k, m, wt,
+                                accumulate ? Arrays.copyOfRange(before, r * m, (r + 1) * m) : null);
+                        assertSameFloats("row " + r + " alone vs among 9, " + wt + (accumulate ? ", accumulating" : ""),
+                                one, Arrays.copyOfRange(all, r * m, (r + 1) * m));
+                    }
                 }
             }
         }
@@ -101,9 +105,14 @@ class CpuBackendTest {
     }
 
     private static float[] matmul(CpuBackend backend, float[] x, float[] w, int n, int k, int m, DType wt) {
+        return matmul(backend, x, w, n, k, m, wt, null);
+    }
+
+    /** x·wᵀ, added to {@code before} when it is not null. */
+    private static float[] matmul(CpuBackend backend, float[] x, float[] w, int n, int k, int m, DType wt, float[] before) {
         try (Tensor xt = backend.fromFloats(x, DType.F32, n, k); Tensor wt2 = backend.fromFloats(w, wt, m, k);
-             Tensor out = backend.allocate(DType.F32, n, m)) {
-            backend.matmul(xt, wt2, out);
+             Tensor out = before == null ? backend.allocate(DType.F32, n, m) : backend.fromFloats(before, DType.F32, n, m)) {
+            backend.matmul(xt, wt2, out, before != null);
             return backend.toFloats(out);
         }
     }
