@@ -1,0 +1,9 @@
+package dev.lora4j.train;
+
+import java.nio.file.Path;
+
+/**
+ * How a run ended: the steps taken, train_loss (the mean of every step's loss, as transformers reports it), the
+ * last eval_loss (NaN without evaluation), the seconds it ran, and where the trained adapter or model is.
+ */
+public record TrainResult(long globalStep, double trainLoss, double evalLoss, double runtimeSeconds, long tokensSeen, Path output) {}

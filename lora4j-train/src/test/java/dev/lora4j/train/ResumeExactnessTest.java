@@ -1,0 +1,121 @@
+package dev.lora4j.train;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.lora4j.api.Device;
+import dev.lora4j.train.checkpoint.CheckpointFolders;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+import java.util.List;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * A run killed after a checkpoint and resumed from it ends with the same bytes as a run that was never interrupted.
+ *
+ * <p>Runs in its own surefire execution on the C1 compiler (see lora4j-train's pom): C2 compiles the Vector API's
+ * float lane reductions with a different order of additions than the interpreter and C1 use, so on C2 a run's
+ * last bits depend on when its hot loops got compiled, and two identical uninterrupted runs already differ.
+ */
+class ResumeExactnessTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    @TempDir
+    static Path shared;
+    static TinyModel tiny;
+
+    @TempDir
+    Path dir;
+
+    @BeforeAll
+    static void writeModelAndData() throws IOException {
+        assumeTrue(ManagementFactory.getRuntimeMXBean().getInputArguments().contains("-XX:TieredStopAtLevel=1"),
+                "bit-for-bit run comparisons run in the resume-exactness surefire execution, on the C1 compiler");
+        tiny = TinyModel.write(shared);
+    }
+
+    /** Stops a run as a kill would, right after a step. */
+    private static final class Kill extends RuntimeException {}
+
+    private static TrainingListener killAfter(long step) {
+        return new TrainingListener() {
+            @Override
+            public void onStep(StepReport report) {
+                if (report.step() == step) throw new Kill();
+            }
+        };
+    }
+
+    @Test
+    void loraRunResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
+        check(false);
+    }
+
+    @Test
+    void fullFineTuningResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
+        check(true);
+    }
+
+    private SftTrainer trainer(SftConfig config, boolean full) {
+        var b = SftTrainer.builder().model(tiny.folder, Device.CPU).trainDataset(tiny.trainFile).evalDataset(tiny.evalFile).config(config);
+        if (full) b.fullFineTuning(); else b.lora(TinyModel.lora());
+        return b.build();
+    }
+
+    private void check(boolean full) throws IOException {
+        Path straight = dir.resolve("straight"), interrupted = dir.resolve("interrupted");
+        // 2 epochs of 4 steps; the kill comes after step 5, in the second epoch, one step after checkpoint-4.
+        SftConfig.Builder config = TinyModel.config(straight).evalSteps(3.0).learningRate(full ? 1e-3 : 1e-2);
+        try (SftTrainer t = trainer(config.build(), full)) {
+            t.train();
+        }
+        try (SftTrainer t = trainer(config.outputDir(interrupted).build(), full)) {
+            t.addListener(killAfter(5));
+            assertThatThrownBy(t::train).isInstanceOf(Kill.class);
+        }
+        assertThat(CheckpointFolders.latest(interrupted)).contains(interrupted.resolve("checkpoint-4"));
+        try (SftTrainer t = trainer(config.outputDir(interrupted).resumeFromCheckpoint("latest").build(), full)) {
+            assertThat(t.train().globalStep()).isEqualTo(8);
+        }
+        String weights = full ? "model.safetensors" : "adapter_model.safetensors";
+        assertThat(sha256(interrupted.resolve(weights))).isEqualTo(sha256(straight.resolve(weights)));
+        assertThat(sha256(interrupted.resolve("checkpoint-8").resolve(SftTrainer.OPTIMIZER_FILE)))
+                .isEqualTo(sha256(straight.resolve("checkpoint-8").resolve(SftTrainer.OPTIMIZER_FILE)));
+        // The metrics log of the resumed run has each step once, with the same losses and learning rates.
+        assertThat(values(interrupted, "loss")).isEqualTo(values(straight, "loss")).hasSize(8);
+        assertThat(values(interrupted, "learning_rate")).isEqualTo(values(straight, "learning_rate"));
+        assertThat(values(interrupted, "eval_loss")).isEqualTo(values(straight, "eval_loss")).hasSize(3);
+        JsonNode state = JSON.readTree(interrupted.resolve("checkpoint-8/trainer_state.json").toFile());
+        assertThat(state.get("log_history").size()).isEqualTo(JSON.readTree(straight.resolve("checkpoint-8/trainer_state.json").toFile())
+                .get("log_history").size());
+    }
+
+    private static List<Double> values(Path out, String key) throws IOException {
+        return Files.readAllLines(out.resolve(SftTrainer.METRICS_FILE)).stream().map(l -> {
+            try {
+                return JSON.readTree(l);
+            } catch (IOException e) {
+                throw new IllegalStateException(e);
+            }
+        }).filter(n -> n.has(key)).map(n -> n.get(key).asDouble()).toList();
+    }
+
+    private static String sha256(Path file) throws IOException {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(file)));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}
