@@ -100,12 +100,13 @@ final class CpuTrainingOps {
         if (lse.numel() != (long) s.n() * nHeads) {
             throw new IllegalArgumentException("attentionForward lse " + lse + " must be [" + s.n() + ", " + nHeads + "]");
         }
+        AttentionTrainingKernels.Packed packed = new AttentionTrainingKernels.Packed(s, false);
         MemorySegment qs = seg(q), ks = seg(k), vs = seg(v), os = seg(out), ls = seg(lse);
-        parallel.forRange(s.n() * nHeads, 1, (from, to) -> {
-            float[] scores = new float[s.n()];
-            for (int task = from; task < to; task++) {
-                AttentionTrainingKernels.forward(qs, ks, vs, os, ls, s, task / nHeads, task % nHeads, scores);
-            }
+        parallel.forRange(s.n(), 16, (from, to) -> packed.pack(qs, ks, vs, null, from, to));
+        int step = s.rowsPerBlock(), blocks = Parallel.ceilDiv(s.n(), step);
+        parallel.forEach(blocks * nKvHeads, task -> {
+            int i0 = task / nKvHeads * step;
+            AttentionTrainingKernels.forwardBlock(packed, os, ls, i0, Math.min(s.n(), i0 + step), task % nKvHeads);
         });
     }
 
@@ -126,17 +127,24 @@ final class CpuTrainingOps {
         if (lse.numel() != (long) s.n() * nHeads) {
             throw new IllegalArgumentException("attentionBackward lse " + lse + " must be [" + s.n() + ", " + nHeads + "]");
         }
-        MemorySegment qs = seg(q), ks = seg(k), vs = seg(v), os = seg(out), ls = seg(lse), dos = seg(dOut);
+        AttentionTrainingKernels.Packed packed = new AttentionTrainingKernels.Packed(s, true);
+        MemorySegment qs = seg(q), ks = seg(k), vs = seg(v), os = seg(out), dos = seg(dOut);
         MemorySegment dqs = seg(dq), dks = seg(dk), dvs = seg(dv);
-        int queries = s.n() * nHeads;
-        float[] d = new float[queries];
-        parallel.forRange(queries, 64, (from, to) -> {
-            for (int r = from; r < to; r++) d[r] = AttentionTrainingKernels.rowDot(dos, os, s, r / nHeads, r % nHeads);
+        MemorySegment.copy(seg(lse), java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, 0, packed.lse, 0, packed.lse.length);
+        parallel.forRange(s.n(), 16, (from, to) -> {
+            packed.pack(qs, ks, vs, dos, from, to);
+            AttentionTrainingKernels.rowDots(dos, os, s, packed.d, from, to);
         });
-        parallel.forEach(queries, r ->
-                AttentionTrainingKernels.queryGradient(qs, ks, vs, ls, dos, d, dqs, s, r / nHeads, r % nHeads));
-        parallel.forEach(s.n() * nKvHeads, r ->
-                AttentionTrainingKernels.keyValueGradient(qs, ks, vs, ls, dos, d, dks, dvs, s, r / nKvHeads, r % nKvHeads));
+        int step = s.rowsPerBlock(), rowBlocks = Parallel.ceilDiv(s.n(), step);
+        parallel.forEach(rowBlocks * nKvHeads, task -> {
+            int i0 = task / nKvHeads * step;
+            AttentionTrainingKernels.queryGradientBlock(packed, dqs, i0, Math.min(s.n(), i0 + step), task % nKvHeads);
+        });
+        int keyBlock = AttentionTrainingKernels.KEY_BLOCK, keyBlocks = Parallel.ceilDiv(s.n(), keyBlock);
+        parallel.forEach(keyBlocks * nKvHeads, task -> {
+            int t0 = task / nKvHeads * keyBlock;
+            AttentionTrainingKernels.keyValueGradientBlock(packed, dks, dvs, t0, Math.min(s.n(), t0 + keyBlock), task % nKvHeads);
+        });
     }
 
     private static AttentionTrainingKernels.Shape attentionShape(String op, Tensor q, Tensor k, Tensor v, int nHeads,

@@ -44,8 +44,8 @@ public abstract class TrainingOpsContract {
     protected double elementwiseRoundoff() { return F32_ROUNDOFF; }
 
     /**
-     * The error allowed in attention's gradients, relative to each element plus the largest element of the same
-     * gradient: the backward pass recomputes probabilities from lse and sums several products of them.
+     * The error allowed in attention's gradients, relative to each element plus the largest element of the three
+     * gradients: the backward pass recomputes probabilities from lse and sums several products of them.
      */
     protected double attentionTolerance() { return 1e-4; }
 
@@ -273,18 +273,20 @@ public abstract class TrainingOpsContract {
             backend.attentionBackward(qt, kt, vt, out, lse, dot, heads, kvHeads, headDim, window, dq, dk, dv);
             ReferenceTrainingOps.Qkv expected = ReferenceTrainingOps.attentionBackward(toDoubles(q), toDoubles(k), toDoubles(v),
                     toDoubles(dOut), n, heads, kvHeads, headDim, window);
+            // Relative to each element plus the largest element of all three gradients: where the exact gradient
+            // cancels to zero (dq of a query that sees one key), FP32 leaves a residue of the size of the terms.
             double tol = attentionTolerance();
-            assertGradient(what + " dq", backend.toFloats(dq), expected.dq(), tol);
-            assertGradient(what + " dk", backend.toFloats(dk), expected.dk(), tol);
-            assertGradient(what + " dv", backend.toFloats(dv), expected.dv(), tol);
+            double scale = Math.max(largest(expected.dq()), Math.max(largest(expected.dk()), largest(expected.dv())));
+            assertClose(what + " dq", backend.toFloats(dq), expected.dq(), tol * scale, tol);
+            assertClose(what + " dk", backend.toFloats(dk), expected.dk(), tol * scale, tol);
+            assertClose(what + " dv", backend.toFloats(dv), expected.dv(), tol * scale, tol);
         }
     }
 
-    /** Within tol·(|expected[i]| + max|expected|). */
-    private static void assertGradient(String what, float[] actual, double[] expected, double tol) {
-        double scale = 0;
-        for (double e : expected) scale = Math.max(scale, Math.abs(e));
-        assertClose(what, actual, expected, tol * scale + 1e-30, tol);
+    private static double largest(double[] values) {
+        double m = 0;
+        for (double v : values) m = Math.max(m, Math.abs(v));
+        return m;
     }
 
     // ---- rmsNorm, rope, swiglu, embedding -------------------------------------------------------------------
