@@ -18,6 +18,7 @@ import java.io.PrintWriter;
                 InspectCommand.class,
                 InitModelCommand.class,
                 DevicesCommand.class,
+                TrainCommand.class,
                 CommandLine.HelpCommand.class
         })
 public final class Lora4jCommand implements Runnable {
