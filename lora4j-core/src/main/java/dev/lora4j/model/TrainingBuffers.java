@@ -121,6 +121,42 @@ final class TrainingBuffers implements AutoCloseable {
         return new TrainingBuffers(b, s, adapters, capacity, false, false, false, 0, lossChunkBytes);
     }
 
+    /**
+     * The bytes {@link #forTraining} (or, with {@code withGradients} false, {@link #forEvaluation}) allocates for
+     * {@code capacity} tokens, computed without allocating: the memory plan's activation term.
+     */
+    static long bytesFor(LlamaShape s, List<TrainablePlan.LoraModule> adapters, int capacity, boolean withGradients,
+                         boolean checkpointing, long lossChunkBytes, DType act) {
+        int L = s.numLayers();
+        long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim(), ff = s.intermediateSize(), cap = capacity;
+        boolean residuals = withGradients, perLayer = withGradients && !checkpointing;
+        long elements = 0, f32 = 0;
+        elements += (residuals ? L + 1 : 1) * cap * d;                           // residual stream
+        elements += (residuals ? (perLayer ? L : 1) : 0) * cap * d;              // between the blocks
+        int layerSets = perLayer ? L : 1;
+        elements += layerSets * cap * (2 * qd + 2 * kvd + 2 * ff);               // q, k, v, attended, gate, up
+        if (withGradients) f32 += layerSets * cap * s.numHeads();                 // lse
+        for (int i = 0; i < layerSets; i++) {
+            for (Projection p : Projection.values()) {
+                boolean any = false;
+                for (TrainablePlan.LoraModule m : adapters) any |= m.projection() == p && (!perLayer || m.layer() == i);
+                if (any) elements += cap * maxRank(adapters, p, perLayer ? i : -1);
+            }
+        }
+        elements += cap * d + cap * ff;                                            // normed, swiglu
+        int dropped = withGradients ? droppedWidth(s, adapters) : 0;
+        elements += cap * dropped;
+        long chunkRows = Math.max(1, Math.min(cap, lossChunkBytes / (4L * s.vocabSize())));
+        f32 += chunkRows * s.vocabSize() + cap;                                    // logits chunk, losses
+        if (withGradients) {
+            int maxRank = 1;
+            for (TrainablePlan.LoraModule m : adapters) maxRank = Math.max(maxRank, m.rank());
+            elements += cap * (3 * d + 2 * qd + 2 * kvd + 3 * ff + maxRank);     // gradients of activations
+            if (!perLayer) elements += cap * d;                                   // recomputed layer output
+        }
+        return act.bytesFor(elements) + DType.F32.bytesFor(f32);
+    }
+
     private static int droppedWidth(LlamaShape s, List<TrainablePlan.LoraModule> adapters) {
         int w = 0;
         for (TrainablePlan.LoraModule m : adapters) if (m.dropout() > 0) w = Math.max(w, m.inFeatures());

@@ -1,0 +1,59 @@
+package dev.lora4j.model;
+
+import dev.lora4j.io.ModelConfig;
+import dev.lora4j.tensor.DType;
+
+import java.util.Locale;
+
+/**
+ * The memory a training run needs on its device, computed from the configuration before anything is allocated:
+ * frozen weights in their storage dtype (norm weights F32), trainable parameters, their gradients and AdamW's two
+ * moments in F32, and the activation and gradient buffers of one micro-batch ({@link TrainableLlama}'s plan,
+ * the same sizes it allocates), plus the evaluation buffers. Backend workspaces (cuBLASLt, attention tiles) come on
+ * top.
+ */
+public record TrainingMemory(long frozenWeights, long trainableWeights, long gradients, long optimizerStates,
+                             long activations, long evaluation) {
+
+    public long total() {
+        return frozenWeights + trainableWeights + gradients + optimizerStates + activations + evaluation;
+    }
+
+    /**
+     * @param baseStorage         the dtype frozen weights are kept in (the checkpoint's, usually BF16)
+     * @param activationType      the backend's activation dtype
+     * @param tokensPerMicroBatch the most tokens one forwardBackward call sees (rows × sequence length)
+     */
+    public static TrainingMemory estimate(ModelConfig config, FineTuneMethod method, DType baseStorage, DType activationType,
+                                          int tokensPerMicroBatch, boolean gradientCheckpointing, long lossChunkBytes) {
+        LlamaShape shape = LlamaShape.of(config);
+        TrainablePlan plan = TrainablePlan.of(shape, method);
+        long trainable = plan.trainableCount();
+        // The base tensors that do not train, in their storage dtype; norm weights are always F32. A modules_to_save
+        // copy replaces its original, except that a tied table keeps serving the other side.
+        long frozen = 0;
+        for (String name : LlamaWeightLoader.requiredNames(shape)) {
+            if (plan.trains(name)) continue;
+            frozen += (name.endsWith("norm.weight") ? DType.F32 : baseStorage).bytesFor(plan.numel(name));
+        }
+        if (shape.tiedEmbeddings() && plan.copies().contains("model.embed_tokens.weight")) {
+            frozen += baseStorage.bytesFor(plan.numel("lm_head.weight"));
+        }
+        int capacity = (int) Math.min(Integer.MAX_VALUE, (tokensPerMicroBatch + 63L) / 64 * 64);
+        long activations = TrainingBuffers.bytesFor(shape, plan.loraModules(), capacity, true, gradientCheckpointing,
+                lossChunkBytes, activationType);
+        long evaluation = TrainingBuffers.bytesFor(shape, plan.loraModules(), capacity, false, false, lossChunkBytes,
+                activationType);
+        return new TrainingMemory(frozen, DType.F32.bytesFor(trainable), DType.F32.bytesFor(trainable),
+                2 * DType.F32.bytesFor(trainable), activations, evaluation);
+    }
+
+    @Override
+    public String toString() {
+        return String.format(Locale.ROOT, "%.2f GiB: frozen weights %.2f, trainable %.2f, gradients %.2f, AdamW states %.2f,"
+                        + " activations %.2f, evaluation %.2f", gib(total()), gib(frozenWeights), gib(trainableWeights),
+                gib(gradients), gib(optimizerStates), gib(activations), gib(evaluation));
+    }
+
+    private static double gib(long bytes) { return bytes / (double) (1L << 30); }
+}
