@@ -85,8 +85,14 @@ public final class BenchMain {
             case "MachineCeilingBenchmark.readBandwidth" -> gbps((long) i(p, "megabytes") << 20, seconds);
             case "MachineCeilingBenchmark.fmaThroughput" ->
                     gflops(MachineCeilingBenchmark.fmaFlops(Runtime.getRuntime().availableProcessors()), seconds);
-            default -> "";
+            default -> name.startsWith("TrainingBenchmark.")
+                    ? trainingRate(name.substring("TrainingBenchmark.".length()), p, seconds) : "";
         };
+    }
+
+    private static String trainingRate(String benchmark, BenchmarkParams p, double seconds) {
+        double flops = TrainingBenchmark.flops(benchmark, i(p, "n"), i(p, "k"));
+        return flops > 0 ? gflops(flops, seconds) : "";
     }
 
     private static String parameters(BenchmarkParams p) {

@@ -3,6 +3,7 @@ package dev.lora4j.backend.cpu;
 import dev.lora4j.backend.DropoutHash;
 import jdk.incubator.vector.DoubleVector;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.LongVector;
 import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -16,8 +17,12 @@ import static dev.lora4j.backend.cpu.VectorShapes.f32;
 import static jdk.incubator.vector.VectorOperators.ADD;
 import static jdk.incubator.vector.VectorOperators.EXP;
 import static jdk.incubator.vector.VectorOperators.F2D;
+import static jdk.incubator.vector.VectorOperators.L2F;
+import static jdk.incubator.vector.VectorOperators.LSHR;
+import static jdk.incubator.vector.VectorOperators.LT;
 import static jdk.incubator.vector.VectorOperators.MAX;
 import static jdk.incubator.vector.VectorOperators.NEG;
+import static jdk.incubator.vector.VectorOperators.XOR;
 
 /**
  * The element-wise and per-row kernels of the training ops (backward forms, loss, optimizer), on F32 data, free
@@ -281,9 +286,30 @@ final class CpuTrainingKernels {
         for (; i < to; i++) x.setAtIndex(F32, i, x.getAtIndex(F32, i) * s);
     }
 
-    /** out[i] = 0 if uniform(seed, i) < p, else x[i]·keepScale, for i in [from, to). */
+    /** Longs per vector, and floats of half the bit size: one vector of hash values gives one vector of floats. */
+    private static final VectorSpecies<Long> LONGS = LongVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Float> FLOATS_OF_LONGS =
+            VectorSpecies.of(float.class, VectorShape.forBitSize(LONGS.vectorBitSize() / 2));
+
+    /**
+     * out[i] = 0 if uniform(seed, i) < p, else x[i]·keepScale, for i in [from, to): {@link DropoutHash} computed in
+     * 64-bit vector lanes. The top 24 bits of the hash convert to float exactly, so the vector and scalar paths
+     * draw the same numbers.
+     */
     static void dropout(MemorySegment x, MemorySegment out, float p, float keepScale, long seed, long from, long to) {
-        for (long i = from; i < to; i++) {
+        int lanes = LONGS.length();
+        LongVector lane = LongVector.zero(LONGS).addIndex(1);
+        long i = from;
+        for (; i + lanes <= to; i += lanes) {
+            LongVector z = lane.add(i + 1).mul(0x9E3779B97F4A7C15L).add(seed);
+            z = z.lanewise(XOR, z.lanewise(LSHR, 30)).mul(0xBF58476D1CE4E5B9L);
+            z = z.lanewise(XOR, z.lanewise(LSHR, 27)).mul(0x94D049BB133111EBL);
+            z = z.lanewise(XOR, z.lanewise(LSHR, 31)).lanewise(LSHR, 40);
+            FloatVector u = ((FloatVector) z.convertShape(L2F, FLOATS_OF_LONGS, 0)).mul(0x1.0p-24f);
+            FloatVector kept = FloatVector.fromMemorySegment(FLOATS_OF_LONGS, x, i * 4, LE).mul(keepScale);
+            kept.blend(0f, u.compare(LT, p)).intoMemorySegment(out, i * 4, LE);
+        }
+        for (; i < to; i++) {
             float kept = x.getAtIndex(F32, i) * keepScale;
             out.setAtIndex(F32, i, DropoutHash.uniform(seed, i) < p ? 0f : kept);
         }
