@@ -81,7 +81,13 @@ final class ProductTiles {
                 }
             }
             for (; j < cols; j += L) {
-                for (int tile = 0; tile < tiles; tile++) {
+                // One vector wide (a LoRA rank of 16): two tiles at once, so that eight accumulators hide the latency.
+                int tile = 0;
+                for (; tile + 1 < tiles; tile += 2) {
+                    tile1x2(ap, (tile * terms + t0) * TILE, ((tile + 1) * terms + t0) * TILE, b, bSlice + j, bStride, len, c,
+                            cOff + tile * TILE * cStride + j, cStride);
+                }
+                if (tile < tiles) {
                     tile1(ap, (tile * terms + t0) * TILE, b, bSlice + j, bStride, len, c, cOff + tile * TILE * cStride + j, cStride);
                 }
             }
@@ -149,6 +155,34 @@ final class ProductTiles {
         s10.intoArray(c, c1); s11.intoArray(c, c1 + L);
         s20.intoArray(c, c2); s21.intoArray(c, c2 + L);
         s30.intoArray(c, c3); s31.intoArray(c, c3 + L);
+    }
+
+    /** Eight rows of C (two tiles of A, at a0 and a1) by one vector. */
+    private static void tile1x2(float[] ap, int a0, int a1, float[] b, int b0, int bStride, int len, float[] c, int c0, int cStride) {
+        FloatVector s0 = FloatVector.fromArray(F, c, c0), s1 = FloatVector.fromArray(F, c, c0 + cStride);
+        FloatVector s2 = FloatVector.fromArray(F, c, c0 + 2 * cStride), s3 = FloatVector.fromArray(F, c, c0 + 3 * cStride);
+        FloatVector s4 = FloatVector.fromArray(F, c, c0 + 4 * cStride), s5 = FloatVector.fromArray(F, c, c0 + 5 * cStride);
+        FloatVector s6 = FloatVector.fromArray(F, c, c0 + 6 * cStride), s7 = FloatVector.fromArray(F, c, c0 + 7 * cStride);
+        for (int t = 0; t < len; t++) {
+            FloatVector bv = FloatVector.fromArray(F, b, b0 + t * bStride);
+            int x = a0 + t * TILE, y = a1 + t * TILE;
+            s0 = bv.fma(FloatVector.broadcast(F, ap[x]), s0);
+            s1 = bv.fma(FloatVector.broadcast(F, ap[x + 1]), s1);
+            s2 = bv.fma(FloatVector.broadcast(F, ap[x + 2]), s2);
+            s3 = bv.fma(FloatVector.broadcast(F, ap[x + 3]), s3);
+            s4 = bv.fma(FloatVector.broadcast(F, ap[y]), s4);
+            s5 = bv.fma(FloatVector.broadcast(F, ap[y + 1]), s5);
+            s6 = bv.fma(FloatVector.broadcast(F, ap[y + 2]), s6);
+            s7 = bv.fma(FloatVector.broadcast(F, ap[y + 3]), s7);
+        }
+        s0.intoArray(c, c0);
+        s1.intoArray(c, c0 + cStride);
+        s2.intoArray(c, c0 + 2 * cStride);
+        s3.intoArray(c, c0 + 3 * cStride);
+        s4.intoArray(c, c0 + 4 * cStride);
+        s5.intoArray(c, c0 + 5 * cStride);
+        s6.intoArray(c, c0 + 6 * cStride);
+        s7.intoArray(c, c0 + 7 * cStride);
     }
 
     /** Four rows of C by one vector. */
