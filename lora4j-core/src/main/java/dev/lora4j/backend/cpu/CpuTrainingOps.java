@@ -187,16 +187,24 @@ final class CpuTrainingOps {
         int rows = (int) x.rows(), width = (int) d;
         MemorySegment xs = seg(x), w = asF32(weight), dy = seg(dOut), dx = seg(dX);
         float[] r = new float[rows];
-        parallel.forRange(rows, grainRows(width), (from, to) -> {
-            for (int row = from; row < to; row++) {
-                r[row] = CpuTrainingKernels.inverseRms(xs, (long) row * width, width, eps);
-                CpuTrainingKernels.rmsNormBackwardRow(xs, w, dy, dx, (long) row * width, width, r[row]);
-            }
-        });
-        if (dWeight != null) {
-            MemorySegment dw = seg(dWeight);
-            forColumns(width, (from, to) -> CpuTrainingKernels.rmsNormWeightGradient(xs, dy, r, width, dw, from, to));
+        if (dWeight == null) {
+            parallel.forRange(rows, grainRows(width), (from, to) -> {
+                for (int row = from; row < to; row++) {
+                    r[row] = CpuTrainingKernels.inverseRms(xs, (long) row * width, width, eps);
+                    CpuTrainingKernels.rmsNormBackwardRow(xs, w, dy, dx, (long) row * width, width, r[row]);
+                }
+            });
+            return;
         }
+        // The weight gradient reads dOut and x before dX is written, so that dX may be either of them.
+        parallel.forRange(rows, grainRows(width), (from, to) -> {
+            for (int row = from; row < to; row++) r[row] = CpuTrainingKernels.inverseRms(xs, (long) row * width, width, eps);
+        });
+        MemorySegment dw = seg(dWeight);
+        forColumns(width, (from, to) -> CpuTrainingKernels.rmsNormWeightGradient(xs, dy, r, width, dw, from, to));
+        parallel.forRange(rows, grainRows(width), (from, to) -> {
+            for (int row = from; row < to; row++) CpuTrainingKernels.rmsNormBackwardRow(xs, w, dy, dx, (long) row * width, width, r[row]);
+        });
     }
 
     void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq) {

@@ -95,6 +95,25 @@ class CpuTrainingOpsTest {
         }
     }
 
+    @Test
+    void rmsNormBackwardMayWriteDxOverDOutOrX() {
+        int rows = 9, d = 300;
+        float[] x = random.uniform(rows * d, -2, 2), dy = random.uniform(rows * d, -1, 1), w = random.uniform(d, 0.5, 1.5);
+        try (CpuBackend b = new CpuBackend(2); Tensor xt = b.fromFloats(x, DType.F32, rows, d); Tensor dyt = b.fromFloats(dy, DType.F32, rows, d);
+             Tensor wt = b.fromFloats(w, DType.F32, d); Tensor dx = b.allocate(DType.F32, rows, d); Tensor dw = b.allocate(DType.F32, d);
+             Tensor dwOverDy = b.allocate(DType.F32, d); Tensor dwOverX = b.allocate(DType.F32, d)) {
+            b.rmsNormBackward(xt, wt, 1e-5f, dyt, dx, dw);
+            b.rmsNormBackward(xt, wt, 1e-5f, dyt, dyt, dwOverDy);
+            assertSameFloats("dX written over dOut", b.toFloats(dyt), b.toFloats(dx));
+            assertSameFloats("dWeight with dX written over dOut", b.toFloats(dwOverDy), b.toFloats(dw));
+            try (Tensor dy2 = b.fromFloats(dy, DType.F32, rows, d)) {
+                b.rmsNormBackward(xt, wt, 1e-5f, dy2, xt, dwOverX);
+                assertSameFloats("dX written over x", b.toFloats(xt), b.toFloats(dx));
+                assertSameFloats("dWeight with dX written over x", b.toFloats(dwOverX), b.toFloats(dw));
+            }
+        }
+    }
+
     private static float[] concat(float[]... parts) {
         int length = 0;
         for (float[] p : parts) length += p.length;
