@@ -3,7 +3,6 @@ package dev.lora4j.lora;
 import dev.lora4j.model.LlamaShape;
 
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Set;
@@ -197,11 +196,5 @@ public final class LoraTargets {
             case TargetModules.Regex re -> "'" + re.pattern() + "'";
             case TargetModules.AllLinear a -> "\"all-linear\"";
         };
-    }
-
-    /** Orders module paths by the model's module order. */
-    static Comparator<String> moduleOrder(LlamaShape shape) {
-        List<String> order = LlamaModules.of(shape).stream().map(LlamaModules.Module::path).toList();
-        return Comparator.comparingInt(order::indexOf);
     }
 }

@@ -113,12 +113,7 @@ public final class TrainableLlama implements AutoCloseable {
         TrainablePlan.of(s, method); // fail on a bad configuration before loading gigabytes
         DType storage = method instanceof FineTuneMethod.Full ? DType.F32 : null;
         LlamaWeights base = LlamaWeightLoader.load(folder.weights(), s, backend, storage);
-        try {
-            return build(backend, base, method, seed, c, folder.path(), folder.generationConfig());
-        } catch (RuntimeException | Error e) {
-            base.close();
-            throw e;
-        }
+        return build(backend, base, method, seed, c, folder.path(), folder.generationConfig());
     }
 
     /** A model over a base model and a saved PEFT adapter, with the adapter's configuration. */
@@ -138,7 +133,8 @@ public final class TrainableLlama implements AutoCloseable {
     }
 
     /**
-     * A model over weights already on the backend (it takes ownership of them and closes them). Without a model
+     * A model over weights already on the backend: it takes ownership of them and closes them, also when it fails.
+     * Without a model
      * folder, {@link #saveModel} is not available.
      */
     public static TrainableLlama fromWeights(Backend backend, LlamaWeights base, FineTuneMethod method, long seed) {
@@ -147,15 +143,16 @@ public final class TrainableLlama implements AutoCloseable {
 
     private static TrainableLlama build(Backend backend, LlamaWeights base, FineTuneMethod method, long seed,
                                         ModelConfig config, Path folder, GenerationConfig generation) {
-        if (method instanceof FineTuneMethod.Lora l && !LoraConfig.SUPPORTED_INITS.contains(l.config().initLoraWeights())) {
-            throw new IllegalArgumentException("init_lora_weights \"" + l.config().initLoraWeights() + "\" is not"
-                    + " supported for new adapters; use true (the default), \"gaussian\" or false");
-        }
-        TrainablePlan plan = TrainablePlan.of(base.shape(), method);
         List<Tensor> created = new ArrayList<>();
+        LlamaWeights weights = null;
         try {
+            if (method instanceof FineTuneMethod.Lora l && !LoraConfig.SUPPORTED_INITS.contains(l.config().initLoraWeights())) {
+                throw new IllegalArgumentException("init_lora_weights \"" + l.config().initLoraWeights() + "\" is not"
+                        + " supported for new adapters; use true (the default), \"gaussian\" or false");
+            }
+            TrainablePlan plan = TrainablePlan.of(base.shape(), method);
             WeightsBuilder wb = new WeightsBuilder(backend, plan, base, created);
-            LlamaWeights weights = wb.build();
+            weights = wb.build();
             Adapter[][] adapters = new Adapter[plan.shape().numLayers()][Projection.values().length];
             SplittableRandom random = new SplittableRandom(seed);
             Map<String, Adapter> byPath = new LinkedHashMap<>();
@@ -176,14 +173,20 @@ public final class TrainableLlama implements AutoCloseable {
             for (Adapter a : byPath.values()) addAdapterParameters(params, a);
             TrainableLlama model = new TrainableLlama(backend, method, plan, weights.shape(), config, folder, generation,
                     weights, adapters, inPeftOrder(plan.shape(), params), grads);
-            Set<Tensor> inWeights = Collections.newSetFromMap(new IdentityHashMap<>());
-            inWeights.addAll(weights.tensors());
-            for (Tensor t : created) if (!inWeights.contains(t)) model.owned.add(t);
+            model.owned.addAll(notIn(weights, created));
             return model;
         } catch (RuntimeException | Error e) {
-            for (Tensor t : created) t.close();
+            // The base weights are ours to free: as built (originals replaced by copies already freed), or as given.
+            for (Tensor t : weights == null ? created : notIn(weights, created)) t.close();
+            (weights == null ? base : weights).close();
             throw e;
         }
+    }
+
+    private static List<Tensor> notIn(LlamaWeights weights, List<Tensor> tensors) {
+        Set<Tensor> in = Collections.newSetFromMap(new IdentityHashMap<>());
+        in.addAll(weights.tensors());
+        return tensors.stream().filter(t -> !in.contains(t)).toList();
     }
 
     /**
@@ -874,6 +877,11 @@ public final class TrainableLlama implements AutoCloseable {
             backend.copy(sum, result);
             return result;
         }
+    }
+
+    /** Generates after {@code prompt} with the adapters applied; see {@link #generate(int[], GenerationOptions, Tokenizer, Consumer)}. */
+    public GenerationResult generate(int[] prompt, GenerationOptions options, Tokenizer tokenizer) {
+        return generate(prompt, options, tokenizer, null);
     }
 
     /**
