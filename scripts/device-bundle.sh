@@ -43,7 +43,7 @@ mvn -B -ntp -q -o dependency:copy -Dartifact=org.junit.platform:junit-platform-c
 
 # The runtime: the modules the jars need (jdeps says java.desktop/java.sql for Jinjava's bean access).
 jre=$(mktemp -d)/jre
-"$JAVA_HOME/bin/jlink" --add-modules java.base,jdk.incubator.vector,java.desktop,java.sql,java.logging,java.management,jdk.unsupported,java.compiler,java.naming,java.xml,jdk.crypto.ec \
+"$JAVA_HOME/bin/jlink" --add-modules java.base,jdk.incubator.vector,java.desktop,java.sql,java.logging,java.management,jdk.unsupported,java.compiler,java.naming,java.xml,jdk.crypto.ec,jdk.zipfs \
     --strip-debug --no-header-files --no-man-pages --output "$jre" 2>/dev/null
 tar -C "$(dirname "$jre")" -cf - jre | xz -T0 -6 > "$out/jre.tar.xz"
 rm -rf "$(dirname "$jre")"
