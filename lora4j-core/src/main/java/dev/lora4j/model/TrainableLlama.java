@@ -483,7 +483,7 @@ public final class TrainableLlama implements AutoCloseable {
     /**
      * The logits of every position of {@code tokens} (one sequence from position 0), row-major [tokens][vocab], with
      * the adapters applied and no dropout. The same ops as {@link LlamaModel}, so with zero adapters the logits are
-     * the base model's exactly.
+     * the base model's exactly (for a sequence LlamaModel runs in one pass, at most its maxBatchTokens).
      */
     public float[] logits(int[] tokens) {
         checkOpen();
