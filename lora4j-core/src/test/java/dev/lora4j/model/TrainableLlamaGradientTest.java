@@ -57,6 +57,8 @@ class TrainableLlamaGradientTest {
                         base.withR(4).withBias("lora_only").withTargetModules(TargetModules.names("v_proj", "o_proj", "down_proj"))
                                 .withRankPattern(Map.of("down_proj", 2)).withAlphaPattern(Map.of("o_proj", 3.0))
                                 .withLayersToTransform(List.of(1))),
+                Arguments.of("qwen2, tied, embed_tokens in modules_to_save (the output side stays frozen)",
+                        TinyModels.qwen2(0), DType.BF16, base.withR(2).withModulesToSave(List.of("embed_tokens"))),
                 Arguments.of("mistral window 4, dropout 0.3, norms in modules_to_save", TinyModels.mistral(4), DType.F32,
                         base.withR(4).withLoraDropout(0.3).withTargetModules(TargetModules.names("q_proj", "v_proj", "down_proj"))
                                 .withModulesToSave(List.of("input_layernorm", "model.norm"))));
