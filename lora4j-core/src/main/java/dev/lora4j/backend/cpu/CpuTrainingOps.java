@@ -162,8 +162,9 @@ final class CpuTrainingOps {
             throw new IllegalArgumentException(op + " shapes: q " + q + " must be [n, " + nHeads + "*" + headDim + "], k "
                     + k + " and v " + v + " [n, " + nKvHeads + "*" + headDim + "] with the same n");
         }
-        if (n * Math.max(nHeads, 1) > Integer.MAX_VALUE || q.numel() > Integer.MAX_VALUE) {
-            throw new IllegalArgumentException(op + ": sequence too long for one call: " + q);
+        long paddedDim = AttentionTrainingKernels.roundUp(headDim), paddedN = AttentionTrainingKernels.roundUp((int) Math.min(n, 1 << 30));
+        if (n * nHeads * paddedDim > Integer.MAX_VALUE - 64 || nKvHeads * paddedN * paddedDim > Integer.MAX_VALUE - 64) {
+            throw new IllegalArgumentException(op + ": sequence too long for one call (its packed operands would pass 2^31 floats): q " + q + ", k " + k);
         }
         return new AttentionTrainingKernels.Shape((int) n, nHeads, nKvHeads, headDim, slidingWindow);
     }
