@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run on the GPU machine from the repository root (after scripts/device-bundle.sh made .bundle): every check that
 # needs the GPU or the Python stack, each step's output in its own file under $OUT, going on after a failure.
-#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits decode (default: all)
+#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft decode (default: all)
 set -uo pipefail
 out=${OUT:-/tmp/lora4j-out}
 mkdir -p "$out"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits decode)
+[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits peft decode)
 run_step() {
     local name=$1
     shift
@@ -38,6 +38,12 @@ for step in "${steps[@]}"; do
         logits)
             run_step logits bash -c 'python3 tools/compare_logits.py --out /tmp/lora4j-logits \
                 && scripts/device-run.sh java dev.lora4j.model.LogitsComparison /tmp/lora4j-logits/expected.json cpu,cuda '"$out"'/logits-results.json'
+            ;;
+        peft)
+            # Adapters both ways and one training step against peft 0.21 (tools/compare_peft.py).
+            run_step peft bash -c 'python3 tools/compare_peft.py prepare --out /tmp/lora4j-peft \
+                && scripts/device-run.sh java dev.lora4j.lora.PeftComparison /tmp/lora4j-peft/expected.json cpu,cuda '"$out"'/peft-results.json \
+                && python3 tools/compare_peft.py verify --out /tmp/lora4j-peft --results '"$out"'/peft-verify.json'
             ;;
         decode)
             # Decode speed of a Mistral-7B-shaped random model: lora4j on the GPU, then transformers on the same folder.
