@@ -45,8 +45,10 @@ public final class DatasetReader {
         return new ObjectMapper(factory).enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
     }
 
+    /** Reads a dataset file, or a dataset that ships with lora4j when the path is {@code bundled:<name>}. */
     public static List<DatasetRecord> read(Path file) {
         String name = file.toString();
+        if (BundledDatasets.isBundled(name)) return BundledDatasets.read(name);
         byte[] bytes;
         try {
             bytes = Files.readAllBytes(file);
