@@ -116,7 +116,7 @@ final class AttentionKernel {
             a2 = qv.fma(FloatVector.fromArray(F, k, k2 + j), a2);
             a3 = qv.fma(FloatVector.fromArray(F, k, k3 + j), a3);
         }
-        float d0 = a0.reduceLanes(ADD), d1 = a1.reduceLanes(ADD), d2 = a2.reduceLanes(ADD), d3 = a3.reduceLanes(ADD);
+        float d0 = Lanes.sum(a0), d1 = Lanes.sum(a1), d2 = Lanes.sum(a2), d3 = Lanes.sum(a3);
         for (int j = hv; j < headDim; j++) {
             float qj = q[q0 + j];
             d0 += qj * k[k0 + j];
@@ -134,7 +134,7 @@ final class AttentionKernel {
         FloatVector acc = FloatVector.zero(F);
         int cv = count - count % L;
         for (int j = 0; j < cv; j += L) acc = FloatVector.fromArray(F, a, a0 + j).fma(FloatVector.fromArray(F, b, b0 + j), acc);
-        float sum = acc.reduceLanes(ADD);
+        float sum = Lanes.sum(acc);
         for (int j = cv; j < count; j++) sum += a[a0 + j] * b[b0 + j];
         return sum;
     }
@@ -153,7 +153,7 @@ final class AttentionKernel {
             e.intoArray(s, at + t);
             sv = sv.add(e);
         }
-        float sum = sv.reduceLanes(ADD);
+        float sum = Lanes.sum(sv);
         for (; t < len; t++) {
             s[at + t] = (float) Math.exp(s[at + t] - max);
             sum += s[at + t];

@@ -123,7 +123,7 @@ final class AttentionTrainingKernels {
                 FloatVector acc = FloatVector.zero(F);
                 int j = 0;
                 for (; j + L <= hd; j += L) acc = f32(dOut, o + j * 4L).fma(f32(out, o + j * 4L), acc);
-                float sum = acc.reduceLanes(ADD);
+                float sum = Lanes.sum(acc);
                 for (; j < hd; j++) sum += dOut.get(F32, o + j * 4L) * out.get(F32, o + j * 4L);
                 d[r * s.nHeads() + h] = sum;
             }
@@ -283,7 +283,7 @@ final class AttentionTrainingKernels {
             e.intoArray(x, at + c);
             sv = sv.add(e);
         }
-        float sum = sv.reduceLanes(ADD);
+        float sum = Lanes.sum(sv);
         for (; c < len; c++) {
             x[at + c] = (float) Math.exp(x[at + c] - max);
             sum += x[at + c];

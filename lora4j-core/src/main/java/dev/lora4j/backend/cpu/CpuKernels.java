@@ -40,7 +40,7 @@ final class CpuKernels {
             FloatVector v = f32(x, b + (long) j * 4);
             s0 = v.fma(v, s0);
         }
-        float ss = s0.add(s1).reduceLanes(ADD);
+        float ss = Lanes.sum(s0.add(s1));
         for (; j < d; j++) {
             float v = x.getAtIndex(F32, base + j);
             ss += v * v;

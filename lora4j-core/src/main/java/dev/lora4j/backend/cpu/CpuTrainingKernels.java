@@ -57,7 +57,7 @@ final class CpuTrainingKernels {
             FloatVector v = f32(x, b + (long) j * 4);
             s0 = v.fma(v, s0);
         }
-        float ss = s0.add(s1).reduceLanes(ADD);
+        float ss = Lanes.sum(s0.add(s1));
         for (; j < d; j++) {
             float v = x.getAtIndex(F32, base + j);
             ss += v * v;
@@ -78,7 +78,7 @@ final class CpuTrainingKernels {
             long o = (long) j * 4;
             acc = f32(w, o).mul(f32(dOut, b + o)).fma(f32(x, b + o), acc);
         }
-        float dot = acc.reduceLanes(ADD);
+        float dot = Lanes.sum(acc);
         for (; j < d; j++) dot += w.getAtIndex(F32, j) * dOut.getAtIndex(F32, base + j) * x.getAtIndex(F32, base + j);
         float c = r * r * r * dot / d;
         j = 0;
@@ -202,7 +202,7 @@ final class CpuTrainingKernels {
                 e.intoMemorySegment(logits, o, LE);
                 sv = sv.add(e);
             }
-            sum += sv.reduceLanes(ADD);
+            sum += Lanes.sum(sv);
         }
         for (; j < vocab; j++) {
             float e = (float) Math.exp(logits.getAtIndex(F32, base + j) - max);
@@ -271,7 +271,7 @@ final class CpuTrainingKernels {
             a0 = lo.fma(lo, a0);
             a1 = hi.fma(hi, a1);
         }
-        double sum = a0.add(a1).reduceLanes(ADD);
+        double sum = Lanes.sum(a0.add(a1));
         for (; i < to; i++) {
             double e = x.getAtIndex(F32, i);
             sum += e * e;

@@ -149,10 +149,10 @@ final class MatmulKernels {
             a = FloatVector.fromArray(F, x, x3 + j);
             a30 = a.fma(b0, a30); a31 = a.fma(b1, a31); a32 = a.fma(b2, a32); a33 = a.fma(b3, a33);
         }
-        sums[0] = a00.reduceLanes(ADD); sums[1] = a01.reduceLanes(ADD); sums[2] = a02.reduceLanes(ADD); sums[3] = a03.reduceLanes(ADD);
-        sums[4] = a10.reduceLanes(ADD); sums[5] = a11.reduceLanes(ADD); sums[6] = a12.reduceLanes(ADD); sums[7] = a13.reduceLanes(ADD);
-        sums[8] = a20.reduceLanes(ADD); sums[9] = a21.reduceLanes(ADD); sums[10] = a22.reduceLanes(ADD); sums[11] = a23.reduceLanes(ADD);
-        sums[12] = a30.reduceLanes(ADD); sums[13] = a31.reduceLanes(ADD); sums[14] = a32.reduceLanes(ADD); sums[15] = a33.reduceLanes(ADD);
+        sums[0] = Lanes.sum(a00); sums[1] = Lanes.sum(a01); sums[2] = Lanes.sum(a02); sums[3] = Lanes.sum(a03);
+        sums[4] = Lanes.sum(a10); sums[5] = Lanes.sum(a11); sums[6] = Lanes.sum(a12); sums[7] = Lanes.sum(a13);
+        sums[8] = Lanes.sum(a20); sums[9] = Lanes.sum(a21); sums[10] = Lanes.sum(a22); sums[11] = Lanes.sum(a23);
+        sums[12] = Lanes.sum(a30); sums[13] = Lanes.sum(a31); sums[14] = Lanes.sum(a32); sums[15] = Lanes.sum(a33);
         if (kv < len) {
             for (int i = 0; i < TILE; i++) {
                 int xi = x0 + i * xs;
@@ -175,10 +175,10 @@ final class MatmulKernels {
             a2 = a.fma(FloatVector.fromArray(F, w, w2 + j), a2);
             a3 = a.fma(FloatVector.fromArray(F, w, w3 + j), a3);
         }
-        sums[0] = a0.reduceLanes(ADD) + tail(x, x0, w, w0, kv, len);
-        sums[1] = a1.reduceLanes(ADD) + tail(x, x0, w, w1, kv, len);
-        sums[2] = a2.reduceLanes(ADD) + tail(x, x0, w, w2, kv, len);
-        sums[3] = a3.reduceLanes(ADD) + tail(x, x0, w, w3, kv, len);
+        sums[0] = Lanes.sum(a0) + tail(x, x0, w, w0, kv, len);
+        sums[1] = Lanes.sum(a1) + tail(x, x0, w, w1, kv, len);
+        sums[2] = Lanes.sum(a2) + tail(x, x0, w, w2, kv, len);
+        sums[3] = Lanes.sum(a3) + tail(x, x0, w, w3, kv, len);
     }
 
     /**
@@ -202,8 +202,8 @@ final class MatmulKernels {
             a6 = a.fma(f32(w, w6 + o), a6);
             a7 = a.fma(f32(w, w7 + o), a7);
         }
-        sums[0] = a0.reduceLanes(ADD); sums[1] = a1.reduceLanes(ADD); sums[2] = a2.reduceLanes(ADD); sums[3] = a3.reduceLanes(ADD);
-        sums[4] = a4.reduceLanes(ADD); sums[5] = a5.reduceLanes(ADD); sums[6] = a6.reduceLanes(ADD); sums[7] = a7.reduceLanes(ADD);
+        sums[0] = Lanes.sum(a0); sums[1] = Lanes.sum(a1); sums[2] = Lanes.sum(a2); sums[3] = Lanes.sum(a3);
+        sums[4] = Lanes.sum(a4); sums[5] = Lanes.sum(a5); sums[6] = Lanes.sum(a6); sums[7] = Lanes.sum(a7);
         if (kv < len) {
             for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.F32, rows[i] + wj, kv, len);
         }
@@ -227,8 +227,8 @@ final class MatmulKernels {
             a6 = a.fma(bf16(w, w6 + o), a6);
             a7 = a.fma(bf16(w, w7 + o), a7);
         }
-        sums[0] = a0.reduceLanes(ADD); sums[1] = a1.reduceLanes(ADD); sums[2] = a2.reduceLanes(ADD); sums[3] = a3.reduceLanes(ADD);
-        sums[4] = a4.reduceLanes(ADD); sums[5] = a5.reduceLanes(ADD); sums[6] = a6.reduceLanes(ADD); sums[7] = a7.reduceLanes(ADD);
+        sums[0] = Lanes.sum(a0); sums[1] = Lanes.sum(a1); sums[2] = Lanes.sum(a2); sums[3] = Lanes.sum(a3);
+        sums[4] = Lanes.sum(a4); sums[5] = Lanes.sum(a5); sums[6] = Lanes.sum(a6); sums[7] = Lanes.sum(a7);
         if (kv < len) {
             for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.BF16, rows[i] + wj, kv, len);
         }
