@@ -1,5 +1,6 @@
 package dev.lora4j.cli;
 
+import dev.lora4j.lora.TargetModules;
 import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.train.SftTrainer;
 import dev.lora4j.train.TrainResult;
@@ -231,13 +232,14 @@ final class TrainCommand implements Callable<Integer> {
             describe(out, "train", trainer.trainDataset());
             if (trainer.evalDataset() != null) describe(out, "eval", trainer.evalDataset());
             var plan = trainer.plan();
-            out.printf(Locale.ROOT, "%d steps (%s epochs of %d steps; micro-batches of %d, accumulation %d), %s schedule, lr %s, warmup %d%n",
-                    plan.totalSteps(), trimmed(plan.epochs()), plan.stepsPerEpoch(), run.sft().perDeviceTrainBatchSize(),
+            out.printf(Locale.ROOT, "%d steps (%s epoch%s of %d steps; micro-batches of %d, accumulation %d), %s schedule, lr %s, warmup %d%n",
+                    plan.totalSteps(), trimmed(plan.epochs()), plan.epochs() == 1 ? "" : "s", plan.stepsPerEpoch(), run.sft().perDeviceTrainBatchSize(),
                     run.sft().gradientAccumulationSteps(), run.sft().lrSchedulerType(), run.sft().learningRate(), plan.warmupSteps());
             Files.createDirectories(run.sft().outputDir());
             Files.writeString(run.sft().outputDir().resolve("training_config.json"), TrainConfigReader.toJson(run));
             List<String> before = run.samplePrompts().isEmpty() ? List.of() : trainer.samples(run.samplePrompts(), run.sampleMaxNewTokens());
             printSamples(out, "before training", run.samplePrompts(), before);
+            if (trainer.evalDataset() != null) out.printf(Locale.ROOT, "eval_loss before training %.4f%n", trainer.evaluate());
             TrainResult result = trainer.train();
             List<String> after = run.samplePrompts().isEmpty() ? List.of() : trainer.samples(run.samplePrompts(), run.sampleMaxNewTokens());
             printSamples(out, "after training", run.samplePrompts(), after);
@@ -252,14 +254,20 @@ final class TrainCommand implements Callable<Integer> {
     private static String describe(FineTuneMethod method) {
         if (!(method instanceof FineTuneMethod.Lora l)) return "full fine-tuning: every weight trains, in F32";
         var c = l.config();
-        return String.format(Locale.ROOT, "LoRA r=%d lora_alpha=%s lora_dropout=%s target_modules=%s%s", c.r(), trimmed(c.loraAlpha()),
-                trimmed(c.loraDropout()), c.targetModules(), c.useRslora() ? " rslora" : "");
+        String targets = switch (c.targetModules()) {
+            case TargetModules.Names n -> String.join(",", n.names());
+            case TargetModules.Regex r -> r.pattern();
+            case TargetModules.AllLinear a -> "all-linear";
+        };
+        return String.format(Locale.ROOT, "LoRA r=%d lora_alpha=%s lora_dropout=%s target_modules=%s%s%s", c.r(), trimmed(c.loraAlpha()),
+                trimmed(c.loraDropout()), targets, c.useRslora() ? " use_rslora" : "",
+                c.modulesToSave().isEmpty() ? "" : " modules_to_save=" + String.join(",", c.modulesToSave()));
     }
 
     private static void describe(PrintStream out, String which, SftDataset d) {
         var s = d.stats();
         out.printf(Locale.ROOT, "%s data %s: %,d records (%s), %,d samples, %,d tokens, %,d with loss%s%s%n", which, s.name(), s.records(),
-                s.kind() == null ? "prepared" : s.kind().description(), s.samples(), s.tokens(), s.targetTokens(),
+                s.kind() == null ? "prepared" : s.kind().label(), s.samples(), s.tokens(), s.targetTokens(),
                 s.truncated() > 0 ? String.format(Locale.ROOT, ", %,d truncated", s.truncated()) : "",
                 s.dropped() > 0 ? String.format(Locale.ROOT, ", %,d dropped (no labels left)", s.dropped()) : "");
     }

@@ -60,7 +60,8 @@ class TrainCommandTest {
                 "--report-to", "tensorboard");
         assertThat(run.exitCode()).as(run.err()).isZero();
         assertThat(run.out()).contains("trainable params: ").contains("LoRA r=4 lora_alpha=8")
-                .contains("train data " + data + ": 16 records (prompt-completion")
+                .contains("train data " + data + ": 16 records (prompt-completion), 16 samples").contains("target_modules=all-linear")
+                .contains("eval_loss before training ")
                 .contains("4 steps").contains("step 2/4  loss ").contains("eval_loss")
                 .contains("saved " + out.resolve("checkpoint-2"))
                 .contains("sample before training: Who is number 1?|").contains("sample after training: Who is number 1?|")

@@ -16,19 +16,27 @@ import java.util.List;
 public final class SftRecords {
     /** The kinds of dataset, decided by the first record. */
     public enum Kind {
-        LANGUAGE_MODELING("language modelling (a text field)"),
-        PROMPT_COMPLETION("prompt-completion (prompt and completion strings)"),
-        CONVERSATIONAL("conversational (messages)"),
-        CONVERSATIONAL_PROMPT_COMPLETION("conversational prompt-completion (prompt and completion message lists)");
+        LANGUAGE_MODELING("language modelling", "a text field"),
+        PROMPT_COMPLETION("prompt-completion", "prompt and completion strings"),
+        CONVERSATIONAL("conversational", "messages"),
+        CONVERSATIONAL_PROMPT_COMPLETION("conversational prompt-completion", "prompt and completion message lists");
 
-        private final String description;
+        private final String label;
+        private final String fields;
 
-        Kind(String description) {
-            this.description = description;
+        Kind(String label, String fields) {
+            this.label = label;
+            this.fields = fields;
         }
 
+        /** "prompt-completion (prompt and completion strings)", for messages. */
         public String description() {
-            return description;
+            return label + " (" + fields + ")";
+        }
+
+        /** "prompt-completion". */
+        public String label() {
+            return label;
         }
     }
 
