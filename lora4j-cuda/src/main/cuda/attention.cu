@@ -18,7 +18,7 @@ __device__ __forceinline__ void l4j_attention(const float* q, const KV* __restri
                                               const KV* __restrict__ v, float* out, float* __restrict__ lse,
                                               int n_heads, int n_kv_heads, int head_dim, int start_pos,
                                               int window, float scale) {
-    extern __shared__ float smem[];
+    L4J_DYNAMIC_SHARED(float, smem);
     float* q_s = smem;                 // [head_dim]
     float* tile = smem + head_dim;     // [L4J_ATTN_TILE]: scores, then their exponentials
 

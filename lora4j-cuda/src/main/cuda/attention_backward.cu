@@ -18,21 +18,21 @@
 #define L4J_ATTB_TILE 32
 #define L4J_ATTB_SLD 33  // row length of the score tiles in shared memory
 
-// D[i, h] = dot(dO[i, h, :], O[i, h, :]): one warp per (row, head). out and d_out are [n, nHeads*headDim], so
-// (row, head) w starts at w * headDim.
+// D[i, h] = dot(dO[i, h, :], O[i, h, :]): one thread per (row, head), adding the products in order with fused
+// multiply-adds, exactly as l4j_attb_scores forms dP = dot(dO, v). So where a query attends to one key only (a
+// window of 1, or the first position), O is that key's v, dP - D is exactly 0 and so are the score gradients.
+// out and d_out are [n, nHeads*headDim], so (row, head) w starts at w * headDim.
 extern "C" __global__ void lora4j_attention_backward_dsum_f32(const float* __restrict__ out,
                                                               const float* __restrict__ d_out,
                                                               float* __restrict__ dsum, long long rows_heads,
                                                               int head_dim) {
-    const long long w = ((long long) blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (w >= rows_heads) return;  // whole warps leave together
+    const long long w = (long long) blockIdx.x * blockDim.x + threadIdx.x;
+    if (w >= rows_heads) return;
     const float* o = out + w * head_dim;
     const float* g = d_out + w * head_dim;
     float s = 0.0f;
-    for (int d = lane; d < head_dim; d += 32) s += o[d] * g[d];
-    s = l4j_warp_sum(s);
-    if (lane == 0) dsum[w] = s;
+    for (int d = 0; d < head_dim; d++) s = fmaf(g[d], o[d], s);
+    dsum[w] = s;
 }
 
 __device__ __forceinline__ int l4j_attb_ld(int head_dim) { return head_dim | 1; }
@@ -69,17 +69,18 @@ __device__ __forceinline__ void l4j_attb_scores(const float* __restrict__ qs, co
     const float* k1 = ks + (tx + 16) * ld;
     const float* v0 = vs + tx * ld;
     const float* v1 = vs + (tx + 16) * ld;
+    // Explicit fused multiply-adds: dP must round exactly as the Dsum kernel's dot product does.
     for (int d = 0; d < head_dim; d++) {
         float qa = q0[d], qb = q1[d], ka = k0[d], kb = k1[d];
         float oa = o0[d], ob = o1[d], va = v0[d], vb = v1[d];
-        s[0][0] += qa * ka;
-        s[0][1] += qa * kb;
-        s[1][0] += qb * ka;
-        s[1][1] += qb * kb;
-        dp[0][0] += oa * va;
-        dp[0][1] += oa * vb;
-        dp[1][0] += ob * va;
-        dp[1][1] += ob * vb;
+        s[0][0] = fmaf(qa, ka, s[0][0]);
+        s[0][1] = fmaf(qa, kb, s[0][1]);
+        s[1][0] = fmaf(qb, ka, s[1][0]);
+        s[1][1] = fmaf(qb, kb, s[1][1]);
+        dp[0][0] = fmaf(oa, va, dp[0][0]);
+        dp[0][1] = fmaf(oa, vb, dp[0][1]);
+        dp[1][0] = fmaf(ob, va, dp[1][0]);
+        dp[1][1] = fmaf(ob, vb, dp[1][1]);
     }
 }
 
@@ -117,7 +118,7 @@ __device__ __forceinline__ void l4j_attention_backward_dq(const float* __restric
                                                           int n, int n_heads, int n_kv_heads, int head_dim, int window,
                                                           float scale) {
     constexpr int ACC = HD / 8;
-    extern __shared__ float smem[];
+    L4J_DYNAMIC_SHARED(float, smem);
     const int ld = l4j_attb_ld(head_dim);
     float* qs = smem;
     float* dos = qs + L4J_ATTB_TILE * ld;
@@ -189,7 +190,7 @@ __device__ __forceinline__ void l4j_attention_backward_dkv(const float* __restri
                                                            float* __restrict__ dv, int n, int n_heads, int n_kv_heads,
                                                            int head_dim, int window, float scale) {
     constexpr int ACC = HD / 8;
-    extern __shared__ float smem[];
+    L4J_DYNAMIC_SHARED(float, smem);
     const int ld = l4j_attb_ld(head_dim);
     float* ks = smem;
     float* vs = ks + L4J_ATTB_TILE * ld;

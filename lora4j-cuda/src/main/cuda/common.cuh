@@ -13,6 +13,12 @@
 #define L4J_HD inline
 #endif
 
+// The device code is compiled by nvcc, and also for the host by the tests' device emulator
+// (src/test/cuda/emulator), which defines L4J_EMULATION and provides the CUDA built-ins.
+#if defined(__CUDACC__) || defined(L4J_EMULATION)
+#define L4J_DEVICE_CODE 1
+#endif
+
 #include <string.h>
 
 L4J_HD uint32_t l4j_float_bits(float f) {
@@ -84,7 +90,12 @@ L4J_HD uint16_t l4j_float_to_f16(float f) {
     return (uint16_t) (sign | r);
 }
 
-#ifdef __CUDACC__
+#ifdef L4J_DEVICE_CODE
+
+// The dynamic shared memory of a launch as an array of T (the emulator defines its own).
+#ifndef L4J_DYNAMIC_SHARED
+#define L4J_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 // Storage types: 16-bit floats travel as their bits so that every conversion goes through the functions above.
 struct l4j_bf16 { uint16_t bits; };

@@ -429,6 +429,11 @@ public final class CudaBackend implements Backend {
      */
     @Override
     public void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate) {
+        matmulBackwardInput(dY, w, dX, accumulate, F16_WIDEN_CHUNK_ELEMENTS);
+    }
+
+    /** {@link #matmulBackwardInput(Tensor, Tensor, Tensor, boolean)}, widening F16 weights this many elements at a time. */
+    void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate, long f16ChunkElements) {
         bind();
         requireF32(dY, "matmulBackwardInput dY");
         requireF32(dX, "matmulBackwardInput dX");
@@ -459,7 +464,7 @@ public final class CudaBackend implements Backend {
                 }
             }
             default -> { // F16
-                long rowsPerChunk = Math.max(1, Math.min(m, F16_WIDEN_CHUNK_ELEMENTS / k));
+                long rowsPerChunk = Math.max(1, Math.min(m, f16ChunkElements / k));
                 long widened = allocator.allocate(4L * rowsPerChunk * k);
                 try {
                     for (long m0 = 0; m0 < m; m0 += rowsPerChunk) {
@@ -597,7 +602,7 @@ public final class CudaBackend implements Backend {
         float scale = (float) (1.0 / Math.sqrt(headDim));
         long dsum = allocator.allocate(4L * rowsHeads);
         try {
-            kernels.launch(CudaKernels.ATTENTION_BACKWARD_DSUM, Math.ceilDiv(rowsHeads * 32, CudaKernels.ELEMENTWISE_THREADS),
+            kernels.launch(CudaKernels.ATTENTION_BACKWARD_DSUM, Math.ceilDiv(rowsHeads, CudaKernels.ELEMENTWISE_THREADS),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(cuda(out).address()).ptr(cuda(dOut).address()).ptr(dsum).i64(rowsHeads)
                             .i32(headDim));

@@ -41,6 +41,8 @@ final class CudaDriver {
             cuDevicePrimaryCtxRelease, cuCtxSetCurrent, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize,
             cuMemAlloc, cuMemFree, cuMemGetInfo, cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync,
             cuMemsetD8Async, cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel;
+    /** Null with a driver older than CUDA 12.4, which lacks it. */
+    private final MethodHandle cuFuncGetParamInfo;
 
     /** Binds every function; a symbol missing from the library (a driver older than CUDA 11.2) is an error. */
     CudaDriver(SymbolLookup lib, String origin) {
@@ -71,6 +73,8 @@ final class CudaDriver {
         cuModuleUnload = bind(lib, "cuModuleUnload", ADDRESS);
         cuModuleGetFunction = bind(lib, "cuModuleGetFunction", ADDRESS, ADDRESS, ADDRESS);
         cuFuncSetAttribute = bind(lib, "cuFuncSetAttribute", ADDRESS, JAVA_INT, JAVA_INT);
+        cuFuncGetParamInfo = lib.find("cuFuncGetParamInfo").map(symbol -> LINKER.downcallHandle(symbol,
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, ADDRESS, ADDRESS))).orElse(null);
         cuLaunchKernel = bind(lib, "cuLaunchKernel", ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                 JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS);
     }
@@ -174,6 +178,13 @@ final class CudaDriver {
 
     int funcSetAttribute(MemorySegment function, int attribute, int value) {
         try { return (int) cuFuncSetAttribute.invokeExact(function, attribute, value); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    /** Whether {@link #funcGetParamInfo} is available (drivers for CUDA 12.4 and newer). */
+    boolean hasFuncGetParamInfo() { return cuFuncGetParamInfo != null; }
+
+    int funcGetParamInfo(MemorySegment function, long index, MemorySegment offset, MemorySegment size) {
+        try { return (int) cuFuncGetParamInfo.invokeExact(function, index, offset, size); } catch (Throwable t) { throw rethrow(t); }
     }
 
     int launchKernel(MemorySegment function, int gridX, int gridY, int gridZ, int blockX, int blockY, int blockZ,

@@ -11,6 +11,7 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * lora4j's kernels (src/main/cuda) loaded from the fatbin into the backend's context, by name, and launched on its
@@ -44,6 +45,8 @@ final class CudaKernels {
     private final CudaDriver cu;
     private final MemorySegment module;
     private final Map<String, MemorySegment> functions = new HashMap<>();
+    /** Each kernel's parameter sizes as the driver reports them; empty with a driver that cannot say. */
+    private final Map<String, long[]> parameterSizes = new HashMap<>();
     /** The dynamic shared memory each kernel has been allowed beyond the default, by name. */
     private final Map<String, Integer> sharedLimits = new ConcurrentHashMap<>();
 
@@ -71,6 +74,17 @@ final class CudaKernels {
                 }
                 functions.put(name, out.get(ADDRESS, 0));
             }
+            if (cu.hasFuncGetParamInfo()) {
+                MemorySegment offset = arena.allocate(JAVA_LONG), size = arena.allocate(JAVA_LONG);
+                for (String name : NAMES) {
+                    List<Long> sizes = new ArrayList<>();
+                    while (cu.funcGetParamInfo(functions.get(name), sizes.size(), offset, size) == CudaDriver.SUCCESS) {
+                        sizes.add(size.get(JAVA_LONG, 0));
+                    }
+                    // Every kernel takes parameters: none reported means the driver cannot tell, not a check to make.
+                    if (!sizes.isEmpty()) parameterSizes.put(name, sizes.stream().mapToLong(Long::longValue).toArray());
+                }
+            }
         }
     }
 
@@ -81,6 +95,7 @@ final class CudaKernels {
     void launch(String name, long gridX, int blockX, int sharedBytes, MemorySegment stream, KernelArgs args) {
         MemorySegment fn = functions.get(name);
         if (fn == null) throw new IllegalStateException("no kernel named " + name);
+        checkArguments(name, args);
         if (gridX < 1 || gridX > Integer.MAX_VALUE) {
             throw new IllegalArgumentException(name + ": grid of " + gridX + " blocks is outside [1, 2^31-1]");
         }
@@ -94,6 +109,23 @@ final class CudaKernels {
                 MemorySegment.NULL);
         if (r != CudaDriver.SUCCESS) {
             throw cu.error(r, "cuLaunchKernel(" + name + ", grid " + gridX + ", block " + blockX + ")");
+        }
+    }
+
+    /**
+     * The arguments must match the kernel's parameters in number and size: the driver copies as many bytes as each
+     * parameter has from wherever kernelParams points, so a missing or mistyped argument would otherwise be read as
+     * garbage without an error.
+     */
+    private void checkArguments(String name, KernelArgs args) {
+        long[] expected = parameterSizes.get(name);
+        if (expected == null) return;
+        boolean same = expected.length == args.count();
+        for (int i = 0; same && i < expected.length; i++) same = expected[i] == args.size(i);
+        if (!same) {
+            throw new IllegalStateException("kernel " + name + " takes " + expected.length + " parameters of "
+                    + java.util.Arrays.toString(expected) + " bytes, but the launch passed " + args.count() + " of "
+                    + args.sizes() + " bytes");
         }
     }
 

@@ -20,6 +20,7 @@ final class KernelArgs {
 
     private final MemorySegment values;
     private final MemorySegment pointers;
+    private final int[] sizes = new int[MAX_ARGS];
     private int count;
 
     private KernelArgs() {
@@ -38,19 +39,19 @@ final class KernelArgs {
 
     /** A device pointer ({@code T*}) or a {@code long long}. */
     KernelArgs i64(long v) {
-        values.set(JAVA_LONG, slot(), v);
+        values.set(JAVA_LONG, slot(8), v);
         return this;
     }
 
     KernelArgs ptr(long devicePtr) { return i64(devicePtr); }
 
     KernelArgs i32(int v) {
-        values.set(JAVA_INT, slot(), v);
+        values.set(JAVA_INT, slot(4), v);
         return this;
     }
 
     KernelArgs f32(float v) {
-        values.set(JAVA_FLOAT, slot(), v);
+        values.set(JAVA_FLOAT, slot(4), v);
         return this;
     }
 
@@ -59,8 +60,15 @@ final class KernelArgs {
 
     int count() { return count; }
 
-    private long slot() {
+    /** The size in bytes of argument i as the kernel must declare it: 8 (pointer, long long) or 4 (int, float). */
+    int size(int i) { return sizes[i]; }
+
+    /** The arguments' sizes, for messages: "[8, 8, 4]". */
+    String sizes() { return java.util.Arrays.toString(java.util.Arrays.copyOf(sizes, count)); }
+
+    private long slot(int size) {
         if (count == MAX_ARGS) throw new IllegalStateException("more than " + MAX_ARGS + " kernel arguments");
+        sizes[count] = size;
         return 8L * count++;
     }
 }
