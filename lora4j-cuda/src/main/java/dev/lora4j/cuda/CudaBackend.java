@@ -217,6 +217,12 @@ public final class CudaBackend implements Backend {
         allocator.release(address);
     }
 
+    /** The kernels as this backend launches them (for tests of the launch checks). */
+    CudaKernels kernels() { return kernels; }
+
+    /** The stream this backend's work is queued on. */
+    MemorySegment stream() { return stream; }
+
     // ---- forward ops --------------------------------------------------------------------------------------
 
     @Override

@@ -166,6 +166,17 @@ class CudaBackendParityTest {
     }
 
     @Test
+    void kernelLaunchesWithArgumentsOfTheWrongNumberOrSizeAreRefusedBeforeTheyRun() {
+        assumeTrue(gpu.kernels().checksArguments(), "the driver cannot describe kernel parameters (CUDA 12.4 and newer can)");
+        // lora4j_add_f32(float* x, const float* y, long long n): refused before anything reaches the device.
+        assertThatThrownBy(() -> gpu.kernels().launch(CudaKernels.ADD, 1, 32, 0, gpu.stream(), KernelArgs.start().ptr(0).ptr(0)))
+                .isInstanceOf(IllegalStateException.class)
+                .hasMessage("kernel lora4j_add_f32 takes 3 parameters of [8, 8, 8] bytes, but the launch passed 2 of [8, 8] bytes");
+        assertThatThrownBy(() -> gpu.kernels().launch(CudaKernels.ADD, 1, 32, 0, gpu.stream(), KernelArgs.start().ptr(0).ptr(0).i32(5)))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("[8, 8, 4] bytes");
+    }
+
+    @Test
     void tensorsOfAnotherBackendAreRejected() {
         try (Tensor c = cpu.allocate(DType.F32, 2, 2); Tensor g = gpu.allocate(DType.F32, 2, 2)) {
             assertThatThrownBy(() -> gpu.add(g, c)).isInstanceOf(IllegalArgumentException.class)
