@@ -75,6 +75,19 @@ class TrainCommandTest {
     }
 
     @Test
+    void theExampleConfigurationRunsOnTheBundledData() {
+        Path example = Path.of("..", "lora4j-train", "examples", "sotu-demo.yaml");
+        assertThat(example).as("the example the README runs").exists();
+        Path out = dir.resolve("example-out");
+        CliRun run = CliRun.of("train", "--config", example.toString(), "--model-name-or-path", model.toString(),
+                "--max-steps", "2", "--output-dir", out.toString(), "--sample-max-new-tokens", "2", "--report-to", "none");
+        assertThat(run.exitCode()).as(run.err()).isZero();
+        assertThat(run.out()).contains("train data bundled:sotu-presidents-train: 180 records (prompt-completion)")
+                .contains("sample after training: Who gave the State of the Union address in 1984?|");
+        assertThat(out.resolve("adapter_model.safetensors")).exists();
+    }
+
+    @Test
     void aTypoInTheConfigFileFailsWithTheClosestFieldNames() throws IOException {
         Path typo = Files.writeString(dir.resolve("typo.yaml"), Files.readString(config) + "num_train_epoch: 2\n");
         CliRun run = CliRun.of("train", "--config", typo.toString());
