@@ -80,6 +80,7 @@ public final class SftTrainer implements AutoCloseable {
     private final List<TrainingListener> listeners = new ArrayList<>();
     private final List<AutoCloseable> owned = new ArrayList<>();
     private AdamW optimizer;
+    private boolean trained;
 
     /**
      * A trainer over a model and prepared datasets. The trainer does not own the model: close the model after the
@@ -157,7 +158,13 @@ public final class SftTrainer implements AutoCloseable {
         final List<JsonNode> history = new ArrayList<>();
     }
 
+    /**
+     * Trains for the configured steps (resuming first when resume_from_checkpoint says so), then writes the adapter
+     * (or the model) into output_dir. A trainer trains once.
+     */
     public TrainResult train() throws IOException {
+        if (trained) throw new IllegalStateException("a trainer trains once; build a new one (with resume_from_checkpoint to continue)");
+        trained = true;
         TrainingPlan plan = plan();
         Backend backend = model.backend();
         Path out = config.outputDir();
@@ -200,12 +207,7 @@ public final class SftTrainer implements AutoCloseable {
                 if (targets > 0) for (TrainingBatch b : batches) loss = loss.plus(model.forwardBackward(b, (float) (1.0 / targets)));
                 double gradNorm = GradientClipping.clip(backend, model.parameters(), config.maxGradNorm());
                 double stepLoss = targets > 0 ? loss.sum() / targets : 0.0;
-                if (!Double.isFinite(gradNorm) || !Double.isFinite(stepLoss)) {
-                    throw new TrainingDivergedException("step " + (st.globalStep + 1) + ": the " + (Double.isFinite(stepLoss)
-                            ? "gradient norm" : "loss") + " is " + (Double.isFinite(stepLoss) ? gradNorm : stepLoss)
-                            + "; training has diverged. Lower learning_rate (now " + config.learningRate() + ") or max_grad_norm,"
-                            + " and resume from the last checkpoint" + lastCheckpointHint(out));
-                }
+                requireFinite(st.globalStep + 1, stepLoss, gradNorm, config.learningRate(), out);
                 double lr = schedule.learningRate(st.globalStep);
                 optimizer.step(lr);
                 st.globalStep++;
@@ -389,6 +391,15 @@ public final class SftTrainer implements AutoCloseable {
 
     private String methodName() {
         return model.method() instanceof FineTuneMethod.Lora ? "lora" : "full";
+    }
+
+    /** A NaN or infinite loss or gradient norm ends the run, with the step and what to change. */
+    static void requireFinite(long step, double loss, double gradNorm, double learningRate, Path outputDir) {
+        if (Double.isFinite(gradNorm) && Double.isFinite(loss)) return;
+        String what = Double.isFinite(loss) ? "gradient norm is " + gradNorm : "loss is " + loss;
+        throw new TrainingDivergedException("step " + step + ": the " + what + "; training has diverged. Lower"
+                + " learning_rate (now " + learningRate + ") or max_grad_norm, and resume from the last checkpoint"
+                + lastCheckpointHint(outputDir));
     }
 
     private static String lastCheckpointHint(Path out) {

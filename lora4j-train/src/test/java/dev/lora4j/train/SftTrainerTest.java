@@ -92,6 +92,52 @@ class SftTrainerTest {
     }
 
     @Test
+    void accumulatingMicroBatchesGivesTheUpdateOfOneBatchOfAllTheirTokens() throws IOException {
+        // Micro-batches of 2 accumulated twice against one batch of 4: the same 4 samples (the order depends on the
+        // seed only), and the loss normalised by the step's target tokens either way, so the same update.
+        float[][] updates = new float[2][];
+        for (int variant = 0; variant < 2; variant++) {
+            Path out = dir.resolve("accumulation" + variant);
+            SftConfig c = config(out).maxSteps(1).warmupSteps(0).perDeviceTrainBatchSize(variant == 0 ? 4 : 2)
+                    .gradientAccumulationSteps(variant == 0 ? 1 : 2).reportTo(List.of("none")).saveStrategy("no").build();
+            try (SftTrainer t = tiny.trainer(c, false, TinyModel.lora().withLoraDropout(0))) {
+                t.train();
+                var b = t.model().parameters().stream().filter(p -> p.name().endsWith("lora_B.weight")).findFirst().orElseThrow();
+                updates[variant] = t.model().backend().toFloats(b.value());
+            }
+        }
+        double norm = 0, maxDifference = 0;
+        for (int i = 0; i < updates[0].length; i++) {
+            norm = Math.max(norm, Math.abs(updates[0][i]));
+            maxDifference = Math.max(maxDifference, Math.abs(updates[1][i] - updates[0][i]));
+        }
+        assertThat(norm).as("the step changed lora_B").isGreaterThan(1e-3);
+        assertThat(maxDifference).isLessThan(1e-6 + 1e-4 * norm);
+    }
+
+    @Test
+    void aNonFiniteLossOrGradientEndsTheRunWithTheStepAndWhatToChange() throws IOException {
+        Path out = dir.resolve("diverged");
+        SftTrainer.requireFinite(3, 2.5, 1.0, 1e-3, out);
+        assertThatThrownBy(() -> SftTrainer.requireFinite(3, Double.NaN, 1.0, 1e-3, out)).isInstanceOf(TrainingDivergedException.class)
+                .hasMessage("step 3: the loss is NaN; training has diverged. Lower learning_rate (now 0.001) or max_grad_norm,"
+                        + " and resume from the last checkpoint (none was saved yet)");
+        try (SftTrainer t = trainer(config(out).maxSteps(2).reportTo(List.of("none")).build(), false)) {
+            t.train();
+        }
+        assertThatThrownBy(() -> SftTrainer.requireFinite(7, 2.5, Double.POSITIVE_INFINITY, 1e-3, out))
+                .hasMessageContaining("step 7: the gradient norm is Infinity").hasMessageContaining("(" + out.resolve("checkpoint-2") + ")");
+    }
+
+    @Test
+    void aTrainerTrainsOnce() throws IOException {
+        try (SftTrainer t = trainer(config(dir.resolve("once")).maxSteps(1).reportTo(List.of("none")).build(), false)) {
+            t.train();
+            assertThatThrownBy(t::train).isInstanceOf(IllegalStateException.class).hasMessageContaining("once");
+        }
+    }
+
+    @Test
     void saveTotalLimitKeepsTheNewestCheckpoints() throws IOException {
         Path out = dir.resolve("limited");
         try (SftTrainer t = trainer(config(out).maxSteps(6).saveTotalLimit(2).reportTo(List.of("none")).build(), false)) {
