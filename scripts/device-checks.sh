@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run on the GPU machine from the repository root (after scripts/device-bundle.sh made .bundle): every check that
 # needs the GPU or the Python stack, each step's output in its own file under $OUT, going on after a failure.
-#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft decode (default: all)
+#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft train decode (default: all)
 set -uo pipefail
 out=${OUT:-/tmp/lora4j-out}
 mkdir -p "$out"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits peft decode)
+[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits peft train decode)
 run_step() {
     local name=$1
     shift
@@ -44,6 +44,14 @@ for step in "${steps[@]}"; do
             run_step peft bash -c 'python3 tools/compare_peft.py prepare --out /tmp/lora4j-peft \
                 && scripts/device-run.sh java dev.lora4j.lora.PeftComparison /tmp/lora4j-peft/expected.json cpu,cuda '"$out"'/peft-results.json \
                 && python3 tools/compare_peft.py verify --out /tmp/lora4j-peft --results '"$out"'/peft-verify.json'
+            ;;
+        train)
+            # The README's fine-tuning demo on the GPU, then the same on the CPU for the losses side by side.
+            run_step train bash -c 'scripts/device-run.sh lora4j init-model --preset tiny -o /tmp/tiny --force >/dev/null \
+                && scripts/device-run.sh lora4j train --config lora4j-train/examples/sotu-demo.yaml \
+                       --model-name-or-path /tmp/tiny --output-dir /tmp/sotu-cuda --device cuda \
+                && scripts/device-run.sh lora4j train --config lora4j-train/examples/sotu-demo.yaml \
+                       --model-name-or-path /tmp/tiny --output-dir /tmp/sotu-cpu --device cpu'
             ;;
         decode)
             # Decode speed of a Mistral-7B-shaped random model: lora4j on the GPU, then transformers on the same folder.
