@@ -138,6 +138,43 @@ class SftTrainerTest {
     }
 
     @Test
+    void gradientCheckpointingChangesMemoryNotResults() throws IOException {
+        List<List<Double>> losses = new java.util.ArrayList<>();
+        for (boolean checkpointing : new boolean[]{false, true}) {
+            Path out = dir.resolve("ckpt" + checkpointing);
+            try (SftTrainer t = trainer(config(out).maxSteps(3).gradientCheckpointing(checkpointing).reportTo(List.of("none")).build(), false)) {
+                t.train();
+            }
+            losses.add(metrics(out).stream().filter(n -> n.has("loss")).map(n -> n.get("loss").asDouble()).toList());
+        }
+        assertThat(losses.get(1)).hasSize(3);
+        for (int i = 0; i < 3; i++) assertThat(losses.get(1).get(i)).isCloseTo(losses.get(0).get(i), org.assertj.core.api.Assertions.within(1e-5));
+    }
+
+    @Test
+    void packedConversationsWithAssistantOnlyLossTrain() throws IOException {
+        StringBuilder chats = new StringBuilder();
+        for (int i = 0; i < 12; i++) {
+            chats.append("{\"messages\": [{\"role\": \"user\", \"content\": \"Who is number ").append(i % 5)
+                    .append("?\"}, {\"role\": \"assistant\", \"content\": \"").append(TinyModel.NAMES[i % 5]).append(".\"}]}\n");
+        }
+        Path data = Files.writeString(dir.resolve("chats.jsonl"), chats);
+        Path out = dir.resolve("chats");
+        SftConfig c = config(out).maxSteps(3).packing(true).maxLength(128).assistantOnlyLoss(true).reportTo(List.of("none")).build();
+        try (SftTrainer t = SftTrainer.builder().model(tiny.folder, dev.lora4j.api.Device.CPU).lora(TinyModel.lora())
+                .trainDataset(data).config(c).build()) {
+            // 12 conversations of 30 to 35 tokens packed into bins of 128 tokens: 4 bins (3, 3, 4 and the 2 left).
+            List<Integer> perBin = t.trainDataset().samples().stream().map(s -> s.sequences().size()).toList();
+            assertThat(perBin.stream().mapToInt(Integer::intValue).sum()).isEqualTo(12);
+            assertThat(perBin).containsExactly(3, 3, 4, 2);
+            assertThat(t.trainDataset().samples().stream().mapToInt(s -> s.tokens()).max().orElseThrow()).isLessThanOrEqualTo(128);
+            TrainResult r = t.train();
+            assertThat(r.trainLoss()).isFinite().isPositive();
+            assertThat(t.samples(List.of("Who is number 2?"), 3)).hasSize(1);
+        }
+    }
+
+    @Test
     void saveTotalLimitKeepsTheNewestCheckpoints() throws IOException {
         Path out = dir.resolve("limited");
         try (SftTrainer t = trainer(config(out).maxSteps(6).saveTotalLimit(2).reportTo(List.of("none")).build(), false)) {
