@@ -20,6 +20,9 @@ import dev.lora4j.train.checkpoint.CheckpointFolders;
 import dev.lora4j.train.checkpoint.TrainerState;
 import dev.lora4j.train.data.DataOrder;
 import dev.lora4j.train.data.DataPosition;
+import dev.lora4j.train.data.DatasetReader;
+import dev.lora4j.train.data.DatasetRecord;
+import dev.lora4j.train.data.ExampleTokenizer;
 import dev.lora4j.train.data.SftDataset;
 import dev.lora4j.train.data.SftRecords;
 import dev.lora4j.train.data.SplitMix64;
@@ -105,10 +108,10 @@ public final class SftTrainer implements AutoCloseable {
     public static SftDataset prepareDataset(Path file, Tokenizer tokenizer, SftConfig config, boolean forEvaluation) {
         boolean packing = forEvaluation && config.evalPacking() != null ? config.evalPacking() : config.packing();
         ChatTemplate template = tokenizer.chatTemplate()
-                .map(t -> ChatTemplate.of(t, tokenizer.bosToken(), tokenizer.eosToken()).named(file.toString())).orElse(null);
-        var exampleTokenizer = new dev.lora4j.train.data.ExampleTokenizer(tokenizer, template, config.eosToken(),
+                .map(t -> ChatTemplate.of(t, tokenizer.bosToken(), tokenizer.eosToken())).orElse(null);
+        ExampleTokenizer exampleTokenizer = new ExampleTokenizer(tokenizer, template, config.eosToken(),
                 config.completionOnlyLoss(), config.assistantOnlyLoss());
-        var records = dev.lora4j.train.data.DatasetReader.read(file);
+        List<DatasetRecord> records = DatasetReader.read(file);
         if (config.shuffleDataset() && !forEvaluation) records = shuffled(records, config.seed());
         return SftDataset.prepare(file.toString(), records, exampleTokenizer,
                 new SftDataset.Options(config.datasetTextField(), config.maxLength(), packing, config.packingStrategy()));

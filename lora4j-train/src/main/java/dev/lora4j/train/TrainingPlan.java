@@ -1,5 +1,7 @@
 package dev.lora4j.train;
 
+import dev.lora4j.train.schedule.LearningRateSchedule;
+
 /**
  * The shape of a run, worked out as transformers' Trainer works it out: micro-batches per epoch
  * {@code ceil(samples / batch)}, optimizer steps per epoch {@code ceil(batches / accumulation)} (the last step of an
@@ -17,7 +19,7 @@ public record TrainingPlan(int samples, int batchesPerEpoch, long stepsPerEpoch,
         long perEpoch = Math.max(1, (batches + c.gradientAccumulationSteps() - 1) / c.gradientAccumulationSteps());
         long total = c.maxSteps() > 0 ? c.maxSteps() : (long) Math.ceil(c.numTrainEpochs() * perEpoch);
         double epochs = c.maxSteps() > 0 ? Math.ceil((double) total / perEpoch) : c.numTrainEpochs();
-        long warmup = dev.lora4j.train.schedule.LearningRateSchedule.warmupSteps(c.warmupSteps(), c.warmupRatio(), total);
+        long warmup = LearningRateSchedule.warmupSteps(c.warmupSteps(), c.warmupRatio(), total);
         long logging = SftConfig.resolveSteps(c.loggingSteps(), total);
         boolean evaluate = hasEval && !"no".equals(c.evalStrategy());
         long eval = evaluate ? SftConfig.resolveSteps(c.evalSteps() != null ? c.evalSteps() : c.loggingSteps(), total) : 0;

@@ -22,7 +22,6 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -64,10 +63,7 @@ public final class TrainConfigReader {
         }
         if (root == null || root.isNull() || root.isMissingNode()) return this; // an empty file sets nothing
         if (!root.isObject()) throw new TrainConfigException(file + " must hold a mapping of field names to values, like \"learning_rate: 2.0e-4\"");
-        for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
-            Map.Entry<String, JsonNode> e = it.next();
-            put(e.getKey(), e.getValue(), file.toString());
-        }
+        for (Map.Entry<String, JsonNode> e : root.properties()) put(e.getKey(), e.getValue(), file.toString());
         return this;
     }
 
@@ -375,8 +371,7 @@ public final class TrainConfigReader {
         JsonNode n = values.get(name);
         if (!n.isObject()) throw wrong(name, "a mapping of module patterns to ranks, like {q_proj: 16}");
         Map<String, Integer> out = new LinkedHashMap<>();
-        for (Iterator<Map.Entry<String, JsonNode>> it = n.fields(); it.hasNext(); ) {
-            var e = it.next();
+        for (Map.Entry<String, JsonNode> e : n.properties()) {
             if (!e.getValue().canConvertToInt() || !e.getValue().isIntegralNumber()) throw wrong(name, "a mapping of module patterns to whole-number ranks");
             out.put(e.getKey(), e.getValue().intValue());
         }
@@ -387,8 +382,7 @@ public final class TrainConfigReader {
         JsonNode n = values.get(name);
         if (!n.isObject()) throw wrong(name, "a mapping of module patterns to alphas, like {q_proj: 32}");
         Map<String, Double> out = new LinkedHashMap<>();
-        for (Iterator<Map.Entry<String, JsonNode>> it = n.fields(); it.hasNext(); ) {
-            var e = it.next();
+        for (Map.Entry<String, JsonNode> e : n.properties()) {
             if (!e.getValue().isNumber()) throw wrong(name, "a mapping of module patterns to numbers");
             out.put(e.getKey(), e.getValue().doubleValue());
         }
