@@ -53,7 +53,8 @@ public final class DatasetReader {
         try {
             bytes = Files.readAllBytes(file);
         } catch (NoSuchFileException e) {
-            throw new DatasetFormatException(name, 0, "no such file; check the path of the dataset");
+            throw new DatasetFormatException(name, 0, "no such file; check the path of the dataset (lora4j reads local .jsonl"
+                    + " or .json files, not dataset names of the Hugging Face Hub: export those with datasets' to_json)");
         } catch (IOException e) {
             throw new DatasetFormatException(name, 0, "cannot be read: " + e.getMessage(), e);
         } catch (OutOfMemoryError e) {
