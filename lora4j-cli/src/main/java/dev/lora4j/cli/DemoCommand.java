@@ -57,7 +57,7 @@ final class DemoCommand implements Callable<Integer> {
                 "--learning-rate", "3e-3", "--num-train-epochs", Integer.toString(epochs),
                 "--per-device-train-batch-size", "8", "--max-length", "64",
                 "--logging-steps", "23", "--eval-steps", "92", "--save-steps", "184", "--save-total-limit", "2",
-                "--seed", "42",
+                "--seed", "42", "--gradient-checkpointing", "false",
                 "--sample-prompts", "Who gave the State of the Union address in 1862?,"
                         + "Who gave the State of the Union address in 1956?,"
                         + "Who gave the State of the Union address in 1984?",

@@ -39,6 +39,8 @@ final class TrainingBuffers implements AutoCloseable {
     // gradients
     final Tensor dResidual, dNormed, dScratch, dAttended, dQuery, dKey, dValue, dGate, dUp, dSwiglu, dLora, recomputed;
     private final List<Tensor> owned = new ArrayList<>();
+    /** Kept, not derived from the buffers' counts: a one-layer model has one set of activations either way. */
+    private final boolean checkpointing;
 
     /**
      * @param perLayer     keep each layer's activations (training without checkpointing)
@@ -50,6 +52,7 @@ final class TrainingBuffers implements AutoCloseable {
                             long lossChunkBytes) {
         this.capacity = capacity;
         this.withGradients = withGradients;
+        this.checkpointing = withGradients && !perLayer;
         DType act = b.activationType();
         int L = s.numLayers(), d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim(), ff = s.intermediateSize();
         try {
@@ -163,7 +166,7 @@ final class TrainingBuffers implements AutoCloseable {
         return w;
     }
 
-    boolean checkpointing() { return withGradients && layers.length == 1 && residual.length > 1; }
+    boolean checkpointing() { return checkpointing; }
 
     /** The input of layer l (l = numLayers: the final hidden state), first n rows. */
     Tensor residual(int l, int n) { return residual[Math.min(l, residual.length - 1)].rows(0, n); }

@@ -195,6 +195,23 @@ class TrainableLlamaTest {
     }
 
     @Test
+    void aOneLayerModelTrainsTheSameWithAndWithoutGradientCheckpointing() {
+        LlamaShape oneLayer = TinyModels.shape("llama", 4, 2, 8, false, false, false, false, new int[] {0});
+        LoraConfig config = LoraConfig.defaults().withR(4).withLoraAlpha(8).withTargetModules(TargetModules.allLinear());
+        TrainingBatch batch = TrainingBatch.languageModelling(new int[][]{TOKENS}, 0);
+        float[][] grads = new float[2][];
+        for (int run = 0; run < 2; run++) {
+            try (TrainableLlama model = lora(oneLayer, DType.F32, config, 3)) {
+                model.setGradientCheckpointing(run == 1);
+                model.zeroGrad();
+                assertThat(model.forwardBackward(batch, 1f / batch.targetCount()).mean()).isFinite();
+                grads[run] = cpu.toFloats(model.parameters().getFirst().grad());
+            }
+        }
+        assertThat(grads[1]).containsExactly(grads[0]);
+    }
+
+    @Test
     void savedAdaptersLoadBackToTheSameModelAndHavePeftsLayout(@TempDir Path dir) throws Exception {
         LlamaShape shape = TinyModels.qwen2(3);
         ReferenceLlama.Weights host = TinyModels.randomWeights(shape, DType.BF16, 7);
