@@ -10,7 +10,6 @@ import static dev.lora4j.backend.cpu.VectorShapes.F;
 import static dev.lora4j.backend.cpu.VectorShapes.L;
 import static dev.lora4j.backend.cpu.VectorShapes.LE;
 import static jdk.incubator.vector.VectorOperators.ADD;
-import static jdk.incubator.vector.VectorOperators.EXP;
 import static jdk.incubator.vector.VectorOperators.MAX;
 
 /**
@@ -149,13 +148,13 @@ final class AttentionKernel {
         FloatVector sv = FloatVector.zero(F);
         t = 0;
         for (; t + L <= len; t += L) {
-            FloatVector e = FloatVector.fromArray(F, s, at + t).sub(max).lanewise(EXP);
+            FloatVector e = Exp.exp(FloatVector.fromArray(F, s, at + t).sub(max));
             e.intoArray(s, at + t);
             sv = sv.add(e);
         }
         float sum = Lanes.sum(sv);
         for (; t < len; t++) {
-            s[at + t] = (float) Math.exp(s[at + t] - max);
+            s[at + t] = Exp.exp(s[at + t] - max);
             sum += s[at + t];
         }
         return sum;

@@ -11,7 +11,6 @@ import static dev.lora4j.backend.cpu.VectorShapes.L;
 import static dev.lora4j.backend.cpu.VectorShapes.LE;
 import static dev.lora4j.backend.cpu.VectorShapes.f32;
 import static jdk.incubator.vector.VectorOperators.ADD;
-import static jdk.incubator.vector.VectorOperators.EXP;
 
 /**
  * Attention of one whole sequence for training: the forward pass that also keeps each softmax's log-sum-exp,
@@ -279,13 +278,13 @@ final class AttentionTrainingKernels {
         FloatVector sv = FloatVector.zero(F);
         int c = 0;
         for (; c + L <= len; c += L) {
-            FloatVector e = FloatVector.fromArray(F, x, at + c).sub(max).lanewise(EXP);
+            FloatVector e = Exp.exp(FloatVector.fromArray(F, x, at + c).sub(max));
             e.intoArray(x, at + c);
             sv = sv.add(e);
         }
         float sum = Lanes.sum(sv);
         for (; c < len; c++) {
-            x[at + c] = (float) Math.exp(x[at + c] - max);
+            x[at + c] = Exp.exp(x[at + c] - max);
             sum += x[at + c];
         }
         return sum;
@@ -295,11 +294,11 @@ final class AttentionTrainingKernels {
     private static void gradientOfScores(float[] s, float[] dp, int at, int len, float lse, float d) {
         int c = 0;
         for (; c + L <= len; c += L) {
-            FloatVector p = FloatVector.fromArray(F, s, at + c).sub(lse).lanewise(EXP);
+            FloatVector p = Exp.exp(FloatVector.fromArray(F, s, at + c).sub(lse));
             p.mul(FloatVector.fromArray(F, dp, at + c).sub(d)).intoArray(s, at + c);
         }
         for (; c < len; c++) {
-            float p = (float) Math.exp(s[at + c] - lse);
+            float p = Exp.exp(s[at + c] - lse);
             s[at + c] = p * (dp[at + c] - d);
         }
     }
@@ -308,12 +307,12 @@ final class AttentionTrainingKernels {
     private static void probabilitiesAndGradients(float[] s, float[] dp, int at, int len, float lse, float d) {
         int c = 0;
         for (; c + L <= len; c += L) {
-            FloatVector p = FloatVector.fromArray(F, s, at + c).sub(lse).lanewise(EXP);
+            FloatVector p = Exp.exp(FloatVector.fromArray(F, s, at + c).sub(lse));
             p.intoArray(s, at + c);
             p.mul(FloatVector.fromArray(F, dp, at + c).sub(d)).intoArray(dp, at + c);
         }
         for (; c < len; c++) {
-            float p = (float) Math.exp(s[at + c] - lse);
+            float p = Exp.exp(s[at + c] - lse);
             s[at + c] = p;
             dp[at + c] = p * (dp[at + c] - d);
         }

@@ -10,8 +10,6 @@ import static dev.lora4j.backend.cpu.VectorShapes.L;
 import static dev.lora4j.backend.cpu.VectorShapes.LE;
 import static dev.lora4j.backend.cpu.VectorShapes.f32;
 import static jdk.incubator.vector.VectorOperators.ADD;
-import static jdk.incubator.vector.VectorOperators.EXP;
-import static jdk.incubator.vector.VectorOperators.NEG;
 
 /**
  * The element-wise and per-row kernels of the CPU backend (all but matmul and attention), on F32 data, free of
@@ -87,12 +85,12 @@ final class CpuKernels {
         long i = from;
         for (; i + L <= to; i += L) {
             FloatVector g = f32(gate, i * 4);
-            FloatVector denominator = g.lanewise(NEG).lanewise(EXP).add(1f);
+            FloatVector denominator = Exp.exp(g.neg()).add(1f);
             g.div(denominator).mul(f32(up, i * 4)).intoMemorySegment(out, i * 4, LE);
         }
         for (; i < to; i++) {
             float a = gate.getAtIndex(F32, i);
-            out.setAtIndex(F32, i, a / (1f + (float) Math.exp(-a)) * up.getAtIndex(F32, i));
+            out.setAtIndex(F32, i, a / (1f + Exp.exp(-a)) * up.getAtIndex(F32, i));
         }
     }
 

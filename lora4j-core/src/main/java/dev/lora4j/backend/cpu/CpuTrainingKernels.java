@@ -15,13 +15,11 @@ import static dev.lora4j.backend.cpu.VectorShapes.L;
 import static dev.lora4j.backend.cpu.VectorShapes.LE;
 import static dev.lora4j.backend.cpu.VectorShapes.f32;
 import static jdk.incubator.vector.VectorOperators.ADD;
-import static jdk.incubator.vector.VectorOperators.EXP;
 import static jdk.incubator.vector.VectorOperators.F2D;
 import static jdk.incubator.vector.VectorOperators.L2F;
 import static jdk.incubator.vector.VectorOperators.LSHR;
 import static jdk.incubator.vector.VectorOperators.LT;
 import static jdk.incubator.vector.VectorOperators.MAX;
-import static jdk.incubator.vector.VectorOperators.NEG;
 import static jdk.incubator.vector.VectorOperators.XOR;
 
 /**
@@ -162,7 +160,7 @@ final class CpuTrainingKernels {
         for (; i + L <= to; i += L) {
             long o = i * 4;
             FloatVector g = f32(gate, o), u = f32(up, o), dy = f32(dOut, o);
-            FloatVector s = g.lanewise(NEG).lanewise(EXP).add(1f);
+            FloatVector s = Exp.exp(g.neg()).add(1f);
             s = FloatVector.broadcast(F, 1f).div(s);
             dy.mul(g.mul(s)).intoMemorySegment(dUp, o, LE);
             FloatVector slope = g.mul(FloatVector.broadcast(F, 1f).sub(s)).add(1f);
@@ -170,7 +168,7 @@ final class CpuTrainingKernels {
         }
         for (; i < to; i++) {
             float g = gate.getAtIndex(F32, i), u = up.getAtIndex(F32, i), dy = dOut.getAtIndex(F32, i);
-            float s = 1f / (1f + (float) Math.exp(-g));
+            float s = 1f / (1f + Exp.exp(-g));
             dUp.setAtIndex(F32, i, dy * (g * s));
             dGate.setAtIndex(F32, i, dy * u * s * (g * (1f - s) + 1f));
         }
@@ -198,14 +196,14 @@ final class CpuTrainingKernels {
             FloatVector sv = FloatVector.zero(F);
             for (; j < runEnd; j += L) {
                 long o = b + (long) j * 4;
-                FloatVector e = f32(logits, o).sub(max).lanewise(EXP);
+                FloatVector e = Exp.exp(f32(logits, o).sub(max));
                 e.intoMemorySegment(logits, o, LE);
                 sv = sv.add(e);
             }
             sum += Lanes.sum(sv);
         }
         for (; j < vocab; j++) {
-            float e = (float) Math.exp(logits.getAtIndex(F32, base + j) - max);
+            float e = Exp.exp(logits.getAtIndex(F32, base + j) - max);
             logits.setAtIndex(F32, base + j, e);
             sum += e;
         }
