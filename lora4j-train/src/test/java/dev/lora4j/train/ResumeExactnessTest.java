@@ -9,7 +9,6 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
-import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
@@ -19,7 +18,6 @@ import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * A run killed after a checkpoint and resumed from it ends with the same bytes as a run that was never interrupted.
@@ -41,8 +39,6 @@ class ResumeExactnessTest {
 
     @BeforeAll
     static void writeModelAndData() throws IOException {
-        assumeTrue(ManagementFactory.getRuntimeMXBean().getInputArguments().contains("-XX:TieredStopAtLevel=1"),
-                "bit-for-bit run comparisons run in the resume-exactness surefire execution, on the C1 compiler");
         tiny = TinyModel.write(shared);
     }
 
