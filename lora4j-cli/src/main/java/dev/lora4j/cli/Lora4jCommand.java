@@ -16,6 +16,7 @@ import java.io.PrintWriter;
                 TokenizeCommand.class,
                 ChatTemplateCommand.class,
                 InspectCommand.class,
+                PlanCommand.class,
                 InitModelCommand.class,
                 DevicesCommand.class,
                 TrainCommand.class,

@@ -105,6 +105,17 @@ class CommandLineTest {
     }
 
     @Test
+    void planGivesPeftsTrainableParameterFiguresAndSaysWhenAFullFineTuneCannotFit() {
+        CliRun lora = CliRun.of("plan", "--preset", "mistral-7b", "--target-modules", "q_proj,v_proj");
+        assertThat(lora.exitCode()).as(lora.err()).isZero();
+        assertThat(lora.out()).contains("trainable params: 6,815,744 || all params: 7,248,547,840 || trainable%: 0.0940")
+                .contains("AdamW states (F32)").contains("activations");
+        CliRun full = CliRun.of("plan", "--preset", "mistral-7b", "--method", "full", "--budget-gib", "24");
+        assertThat(full.exitCode()).isEqualTo(3);
+        assertThat(full.out()).contains("trainable params: 7,241,732,096").contains("does NOT fit in a 24 GiB budget");
+    }
+
+    @Test
     void devicesListsTheCpuAndSaysWhyCudaCannotRunWithoutAGpu() {
         CliRun run = CliRun.of("devices");
         assertThat(run.exitCode()).isZero();

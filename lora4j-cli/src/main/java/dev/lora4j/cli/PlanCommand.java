@@ -1,0 +1,119 @@
+package dev.lora4j.cli;
+
+import dev.lora4j.io.ModelConfig;
+import dev.lora4j.lora.LoraConfig;
+import dev.lora4j.lora.TargetModules;
+import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.model.RandomModelWriter;
+import dev.lora4j.model.TrainableLlama;
+import dev.lora4j.model.TrainableParameterReport;
+import dev.lora4j.model.TrainingMemory;
+import dev.lora4j.tensor.DType;
+import picocli.CommandLine.ArgGroup;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+
+@Command(name = "plan",
+        description = {"Estimate, before any allocation, what a fine-tuning run needs: trainable parameters (as PEFT's",
+                "print_trainable_parameters counts them) and device memory by part. Works for any size, from a model",
+                "folder's config.json or a shape preset, so it tells whether a 7B full fine-tune fits before trying."})
+final class PlanCommand implements Callable<Integer> {
+
+    @ArgGroup(multiplicity = "1")
+    Source source;
+
+    static final class Source {
+        @Option(names = {"-m", "--model"}, description = "Model folder (only config.json is read).")
+        Path model;
+
+        @Option(names = "--preset", description = "A shape preset of init-model: tiny, 100m, llama2-7b, mistral-7b, llama3-8b, ...")
+        String preset;
+    }
+
+    @Option(names = "--method", defaultValue = "lora", description = "lora or full (default: ${DEFAULT-VALUE}).")
+    String method;
+
+    @Option(names = {"--r", "--lora-r"}, defaultValue = "16", description = "LoRA rank (default: ${DEFAULT-VALUE}).")
+    int r;
+
+    @Option(names = "--lora-alpha", defaultValue = "32", description = "LoRA alpha (default: ${DEFAULT-VALUE}).")
+    double alpha;
+
+    @Option(names = "--target-modules", defaultValue = "all-linear",
+            description = "Names (q_proj,v_proj), a regex, or all-linear (default: ${DEFAULT-VALUE}).")
+    String targetModules;
+
+    @Option(names = "--max-length", defaultValue = "1024", description = "Sequence length in tokens (default: ${DEFAULT-VALUE}).")
+    int maxLength;
+
+    @Option(names = {"--per-device-train-batch-size", "--batch-size"}, defaultValue = "4",
+            description = "Sequences per micro-batch (default: ${DEFAULT-VALUE}).")
+    int batchSize;
+
+    @Option(names = "--gradient-checkpointing", defaultValue = "true", arity = "1",
+            description = "Keep only each layer's input and recompute the rest (default: ${DEFAULT-VALUE}).")
+    boolean gradientCheckpointing;
+
+    @Option(names = "--base-dtype", defaultValue = "bf16", description = "Dtype of the frozen weights (default: ${DEFAULT-VALUE}).")
+    String baseDtype;
+
+    @Option(names = "--budget-gib", description = "Say whether the run fits in this much device memory.")
+    Double budgetGib;
+
+    @Override
+    public Integer call() throws IOException {
+        ModelConfig config = source.model != null ? ModelConfig.load(source.model.resolve("config.json"))
+                : RandomModelWriter.preset(source.preset);
+        FineTuneMethod m = switch (method.toLowerCase(Locale.ROOT)) {
+            case "lora" -> new FineTuneMethod.Lora(LoraConfig.defaults().withR(r).withLoraAlpha(alpha).withTargetModules(targets()));
+            case "full" -> new FineTuneMethod.Full();
+            default -> throw new IllegalArgumentException("unknown --method '" + method + "': use lora or full");
+        };
+        DType base = DType.parse(baseDtype.toUpperCase(Locale.ROOT).equals("BF16") ? "BF16" : baseDtype);
+        TrainableParameterReport params = TrainableParameterReport.estimate(config, m);
+        TrainingMemory mem = TrainingMemory.estimate(config, m, base, DType.F32, batchSize * maxLength,
+                gradientCheckpointing, TrainableLlama.DEFAULT_LOSS_CHUNK_BYTES);
+        System.out.printf(Locale.ROOT, "%s, %d layers, hidden %d; %s; micro-batch %d x %d tokens, gradient checkpointing %s%n",
+                config.architecture(), config.numHiddenLayers(), config.hiddenSize(),
+                m instanceof FineTuneMethod.Full ? "full fine-tuning" : "LoRA r=" + r + " alpha " + trim(alpha) + " on " + targetModules,
+                batchSize, maxLength, gradientCheckpointing ? "on" : "off");
+        System.out.println(params);
+        System.out.println();
+        System.out.println("device memory (F32 activations, gradients and AdamW states; backend workspaces come on top)");
+        row("frozen weights (" + base + ")", mem.frozenWeights());
+        row("trainable weights (F32)", mem.trainableWeights());
+        row("gradients (F32)", mem.gradients());
+        row("AdamW states (F32)", mem.optimizerStates());
+        row("activations", mem.activations());
+        row("evaluation buffers", mem.evaluation());
+        row("total", mem.total());
+        if (budgetGib != null) {
+            boolean fits = mem.total() <= budgetGib * (1L << 30);
+            System.out.printf(Locale.ROOT, "%s a %s GiB budget%s%n", fits ? "fits in" : "does NOT fit in", trim(budgetGib),
+                    fits ? "" : ": try LoRA instead of full, gradient checkpointing, a smaller micro-batch or a shorter max length");
+            return fits ? 0 : 3;
+        }
+        return 0;
+    }
+
+    private TargetModules targets() {
+        List<String> names = Arrays.stream(targetModules.split(",")).map(String::strip).filter(s -> !s.isEmpty()).toList();
+        boolean plainNames = names.size() > 1 || names.getFirst().matches("[A-Za-z0-9_.]+") && !names.getFirst().equalsIgnoreCase("all-linear");
+        return plainNames ? TargetModules.names(names) : TargetModules.fromString(targetModules);
+    }
+
+    private static void row(String what, long bytes) {
+        System.out.printf(Locale.ROOT, "  %-28s %12s%n", what, Sizes.bytes(bytes));
+    }
+
+    private static String trim(double d) {
+        return d == Math.rint(d) ? Long.toString((long) d) : Double.toString(d);
+    }
+}
