@@ -18,6 +18,14 @@ final class Lanes {
     private static final VectorSpecies<Double> D = DoubleVector.SPECIES_PREFERRED;
     private static final VectorShuffle<Float>[] FLOAT_FOLDS = folds(F);
     private static final VectorShuffle<Double>[] DOUBLE_FOLDS = folds(D);
+    // The folds of vectors of up to 16 lanes, one constant each: applied in straight-line code, the JIT compiles
+    // each to a permute and an add. (Taken from an array in a loop, the vector is boxed on every iteration, and a
+    // matmul tile's sums cost more than its products.)
+    private static final int FL = F.length(), DL = D.length();
+    private static final VectorShuffle<Float> F8 = VectorShuffle.iota(F, 8, 1, true), F4 = VectorShuffle.iota(F, 4, 1, true);
+    private static final VectorShuffle<Float> F2 = VectorShuffle.iota(F, 2, 1, true), F1 = VectorShuffle.iota(F, 1, 1, true);
+    private static final VectorShuffle<Double> D4 = VectorShuffle.iota(D, 4, 1, true), D2 = VectorShuffle.iota(D, 2, 1, true);
+    private static final VectorShuffle<Double> D1 = VectorShuffle.iota(D, 1, 1, true);
 
     @SuppressWarnings("unchecked")
     private static <E> VectorShuffle<E>[] folds(VectorSpecies<E> species) {
@@ -32,7 +40,14 @@ final class Lanes {
     /** The sum of the lanes of a vector of the preferred species, always added in the same tree. */
     static float sum(FloatVector v) {
         if (v.species() != F) return sumSlowly(v);
-        for (VectorShuffle<Float> fold : FLOAT_FOLDS) v = v.add(v.rearrange(fold));
+        if (FL > 16) {
+            for (VectorShuffle<Float> fold : FLOAT_FOLDS) v = v.add(v.rearrange(fold));
+            return v.lane(0);
+        }
+        if (FL == 16) v = v.add(v.rearrange(F8));
+        if (FL >= 8) v = v.add(v.rearrange(F4));
+        if (FL >= 4) v = v.add(v.rearrange(F2));
+        if (FL >= 2) v = v.add(v.rearrange(F1));
         return v.lane(0);
     }
 
@@ -43,7 +58,13 @@ final class Lanes {
             for (double d : v.toArray()) s += d;
             return s;
         }
-        for (VectorShuffle<Double> fold : DOUBLE_FOLDS) v = v.add(v.rearrange(fold));
+        if (DL > 8) {
+            for (VectorShuffle<Double> fold : DOUBLE_FOLDS) v = v.add(v.rearrange(fold));
+            return v.lane(0);
+        }
+        if (DL == 8) v = v.add(v.rearrange(D4));
+        if (DL >= 4) v = v.add(v.rearrange(D2));
+        if (DL >= 2) v = v.add(v.rearrange(D1));
         return v.lane(0);
     }
 
