@@ -20,8 +20,8 @@ import static jdk.incubator.vector.VectorOperators.ADD;
  * with the same arithmetic, so a row's result is bit-for-bit the same whichever path and block computed it:
  * <ul>
  *   <li><b>Streaming</b> (fewer than {@value #TILE} x rows, the decode of one token): every F32 or BF16 weight is
- *       read once, straight from its tensor (BF16 widened in registers), {@value #STREAMS} rows at a time,
- *       against each x row held in cache.</li>
+ *       read once, straight from its tensor (BF16 widened in registers), {@value #STREAMS} rows at a time, over
+ *       all of k, against each x row held in cache.</li>
  *   <li><b>Packed</b> (a prompt): a slice of k of the block's x rows and weight rows is copied (weights widened
  *       to F32) into per-thread arrays, and a register tile of {@value #TILE} x rows by {@value #TILE} weight
  *       rows keeps sixteen vector accumulators: each vector loaded is used four times, and the arrays, unlike
@@ -29,8 +29,10 @@ import static jdk.incubator.vector.VectorOperators.ADD;
  *       meet every weight row of the block, so they stay in the L1 cache while the weights stream from L2.
  *       Results gather in a per-thread array and reach out once per block.</li>
  * </ul>
- * Rows are taken {@value #K_SLICE} elements at a time, so that a tile's operands fit the caches, and the partial
- * dot products of the slices are added in the same order on both paths.
+ * The packed path takes rows {@value #K_SLICE} elements at a time, so that a tile's operands fit the caches, and
+ * carries each dot product's lane-wise partial sums from slice to slice: on both paths a dot product is one chain
+ * of FMAs per vector lane over all of k, then one {@link Lanes#sum} of the lanes, then the elements past the last
+ * whole vector.
  */
 final class MatmulKernels {
     static final int TILE = 4;
@@ -41,6 +43,8 @@ final class MatmulKernels {
     static final int SUB_BLOCK = 16;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED;
+    /** The partial sums a dot product starts from: four rows of zero vectors. */
+    private static final float[] ZEROS = new float[TILE * L];
 
     private MatmulKernels() {}
 
@@ -54,30 +58,18 @@ final class MatmulKernels {
 
     private static void streamed(MemorySegment x, MemorySegment w, DType wt, MemorySegment out, int k, int m,
                                  int r0, int r1, int c0, int c1, boolean accumulate) {
-        float[] sums = new float[STREAMS];
-        float[] totals = new float[(r1 - r0) * STREAMS]; // per row, the slices' sums, added as the packed path does
+        float[] sums = new float[STREAMS], lanes = new float[STREAMS * L];
         long xRow = (long) k * Float.BYTES, wRow = wt.bytesFor(k);
         long[] rows = new long[STREAMS];
         for (int c = c0; c < c1; c += STREAMS) {
             int cols = Math.min(STREAMS, c1 - c);
             // A partial group repeats its last row; the extra results are never stored.
             for (int i = 0; i < STREAMS; i++) rows[i] = (c + Math.min(i, cols - 1)) * wRow;
-            for (int j0 = 0; j0 < k; j0 += K_SLICE) {
-                int len = Math.min(K_SLICE, k - j0);
-                long xj = (long) j0 * Float.BYTES, wj = wt.bytesFor(j0);
-                for (int r = r0; r < r1; r++) {
-                    if (wt == DType.BF16) bf16Rows(x, r * xRow + xj, w, rows, wj, len, sums);
-                    else f32Rows(x, r * xRow + xj, w, rows, wj, len, sums);
-                    int t = (r - r0) * STREAMS;
-                    for (int j = 0; j < cols; j++) totals[t + j] = j0 > 0 ? totals[t + j] + sums[j] : sums[j];
-                }
-            }
             for (int r = r0; r < r1; r++) {
+                if (wt == DType.BF16) bf16Rows(x, r * xRow, w, rows, k, lanes, sums);
+                else f32Rows(x, r * xRow, w, rows, k, lanes, sums);
                 long o = (long) r * m + c;
-                int t = (r - r0) * STREAMS;
-                for (int j = 0; j < cols; j++) {
-                    out.setAtIndex(F32, o + j, accumulate ? out.getAtIndex(F32, o + j) + totals[t + j] : totals[t + j]);
-                }
+                for (int j = 0; j < cols; j++) out.setAtIndex(F32, o + j, accumulate ? out.getAtIndex(F32, o + j) + sums[j] : sums[j]);
             }
         }
     }
@@ -86,13 +78,15 @@ final class MatmulKernels {
                                int r0, int r1, int c0, int c1, boolean accumulate) {
         float[] sums = new float[TILE * TILE];
         int rows = r1 - r0, features = c1 - c0;
+        int slots = Parallel.ceilDiv(features, TILE) * TILE; // per row; a partial group's extra slots are scratch
         Scratch scratch = Scratch.get();
         float[] xp = scratch.xPack(rows * Math.min(K_SLICE, k));
         float[] wp = scratch.wPack(features * Math.min(K_SLICE, k));
+        float[] partial = scratch.partialSums(rows * slots * L);
         float[] block = scratch.outPack(rows * features);
         for (int j0 = 0; j0 < k; j0 += K_SLICE) {
             int len = Math.min(K_SLICE, k - j0);
-            boolean add = j0 > 0;
+            boolean first = j0 == 0, last = j0 + len == k;
             for (int r = 0; r < rows; r++) MemorySegment.copy(x, F32, ((long) (r0 + r) * k + j0) * Float.BYTES, xp, r * len, len);
             for (int c = 0; c < features; c++) FloatConversions.toFloatArray(w, wt, (long) (c0 + c) * k + j0, wp, c * len, len);
             for (int sb = 0; sb < rows; sb += SUB_BLOCK) {
@@ -104,12 +98,12 @@ final class MatmulKernels {
                     int p2 = (c + Math.min(2, cols - 1)) * len, p3 = (c + Math.min(3, cols - 1)) * len;
                     int r = sb;
                     for (; r + TILE <= sbEnd; r += TILE) {
-                        tile(xp, r * len, len, wp, p0, p1, p2, p3, len, sums);
-                        collect(block, features, r, TILE, c, cols, sums, add);
+                        tile(xp, r * len, len, wp, p0, p1, p2, p3, len, partial, (r * slots + c) * L, slots * L, first, last, sums);
+                        if (last) collect(block, features, r, TILE, c, cols, sums);
                     }
                     for (; r < sbEnd; r++) {
-                        row(xp, r * len, wp, p0, p1, p2, p3, len, sums);
-                        collect(block, features, r, 1, c, cols, sums, add);
+                        row(xp, r * len, wp, p0, p1, p2, p3, len, partial, (r * slots + c) * L, first, last, sums);
+                        if (last) collect(block, features, r, 1, c, cols, sums);
                     }
                 }
             }
@@ -121,21 +115,34 @@ final class MatmulKernels {
         }
     }
 
-    /** Adds a register tile's sums to the block's results (or sets them, for the first slice of k). */
-    private static void collect(float[] block, int features, int r, int rows, int c, int cols, float[] sums, boolean add) {
-        for (int i = 0; i < rows; i++) {
-            int o = (r + i) * features + c;
-            for (int j = 0; j < cols; j++) block[o + j] = add ? block[o + j] + sums[i * TILE + j] : sums[i * TILE + j];
-        }
+    /** Puts a register tile's sums among the block's results. */
+    private static void collect(float[] block, int features, int r, int rows, int c, int cols, float[] sums) {
+        for (int i = 0; i < rows; i++) System.arraycopy(sums, i * TILE, block, (r + i) * features + c, cols);
     }
 
-    /** Four packed x rows (x0 + i·xs) by four packed w rows (w0..w3), len elements: sums[i·4 + j]. */
-    static void tile(float[] x, int x0, int xs, float[] w, int w0, int w1, int w2, int w3, int len, float[] sums) {
+    /**
+     * Four packed x rows (x0 + i·xs) by four packed w rows (w0..w3) over one slice of len elements. The sixteen
+     * lane-wise partial sums go on from those of the earlier slices, kept in {@code acc} (the accumulator of x row
+     * i and w row j at a0 + i·accRow + j·L), and are stored back there; after the last slice they are added up
+     * into sums[i·4 + j], so every dot product is one chain of FMAs per lane and one sum of the lanes whatever
+     * the slicing.
+     */
+    static void tile(float[] x, int x0, int xs, float[] w, int w0, int w1, int w2, int w3, int len,
+                     float[] acc, int a0, int accRow, boolean first, boolean last, float[] sums) {
         int x1 = x0 + xs, x2 = x1 + xs, x3 = x2 + xs;
-        FloatVector a00 = FloatVector.zero(F), a01 = a00, a02 = a00, a03 = a00;
-        FloatVector a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-        FloatVector a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-        FloatVector a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        // The first slice starts from zeros: read from a zero array rather than choose between two vectors, which
+        // the JIT would box.
+        float[] from = first ? ZEROS : acc;
+        int f0 = first ? 0 : a0, fr = first ? 0 : accRow;
+        int f1 = f0 + fr, f2 = f1 + fr, f3 = f2 + fr;
+        FloatVector a00 = FloatVector.fromArray(F, from, f0), a01 = FloatVector.fromArray(F, from, f0 + L);
+        FloatVector a02 = FloatVector.fromArray(F, from, f0 + 2 * L), a03 = FloatVector.fromArray(F, from, f0 + 3 * L);
+        FloatVector a10 = FloatVector.fromArray(F, from, f1), a11 = FloatVector.fromArray(F, from, f1 + L);
+        FloatVector a12 = FloatVector.fromArray(F, from, f1 + 2 * L), a13 = FloatVector.fromArray(F, from, f1 + 3 * L);
+        FloatVector a20 = FloatVector.fromArray(F, from, f2), a21 = FloatVector.fromArray(F, from, f2 + L);
+        FloatVector a22 = FloatVector.fromArray(F, from, f2 + 2 * L), a23 = FloatVector.fromArray(F, from, f2 + 3 * L);
+        FloatVector a30 = FloatVector.fromArray(F, from, f3), a31 = FloatVector.fromArray(F, from, f3 + L);
+        FloatVector a32 = FloatVector.fromArray(F, from, f3 + 2 * L), a33 = FloatVector.fromArray(F, from, f3 + 3 * L);
         int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
             FloatVector b0 = FloatVector.fromArray(F, w, w0 + j), b1 = FloatVector.fromArray(F, w, w1 + j);
@@ -149,45 +156,61 @@ final class MatmulKernels {
             a = FloatVector.fromArray(F, x, x3 + j);
             a30 = a.fma(b0, a30); a31 = a.fma(b1, a31); a32 = a.fma(b2, a32); a33 = a.fma(b3, a33);
         }
-        sums[0] = Lanes.sum(a00); sums[1] = Lanes.sum(a01); sums[2] = Lanes.sum(a02); sums[3] = Lanes.sum(a03);
-        sums[4] = Lanes.sum(a10); sums[5] = Lanes.sum(a11); sums[6] = Lanes.sum(a12); sums[7] = Lanes.sum(a13);
-        sums[8] = Lanes.sum(a20); sums[9] = Lanes.sum(a21); sums[10] = Lanes.sum(a22); sums[11] = Lanes.sum(a23);
-        sums[12] = Lanes.sum(a30); sums[13] = Lanes.sum(a31); sums[14] = Lanes.sum(a32); sums[15] = Lanes.sum(a33);
-        if (kv < len) {
-            for (int i = 0; i < TILE; i++) {
-                int xi = x0 + i * xs;
-                sums[i * TILE] += tail(x, xi, w, w0, kv, len);
-                sums[i * TILE + 1] += tail(x, xi, w, w1, kv, len);
-                sums[i * TILE + 2] += tail(x, xi, w, w2, kv, len);
-                sums[i * TILE + 3] += tail(x, xi, w, w3, kv, len);
-            }
+        int t1 = a0 + accRow, t2 = t1 + accRow, t3 = t2 + accRow;
+        a00.intoArray(acc, a0); a01.intoArray(acc, a0 + L); a02.intoArray(acc, a0 + 2 * L); a03.intoArray(acc, a0 + 3 * L);
+        a10.intoArray(acc, t1); a11.intoArray(acc, t1 + L); a12.intoArray(acc, t1 + 2 * L); a13.intoArray(acc, t1 + 3 * L);
+        a20.intoArray(acc, t2); a21.intoArray(acc, t2 + L); a22.intoArray(acc, t2 + 2 * L); a23.intoArray(acc, t2 + 3 * L);
+        a30.intoArray(acc, t3); a31.intoArray(acc, t3 + L); a32.intoArray(acc, t3 + 2 * L); a33.intoArray(acc, t3 + 3 * L);
+        if (!last) return;
+        for (int i = 0; i < TILE; i++) {
+            int xi = x0 + i * xs;
+            sums[i * TILE] = laneSum(acc, a0 + i * accRow) + tail(x, xi, w, w0, kv, len);
+            sums[i * TILE + 1] = laneSum(acc, a0 + i * accRow + L) + tail(x, xi, w, w1, kv, len);
+            sums[i * TILE + 2] = laneSum(acc, a0 + i * accRow + 2 * L) + tail(x, xi, w, w2, kv, len);
+            sums[i * TILE + 3] = laneSum(acc, a0 + i * accRow + 3 * L) + tail(x, xi, w, w3, kv, len);
         }
-    }
-
-    /** One packed x row by four packed w rows: sums[0..3]. */
-    static void row(float[] x, int x0, float[] w, int w0, int w1, int w2, int w3, int len, float[] sums) {
-        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
-        int kv = len - len % L;
-        for (int j = 0; j < kv; j += L) {
-            FloatVector a = FloatVector.fromArray(F, x, x0 + j);
-            a0 = a.fma(FloatVector.fromArray(F, w, w0 + j), a0);
-            a1 = a.fma(FloatVector.fromArray(F, w, w1 + j), a1);
-            a2 = a.fma(FloatVector.fromArray(F, w, w2 + j), a2);
-            a3 = a.fma(FloatVector.fromArray(F, w, w3 + j), a3);
-        }
-        sums[0] = Lanes.sum(a0) + tail(x, x0, w, w0, kv, len);
-        sums[1] = Lanes.sum(a1) + tail(x, x0, w, w1, kv, len);
-        sums[2] = Lanes.sum(a2) + tail(x, x0, w, w2, kv, len);
-        sums[3] = Lanes.sum(a3) + tail(x, x0, w, w3, kv, len);
     }
 
     /**
-     * One x row (byte offset x0) by {@value #STREAMS} F32 w rows (byte offsets rows[i] + wj), read from their
-     * tensor: sums[0..8). Eight rows at once keep enough reads in flight to draw on DRAM's bandwidth.
+     * {@link Lanes#sum} of the vector stored at acc[at]. The kernels store their accumulators and sum them from
+     * memory: sixteen sums inlined into a tile would pass the JIT's inlining budget, and a vector handed to a call
+     * that is not inlined is boxed.
      */
-    static void f32Rows(MemorySegment x, long x0, MemorySegment w, long[] rows, long wj, int len, float[] sums) {
-        long w0 = rows[0] + wj, w1 = rows[1] + wj, w2 = rows[2] + wj, w3 = rows[3] + wj;
-        long w4 = rows[4] + wj, w5 = rows[5] + wj, w6 = rows[6] + wj, w7 = rows[7] + wj;
+    private static float laneSum(float[] acc, int at) {
+        return Lanes.sum(FloatVector.fromArray(F, acc, at));
+    }
+
+    /** One packed x row by four packed w rows, carrying its partial sums like {@link #tile}: sums[0..3]. */
+    static void row(float[] x, int x0, float[] w, int w0, int w1, int w2, int w3, int len,
+                    float[] acc, int a0, boolean first, boolean last, float[] sums) {
+        float[] from = first ? ZEROS : acc;
+        int f0 = first ? 0 : a0;
+        FloatVector a0v = FloatVector.fromArray(F, from, f0), a1v = FloatVector.fromArray(F, from, f0 + L);
+        FloatVector a2v = FloatVector.fromArray(F, from, f0 + 2 * L), a3v = FloatVector.fromArray(F, from, f0 + 3 * L);
+        int kv = len - len % L;
+        for (int j = 0; j < kv; j += L) {
+            FloatVector a = FloatVector.fromArray(F, x, x0 + j);
+            a0v = a.fma(FloatVector.fromArray(F, w, w0 + j), a0v);
+            a1v = a.fma(FloatVector.fromArray(F, w, w1 + j), a1v);
+            a2v = a.fma(FloatVector.fromArray(F, w, w2 + j), a2v);
+            a3v = a.fma(FloatVector.fromArray(F, w, w3 + j), a3v);
+        }
+        a0v.intoArray(acc, a0); a1v.intoArray(acc, a0 + L); a2v.intoArray(acc, a0 + 2 * L); a3v.intoArray(acc, a0 + 3 * L);
+        if (!last) return;
+        sums[0] = laneSum(acc, a0) + tail(x, x0, w, w0, kv, len);
+        sums[1] = laneSum(acc, a0 + L) + tail(x, x0, w, w1, kv, len);
+        sums[2] = laneSum(acc, a0 + 2 * L) + tail(x, x0, w, w2, kv, len);
+        sums[3] = laneSum(acc, a0 + 3 * L) + tail(x, x0, w, w3, kv, len);
+    }
+
+    /**
+     * One x row (byte offset x0) by {@value #STREAMS} F32 w rows (byte offsets rows[i]), read from their
+     * tensor: sums[0..8), through {@code lanes} (8 vectors). Eight rows at once keep enough reads in flight to
+     * draw on DRAM's bandwidth.
+     */
+    static void f32Rows(MemorySegment x, long x0, MemorySegment w, long[] rows, int len, float[] lanes, float[] sums) {
+        long w0 = rows[0], w1 = rows[1], w2 = rows[2], w3 = rows[3];
+        long w4 = rows[4], w5 = rows[5], w6 = rows[6], w7 = rows[7];
         FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
@@ -202,17 +225,18 @@ final class MatmulKernels {
             a6 = a.fma(f32(w, w6 + o), a6);
             a7 = a.fma(f32(w, w7 + o), a7);
         }
-        sums[0] = Lanes.sum(a0); sums[1] = Lanes.sum(a1); sums[2] = Lanes.sum(a2); sums[3] = Lanes.sum(a3);
-        sums[4] = Lanes.sum(a4); sums[5] = Lanes.sum(a5); sums[6] = Lanes.sum(a6); sums[7] = Lanes.sum(a7);
+        a0.intoArray(lanes, 0); a1.intoArray(lanes, L); a2.intoArray(lanes, 2 * L); a3.intoArray(lanes, 3 * L);
+        a4.intoArray(lanes, 4 * L); a5.intoArray(lanes, 5 * L); a6.intoArray(lanes, 6 * L); a7.intoArray(lanes, 7 * L);
+        for (int i = 0; i < STREAMS; i++) sums[i] = laneSum(lanes, i * L);
         if (kv < len) {
-            for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.F32, rows[i] + wj, kv, len);
+            for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.F32, rows[i], kv, len);
         }
     }
 
     /** The same for BF16 w rows, widened in registers. */
-    static void bf16Rows(MemorySegment x, long x0, MemorySegment w, long[] rows, long wj, int len, float[] sums) {
-        long w0 = rows[0] + wj, w1 = rows[1] + wj, w2 = rows[2] + wj, w3 = rows[3] + wj;
-        long w4 = rows[4] + wj, w5 = rows[5] + wj, w6 = rows[6] + wj, w7 = rows[7] + wj;
+    static void bf16Rows(MemorySegment x, long x0, MemorySegment w, long[] rows, int len, float[] lanes, float[] sums) {
+        long w0 = rows[0], w1 = rows[1], w2 = rows[2], w3 = rows[3];
+        long w4 = rows[4], w5 = rows[5], w6 = rows[6], w7 = rows[7];
         FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         int kv = len - len % L;
         for (int j = 0; j < kv; j += L) {
@@ -227,10 +251,11 @@ final class MatmulKernels {
             a6 = a.fma(bf16(w, w6 + o), a6);
             a7 = a.fma(bf16(w, w7 + o), a7);
         }
-        sums[0] = Lanes.sum(a0); sums[1] = Lanes.sum(a1); sums[2] = Lanes.sum(a2); sums[3] = Lanes.sum(a3);
-        sums[4] = Lanes.sum(a4); sums[5] = Lanes.sum(a5); sums[6] = Lanes.sum(a6); sums[7] = Lanes.sum(a7);
+        a0.intoArray(lanes, 0); a1.intoArray(lanes, L); a2.intoArray(lanes, 2 * L); a3.intoArray(lanes, 3 * L);
+        a4.intoArray(lanes, 4 * L); a5.intoArray(lanes, 5 * L); a6.intoArray(lanes, 6 * L); a7.intoArray(lanes, 7 * L);
+        for (int i = 0; i < STREAMS; i++) sums[i] = laneSum(lanes, i * L);
         if (kv < len) {
-            for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.BF16, rows[i] + wj, kv, len);
+            for (int i = 0; i < STREAMS; i++) sums[i] += tail(x, x0, w, DType.BF16, rows[i], kv, len);
         }
     }
 

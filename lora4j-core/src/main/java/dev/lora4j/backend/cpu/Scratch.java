@@ -15,6 +15,7 @@ final class Scratch {
     private float[] xPack = new float[0];
     private float[] wPack = new float[0];
     private float[] outPack = new float[0];
+    private float[] partialSums = new float[0];
     private float[] scores = new float[0];
     private float[] attentionOutput = new float[0];
     private float[] attentionQueries = new float[0];
@@ -48,6 +49,12 @@ final class Scratch {
     float[] wPack(int count) {
         if (wPack.length < count) wPack = new float[count];
         return wPack;
+    }
+
+    /** The lane-wise partial sums of every dot product of a matmul block, between slices of k. */
+    float[] partialSums(int count) {
+        if (partialSums.length < count) partialSums = new float[count];
+        return partialSums;
     }
 
     /** The results of one matmul block, before they are written to the output tensor. */
