@@ -45,6 +45,7 @@ final class AttentionKernel {
         Scratch scratch = Scratch.get();
         float[] qp = scratch.attentionQueries(queries * headDim);
         float[] cache = scratch.attentionCache(KEY_BLOCK * headDim);
+        float[] lanes = new float[4 * L];
         // Query head qi is row i0 + qi / group, head kvh·group + qi % group; it attends to cache rows [first, last].
         int[] first = new int[queries], last = new int[queries];
         long[] offset = new long[queries];
@@ -69,7 +70,7 @@ final class AttentionKernel {
                 int from = Math.max(t0, first[qi]), to = Math.min(t1, last[qi] + 1);
                 int at = qi * span - lo, qo = qi * headDim;
                 int t = from;
-                for (; t + 4 <= to; t += 4) scores4(qp, qo, cache, (t - t0) * headDim, headDim, scale, s, at + t);
+                for (; t + 4 <= to; t += 4) scores4(qp, qo, cache, (t - t0) * headDim, headDim, scale, s, at + t, lanes);
                 for (; t < to; t++) s[at + t] = dot(qp, qo, cache, (t - t0) * headDim, headDim) * scale;
             }
         }
@@ -104,7 +105,8 @@ final class AttentionKernel {
     }
 
     /** Four consecutive packed keys (from index k0) against one query: s[at..at+3] = dot · scale. */
-    private static void scores4(float[] q, int q0, float[] k, int k0, int headDim, float scale, float[] s, int at) {
+    private static void scores4(float[] q, int q0, float[] k, int k0, int headDim, float scale, float[] s, int at,
+                                float[] lanes) {
         int k1 = k0 + headDim, k2 = k1 + headDim, k3 = k2 + headDim;
         FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
         int hv = headDim - headDim % L;
@@ -115,7 +117,9 @@ final class AttentionKernel {
             a2 = qv.fma(FloatVector.fromArray(F, k, k2 + j), a2);
             a3 = qv.fma(FloatVector.fromArray(F, k, k3 + j), a3);
         }
-        float d0 = Lanes.sum(a0), d1 = Lanes.sum(a1), d2 = Lanes.sum(a2), d3 = Lanes.sum(a3);
+        // Summed from memory: four lane sums inlined here would leave vectors to be boxed (see MatmulKernels.laneSum).
+        a0.intoArray(lanes, 0); a1.intoArray(lanes, L); a2.intoArray(lanes, 2 * L); a3.intoArray(lanes, 3 * L);
+        float d0 = laneSum(lanes, 0), d1 = laneSum(lanes, L), d2 = laneSum(lanes, 2 * L), d3 = laneSum(lanes, 3 * L);
         for (int j = hv; j < headDim; j++) {
             float qj = q[q0 + j];
             d0 += qj * k[k0 + j];
@@ -127,6 +131,10 @@ final class AttentionKernel {
         s[at + 1] = d1 * scale;
         s[at + 2] = d2 * scale;
         s[at + 3] = d3 * scale;
+    }
+
+    private static float laneSum(float[] v, int at) {
+        return Lanes.sum(FloatVector.fromArray(F, v, at));
     }
 
     private static float dot(float[] a, int a0, float[] b, int b0, int count) {
