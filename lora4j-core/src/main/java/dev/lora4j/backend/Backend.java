@@ -111,50 +111,45 @@ public interface Backend extends AutoCloseable {
 
     // ---- training ops: the backward forms and the optimizer ------------------------------------------------
     // Gradients and optimizer states are F32. Unless a parameter says "accumulate", outputs are overwritten.
-    // Until both backends implement an op, its default refuses; see TrainingOpsContract in the tests.
 
     /** The input gradient of {@link #matmul}: {@code dX[n,k] (+)= dY[n,m] · w[m,k]}. */
-    default void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate) { throw notYet("matmulBackwardInput"); }
+    void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate);
 
     /** The weight gradient of {@link #matmul}: {@code dW[m,k] (+)= dY[n,m]ᵀ · x[n,k]}; dW is F32. */
-    default void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) { throw notYet("matmulBackwardWeight"); }
+    void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate);
 
     /** The bias gradient: {@code dBias[m] += Σ_rows dY[row, m]} (always accumulates). */
-    default void sumRows(Tensor dY, Tensor dBias) { throw notYet("sumRows"); }
+    void sumRows(Tensor dY, Tensor dBias);
 
     /**
      * Attention of one whole sequence for training: as {@link #attention} with startPos 0 and k, v holding
      * exactly the n positions of q, and also writes {@code lse[i, h]} ([n, nHeads] F32), the natural log of the
      * sum of exp(scaled scores) of row i, head h: what the backward pass needs instead of the probabilities.
      */
-    default void attentionForward(Tensor q, Tensor k, Tensor v, int nHeads, int nKvHeads, int headDim, int slidingWindow,
-                                  Tensor out, Tensor lse) { throw notYet("attentionForward"); }
+    void attentionForward(Tensor q, Tensor k, Tensor v, int nHeads, int nKvHeads, int headDim, int slidingWindow,
+                                  Tensor out, Tensor lse);
 
     /**
      * Gradients of {@link #attentionForward} with respect to q, k and v (overwritten), given its inputs, its
      * output, its lse and the output gradient dOut. dk and dv sum over the query heads that share a KV head.
      */
-    default void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dOut, int nHeads,
-                                   int nKvHeads, int headDim, int slidingWindow, Tensor dq, Tensor dk, Tensor dv) {
-        throw notYet("attentionBackward");
-    }
+    void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dOut, int nHeads,
+                                   int nKvHeads, int headDim, int slidingWindow, Tensor dq, Tensor dk, Tensor dv);
 
     /**
      * The gradients of {@link #rmsNorm}: dX (overwritten) from x, weight and dOut; when dWeight is not null,
      * {@code dWeight += } the weight gradient summed over rows.
      */
-    default void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight) {
-        throw notYet("rmsNormBackward");
-    }
+    void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight);
 
     /** The gradient of {@link #rope}: the inverse rotation of dx, in place (same positions and frequencies). */
-    default void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq) { throw notYet("ropeBackward"); }
+    void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq);
 
     /** The gradients of {@link #swiglu}: dGate and dUp (overwritten) from gate, up and dOut. */
-    default void swigluBackward(Tensor gate, Tensor up, Tensor dOut, Tensor dGate, Tensor dUp) { throw notYet("swigluBackward"); }
+    void swigluBackward(Tensor gate, Tensor up, Tensor dOut, Tensor dGate, Tensor dUp);
 
     /** The gradient of {@link #embedding}: {@code dTable[ids[i], :] += dOut[i, :]}; dTable is F32 [vocab, d]. */
-    default void embeddingBackward(int[] ids, Tensor dOut, Tensor dTable) { throw notYet("embeddingBackward"); }
+    void embeddingBackward(int[] ids, Tensor dOut, Tensor dTable);
 
     /**
      * Fused cross-entropy over rows of F32 logits [n, V], in place. For row i with {@code targets[i] >= 0}:
@@ -162,35 +157,32 @@ public interface Backend extends AutoCloseable {
      * {@code (softmax(logits[i]) - onehot(targets[i])) * gradScale}; rows whose target is negative (-100, as
      * Hugging Face's ignore_index) get loss 0 and a zero gradient. losses is F32 [n].
      */
-    default void crossEntropy(Tensor logits, int[] targets, float gradScale, Tensor losses) { throw notYet("crossEntropy"); }
+    void crossEntropy(Tensor logits, int[] targets, float gradScale, Tensor losses);
 
     /**
      * One AdamW step as torch.optim.AdamW computes it, on F32 tensors of equal shape: {@code param *= 1 - lr*wd};
      * {@code m = b1*m + (1-b1)*g}; {@code v = b2*v + (1-b2)*g²}; {@code param -= lr * (m/(1-b1^step)) /
      * (sqrt(v/(1-b2^step)) + eps)}. step counts from 1.
      */
-    default void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
-                       float weightDecay, long step) { throw notYet("adamw"); }
+    void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+                       float weightDecay, long step);
 
     /** The sum of the squares of the elements of an F32 tensor (waits for the result): for gradient-norm clipping. */
-    default double sumOfSquares(Tensor t) { throw notYet("sumOfSquares"); }
+    double sumOfSquares(Tensor t);
 
     /** {@code t *= s}, in place. */
-    default void scale(Tensor t, float s) { throw notYet("scale"); }
+    void scale(Tensor t, float s);
 
     /** Sets every element to zero. */
-    default void zero(Tensor t) { throw notYet("zero"); }
+    void zero(Tensor t);
 
     /**
      * Inverted dropout, the same on every backend for the same seed: element i of x is dropped when
      * {@code u(seed, i) < p} and otherwise scaled by 1/(1-p), where u is {@link DropoutHash#uniform(long, long)}.
      * out may be x.
      */
-    default void dropout(Tensor x, float p, long seed, Tensor out) { throw notYet("dropout"); }
+    void dropout(Tensor x, float p, long seed, Tensor out);
 
-    private UnsupportedOperationException notYet(String op) {
-        return new UnsupportedOperationException(op + " is not available on the " + name() + " backend yet");
-    }
 
     // ---- host conveniences (not for hot paths) ------------------------------------------------------------
 
