@@ -27,24 +27,9 @@ final class CpuKernels {
     /** out = weight * (x / sqrt(mean(x²) + eps)) for the row of d elements at {@code base}. */
     static void rmsNormRow(MemorySegment x, MemorySegment out, long base, int d, MemorySegment weight, float eps) {
         long b = base * Float.BYTES;
-        FloatVector s0 = FloatVector.zero(F), s1 = s0;
+        // One computation of the scale for the forward and the backward pass, so they can never disagree.
+        float inv = CpuTrainingKernels.inverseRms(x, base, d, eps);
         int j = 0;
-        for (; j + 2 * L <= d; j += 2 * L) {
-            FloatVector v0 = f32(x, b + (long) j * 4), v1 = f32(x, b + (long) (j + L) * 4);
-            s0 = v0.fma(v0, s0);
-            s1 = v1.fma(v1, s1);
-        }
-        for (; j + L <= d; j += L) {
-            FloatVector v = f32(x, b + (long) j * 4);
-            s0 = v.fma(v, s0);
-        }
-        float ss = Lanes.sum(s0.add(s1));
-        for (; j < d; j++) {
-            float v = x.getAtIndex(F32, base + j);
-            ss += v * v;
-        }
-        float inv = (float) (1.0 / Math.sqrt(ss / d + eps));
-        j = 0;
         for (; j + L <= d; j += L) {
             long o = (long) j * 4;
             f32(weight, o).mul(f32(x, b + o).mul(inv)).intoMemorySegment(out, b + o, LE);

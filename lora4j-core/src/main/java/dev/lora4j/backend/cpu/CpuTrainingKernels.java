@@ -41,7 +41,7 @@ final class CpuTrainingKernels {
 
     // ---- rmsNorm --------------------------------------------------------------------------------------------
 
-    /** The 1/sqrt(mean(x²) + eps) of a row, computed exactly as {@link CpuKernels#rmsNormRow} does. */
+    /** The 1/sqrt(mean(x²) + eps) of a row: the scale of {@link CpuKernels#rmsNormRow} and of its backward form. */
     static float inverseRms(MemorySegment x, long base, int d, float eps) {
         long b = base * Float.BYTES;
         FloatVector s0 = FloatVector.zero(F), s1 = s0;
