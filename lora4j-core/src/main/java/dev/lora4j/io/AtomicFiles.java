@@ -15,7 +15,7 @@ import java.util.concurrent.ThreadLocalRandom;
  * Writes files so that a reader (or a crash) sees either the old file or the complete new one: write a temporary
  * file in the same folder, force it to disk, rename it over the target, then force the folder entry.
  */
-final class AtomicFiles {
+public final class AtomicFiles {
 
     @FunctionalInterface
     interface Body {
@@ -58,7 +58,7 @@ final class AtomicFiles {
     }
 
     /** Makes the rename durable. Some file systems refuse to open folders; the rename itself already happened. */
-    private static void forceFolder(Path folder) {
+    public static void forceFolder(Path folder) {
         try (FileChannel dir = FileChannel.open(folder, StandardOpenOption.READ)) {
             dir.force(true);
         } catch (IOException | UnsupportedOperationException ignored) {

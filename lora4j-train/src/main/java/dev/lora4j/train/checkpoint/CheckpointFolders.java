@@ -1,5 +1,7 @@
 package dev.lora4j.train.checkpoint;
 
+import dev.lora4j.io.AtomicFiles;
+
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.file.AtomicMoveNotSupportedException;
@@ -62,7 +64,7 @@ public final class CheckpointFolders {
             } catch (AtomicMoveNotSupportedException e) {
                 Files.move(temp, target);
             }
-            forceFolder(outputDir);
+            AtomicFiles.forceFolder(outputDir);
             return target;
         } catch (IOException | RuntimeException | Error e) {
             try {
@@ -141,19 +143,10 @@ public final class CheckpointFolders {
             @Override
             public FileVisitResult postVisitDirectory(Path dir, IOException e) throws IOException {
                 if (e != null) throw e;
-                forceFolder(dir);
+                AtomicFiles.forceFolder(dir);
                 return FileVisitResult.CONTINUE;
             }
         });
-    }
-
-    /** Makes renames inside a folder durable; best effort where the platform cannot open folders. */
-    private static void forceFolder(Path folder) {
-        try (FileChannel ch = FileChannel.open(folder, StandardOpenOption.READ)) {
-            ch.force(true);
-        } catch (IOException | UnsupportedOperationException ignored) {
-            // Some file systems cannot sync a directory; the files themselves are already on disk.
-        }
     }
 
     static void deleteTree(Path root) throws IOException {
