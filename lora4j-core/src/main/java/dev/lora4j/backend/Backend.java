@@ -1,5 +1,7 @@
 package dev.lora4j.backend;
 
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
@@ -75,7 +77,8 @@ public interface Backend extends AutoCloseable {
 
     /**
      * {@code out = x · wᵀ} (a torch Linear without bias): x is [n, k], w is [m, k], out is [n, m]. With
-     * {@code accumulate} the product is added to {@code out} instead of replacing it.
+     * {@code accumulate} the product is added to {@code out} instead of replacing it. w may be a
+     * {@link QuantizedTensor}: it is then dequantized to its compute dtype on the fly (never kept dequantized).
      */
     void matmul(Tensor x, Tensor w, Tensor out, boolean accumulate);
 
@@ -112,7 +115,7 @@ public interface Backend extends AutoCloseable {
     // ---- training ops: the backward forms and the optimizer ------------------------------------------------
     // Gradients and optimizer states are F32. Unless a parameter says "accumulate", outputs are overwritten.
 
-    /** The input gradient of {@link #matmul}: {@code dX[n,k] (+)= dY[n,m] · w[m,k]}. */
+    /** The input gradient of {@link #matmul}: {@code dX[n,k] (+)= dY[n,m] · w[m,k]}; w may be a {@link QuantizedTensor}. */
     void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate);
 
     /** The weight gradient of {@link #matmul}: {@code dW[m,k] (+)= dY[n,m]ᵀ · x[n,k]}; dW is F32. */
@@ -183,6 +186,18 @@ public interface Backend extends AutoCloseable {
      */
     void dropout(Tensor x, float p, long seed, Tensor out);
 
+
+    // ---- 4-bit quantization (bitsandbytes' NF4/FP4, dev.lora4j.quant) -----------------------------------------
+
+    /**
+     * Quantizes a dense F32/BF16/F16 weight to 4 bits on this backend, exactly as bitsandbytes'
+     * {@code quantize_4bit} does (same codes, absmax and, with double quantization, 8-bit absmax codes and offset),
+     * so that every backend produces the same bytes. The input stays open.
+     */
+    QuantizedTensor quantize4bit(Tensor weight, QuantSpec spec);
+
+    /** Writes the dequantized weight into {@code out} (F32, BF16 or F16, the same shape), as bitsandbytes' {@code dequantize_4bit}. */
+    void dequantize4bit(QuantizedTensor q, Tensor out);
 
     // ---- host conveniences (not for hot paths) ------------------------------------------------------------
 

@@ -49,7 +49,8 @@ public abstract class Tensor implements AutoCloseable {
 
     public final long numel() { return numel; }
 
-    public final long byteSize() { return dtype.bytesFor(numel); }
+    /** The bytes of the tensor's storage (a quantized tensor counts its packed codes and quantization state). */
+    public long byteSize() { return dtype.bytesFor(numel); }
 
     /** Rows when seen as a matrix whose last dimension is the row length. */
     public final long rows() { return shape.length == 0 ? 1 : numel / Math.max(1, shape[shape.length - 1]); }

@@ -971,4 +971,14 @@ public final class CudaBackend implements Backend {
     private static void requireSameCount(Tensor a, Tensor b) {
         if (a.numel() != b.numel()) throw new IllegalArgumentException("element counts differ: " + a + " vs " + b);
     }
+
+    @Override
+    public dev.lora4j.quant.QuantizedTensor quantize4bit(Tensor weight, dev.lora4j.quant.QuantSpec spec) {
+        throw new UnsupportedOperationException("quantize4bit is being implemented");
+    }
+
+    @Override
+    public void dequantize4bit(dev.lora4j.quant.QuantizedTensor q, Tensor out) {
+        throw new UnsupportedOperationException("dequantize4bit is being implemented");
+    }
 }

@@ -412,4 +412,14 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void dropout(Tensor x, float p, long seed, Tensor out) { training().dropout(x, p, seed, out); }
+
+    @Override
+    public dev.lora4j.quant.QuantizedTensor quantize4bit(Tensor weight, dev.lora4j.quant.QuantSpec spec) {
+        throw new UnsupportedOperationException("quantize4bit is being implemented");
+    }
+
+    @Override
+    public void dequantize4bit(dev.lora4j.quant.QuantizedTensor q, Tensor out) {
+        throw new UnsupportedOperationException("dequantize4bit is being implemented");
+    }
 }
