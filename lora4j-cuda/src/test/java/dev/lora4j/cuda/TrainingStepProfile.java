@@ -1,0 +1,75 @@
+package dev.lora4j.cuda;
+
+import dev.lora4j.io.ModelConfig;
+import dev.lora4j.io.ModelFolder;
+import dev.lora4j.lora.LoraConfig;
+import dev.lora4j.lora.TargetModules;
+import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.model.LossSum;
+import dev.lora4j.model.RandomModelWriter;
+import dev.lora4j.model.TrainableLlama;
+import dev.lora4j.model.TrainingBatch;
+import dev.lora4j.tensor.DType;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * Times forward+backward micro-batches of a preset's shape cut to a few layers, on the GPU, and prints where the
+ * time goes op by op (run with -Dlora4j.cuda.profile=true for the split). For finding what to make faster; the
+ * figures users see come from {@code lora4j bench}.
+ *
+ * <pre>java ... dev.lora4j.cuda.TrainingStepProfile mistral-7b 4 lora-qv|lora-all|full gc|nogc 1024 4 [steps]</pre>
+ */
+public final class TrainingStepProfile {
+    public static void main(String[] args) throws Exception {
+        String preset = args.length > 0 ? args[0] : "mistral-7b";
+        int layers = args.length > 1 ? Integer.parseInt(args[1]) : 4;
+        String mode = args.length > 2 ? args[2] : "lora-qv";
+        boolean gc = args.length > 3 && args[3].equals("gc");
+        int seq = args.length > 4 ? Integer.parseInt(args[4]) : 1024;
+        int batch = args.length > 5 ? Integer.parseInt(args[5]) : 4;
+        int steps = args.length > 6 ? Integer.parseInt(args[6]) : 3;
+
+        ModelConfig c = RandomModelWriter.preset(preset);
+        c = new ModelConfig(c.architectures(), c.modelType(), c.vocabSize(), c.hiddenSize(), c.intermediateSize(),
+                layers, c.numAttentionHeads(), c.numKeyValueHeads(), c.headDim(), c.rmsNormEps(), c.ropeTheta(),
+                c.ropeScaling(), c.maxPositionEmbeddings(), c.slidingWindow(), c.maxWindowLayers(), c.attentionBias(),
+                c.mlpBias(), c.tieWordEmbeddings(), c.bosTokenId(), c.eosTokenIds(), c.padTokenId(), c.dtype(),
+                c.hiddenAct());
+        Path dir = Files.createTempDirectory("lora4j-profile");
+        RandomModelWriter.writeWeightsAndConfig(dir, c, RandomModelWriter.Options.of(DType.BF16, 1), s -> {});
+        LoraConfig lora = LoraConfig.defaults().withR(16).withLoraAlpha(32).withLoraDropout(0.05);
+        FineTuneMethod method = switch (mode) {
+            case "lora-qv" -> FineTuneMethod.lora(lora);
+            case "lora-all" -> FineTuneMethod.lora(lora.withTargetModules(TargetModules.allLinear()));
+            case "full" -> FineTuneMethod.full();
+            default -> throw new IllegalArgumentException(mode);
+        };
+        SplittableRandom random = new SplittableRandom(7);
+        int[][] ids = new int[batch][seq];
+        for (int[] row : ids) for (int i = 0; i < seq; i++) row[i] = random.nextInt(c.vocabSize());
+        try (CudaBackend gpu = CudaBackend.open();
+             ModelFolder folder = ModelFolder.open(dir);
+             TrainableLlama model = TrainableLlama.create(gpu, folder, method, 1)) {
+            model.setGradientCheckpointing(gc);
+            System.out.printf(Locale.ROOT, "%s x %d layers, %s, gc=%s, %d x %d tokens; weights+adapters %.2f GiB%n",
+                    preset, layers, mode, gc, batch, seq, gpu.memoryInUse() / (double) (1L << 30));
+            for (int s = 0; s < steps; s++) {
+                gpu.synchronize();
+                gpu.opProfile(true);
+                long t0 = System.nanoTime();
+                LossSum loss = model.forwardBackward(TrainingBatch.languageModelling(ids, s), 1f / (batch * seq));
+                gpu.synchronize();
+                double ms = (System.nanoTime() - t0) / 1e6;
+                System.out.printf(Locale.ROOT, "step %d: %.1f ms (%.0f tokens/s for these layers), loss %.4f, peak %.2f GiB%n",
+                        s, ms, batch * seq / (ms / 1e3), loss.sum() / Math.max(1, loss.tokens()),
+                        gpu.peakMemoryInUse() / (double) (1L << 30));
+            }
+            String profile = gpu.opProfile(false);
+            if (profile != null) System.out.print(profile);
+        }
+    }
+}
