@@ -33,7 +33,8 @@ public final class CudaBackend implements Backend {
     private final DeviceAllocator allocator;
     private final CudaKernels kernels;
     private final CublasLtMatmul matmul;
-    private final boolean syncEachOp = Boolean.getBoolean(SYNC_EACH_OP_PROPERTY);
+    private final CudaOpProfile profile = Boolean.getBoolean(CudaOpProfile.PROPERTY) ? new CudaOpProfile() : null;
+    private final boolean syncEachOp = Boolean.getBoolean(SYNC_EACH_OP_PROPERTY) || profile != null;
     private volatile boolean closed;
 
     /** Opens the device chosen by {@code -Dlora4j.cuda.device} (0 by default). */
@@ -948,6 +949,23 @@ public final class CudaBackend implements Backend {
 
     private void opDone(String op) {
         if (syncEachOp) waitForStream("after " + op);
+        if (profile != null) profile.charge(op);
+    }
+
+    /**
+     * The op profile of {@code -Dlora4j.cuda.profile=true} since the last reset, one line per op (null when
+     * profiling is off); {@code reset} starts a new one.
+     */
+    public String opProfile(boolean reset) {
+        if (profile == null) return null;
+        String report = profile.report();
+        if (reset) profile.reset();
+        return report;
+    }
+
+    /** Tells the op profile that host work not belonging to any op happened since the last op. */
+    public void opProfileMark() {
+        if (profile != null) profile.mark();
     }
 
     private CudaTensor cuda(Tensor t) {
