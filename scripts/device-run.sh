@@ -22,6 +22,9 @@ if [ -f "$b/assets.tar.xz" ] && [ ! -d "$shared/assets/tokenizers" ]; then
 fi
 java=$t/jre/bin/java
 flags=(--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xss4m)
+# Extra JVM flags, e.g. LORA4J_JAVA_OPTS="-Dlora4j.cuda.profile=true -Xmx64g".
+read -r -a extra <<<"${LORA4J_JAVA_OPTS:-}"
+flags+=("${extra[@]}")
 cmd=${1:?usage: device-run.sh tests|lora4j|java ...}
 shift
 case "$cmd" in
@@ -37,7 +40,8 @@ case "$cmd" in
         exec "$java" "${flags[@]}" -jar "$b/lora4j-cli.jar" "$@"
         ;;
     java)
-        exec "$java" "${flags[@]}" -cp "$b/lora4j-cli.jar:$b/lib/*" "$@"
+        # Test classes too, for the comparison and profiling mains kept there.
+        exec "$java" "${flags[@]}" -cp "$b/lora4j-cli.jar:$b/lib/*:$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda" "$@"
         ;;
     *)
         echo "unknown command '$cmd': use tests, lora4j or java" >&2
