@@ -49,7 +49,8 @@ public final class AtomicFiles {
         forceFolder(folder);
     }
 
-    static void writeString(Path target, String text) throws IOException {
+    /** Writes UTF-8 text atomically (see the class comment). */
+    public static void writeString(Path target, String text) throws IOException {
         write(target, ch -> writeFully(ch, ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8))));
     }
 

@@ -12,6 +12,8 @@ import dev.lora4j.io.SafetensorsWriter;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.LoraTargets;
 import dev.lora4j.lora.PeftAdapter;
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 import dev.lora4j.tokenizer.Tokenizer;
@@ -36,9 +38,14 @@ import java.util.function.Consumer;
 
 /**
  * A Llama-family model that trains: LoRA adapters over frozen base weights with PEFT's mathematics
- * ({@code y = base(x) + scaling · B·A·dropout(x)}), or every weight in F32. The forward and backward passes are
- * explicit, layer by layer, over a batch of rows concatenated into one [tokens, hidden] activation; attention runs
- * per row. Frozen weights get no gradient buffers: for them only the input gradient is formed.
+ * ({@code y = base(x) + scaling · B·A·dropout(x)}), QLoRA (the same adapters over 4-bit projections), or every
+ * weight in F32. The forward and backward passes are explicit, layer by layer, over a batch of rows concatenated
+ * into one [tokens, hidden] activation; attention runs per row. Frozen weights get no gradient buffers: for them only
+ * the input gradient is formed (through a 4-bit weight, dequantized on the fly by the backend).
+ *
+ * <p>QLoRA follows PEFT's {@code prepare_model_for_kbit_training}: the base is frozen, norm weights are F32 (as they
+ * always are here) and gradient checkpointing is on by default. Unlike that function, embeddings, lm_head and biases
+ * keep their 16-bit dtype instead of being cast to F32, as the QLoRA recipe keeps them.
  *
  * <p>The loss is the summed next-token cross-entropy of the rows' labels, computed over the vocabulary a chunk of
  * rows at a time so the full [tokens, vocab] logits never exist at once. Gradients accumulate across calls until
@@ -69,6 +76,7 @@ public final class TrainableLlama implements AutoCloseable {
     private final List<TrainableParameter> parameters;
     private final int lowestTrainableLayer;       // numLayers when no layer trains
     private final boolean embeddingTrains;
+    private final long baseMemoryAtLoad;
     private long lossChunkBytes = DEFAULT_LOSS_CHUNK_BYTES;
     private boolean gradientCheckpointing;
     private TrainingBuffers trainBuffers;
@@ -78,8 +86,11 @@ public final class TrainableLlama implements AutoCloseable {
 
     private TrainableLlama(Backend backend, FineTuneMethod method, TrainablePlan plan, LlamaShape shape, ModelConfig config,
                            Path sourceFolder, GenerationConfig generationConfig, LlamaWeights weights, Adapter[][] adapters,
-                           List<TrainableParameter> parameters, Map<Tensor, Tensor> grads) {
+                           List<TrainableParameter> parameters, Map<Tensor, Tensor> grads, long baseMemoryAtLoad) {
         this.backend = backend;
+        this.baseMemoryAtLoad = baseMemoryAtLoad;
+        // prepare_model_for_kbit_training turns gradient checkpointing on.
+        this.gradientCheckpointing = method.quantization() != null;
         this.method = method;
         this.plan = plan;
         this.shape = shape;
@@ -104,25 +115,36 @@ public final class TrainableLlama implements AutoCloseable {
 
     /**
      * Loads a model folder's weights onto the backend and prepares them for training: frozen base weights stay as
-     * stored (BF16, F16 or F32), trainable ones become F32, and new LoRA adapters start as PEFT initialises them,
-     * drawn from a generator seeded with {@code seed}.
+     * stored (BF16, F16 or F32), or for QLoRA their projections become 4-bit; trainable ones become F32; new LoRA
+     * adapters start as PEFT initialises them, drawn from a generator seeded with {@code seed}. A folder whose
+     * projections are already 4-bit trains with QLoRA over them (LoRA is taken to mean QLoRA there).
      */
     public static TrainableLlama create(Backend backend, ModelFolder folder, FineTuneMethod method, long seed) throws IOException {
         ModelConfig c = folder.config();
         LlamaShape s = LlamaShape.of(c);
         TrainablePlan.of(s, method); // fail on a bad configuration before loading gigabytes
         DType storage = method instanceof FineTuneMethod.Full ? DType.F32 : null;
+        long before = backend.memoryInUse();
         LlamaWeights base = LlamaWeightLoader.load(folder.weights(), s, backend, storage);
-        return build(backend, base, method, seed, c, folder.path(), folder.generationConfig());
+        return build(backend, base, method, seed, c, folder.path(), folder.generationConfig(), before);
     }
 
     /** A model over a base model and a saved PEFT adapter, with the adapter's configuration. */
     public static TrainableLlama withAdapter(Backend backend, ModelFolder folder, Path adapterDir) throws IOException {
+        return withAdapter(backend, folder, adapterDir, null);
+    }
+
+    /**
+     * A model over a base model and a saved PEFT adapter, with the adapter's configuration; with {@code quantization}
+     * not null the base's projections are 4-bit, as when the adapter was trained with QLoRA.
+     */
+    public static TrainableLlama withAdapter(Backend backend, ModelFolder folder, Path adapterDir, QuantSpec quantization)
+            throws IOException {
         PeftAdapter adapter = PeftAdapter.load(adapterDir);
         LoraConfig c = adapter.config();
         // How an adapter was initialised does not matter once its weights are loaded.
         if (!LoraConfig.SUPPORTED_INITS.contains(c.initLoraWeights())) c = c.withInitLoraWeights("true");
-        TrainableLlama model = create(backend, folder, new FineTuneMethod.Lora(c), 0);
+        TrainableLlama model = create(backend, folder, new FineTuneMethod.Lora(c, quantization), 0);
         try {
             model.loadAdapter(adapter, adapterDir.toString());
             return model;
@@ -138,11 +160,12 @@ public final class TrainableLlama implements AutoCloseable {
      * folder, {@link #saveModel} is not available.
      */
     public static TrainableLlama fromWeights(Backend backend, LlamaWeights base, FineTuneMethod method, long seed) {
-        return build(backend, base, method, seed, null, null, null);
+        return build(backend, base, method, seed, null, null, null, backend.memoryInUse() - base.byteSize());
     }
 
+    /** @param memoryBeforeLoad the backend's memory in use before the base weights were loaded */
     private static TrainableLlama build(Backend backend, LlamaWeights base, FineTuneMethod method, long seed,
-                                        ModelConfig config, Path folder, GenerationConfig generation) {
+                                        ModelConfig config, Path folder, GenerationConfig generation, long memoryBeforeLoad) {
         List<Tensor> created = new ArrayList<>();
         LlamaWeights weights = null;
         try {
@@ -150,7 +173,11 @@ public final class TrainableLlama implements AutoCloseable {
                 throw new IllegalArgumentException("init_lora_weights \"" + l.config().initLoraWeights() + "\" is not"
                         + " supported for new adapters; use true (the default), \"gaussian\" or false");
             }
+            method = QuantizedBase.reconcile(method, base);
             TrainablePlan plan = TrainablePlan.of(base.shape(), method);
+            if (method.quantization() != null) base = QuantizedBase.quantize(backend, base, method.quantization(), created);
+            // The seed article's "base model memory at load": the base as training holds it, before adapters and buffers.
+            long atLoad = backend.memoryInUse() - memoryBeforeLoad;
             WeightsBuilder wb = new WeightsBuilder(backend, plan, base, created);
             weights = wb.build();
             Adapter[][] adapters = new Adapter[plan.shape().numLayers()][Projection.values().length];
@@ -172,7 +199,7 @@ public final class TrainableLlama implements AutoCloseable {
             }
             for (Adapter a : byPath.values()) addAdapterParameters(params, a);
             TrainableLlama model = new TrainableLlama(backend, method, plan, weights.shape(), config, folder, generation,
-                    weights, adapters, inPeftOrder(plan.shape(), params), grads);
+                    weights, adapters, inPeftOrder(plan.shape(), params), grads, atLoad);
             model.owned.addAll(notIn(weights, created));
             return model;
         } catch (RuntimeException | Error e) {
@@ -398,6 +425,33 @@ public final class TrainableLlama implements AutoCloseable {
         return (trainBuffers == null ? 0 : trainBuffers.byteSize()) + (evalBuffers == null ? 0 : evalBuffers.byteSize());
     }
 
+    /**
+     * The seed article's "base model memory at load": the device memory the base weights took once loaded (and,
+     * for QLoRA, quantized), measured before adapters, gradients and training buffers were allocated.
+     */
+    public long baseMemoryAtLoad() { return baseMemoryAtLoad; }
+
+    /**
+     * The device memory of this model in training, by part, measured now: frozen base weights, trainable weights
+     * (adapters, or every weight in full fine-tuning), gradients, the optimizer's state as it reports it, the
+     * activation buffers, and as workspace the rest of the backend's peak (backend workspaces, the rounding of
+     * allocations, transient tensors such as merged weights for generation). Call it when the parts are all held,
+     * after training steps.
+     */
+    public MemoryReport memoryReport(long optimizerStateBytes) {
+        checkOpen();
+        Set<Tensor> trainable = Collections.newSetFromMap(new IdentityHashMap<>());
+        long trainableBytes = 0, gradientBytes = 0;
+        for (TrainableParameter p : parameters) {
+            if (trainable.add(p.value())) trainableBytes += p.value().byteSize();
+            gradientBytes += p.grad().byteSize();
+        }
+        long frozen = 0;
+        for (Tensor t : weights.tensors()) if (!trainable.contains(t)) frozen += t.byteSize();
+        return MemoryReport.of(backend.name(), baseMemoryAtLoad, frozen, trainableBytes, gradientBytes, optimizerStateBytes,
+                activationBytes(), backend.peakMemoryInUse());
+    }
+
     // ---- training ----------------------------------------------------------------------------------------------
 
     /** A batch laid out as one sequence of rows: ids, positions, next-token targets and where each row starts. */
@@ -461,7 +515,8 @@ public final class TrainableLlama implements AutoCloseable {
         backend.rmsNormBackward(buf.residual(L, n), weights.finalNorm(), shape.rmsNormEps(), dHidden, dX,
                 gradOf.get(weights.finalNorm()));
         for (int l = L - 1; l >= lowestTrainableLayer; l--) {
-            if (ckpt) {
+            // The last layer's activations are still those of the forward pass: nothing ran over them since.
+            if (ckpt && l < L - 1) {
                 layerForward(l, buf.residual(l, n), buf.middle(l, n), buf.recomputed.rows(0, n), buf.layer(l), buf, in, true);
             }
             layerBackward(l, buf.residual(l, n), buf.middle(l, n), buf.layer(l), buf, in, dX);
@@ -837,6 +892,12 @@ public final class TrainableLlama implements AutoCloseable {
      * The weights with every adapter merged in ({@code W + scaling·B·A}, computed in F32 and stored in W's dtype, as
      * PEFT's merge does); the tensors without an adapter are shared with this model. Closing the result frees only
      * the merged tensors; it must be closed before this model.
+     *
+     * <p>Under QLoRA an adapted projection is dequantized, merged in F32 and kept dense in the dtype the weight had
+     * before quantization (BF16 usually): its values are the 4-bit base's plus the adapter, i.e. they differ from the
+     * original 16-bit weights by the quantization error. PEFT's merge into a bitsandbytes layer would quantize the sum
+     * again, which rounds most of the adapter away; keeping it dense costs its 16-bit size for as long as the result
+     * is open. Projections without an adapter stay 4-bit.
      */
     public LlamaWeights mergedWeights() {
         checkOpen();
@@ -863,6 +924,7 @@ public final class TrainableLlama implements AutoCloseable {
 
     private Tensor merge(Tensor weight, Adapter ad) {
         int r = ad.plan().rank(), in = ad.plan().inFeatures(), out = ad.plan().outFeatures();
+        DType dtype = weight instanceof QuantizedTensor q ? q.originalType() : weight.dtype();
         float[] a = backend.toFloats(ad.a());
         float[] at = new float[a.length];
         for (int i = 0; i < r; i++) for (int j = 0; j < in; j++) at[j * r + i] = a[i * in + j];
@@ -871,9 +933,10 @@ public final class TrainableLlama implements AutoCloseable {
              Tensor sum = backend.allocate(DType.F32, out, in)) {
             backend.matmul(ad.b(), aT, delta);
             backend.scale(delta, ad.scaling());
-            backend.copy(weight, sum);
+            if (weight instanceof QuantizedTensor q) backend.dequantize4bit(q, sum);
+            else backend.copy(weight, sum);
             backend.add(sum, delta);
-            Tensor result = backend.allocate(weight.dtype(), out, in);
+            Tensor result = backend.allocate(dtype, out, in);
             backend.copy(sum, result);
             return result;
         }
@@ -886,7 +949,8 @@ public final class TrainableLlama implements AutoCloseable {
 
     /**
      * Generates after {@code prompt} with the adapters merged into a copy of the adapted weights (the model's own
-     * weights are not changed); {@code streamer} may be null.
+     * weights are not changed; under QLoRA the adapted projections are dense for the generation, see
+     * {@link #mergedWeights()}); {@code streamer} may be null.
      */
     public GenerationResult generate(int[] prompt, GenerationOptions options, Tokenizer tokenizer, Consumer<String> streamer) {
         checkOpen();
@@ -903,7 +967,9 @@ public final class TrainableLlama implements AutoCloseable {
     /**
      * Writes a Hugging Face model folder: config.json, the weights as safetensors (full fine-tuning: F32; LoRA: the
      * adapters merged into the base weights, in their stored dtype, as merge_and_unload then save_pretrained), and
-     * the tokenizer and generation files of the source folder.
+     * the tokenizer and generation files of the source folder. Under QLoRA every projection is written dequantized,
+     * in the dtype it had before quantization, with the adapters merged as {@link #mergedWeights()} says: a 16-bit
+     * model whose base carries the 4-bit quantization error.
      */
     public void saveModel(Path dir) throws IOException {
         checkOpen();
@@ -913,15 +979,30 @@ public final class TrainableLlama implements AutoCloseable {
             LlamaWeights source = w != null ? w : weights;
             SafetensorsWriter writer = new SafetensorsWriter().metadata("format", "pt");
             Map<String, Tensor> named = named(source);
+            Map<DType, Long> bytesByDType = new java.util.EnumMap<>(DType.class);
             for (Map.Entry<String, Tensor> e : named.entrySet()) {
                 Tensor t = e.getValue();
-                MemorySegment host = arena.allocate(Math.max(1, t.byteSize()), 64).asSlice(0, t.byteSize());
-                backend.copyToHost(t, host);
-                writer.add(e.getKey(), t.dtype(), t.shape(), host);
+                MemorySegment host;
+                DType dtype;
+                if (t instanceof QuantizedTensor q) {
+                    dtype = q.originalType();
+                    try (Tensor dense = backend.allocate(dtype, q.shape())) {
+                        backend.dequantize4bit(q, dense);
+                        host = arena.allocate(Math.max(1, dense.byteSize()), 64).asSlice(0, dense.byteSize());
+                        backend.copyToHost(dense, host);
+                    }
+                } else {
+                    dtype = t.dtype();
+                    host = arena.allocate(Math.max(1, t.byteSize()), 64).asSlice(0, t.byteSize());
+                    backend.copyToHost(t, host);
+                }
+                writer.add(e.getKey(), dtype, t.shape(), host);
+                bytesByDType.merge(dtype, host.byteSize(), Long::sum);
             }
             Files.createDirectories(dir);
             writer.writeSharded(dir, 5_000_000_000L);
-            String dtype = switch (source.storageType()) {
+            DType stored = bytesByDType.entrySet().stream().max(Map.Entry.comparingByValue()).map(Map.Entry::getKey).orElse(DType.F32);
+            String dtype = switch (stored) {
                 case F32 -> "float32";
                 case F16 -> "float16";
                 default -> "bfloat16";

@@ -60,6 +60,11 @@ public record TrainablePlan(LlamaShape shape, FineTuneMethod method, List<LoraMo
                 Map<String, String> saved = new LinkedHashMap<>();
                 for (LlamaModules.Module m : LoraTargets.modulesToSave(c, shape)) {
                     for (String name : m.parameterNames(shape)) {
+                        if (l.quantized() && isProjectionWeight(name)) {
+                            throw new IllegalArgumentException("modules_to_save names " + m.path() + ", but " + name
+                                    + " is a 4-bit weight under QLoRA and cannot train in full; adapt it through"
+                                    + " target_modules instead, or train with method lora");
+                        }
                         saved.put(name, PeftAdapter.fullParameterKey(name));
                         copies.add(name);
                     }
@@ -82,6 +87,13 @@ public record TrainablePlan(LlamaShape shape, FineTuneMethod method, List<LoraMo
             }
         }
         return new TrainablePlan(shape, method, lora, full, copies);
+    }
+
+    /** Whether the tensor with this Hugging Face name is the weight of one of a layer's seven projections. */
+    public static boolean isProjectionWeight(String hfName) {
+        if (!hfName.startsWith("model.layers.")) return false;
+        for (Projection p : Projection.values()) if (hfName.endsWith("." + p.suffix() + ".weight")) return true;
+        return false;
     }
 
     /** Elements of the tensor with this Hugging Face name. */

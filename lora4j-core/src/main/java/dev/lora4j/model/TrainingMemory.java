@@ -1,16 +1,17 @@
 package dev.lora4j.model;
 
 import dev.lora4j.io.ModelConfig;
+import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.tensor.DType;
 
 import java.util.Locale;
 
 /**
  * The memory a training run needs on its device, computed from the configuration before anything is allocated:
- * frozen weights in their storage dtype (norm weights F32), trainable parameters, their gradients and AdamW's two
- * moments in F32, and the activation and gradient buffers of one micro-batch ({@link TrainableLlama}'s plan,
- * the same sizes it allocates), plus the evaluation buffers. Backend workspaces (cuBLASLt, attention tiles) come on
- * top.
+ * frozen weights in their storage dtype (norm weights F32; under QLoRA the projections take
+ * {@link dev.lora4j.quant.QuantSpec#bytesFor} each), trainable parameters, their gradients and AdamW's two moments
+ * in F32, and the activation and gradient buffers of one micro-batch ({@link TrainableLlama}'s plan, the same sizes
+ * it allocates), plus the evaluation buffers. Backend workspaces (cuBLASLt, attention tiles) come on top.
  */
 public record TrainingMemory(long frozenWeights, long trainableWeights, long gradients, long optimizerStates,
                              long activations, long evaluation) {
@@ -20,7 +21,8 @@ public record TrainingMemory(long frozenWeights, long trainableWeights, long gra
     }
 
     /**
-     * @param baseStorage         the dtype frozen weights are kept in (the checkpoint's, usually BF16)
+     * @param baseStorage         the dtype frozen weights are kept in (the checkpoint's, usually BF16; under QLoRA
+     *                            the embeddings', lm_head's and biases')
      * @param activationType      the backend's activation dtype
      * @param tokensPerMicroBatch the most tokens one forwardBackward call sees (rows × sequence length)
      */
@@ -31,10 +33,13 @@ public record TrainingMemory(long frozenWeights, long trainableWeights, long gra
         long trainable = plan.trainableCount();
         // The base tensors that do not train, in their storage dtype; norm weights are always F32. A modules_to_save
         // copy replaces its original, except that a tied table keeps serving the other side.
+        QuantSpec quant = method.quantization();
         long frozen = 0;
         for (String name : LlamaWeightLoader.requiredNames(shape)) {
             if (plan.trains(name)) continue;
-            frozen += (name.endsWith("norm.weight") ? DType.F32 : baseStorage).bytesFor(plan.numel(name));
+            long numel = plan.numel(name);
+            if (quant != null && TrainablePlan.isProjectionWeight(name)) frozen += quant.bytesFor(numel);
+            else frozen += (name.endsWith("norm.weight") ? DType.F32 : baseStorage).bytesFor(numel);
         }
         if (shape.tiedEmbeddings() && plan.copies().contains("model.embed_tokens.weight")) {
             frozen += baseStorage.bytesFor(plan.numel("lm_head.weight"));
