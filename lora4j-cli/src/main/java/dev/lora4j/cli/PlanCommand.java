@@ -8,6 +8,8 @@ import dev.lora4j.model.RandomModelWriter;
 import dev.lora4j.model.TrainableLlama;
 import dev.lora4j.model.TrainableParameterReport;
 import dev.lora4j.model.TrainingMemory;
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantType;
 import dev.lora4j.tensor.DType;
 import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Command;
@@ -37,8 +39,15 @@ final class PlanCommand implements Callable<Integer> {
         String preset;
     }
 
-    @Option(names = "--method", defaultValue = "lora", description = "lora or full (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--method", defaultValue = "lora", description = "lora, qlora (LoRA over a 4-bit base) or full (default: ${DEFAULT-VALUE}).")
     String method;
+
+    @Option(names = "--quant-type", defaultValue = "nf4", description = "QLoRA's 4-bit code: nf4 or fp4 (default: ${DEFAULT-VALUE}).")
+    String quantType;
+
+    @Option(names = "--double-quant", defaultValue = "true", arity = "1",
+            description = "QLoRA: quantize the 4-bit scales again, to 8 bits (default: ${DEFAULT-VALUE}).")
+    boolean doubleQuant;
 
     @Option(names = {"--r", "--lora-r"}, defaultValue = "16", description = "LoRA rank (default: ${DEFAULT-VALUE}).")
     int r;
@@ -71,10 +80,13 @@ final class PlanCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         ModelConfig config = source.model != null ? ModelConfig.load(source.model.resolve("config.json"))
                 : RandomModelWriter.preset(source.preset);
+        LoraConfig lora = LoraConfig.defaults().withR(r).withLoraAlpha(alpha).withTargetModules(targets());
         FineTuneMethod m = switch (method.toLowerCase(Locale.ROOT)) {
-            case "lora" -> new FineTuneMethod.Lora(LoraConfig.defaults().withR(r).withLoraAlpha(alpha).withTargetModules(targets()));
+            case "lora" -> new FineTuneMethod.Lora(lora);
+            case "qlora" -> new FineTuneMethod.Lora(lora, new QuantSpec(QuantType.parse(quantType), QuantSpec.DEFAULT_BLOCK_SIZE,
+                    doubleQuant, QuantSpec.QLORA.computeType()));
             case "full" -> new FineTuneMethod.Full();
-            default -> throw new IllegalArgumentException("unknown --method '" + method + "': use lora or full");
+            default -> throw new IllegalArgumentException("unknown --method '" + method + "': use lora, qlora or full");
         };
         DType base = DType.parse(baseDtype.toUpperCase(Locale.ROOT).equals("BF16") ? "BF16" : baseDtype);
         TrainableParameterReport params = TrainableParameterReport.estimate(config, m);
@@ -82,12 +94,15 @@ final class PlanCommand implements Callable<Integer> {
                 gradientCheckpointing, TrainableLlama.DEFAULT_LOSS_CHUNK_BYTES);
         System.out.printf(Locale.ROOT, "%s, %d layers, hidden %d; %s; micro-batch %d x %d tokens, gradient checkpointing %s%n",
                 config.architecture(), config.numHiddenLayers(), config.hiddenSize(),
-                m instanceof FineTuneMethod.Full ? "full fine-tuning" : "LoRA r=" + r + " alpha " + trim(alpha) + " on " + targetModules,
+                m instanceof FineTuneMethod.Full ? "full fine-tuning" : (m.quantization() != null ? "QLoRA" : "LoRA") + " r=" + r
+                        + " alpha " + trim(alpha) + " on " + targetModules,
                 batchSize, maxLength, gradientCheckpointing ? "on" : "off");
         System.out.println(params);
         System.out.println();
         System.out.println("device memory (F32 activations, gradients and AdamW states; backend workspaces come on top)");
-        row("frozen weights (" + base + ")", mem.frozenWeights());
+        QuantSpec q = m.quantization();
+        row("frozen weights (" + base + (q == null ? "" : ", projections " + q.type() + (q.doubleQuant() ? "+dq" : "")) + ")",
+                mem.frozenWeights());
         row("trainable weights (F32)", mem.trainableWeights());
         row("gradients (F32)", mem.gradients());
         row("AdamW states (F32)", mem.optimizerStates());
@@ -97,7 +112,7 @@ final class PlanCommand implements Callable<Integer> {
         if (budgetGib != null) {
             boolean fits = mem.total() <= budgetGib * (1L << 30);
             System.out.printf(Locale.ROOT, "%s a %s GiB budget%s%n", fits ? "fits in" : "does NOT fit in", trim(budgetGib),
-                    fits ? "" : ": try LoRA instead of full, gradient checkpointing, a smaller micro-batch or a shorter max length");
+                    fits ? "" : ": try LoRA instead of full, QLoRA instead of LoRA, gradient checkpointing, a smaller micro-batch or a shorter max length");
             return fits ? 0 : 3;
         }
         return 0;

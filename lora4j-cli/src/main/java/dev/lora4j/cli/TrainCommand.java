@@ -2,6 +2,8 @@ package dev.lora4j.cli;
 
 import dev.lora4j.lora.TargetModules;
 import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.model.MemoryReport;
+import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.train.SftTrainer;
 import dev.lora4j.train.TrainResult;
 import dev.lora4j.train.config.ConfigFields;
@@ -53,8 +55,23 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = {"-o", "--output-dir"}, paramLabel = "PATH", description = "Where checkpoints, logs and the trained adapter go (default trainer_output).")
     String outputDir;
 
-    @Option(names = {"--method"}, paramLabel = "TEXT", description = "lora (default) or full (every weight trains).")
+    @Option(names = {"--method"}, paramLabel = "TEXT", description = "lora (default), qlora (LoRA over a 4-bit base) or full (every weight trains).")
     String method;
+
+    @Option(names = {"--load-in-4bit"}, arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "Keep the base's projections in 4 bits: LoRA becomes QLoRA (as --method qlora).")
+    String loadIn4bit;
+
+    @Option(names = {"--quant-type", "--bnb-4bit-quant-type"}, paramLabel = "TEXT", description = "QLoRA's 4-bit code: nf4 (default) or fp4.")
+    String quantType;
+
+    @Option(names = {"--double-quant", "--bnb-4bit-use-double-quant"}, arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "QLoRA: quantize the 4-bit scales again, to 8 bits (default true).")
+    String doubleQuant;
+
+    @Option(names = {"--no-double-quant"}, description = "QLoRA: keep the 4-bit scales in F32 (as --double-quant false).")
+    boolean noDoubleQuant;
+
+    @Option(names = {"--compute-dtype", "--bnb-4bit-compute-dtype"}, paramLabel = "TEXT", description = "QLoRA: dtype the 4-bit weights are dequantized to for products: bf16 (default), fp16 or fp32.")
+    String computeDtype;
 
     @Option(names = {"--device"}, paramLabel = "TEXT", description = "cpu, cuda or auto (default auto).")
     String device;
@@ -217,6 +234,10 @@ final class TrainCommand implements Callable<Integer> {
                 }
             }
         }
+        if (noDoubleQuant) {
+            if (doubleQuant != null) throw new IllegalArgumentException("--double-quant and --no-double-quant contradict each other; give one");
+            reader.override("bnb_4bit_use_double_quant", "false");
+        }
         TrainConfig run = reader.build();
         PrintStream out = new PrintStream(System.out, true, StandardCharsets.UTF_8);
         boolean interactive = System.console() != null && !run.sft().disableTqdm();
@@ -227,7 +248,7 @@ final class TrainCommand implements Callable<Integer> {
             var model = trainer.model();
             out.printf(Locale.ROOT, "model %s (%d layers, hidden %d) on %s%n", run.modelNameOrPath(), model.shape().numLayers(),
                     model.shape().hiddenSize(), model.backend().description());
-            out.println(describe(run.method()));
+            out.println(describe(model.method()) + (model.gradientCheckpointing() ? "; gradient checkpointing" : ""));
             out.println(model.trainableParameters());
             describe(out, "train", trainer.trainDataset());
             if (trainer.evalDataset() != null) describe(out, "eval", trainer.evalDataset());
@@ -247,6 +268,8 @@ final class TrainCommand implements Callable<Integer> {
                     result.trainLoss(), Double.isNaN(result.evalLoss()) ? "" : String.format(Locale.ROOT, ", eval_loss %.4f", result.evalLoss()));
             out.println((run.method() instanceof FineTuneMethod.Lora ? "adapter" : "model") + " written to " + result.output()
                     + (run.method() instanceof FineTuneMethod.Lora ? " (adapter_config.json, adapter_model.safetensors)" : ""));
+            out.print(result.memory().table());
+            out.println("memory report written to " + result.output().resolve(MemoryReport.FILE_NAME));
         }
         return 0;
     }
@@ -254,14 +277,25 @@ final class TrainCommand implements Callable<Integer> {
     private static String describe(FineTuneMethod method) {
         if (!(method instanceof FineTuneMethod.Lora l)) return "full fine-tuning: every weight trains, in F32";
         var c = l.config();
+        String base = l.quantized() ? "QLoRA over a 4-bit base (" + describe(l.quantization()) + "), " : "";
         String targets = switch (c.targetModules()) {
             case TargetModules.Names n -> String.join(",", n.names());
             case TargetModules.Regex r -> r.pattern();
             case TargetModules.AllLinear a -> "all-linear";
         };
-        return String.format(Locale.ROOT, "LoRA r=%d lora_alpha=%s lora_dropout=%s target_modules=%s%s%s", c.r(), trimmed(c.loraAlpha()),
+        return base + String.format(Locale.ROOT, "LoRA r=%d lora_alpha=%s lora_dropout=%s target_modules=%s%s%s", c.r(), trimmed(c.loraAlpha()),
                 trimmed(c.loraDropout()), targets, c.useRslora() ? " use_rslora" : "",
                 c.modulesToSave().isEmpty() ? "" : " modules_to_save=" + String.join(",", c.modulesToSave()));
+    }
+
+    /** "nf4 with double quantization, bf16 compute", in BitsAndBytesConfig's words. */
+    static String describe(QuantSpec q) {
+        return q.type().bnbName() + (q.doubleQuant() ? " with" : " without") + " double quantization, "
+                + switch (q.computeType()) {
+                    case F16 -> "float16";
+                    case F32 -> "float32";
+                    default -> "bfloat16";
+                } + " compute";
     }
 
     private static void describe(PrintStream out, String which, SftDataset d) {

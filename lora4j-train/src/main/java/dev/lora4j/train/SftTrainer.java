@@ -10,6 +10,7 @@ import dev.lora4j.io.SafetensorsModel;
 import dev.lora4j.io.TensorInfo;
 import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.model.LossSum;
+import dev.lora4j.model.MemoryReport;
 import dev.lora4j.model.TrainableLlama;
 import dev.lora4j.model.TrainableParameter;
 import dev.lora4j.model.TrainingBatch;
@@ -68,7 +69,7 @@ import java.util.Objects;
  * {@code metrics.jsonl} and TensorBoard. Checkpoints ({@code checkpoint-N}: adapter, optimizer moments,
  * trainer_state.json) are written atomically every save_steps and at the end; a run resumed from one continues
  * with the same batches, dropout masks and learning rates, so on the CPU it ends bit for bit where an uninterrupted
- * run ends.
+ * run ends. At the end {@code memory_report.json} says where the device memory went ({@link MemoryReport}).
  */
 public final class SftTrainer implements AutoCloseable {
     public static final String METRICS_FILE = "metrics.jsonl";
@@ -259,11 +260,22 @@ public final class SftTrainer implements AutoCloseable {
             summary.put("train_loss", trainLoss);
             summary.put("epoch", st.position.epoch() + (double) st.position.batch() / plan.batchesPerEpoch());
             log.write(summary, null);
+            MemoryReport memory = memoryReport();
+            memory.write(out.resolve(MemoryReport.FILE_NAME));
             saveFinal(out);
-            TrainResult result = new TrainResult(st.globalStep, trainLoss, lastEval, runtime, st.tokensSeen, out);
+            TrainResult result = new TrainResult(st.globalStep, trainLoss, lastEval, runtime, st.tokensSeen, out, memory);
             for (TrainingListener l : listeners) l.onEnd(result);
             return result;
         }
+    }
+
+    /**
+     * The model's device memory by part, measured now, with the optimizer's state as it reports it (see
+     * {@link MemoryReport}); {@link #train()} writes the one measured at its end into output_dir as
+     * {@value MemoryReport#FILE_NAME}.
+     */
+    public MemoryReport memoryReport() {
+        return model.memoryReport(optimizer.stateBytes());
     }
 
     /** The mean token loss over the eval dataset, as transformers' evaluation loop averages it (see the class comment). */
@@ -393,7 +405,7 @@ public final class SftTrainer implements AutoCloseable {
     }
 
     private String methodName() {
-        return model.method() instanceof FineTuneMethod.Lora ? "lora" : "full";
+        return model.method().name();
     }
 
     /** A NaN or infinite loss or gradient norm ends the run, with the step and what to change. */

@@ -7,6 +7,7 @@ import dev.lora4j.io.ModelFolder;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.model.TrainableLlama;
+import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.tokenizer.Tokenizer;
 import dev.lora4j.train.data.SftDataset;
 
@@ -45,6 +46,18 @@ public final class SftTrainerBuilder {
     /** Train LoRA adapters with this configuration (the default: PEFT's LoraConfig defaults). */
     public SftTrainerBuilder lora(LoraConfig lora) {
         this.method = new FineTuneMethod.Lora(Objects.requireNonNull(lora, "lora config"));
+        return this;
+    }
+
+    /** Train LoRA adapters over a 4-bit base as the QLoRA recipe does: NF4, double quantization, BF16 compute. */
+    public SftTrainerBuilder qlora(LoraConfig lora) {
+        return qlora(lora, QuantSpec.QLORA);
+    }
+
+    /** Train LoRA adapters over a base whose projections are quantized to 4 bits as {@code quantization} says. */
+    public SftTrainerBuilder qlora(LoraConfig lora, QuantSpec quantization) {
+        this.method = new FineTuneMethod.Lora(Objects.requireNonNull(lora, "lora config"),
+                Objects.requireNonNull(quantization, "quantization"));
         return this;
     }
 

@@ -18,7 +18,7 @@ public final class ConfigFields {
             new ConfigField("dataset", STRING, "Training data: a .jsonl or .json file of text, prompt/completion or messages records.", "train_file", "dataset_name"),
             new ConfigField("eval_file", NULLABLE_STRING, "Evaluation data, in the same format.", "eval_dataset"),
             new ConfigField("output_dir", STRING, "Where checkpoints, logs and the trained adapter go (default trainer_output)."),
-            new ConfigField("method", STRING, "lora (default) or full (every weight trains)."),
+            new ConfigField("method", STRING, "lora (default), qlora (LoRA over a 4-bit base) or full (every weight trains)."),
             new ConfigField("device", STRING, "cpu, cuda or auto (default auto)."),
             new ConfigField("sample_prompts", STRING_LIST, "Prompts to generate from before and after training (lora4j)."),
             new ConfigField("sample_max_new_tokens", INT, "Tokens generated per sample prompt (default 32; lora4j)."),
@@ -34,6 +34,11 @@ public final class ConfigFields {
             new ConfigField("rank_pattern", RANK_MAP, "Per-module ranks: {regex: rank}."),
             new ConfigField("alpha_pattern", ALPHA_MAP, "Per-module alphas: {regex: alpha}."),
             new ConfigField("layers_to_transform", INT_LIST, "Only these layer indexes get adapters."),
+            // QLoRA (BitsAndBytesConfig); unset fields follow the QLoRA recipe, not BitsAndBytesConfig's defaults
+            new ConfigField("load_in_4bit", BOOLEAN, "Keep the base's projections in 4 bits: LoRA becomes QLoRA (as method qlora)."),
+            new ConfigField("bnb_4bit_quant_type", STRING, "QLoRA's 4-bit code: nf4 (default) or fp4.", "quant_type"),
+            new ConfigField("bnb_4bit_use_double_quant", BOOLEAN, "QLoRA: quantize the 4-bit scales again, to 8 bits (default true).", "double_quant", "use_bnb_nested_quant"),
+            new ConfigField("bnb_4bit_compute_dtype", STRING, "QLoRA: dtype the 4-bit weights are dequantized to for products: bf16 (default), fp16 or fp32.", "compute_dtype"),
             // data (SFTConfig)
             new ConfigField("dataset_text_field", STRING, "The text field of language-modelling records (default text)."),
             new ConfigField("max_length", NULLABLE_INT, "Longest sequence in tokens; longer ones are truncated (default 1024; none: no limit).", "max_seq_length"),

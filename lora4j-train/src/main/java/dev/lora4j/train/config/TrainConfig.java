@@ -12,7 +12,7 @@ import java.util.Map;
 
 /**
  * A whole training run as a configuration file describes it: the model, the data, the method (LoRA with its
- * PEFT configuration, or full fine-tuning), the device, the training arguments, and prompts to sample before and
+ * PEFT configuration, over a 16-bit or, for QLoRA, a 4-bit base; or full fine-tuning), the device, the training arguments, and prompts to sample before and
  * after training.
  *
  * @param effective every field as it was finally set (file, then command line), by canonical name, for the record

@@ -12,6 +12,9 @@ import dev.lora4j.api.Device;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.TargetModules;
 import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantType;
+import dev.lora4j.tensor.DType;
 import dev.lora4j.train.SftConfig;
 import dev.lora4j.train.data.PackingStrategy;
 import dev.lora4j.train.schedule.SchedulerType;
@@ -134,14 +137,30 @@ public final class TrainConfigReader {
         Path train = path("dataset", true);
         Path eval = path("eval_file", false);
         String method = string("method", "lora").toLowerCase(Locale.ROOT);
+        if (has("load_in_4bit") && bool("load_in_4bit", false) && method.equals("lora")) method = "qlora"; // as PEFT over a 4-bit model
         Device device = switch (string("device", "auto").toLowerCase(Locale.ROOT)) {
             case "cpu" -> Device.CPU;
             case "cuda", "gpu" -> Device.CUDA;
             case "auto" -> Device.AUTO;
             default -> throw invalid("device", "cpu, cuda or auto");
         };
+        if (!method.equals("qlora")) {
+            for (String quantField : QUANT_FIELDS) {
+                if (has(quantField) && !(quantField.equals("load_in_4bit") && !bool(quantField, false))) {
+                    throw new TrainConfigException(sources.get(quantField) + ": " + quantField + " is a 4-bit (QLoRA) setting,"
+                            + " but method is " + method + "; remove it or set method: qlora");
+                }
+            }
+        }
         FineTuneMethod fineTune = switch (method) {
             case "lora" -> new FineTuneMethod.Lora(lora());
+            case "qlora" -> {
+                if (has("load_in_4bit") && !bool("load_in_4bit", true)) {
+                    throw new TrainConfigException(sources.get("load_in_4bit") + ": load_in_4bit is false, but method is qlora,"
+                            + " which trains over a 4-bit base; remove load_in_4bit or set method: lora");
+                }
+                yield new FineTuneMethod.Lora(lora(), quantization());
+            }
             case "full" -> {
                 for (String loraField : List.of("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora",
                         "modules_to_save", "init_lora_weights", "rank_pattern", "alpha_pattern", "layers_to_transform")) {
@@ -152,7 +171,7 @@ public final class TrainConfigReader {
                 }
                 yield new FineTuneMethod.Full();
             }
-            default -> throw invalid("method", "lora or full");
+            default -> throw invalid("method", "lora, qlora or full");
         };
         SftConfig sft;
         try {
@@ -201,6 +220,32 @@ public final class TrainConfigReader {
             throw new TrainConfigException("LoRA configuration: " + e.getMessage() + " (" + describeSources() + ")", e);
         }
         return c;
+    }
+
+    private static final List<String> QUANT_FIELDS = List.of("load_in_4bit", "bnb_4bit_quant_type",
+            "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype");
+
+    /** The QLoRA recipe (nf4, double quantization, bf16 compute) where a BitsAndBytesConfig field is not set. */
+    private QuantSpec quantization() {
+        QuantType type = QuantSpec.QLORA.type();
+        if (has("bnb_4bit_quant_type")) {
+            try {
+                type = QuantType.parse(string("bnb_4bit_quant_type", "nf4"));
+            } catch (IllegalArgumentException e) {
+                throw invalid("bnb_4bit_quant_type", "nf4 or fp4");
+            }
+        }
+        boolean doubleQuant = bool("bnb_4bit_use_double_quant", QuantSpec.QLORA.doubleQuant());
+        DType compute = QuantSpec.QLORA.computeType();
+        if (has("bnb_4bit_compute_dtype")) {
+            compute = switch (string("bnb_4bit_compute_dtype", "bf16").strip().toLowerCase(Locale.ROOT)) {
+                case "bf16", "bfloat16", "torch.bfloat16" -> DType.BF16;
+                case "fp16", "float16", "half", "torch.float16" -> DType.F16;
+                case "fp32", "float32", "float", "torch.float32" -> DType.F32;
+                default -> throw invalid("bnb_4bit_compute_dtype", "bf16, fp16 or fp32 (or bfloat16, float16, float32)");
+            };
+        }
+        return new QuantSpec(type, QuantSpec.DEFAULT_BLOCK_SIZE, doubleQuant, compute);
     }
 
     private SftConfig sft(boolean hasEval) {
