@@ -131,7 +131,7 @@ public final class RandomModelWriter {
     }
 
     /** One tensor to write: its name, shape and how it starts. */
-    private record Spec(String name, long[] shape, Init init) {
+    record Spec(String name, long[] shape, Init init) {
         long numel() {
             long n = 1;
             for (long d : shape) n = Math.multiplyExact(n, d);
@@ -139,10 +139,13 @@ public final class RandomModelWriter {
         }
     }
 
-    private enum Init { NORMAL, ONES, ZEROS }
+    enum Init { NORMAL, ONES, ZEROS }
 
-    /** The tensors of this configuration, in the order transformers' state_dict lists them. */
-    private static List<Spec> specs(ModelConfig c) {
+    /**
+     * The tensors of this configuration, in the order transformers' state_dict lists them; a tensor's index in this
+     * list seeds its values ({@link RandomWeights} generates the same ones).
+     */
+    static List<Spec> specs(ModelConfig c) {
         LlamaShape s = LlamaShape.of(c);
         long d = s.hiddenSize(), q = s.queryDim(), kv = s.kvDim(), ff = s.intermediateSize();
         List<Spec> specs = new ArrayList<>();
