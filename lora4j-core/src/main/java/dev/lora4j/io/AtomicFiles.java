@@ -54,6 +54,16 @@ public final class AtomicFiles {
         write(target, ch -> writeFully(ch, ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8))));
     }
 
+    /** Copies {@code source} to {@code target} atomically (see the class comment). */
+    public static void copy(Path source, Path target) throws IOException {
+        write(target, ch -> {
+            try (FileChannel in = FileChannel.open(source, StandardOpenOption.READ)) {
+                long size = in.size();
+                for (long at = 0; at < size; ) at += in.transferTo(at, size - at, ch);
+            }
+        });
+    }
+
     static void writeFully(FileChannel channel, ByteBuffer buffer) throws IOException {
         while (buffer.hasRemaining()) channel.write(buffer);
     }

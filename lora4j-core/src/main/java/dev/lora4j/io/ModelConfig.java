@@ -4,6 +4,7 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.util.DefaultIndenter;
 import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
 import com.fasterxml.jackson.core.util.Separators;
+import dev.lora4j.quant.QuantizationConfig;
 
 import java.io.IOException;
 import java.nio.charset.CharacterCodingException;
@@ -31,6 +32,8 @@ import java.util.TreeMap;
  *       (Mistral: all layers, {@code maxWindowLayers} 0; Qwen2: only with {@code use_sliding_window}). See
  *       {@link #slidingWindowFor(int)}.</li>
  *   <li>{@code eosTokenIds}: never null, possibly empty; {@code bosTokenId} and {@code padTokenId} may be null.</li>
+ *   <li>{@code quantizationConfig}: the {@code quantization_config} of a model saved in 4 bits
+ *       (bitsandbytes NF4/FP4, docs/qlora-format.md); null for a dense model.</li>
  * </ul>
  */
 public record ModelConfig(
@@ -56,7 +59,8 @@ public record ModelConfig(
         List<Integer> eosTokenIds,
         Integer padTokenId,
         String dtype,
-        String hiddenAct) {
+        String hiddenAct,
+        QuantizationConfig quantizationConfig) {
 
     /** Architecture class names lora4j runs, with their {@code model_type}. */
     public static final Map<String, String> SUPPORTED_ARCHITECTURES = supportedArchitectures();
@@ -113,6 +117,31 @@ public record ModelConfig(
         }
         if (slidingWindow < 0) throw new IllegalArgumentException("sliding_window must be >= 0 (0: none), got " + slidingWindow);
         if (maxWindowLayers < 0) throw new IllegalArgumentException("max_window_layers must be >= 0, got " + maxWindowLayers);
+    }
+
+    /** A dense (not quantized) model's configuration. */
+    public ModelConfig(List<String> architectures, String modelType, int vocabSize, int hiddenSize, int intermediateSize,
+                       int numHiddenLayers, int numAttentionHeads, int numKeyValueHeads, int headDim, double rmsNormEps,
+                       double ropeTheta, RopeScaling ropeScaling, int maxPositionEmbeddings, int slidingWindow,
+                       int maxWindowLayers, boolean attentionBias, boolean mlpBias, boolean tieWordEmbeddings,
+                       Integer bosTokenId, List<Integer> eosTokenIds, Integer padTokenId, String dtype, String hiddenAct) {
+        this(architectures, modelType, vocabSize, hiddenSize, intermediateSize, numHiddenLayers, numAttentionHeads,
+                numKeyValueHeads, headDim, rmsNormEps, ropeTheta, ropeScaling, maxPositionEmbeddings, slidingWindow,
+                maxWindowLayers, attentionBias, mlpBias, tieWordEmbeddings, bosTokenId, eosTokenIds, padTokenId, dtype,
+                hiddenAct, null);
+    }
+
+    /** The same model described as saved in 4 bits under {@code q} (null: dense). */
+    public ModelConfig withQuantization(QuantizationConfig q) {
+        return new ModelConfig(architectures, modelType, vocabSize, hiddenSize, intermediateSize, numHiddenLayers,
+                numAttentionHeads, numKeyValueHeads, headDim, rmsNormEps, ropeTheta, ropeScaling, maxPositionEmbeddings,
+                slidingWindow, maxWindowLayers, attentionBias, mlpBias, tieWordEmbeddings, bosTokenId, eosTokenIds,
+                padTokenId, dtype, hiddenAct, q);
+    }
+
+    /** Whether the checkpoint is saved in 4 bits (config.json has a bitsandbytes quantization_config). */
+    public boolean isQuantized() {
+        return quantizationConfig != null;
     }
 
     private static void positive(String field, int value) {
@@ -192,6 +221,7 @@ public record ModelConfig(
         m.put("use_cache", true);
         m.put("attention_dropout", 0.0);
         m.put("initializer_range", 0.02);
+        if (quantizationConfig != null) m.put("quantization_config", quantizationConfig.toJsonMap());
         switch (modelType) {
             case "llama" -> {
                 m.put("attention_bias", attentionBias);

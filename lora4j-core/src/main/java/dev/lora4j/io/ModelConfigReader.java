@@ -1,5 +1,7 @@
 package dev.lora4j.io;
 
+import dev.lora4j.quant.QuantizationConfig;
+
 import java.util.List;
 import java.util.Map;
 
@@ -90,12 +92,13 @@ final class ModelConfigReader {
         List<Integer> eosTokenIds = f.hasKey("eos_token_id") ? f.optIntOrIntList("eos_token_id") : (qwen2 ? List.of() : List.of(2));
         Integer padTokenId = f.optInt("pad_token_id");
         String dtype = f.has("dtype") ? f.optString("dtype") : f.optString("torch_dtype");
+        QuantizationConfig quantization = QuantizationConfigReader.read(f);
 
         try {
             return new ModelConfig(architectures, modelType, vocabSize, hiddenSize, intermediateSize, numHiddenLayers,
                     numAttentionHeads, numKeyValueHeads, headDim, rmsNormEps, rope.theta(), rope.scaling(),
                     maxPositionEmbeddings, slidingWindow, maxWindowLayers, attentionBias, mlpBias, tieWordEmbeddings,
-                    bosTokenId, eosTokenIds, padTokenId, dtype, hiddenAct);
+                    bosTokenId, eosTokenIds, padTokenId, dtype, hiddenAct, quantization);
         } catch (IllegalArgumentException e) {
             throw new ConfigFormatException(sourceName + ": " + e.getMessage(), e);
         }
