@@ -64,7 +64,7 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = {"--quant-type", "--bnb-4bit-quant-type"}, paramLabel = "TEXT", description = "QLoRA's 4-bit code: nf4 (default) or fp4.")
     String quantType;
 
-    @Option(names = {"--double-quant", "--bnb-4bit-use-double-quant"}, arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "QLoRA: quantize the 4-bit scales again, to 8 bits (default true).")
+    @Option(names = {"--double-quant", "--bnb-4bit-use-double-quant", "--use-bnb-nested-quant"}, arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "QLoRA: quantize the 4-bit scales again, to 8 bits (default true).")
     String doubleQuant;
 
     @Option(names = {"--no-double-quant"}, description = "QLoRA: keep the 4-bit scales in F32 (as --double-quant false).")

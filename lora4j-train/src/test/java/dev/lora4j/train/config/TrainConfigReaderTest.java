@@ -4,6 +4,9 @@ import dev.lora4j.api.Device;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.TargetModules;
 import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantType;
+import dev.lora4j.tensor.DType;
 import dev.lora4j.train.SftConfig;
 import dev.lora4j.train.data.PackingStrategy;
 import dev.lora4j.train.schedule.SchedulerType;
@@ -159,6 +162,39 @@ class TrainConfigReaderTest {
                 .hasMessageContaining("r is a LoRA setting, but method is full");
         TrainConfig full = new TrainConfigReader().file(yaml(BASE + "method: full\n")).build();
         assertThat(full.method()).isInstanceOf(FineTuneMethod.Full.class);
+    }
+
+    @Test
+    void qloraTakesBitsAndBytesConfigsFieldNamesAndDefaultsToTheQloraRecipe() throws IOException {
+        TrainConfig recipe = new TrainConfigReader().file(yaml(BASE + "method: qlora\nr: 16\n")).build();
+        assertThat(recipe.method()).isEqualTo(FineTuneMethod.qlora(LoraConfig.defaults().withR(16)));
+        TrainConfig bnb = new TrainConfigReader().file(yaml(BASE + """
+                load_in_4bit: true
+                bnb_4bit_quant_type: fp4
+                bnb_4bit_use_double_quant: false
+                bnb_4bit_compute_dtype: float16
+                """)).build();
+        assertThat(bnb.method()).as("load_in_4bit makes LoRA QLoRA, as PEFT over a 4-bit model")
+                .isEqualTo(FineTuneMethod.qlora(LoraConfig.defaults(), new QuantSpec(QuantType.FP4, 64, false, DType.F16)));
+        TrainConfig trl = new TrainConfigReader().file(yaml(BASE + "method: qlora\nuse_bnb_nested_quant: false\n"))
+                .override("quant_type", "nf4").override("compute_dtype", "fp32").build();
+        assertThat(trl.method().quantization()).isEqualTo(new QuantSpec(QuantType.NF4, 64, false, DType.F32));
+    }
+
+    @Test
+    void quantizationSettingsThatCannotApplyAreRefused() throws IOException {
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "bnb_4bit_quant_type: nf4\n")).build())
+                .hasMessageContaining("bnb_4bit_quant_type is a 4-bit (QLoRA) setting, but method is lora; remove it or set method: qlora");
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "method: full\nload_in_4bit: true\n")).build())
+                .hasMessageContaining("load_in_4bit is a 4-bit (QLoRA) setting, but method is full");
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "method: qlora\nload_in_4bit: false\n")).build())
+                .hasMessageContaining("load_in_4bit is false, but method is qlora");
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "method: qlora\nbnb_4bit_quant_type: int4\n")).build())
+                .hasMessageContaining("field bnb_4bit_quant_type must be nf4 or fp4, got \"int4\"");
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "method: qlora\nbnb_4bit_compute_dtype: int8\n")).build())
+                .hasMessageContaining("field bnb_4bit_compute_dtype must be bf16, fp16 or fp32");
+        assertThat(new TrainConfigReader().file(yaml(BASE + "load_in_4bit: false\n")).build().method())
+                .isEqualTo(FineTuneMethod.lora(LoraConfig.defaults()));
     }
 
     @Test
