@@ -11,7 +11,8 @@ import java.util.List;
 /**
  * The frozen base of a QLoRA run: every layer's seven projections as 4-bit {@link QuantizedTensor}s, everything else
  * (embeddings, lm_head, biases, F32 norm weights) as loaded, which is what bitsandbytes' Linear4bit replacement
- * leaves of a model. A base may arrive dense (quantized here) or already 4-bit (a pre-quantized checkpoint).
+ * leaves of a model. A base may arrive dense (quantized here), or already 4-bit (quantized on load, or a checkpoint
+ * saved in 4 bits, whose projections transformers was told to skip stay dense as they are there).
  */
 final class QuantizedBase {
     private QuantizedBase() {}
@@ -32,7 +33,11 @@ final class QuantizedBase {
      * full fine-tuning is refused, and so is QLoRA asking for another code, block size or double quantization.
      */
     static FineTuneMethod reconcile(FineTuneMethod asked, LlamaWeights weights) {
-        QuantSpec stored = stored(weights);
+        return reconcile(asked, stored(weights));
+    }
+
+    /** As {@link #reconcile(FineTuneMethod, LlamaWeights)}, for weights stored as {@code stored} (null: dense). */
+    static FineTuneMethod reconcile(FineTuneMethod asked, QuantSpec stored) {
         if (stored == null) return asked;
         return switch (asked) {
             case FineTuneMethod.Full f -> throw new IllegalArgumentException("the model's projections are stored in 4 bits ("
@@ -53,16 +58,23 @@ final class QuantizedBase {
     }
 
     /**
-     * The weights with every dense projection quantized to {@code spec} (each dense original is closed as soon as
-     * its 4-bit form exists, so the dense model never sits beside the whole quantized one) and every 4-bit
-     * projection using {@code spec}'s compute dtype. New tensors are added to {@code created}.
+     * The weights with their projections 4-bit under {@code spec}: a dense base has every projection quantized (each
+     * dense original closed as soon as its 4-bit form exists, so the dense model never sits beside the whole
+     * quantized one); a base that is already 4-bit keeps its dense projections (the modules a checkpoint saved in
+     * 4 bits left out) and has its 4-bit ones dequantize to {@code spec}'s compute dtype. New tensors are added to
+     * {@code created}.
      */
     static LlamaWeights quantize(Backend backend, LlamaWeights base, QuantSpec spec, List<Tensor> created) {
+        boolean alreadyQuantized = stored(base) != null;
         List<LlamaWeights.Layer> layers = new ArrayList<>();
         for (int i = 0; i < base.layers().size(); i++) {
             LlamaWeights.Layer L = base.layer(i);
             Tensor[] w = new Tensor[Projection.values().length];
-            for (Projection p : Projection.values()) w[p.ordinal()] = quantized(backend, p.weight(L), spec, created, p.path(i));
+            for (Projection p : Projection.values()) {
+                Tensor weight = p.weight(L);
+                w[p.ordinal()] = alreadyQuantized && !(weight instanceof QuantizedTensor) ? weight
+                        : quantized(backend, weight, spec, created, p.path(i));
+            }
             layers.add(new LlamaWeights.Layer(L.inputNorm(), w[0], w[1], w[2], w[3], L.qBias(), L.kBias(), L.vBias(),
                     L.oBias(), L.postAttentionNorm(), w[4], w[5], w[6], L.gateBias(), L.upBias(), L.downBias()));
         }

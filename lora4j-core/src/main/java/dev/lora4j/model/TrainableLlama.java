@@ -122,10 +122,22 @@ public final class TrainableLlama implements AutoCloseable {
     public static TrainableLlama create(Backend backend, ModelFolder folder, FineTuneMethod method, long seed) throws IOException {
         ModelConfig c = folder.config();
         LlamaShape s = LlamaShape.of(c);
-        TrainablePlan.of(s, method); // fail on a bad configuration before loading gigabytes
+        // Fail on a bad configuration before loading gigabytes.
+        if (c.isQuantized()) {
+            QuantSpec asked = method.quantization();
+            try {
+                // config.json has no block size: each weight's quant state has it, checked once loaded.
+                method = QuantizedBase.reconcile(method, c.quantizationConfig().spec(
+                        asked != null ? asked.blockSize() : QuantSpec.DEFAULT_BLOCK_SIZE));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(folder.path() + ": " + e.getMessage(), e);
+            }
+        }
+        TrainablePlan.of(s, method);
         DType storage = method instanceof FineTuneMethod.Full ? DType.F32 : null;
         long before = backend.memoryInUse();
-        LlamaWeights base = LlamaWeightLoader.load(folder.weights(), s, backend, storage);
+        // QLoRA quantizes each projection as it is read, so the dense model never exists on the device.
+        LlamaWeights base = LlamaWeightLoader.load(folder, backend, storage, method.quantization());
         return build(backend, base, method, seed, c, folder.path(), folder.generationConfig(), before);
     }
 
