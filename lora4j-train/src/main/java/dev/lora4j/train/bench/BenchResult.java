@@ -1,0 +1,69 @@
+package dev.lora4j.train.bench;
+
+import dev.lora4j.model.MemoryReport;
+
+import java.util.List;
+
+/**
+ * What one benchmark configuration measured. Memory figures are bytes of the backend's tensor memory (what torch's
+ * {@code memory_allocated} counts in the reference): {@code loadBytes} once the base weights are on the device (and
+ * quantized, for QLoRA), {@code peakBytes} the most held at once during the run, weights, adapters, gradients,
+ * optimizer state, activations and backend workspaces included.
+ *
+ * @param shape          the model shape's name (a preset's, or the model folder's)
+ * @param device         the backend's description
+ * @param basePrecision  how the frozen base is stored (BF16, NF4 + double quant, ...); for full fine-tuning how the
+ *                       trained weights are
+ * @param losses         the mean token loss of every optimizer step, the warm-up steps first
+ * @param stepSeconds    the time of each timed step
+ * @param flops          the model FLOPs of a step (see {@link TrainingFlops})
+ * @param mfu            model FLOPs per second over the measured GEMM peak; NaN when no peak was measured
+ * @param memory         the peak split by part, as the model reports it; null when the run failed before it
+ * @param error          why the run stopped (out of memory, ...), or null when it measured everything
+ */
+public record BenchResult(BenchSettings settings, String shape, String device, String basePrecision, long loadBytes,
+                          long peakBytes, long trainableParameters, long allParameters, double loadSeconds,
+                          List<Double> losses, List<Double> stepSeconds, TrainingFlops flops, double mfu,
+                          MemoryReport memory, String error) {
+
+    /** The most a 24 GB GPU leaves for tensors: 24 GiB less about 1 GiB the CUDA context and libraries hold. */
+    public static final long BYTES_ON_A_24_GB_GPU = 23L << 30;
+
+    public BenchResult {
+        losses = List.copyOf(losses);
+        stepSeconds = List.copyOf(stepSeconds);
+    }
+
+    public boolean failed() {
+        return error != null;
+    }
+
+    /** Whether the peak leaves room for the CUDA context on a 24 GB GPU (see {@link #BYTES_ON_A_24_GB_GPU}). */
+    public boolean fitsOn24GbGpu() {
+        return peakBytes > 0 && peakBytes <= BYTES_ON_A_24_GB_GPU;
+    }
+
+    public double timedSeconds() {
+        double t = 0;
+        for (double s : stepSeconds) t += s;
+        return t;
+    }
+
+    public double samplesPerSecond() {
+        return stepSeconds.isEmpty() ? Double.NaN : (double) settings.samplesPerStep() * stepSeconds.size() / timedSeconds();
+    }
+
+    public double tokensPerSecond() {
+        return stepSeconds.isEmpty() ? Double.NaN : (double) settings.tokensPerStep() * stepSeconds.size() / timedSeconds();
+    }
+
+    /** The mean token loss of the last step, or NaN. */
+    public double lastLoss() {
+        return losses.isEmpty() ? Double.NaN : losses.getLast();
+    }
+
+    /** Model FLOPs per second over the timed steps. */
+    public double modelFlopsPerSecond() {
+        return stepSeconds.isEmpty() ? Double.NaN : flops.perStep() * stepSeconds.size() / timedSeconds();
+    }
+}
