@@ -2,6 +2,8 @@ package dev.lora4j.backend.cpu;
 
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.HostConversions;
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
@@ -142,6 +144,10 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void matmul(Tensor x, Tensor w, Tensor out, boolean accumulate) {
+        if (w instanceof QuantizedTensor q) {
+            fourBit().matmul(x, q, out, accumulate);
+            return;
+        }
         requireF32(x, "matmul x");
         requireF32(out, "matmul out");
         if (w.dtype() != DType.F32 && w.dtype() != DType.BF16 && w.dtype() != DType.F16) {
@@ -358,7 +364,10 @@ public final class CpuBackend implements Backend {
     }
 
     @Override
-    public void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate) { training().matmulBackwardInput(dY, w, dX, accumulate); }
+    public void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate) {
+        if (w instanceof QuantizedTensor q) fourBit().matmulBackwardInput(dY, q, dX, accumulate);
+        else training().matmulBackwardInput(dY, w, dX, accumulate);
+    }
 
     @Override
     public void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) { training().matmulBackwardWeight(dY, x, dW, accumulate); }
@@ -413,13 +422,19 @@ public final class CpuBackend implements Backend {
     @Override
     public void dropout(Tensor x, float p, long seed, Tensor out) { training().dropout(x, p, seed, out); }
 
-    @Override
-    public dev.lora4j.quant.QuantizedTensor quantize4bit(Tensor weight, dev.lora4j.quant.QuantSpec spec) {
-        throw new UnsupportedOperationException("quantize4bit is being implemented");
+    // ---- 4-bit weights: FourBitOps ------------------------------------------------------------------------
+
+    private volatile FourBitOps fourBit;
+
+    private FourBitOps fourBit() {
+        FourBitOps f = fourBit;
+        if (f == null) fourBit = f = new FourBitOps(this, parallel, threads); // stateless: a racing second instance is harmless
+        return f;
     }
 
     @Override
-    public void dequantize4bit(dev.lora4j.quant.QuantizedTensor q, Tensor out) {
-        throw new UnsupportedOperationException("dequantize4bit is being implemented");
-    }
+    public QuantizedTensor quantize4bit(Tensor weight, QuantSpec spec) { return fourBit().quantize(weight, spec); }
+
+    @Override
+    public void dequantize4bit(QuantizedTensor q, Tensor out) { fourBit().dequantize(q, out); }
 }
