@@ -20,6 +20,8 @@ import java.io.PrintWriter;
                 InitModelCommand.class,
                 DevicesCommand.class,
                 TrainCommand.class,
+                QuantizeCommand.class,
+                BenchCommand.class,
                 CommandLine.HelpCommand.class
         })
 public final class Lora4jCommand implements Runnable {
