@@ -2,6 +2,9 @@
 # Run on the GPU machine from the repository root (after scripts/device-bundle.sh made .bundle): every check that
 # needs the GPU or the Python stack, each step's output in its own file under $OUT, going on after a failure.
 #   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft train decode (default: all)
+#                                        and bench (fine-tuning throughput beside transformers + peft; not in the
+#                                        default list: each configuration takes up to four minutes, so run it on its
+#                                        own, with BENCH_CONFIGS naming the configurations of scripts/device-bench.sh)
 set -uo pipefail
 out=${OUT:-/tmp/lora4j-out}
 mkdir -p "$out"
@@ -60,6 +63,12 @@ for step in "${steps[@]}"; do
                 && for i in 1 2; do scripts/device-run.sh lora4j generate -m /tmp/m7b --device cuda --greedy \
                        --max-new-tokens 128 --ignore-eos -p "It was the best of times, it was the worst of times," | tail -c 300; done \
                 && python3 tools/hf_decode_bench.py /tmp/m7b --new-tokens 128'
+            ;;
+        bench)
+            # lora4j bench and reference/hf_peft_bench.py on the same workloads, one after the other
+            # (scripts/device-bench.sh; tables under $OUT/bench, summary in $OUT/bench/summary.md). Two configurations
+            # by default keep the step under ten minutes.
+            run_step bench bash -c 'scripts/device-bench.sh '"${BENCH_CONFIGS:-lora-qv lora-all-gc}"
             ;;
         *)
             echo "unknown step $step" >&2

@@ -1,0 +1,122 @@
+"""The summary table of scripts/device-bench.sh: for each configuration folder (reference.txt with
+hf_peft_bench.py's RESULT line, lora4j.json from `lora4j bench --json`), the two stacks' figures side by side and
+the targets of the GPU-performance work. Several bench folders (from separate device commands) may be given.
+
+    python3 tools/bench_summary.py OUT/bench [OUT2/bench ...] [--markdown summary.md] [--json summary.json]
+"""
+import argparse, json, os, sys
+
+GIB = 2 ** 30
+
+# The targets of the GPU-performance work (issue 5), per configuration folder name.
+TARGETS = {
+    "lora-qv": "samples/s >= 1.3x reference, peak <= reference",
+    "lora-all-gc": "samples/s >= 2x reference, peak <= 16 GiB",
+    "qlora-all-gc": "samples/s >= 0.9x lora4j lora-all-gc, peak <= 7 GiB",
+    "full-gc": "samples/s >= 1.2x reference",
+    "qlora-70b-mb1": "peak <= 48 GiB",
+}
+
+
+ORDER = ["lora-qv", "lora-all", "lora-all-gc", "qlora-all-gc", "full-gc", "lora-all-gc-llama3-8b",
+         "qlora-all-gc-llama3-8b", "qlora-llama3-8b-mb1", "qlora-70b-mb1"]
+
+
+def reference_result(folder):
+    path = os.path.join(folder, "reference.txt")
+    if not os.path.exists(path):
+        return None
+    found = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("RESULT "):
+                found = json.loads(line[len("RESULT "):])
+    return found or {"error": "no RESULT line (see reference.txt)"}
+
+
+def lora4j_result(folder):
+    path = os.path.join(folder, "lora4j.json")
+    if not os.path.exists(path):
+        return {"error": "no lora4j.json (see lora4j.txt)"}
+    with open(path) as f:
+        doc = json.load(f)
+    results = doc.get("results") or [{}]
+    r = dict(results[0])
+    r["gemm_tflops"] = (doc.get("gemm_peak") or {}).get("tflops")
+    return r
+
+
+def met(name, ref, ours, rows):
+    """Whether the target of `name` is met: True, False, or None when a figure is missing."""
+    sps, peak = ours.get("samples_per_s"), ours.get("peak_bytes")
+    if sps is None or peak is None:
+        return None
+    peak_gib = peak / GIB
+    ref_sps = ref.get("samples_per_s") if ref else None
+    if name == "lora-qv":
+        return None if ref_sps is None else sps >= 1.3 * ref_sps and peak_gib <= ref["peak_gib"]
+    if name == "lora-all-gc":
+        return None if ref_sps is None else sps >= 2 * ref_sps and peak_gib <= 16
+    if name == "qlora-all-gc":
+        lora = rows.get("lora-all-gc", {}).get("lora4j", {}).get("samples_per_s")
+        return None if lora is None else sps >= 0.9 * lora and peak_gib <= 7
+    if name == "full-gc":
+        return None if ref_sps is None else sps >= 1.2 * ref_sps
+    if name == "qlora-70b-mb1":
+        return peak_gib <= 48
+    return None
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("folders", nargs="+", help="bench output folders holding one folder per configuration")
+    p.add_argument("--markdown")
+    p.add_argument("--json")
+    a = p.parse_args()
+    found = {}
+    for top in a.folders:
+        for name in os.listdir(top):
+            folder = os.path.join(top, name)
+            if os.path.isdir(folder):
+                found[name] = {"reference": reference_result(folder), "lora4j": lora4j_result(folder)}
+    # The target table's order first, then the other configurations by name.
+    order = [n for n in ORDER if n in found] + sorted(n for n in found if n not in ORDER)
+    rows = {n: found[n] for n in order}
+    lines = ["| configuration | reference samples/s | reference peak | reference loss | lora4j samples/s | lora4j peak"
+             " | lora4j loss | lora4j MFU | lora4j / reference | target | met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        ref, ours = row["reference"], row["lora4j"]
+        ref_ok = ref is not None and "error" not in ref
+        ours_ok = "error" not in ours and ours.get("samples_per_s") is not None
+        ratio = ours["samples_per_s"] / ref["samples_per_s"] if ref_ok and ours_ok else None
+        ok = met(name, ref if ref_ok else None, ours, rows) if ours_ok else None
+        row["ratio"], row["met"], row["target"] = ratio, ok, TARGETS.get(name)
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            name,
+            fmt(ref.get("samples_per_s"), ".2f") if ref_ok else ("-" if ref is None else ref["error"]),
+            fmt(ref.get("peak_gib"), ".2f") + " GiB" if ref_ok else "-",
+            fmt(ref.get("loss"), ".4f") if ref_ok else "-",
+            fmt(ours.get("samples_per_s"), ".2f") if ours_ok else ours.get("error", "-"),
+            fmt(ours.get("peak_bytes", 0) / GIB, ".2f") + " GiB" if ours_ok else "-",
+            fmt(ours.get("loss"), ".4f") if ours_ok else "-",
+            fmt(100 * ours["mfu"], ".1f") + "%" if ours_ok and ours.get("mfu") is not None else "-",
+            fmt(ratio, ".2f") + "x" if ratio is not None else "-",
+            TARGETS.get(name, "-"),
+            {True: "yes", False: "no", None: "-"}[ok]))
+    table = "\n".join(lines) + "\n"
+    sys.stdout.write(table)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(table)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
