@@ -4,6 +4,9 @@ import dev.lora4j.backend.Backend;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.Objects;
 
 /**
@@ -19,6 +22,9 @@ import java.util.Objects;
  * {@link #dtype()} is U8 (the storage) so that code expecting a dense weight fails loudly; backends recognise this
  * class in {@link Backend#matmul} and {@link Backend#matmulBackwardInput} and dequantize on the fly.
  * {@code originalType} is the dtype of the weight before quantization (bitsandbytes' {@code quant_state.dtype}).
+ * The products multiply by the weight bitsandbytes' 4-bit matmul uses: dequantized to {@code originalType}, then
+ * cast to the spec's compute dtype ({@link HostQuantizer#matmulValue}); for the QLoRA recipe (BF16 weights, BF16
+ * compute) that is the BF16 dequantized weight.
  */
 public final class QuantizedTensor extends Tensor {
     private final QuantSpec spec;
@@ -51,6 +57,60 @@ public final class QuantizedTensor extends Tensor {
             if (nestedAbsmax != null || nestedCode != null) {
                 throw new IllegalArgumentException("nested absmax given without double quantization");
             }
+        }
+    }
+
+    /** Puts host arrays (from {@link HostQuantizer#quantize}, or read from a checkpoint) on a backend. */
+    public static QuantizedTensor upload(Backend backend, QuantizedArrays q, DType originalType, long... shape) {
+        long n = 1;
+        for (long d : shape) n *= d;
+        if (n != q.numel()) {
+            throw new IllegalArgumentException("shape " + java.util.Arrays.toString(shape) + " has " + n + " elements, the quantized arrays " + q.numel());
+        }
+        java.util.List<Tensor> parts = new java.util.ArrayList<>();
+        try {
+            Tensor packed = keep(parts, bytes(backend, q.packed()));
+            if (!q.spec().doubleQuant()) {
+                return new QuantizedTensor(q.spec(), originalType, shape, packed, keep(parts, floats(backend, q.absmax())), null, null, 0f);
+            }
+            return new QuantizedTensor(q.spec(), originalType, shape, packed, keep(parts, bytes(backend, q.absmaxCodes())),
+                    keep(parts, floats(backend, q.nestedAbsmax())), keep(parts, floats(backend, q.nestedCode())), q.nestedOffset());
+        } catch (RuntimeException | Error e) {
+            parts.forEach(Tensor::close); // out of device memory half way: give back what was allocated
+            throw e;
+        }
+    }
+
+    private static Tensor keep(java.util.List<Tensor> parts, Tensor t) {
+        parts.add(t);
+        return t;
+    }
+
+    /** The parts as host arrays (for writing a checkpoint or checking a backend against {@link HostQuantizer}). */
+    public QuantizedArrays toArrays() {
+        if (numel() > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(this + " has too many elements for host arrays");
+        Backend b = backend();
+        byte[] p = bytesOf(b, packed);
+        if (!spec.doubleQuant()) return new QuantizedArrays(spec, (int) numel(), p, b.toFloats(absmax), null, null, null, 0f);
+        return new QuantizedArrays(spec, (int) numel(), p, null, bytesOf(b, absmax), b.toFloats(nestedAbsmax),
+                b.toFloats(nestedCode), nestedOffset);
+    }
+
+    private static Tensor bytes(Backend backend, byte[] values) {
+        try (Arena arena = Arena.ofConfined()) {
+            return backend.upload(arena.allocateFrom(ValueLayout.JAVA_BYTE, values), DType.U8, DType.U8, values.length);
+        }
+    }
+
+    private static Tensor floats(Backend backend, float[] values) {
+        return backend.fromFloats(values, DType.F32, values.length);
+    }
+
+    private static byte[] bytesOf(Backend backend, Tensor t) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(Math.max(1, t.byteSize()));
+            backend.copyToHost(t, host);
+            return host.asSlice(0, t.byteSize()).toArray(ValueLayout.JAVA_BYTE);
         }
     }
 

@@ -73,6 +73,23 @@ class CpuFourBitTest {
     }
 
     @Test
+    void quantizedArraysGoOntoABackendAndComeBackUnchanged() {
+        float[] values = random.gaussian(3 * 700, 0.1);
+        for (QuantSpec spec : new QuantSpec[] {QuantSpec.QLORA, new QuantSpec(QuantType.FP4, 64, false, DType.F16)}) {
+            QuantizedArrays host = HostQuantizer.quantize(values, spec);
+            try (QuantizedTensor q = QuantizedTensor.upload(CPU, host, DType.BF16, 3, 700)) {
+                assertThat(q.shape()).containsExactly(3, 700);
+                assertThat(q.originalType()).isEqualTo(DType.BF16);
+                QuantizedArrays back = q.toArrays();
+                assertThat(back.packed()).containsExactly(host.packed());
+                assertThat(back.nestedOffset()).isEqualTo(host.nestedOffset());
+                for (int b = 0; b < host.blocks(); b++) assertThat(back.blockAbsmax(b)).isEqualTo(host.blockAbsmax(b));
+            }
+            assertThatThrownBy(() -> QuantizedTensor.upload(CPU, host, DType.BF16, 3, 7)).hasMessageContaining("elements");
+        }
+    }
+
+    @Test
     void dequantize4bitGivesTheHostQuantizersValuesInTheOutputDtype() {
         float[] values = random.gaussian(300 * 70 + 1, 1.0);
         for (QuantSpec spec : new QuantSpec[] {new QuantSpec(QuantType.NF4, 64, true, DType.BF16),
