@@ -4,9 +4,9 @@ import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.Backends;
 import dev.lora4j.io.ModelFolder;
 import dev.lora4j.model.LlamaModel;
-import dev.lora4j.model.LlamaShape;
 import dev.lora4j.model.LlamaWeightLoader;
 import dev.lora4j.model.LlamaWeights;
+import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.tokenizer.Tokenizer;
 
 import java.io.IOException;
@@ -39,10 +39,14 @@ public final class Lora4j {
         LlamaWeights weights = null;
         try {
             mf = ModelFolder.open(folder);
-            LlamaShape shape = LlamaShape.of(mf.config());
             Tokenizer tokenizer = mf.hasTokenizer() ? Tokenizer.load(mf.tokenizerFolder()) : null;
             backend = Backends.open(device.backendName(), options.notices());
-            weights = LlamaWeightLoader.load(mf.weights(), shape, backend, options.weightType());
+            QuantSpec quantization = options.quantization();
+            if (quantization != null && mf.config().isQuantized()) {
+                options.notices().accept(folder + " is saved in 4 bits (" + mf.config().quantizationConfig()
+                        + "): loading its weights as stored, computing in " + quantization.computeType());
+            }
+            weights = LlamaWeightLoader.load(mf, backend, options.weightType(), quantization);
             LlamaModel model = new LlamaModel(backend, weights, options.maxBatchTokens());
             // The weights are now on the backend: the mapped files are no longer needed.
             mf.close();

@@ -210,6 +210,9 @@ public final class LlamaWeightLoader {
         QuantizedTensor q;
         try {
             q = backend.quantize4bit(dense, quantize);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("cannot quantize " + name + " of " + file.fileOf(name) + ": "
+                    + e.getMessage(), e);
         } finally {
             loaded.remove(dense);
             dense.close();
