@@ -4,6 +4,7 @@ import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.TargetModules;
+import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.tensor.DType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -12,6 +13,7 @@ import java.nio.file.Path;
 import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.within;
 
 /** The memory plan is the allocation: what the estimate says is what a training step holds. */
 class TrainingMemoryTest {
@@ -48,6 +50,53 @@ class TrainingMemoryTest {
                 assertThat(m.optimizerStates()).isEqualTo(2 * grads);
             }
         }
+    }
+
+    @Test
+    void underQloraTheEstimateEqualsTheMeasuredReport(@TempDir Path dir) throws Exception {
+        LlamaShape shape = TinyModels.llamaWithBiases();
+        ModelConfig config = TinyModelFolders.config(shape, DType.BF16);
+        FineTuneMethod qlora = FineTuneMethod.qlora(LoraConfig.defaults().withR(4).withTargetModules(TargetModules.allLinear()));
+        TrainingBatch batch = TrainableLlamaGradientTest.BATCH;
+        try (CpuBackend cpu = new CpuBackend(2);
+             var folder = TinyModelFolders.write(dir, shape, TinyModels.randomWeights(shape, DType.BF16, 1), DType.BF16);
+             TrainableLlama model = TrainableLlama.create(cpu, folder, qlora, 1)) {
+            model.forwardBackward(batch, 1f);
+            TrainingMemory m = TrainingMemory.estimate(config, qlora, DType.BF16, DType.F32, batch.totalTokens(), true,
+                    TrainableLlama.DEFAULT_LOSS_CHUNK_BYTES);
+            MemoryReport r = model.memoryReport(0); // no optimizer here: its state is the trainer's
+            long projections = 0;
+            for (LlamaWeights.Layer layer : model.weights().layers()) {
+                for (Projection p : Projection.values()) projections += QuantSpec.QLORA.bytesFor(p.weight(layer).numel());
+            }
+            long d = shape.hiddenSize(), L = shape.numLayers();
+            long biases = L * (shape.queryDim() + 2L * shape.kvDim() + d + 2L * shape.intermediateSize() + d);
+            long bf16 = 2 * (2 * shape.vocabSize() * d + biases), norms = 4 * (2 * L + 1) * d;
+            assertThat(m.frozenWeights()).isEqualTo(projections + bf16 + norms);
+            assertThat(r.baseWeights()).isEqualTo(m.frozenWeights());
+            assertThat(r.baseModelMemoryAtLoad()).as("the 4-bit base, measured after loading").isEqualTo(m.frozenWeights());
+            assertThat(r.trainableWeights()).isEqualTo(m.trainableWeights());
+            assertThat(r.gradients()).isEqualTo(m.gradients());
+            assertThat(r.activations()).isEqualTo(m.activations());
+            assertThat(r.peakTrainingMemory()).isEqualTo(cpu.peakMemoryInUse());
+            assertThat(r.workspace()).isNotNegative();
+        }
+    }
+
+    @Test
+    void qloraKeepsA7BModelsBaseInAQuarterOfItsBf16Size() {
+        ModelConfig mistral = RandomModelWriter.preset("mistral-7b");
+        LoraConfig lora = LoraConfig.defaults().withR(16).withTargetModules(TargetModules.allLinear());
+        TrainingMemory bf16 = TrainingMemory.estimate(mistral, FineTuneMethod.lora(lora), DType.BF16, DType.BF16, 4096, true, 256L << 20);
+        TrainingMemory nf4 = TrainingMemory.estimate(mistral, FineTuneMethod.qlora(lora), DType.BF16, DType.BF16, 4096, true, 256L << 20);
+        long embeddings = 2L * 2 * 32000 * 4096, norms = 4L * 65 * 4096;
+        long projections = 32L * (2 * QuantSpec.QLORA.bytesFor(4096L * 4096) + 2 * QuantSpec.QLORA.bytesFor(1024L * 4096)
+                + 3 * QuantSpec.QLORA.bytesFor(14336L * 4096));
+        assertThat(nf4.frozenWeights()).isEqualTo(embeddings + norms + projections);
+        // 4 bits and 0.127 bits of double-quantized scales per weight instead of 16 bits.
+        assertThat((double) projections / (bf16.frozenWeights() - embeddings - norms)).isCloseTo(4.127 / 16, within(0.001));
+        assertThat(nf4.activations()).isEqualTo(bf16.activations());
+        assertThat(nf4.trainableWeights()).isEqualTo(bf16.trainableWeights());
     }
 
     @Test
