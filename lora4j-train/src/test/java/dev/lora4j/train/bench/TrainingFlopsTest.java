@@ -58,6 +58,17 @@ class TrainingFlopsTest {
     }
 
     @Test
+    void theMistralExampleOfTheBenchmarkNotesHoldsForLoraOnQueryAndValue() {
+        LlamaShape mistral = LlamaShape.of(RandomModelWriter.preset("mistral-7b"));
+        TrainablePlan plan = TrainablePlan.of(mistral, FineTuneMethod.lora(LoraConfig.defaults().withR(16).withLoraAlpha(32)));
+        TrainingFlops f = TrainingFlops.of(plan, 1024, 16);
+        assertThat(f.matmulParameters()).isEqualTo(7_117_209_600L);
+        assertThat(f.trainableMatmulParameters()).isEqualTo(6_815_744L);
+        assertThat(f.denseFlopsPerToken() * f.tokensPerStep()).isEqualTo(466_656_786_644_992.0);
+        assertThat(f.attentionPerSequence() * f.sequencesPerStep()).isEqualTo(13_207_024_435_200.0);
+    }
+
+    @Test
     void aSlidingWindowCapsTheKeysEachQuerySees() {
         assertThat(TrainingFlops.causalPairs(10, 0)).isEqualTo(55);
         assertThat(TrainingFlops.causalPairs(10, 10)).isEqualTo(55);
