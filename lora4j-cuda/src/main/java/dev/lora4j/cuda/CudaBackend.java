@@ -2,6 +2,8 @@ package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.BackendProvider.Availability;
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
@@ -33,6 +35,7 @@ public final class CudaBackend implements Backend {
     private final DeviceAllocator allocator;
     private final CudaKernels kernels;
     private final CublasLtMatmul matmul;
+    private final CudaQuantization quantization = new CudaQuantization(this);
     private final CudaOpProfile profile = Boolean.getBoolean(CudaOpProfile.PROPERTY) ? new CudaOpProfile() : null;
     private final boolean syncEachOp = Boolean.getBoolean(SYNC_EACH_OP_PROPERTY) || profile != null;
     private volatile boolean closed;
@@ -282,6 +285,12 @@ public final class CudaBackend implements Backend {
         if (w.dim(-1) != k || out.rows() != n || out.dim(-1) != m) {
             throw new IllegalArgumentException("matmul shapes: x " + x + ", w " + w + ", out " + out);
         }
+        if (w instanceof QuantizedTensor q) { // the dense path on a copy dequantized for this product only
+            try (Tensor dense = dequantizedForProduct(q)) {
+                matmul(x, dense, out, accumulate);
+            }
+            return;
+        }
         DType wt = w.dtype();
         CublasLtMatmul.dataType(wt); // rejects weight types cuBLASLt is not asked to handle
         CudaTensor xs = cuda(x), ws = cuda(w), os = cuda(out);
@@ -448,6 +457,12 @@ public final class CudaBackend implements Backend {
         if (w.rows() != m || dX.rows() != n || dX.dim(-1) != k) {
             throw new IllegalArgumentException("matmulBackwardInput shapes: dY " + dY + ", w " + w + ", dX " + dX
                     + " (needs dY [n, m], w [m, k], dX [n, k])");
+        }
+        if (w instanceof QuantizedTensor q) {
+            try (Tensor dense = dequantizedForProduct(q)) {
+                matmulBackwardInput(dY, dense, dX, accumulate, f16ChunkElements);
+            }
+            return;
         }
         DType wt = w.dtype();
         CublasLtMatmul.dataType(wt);
@@ -990,13 +1005,33 @@ public final class CudaBackend implements Backend {
         if (a.numel() != b.numel()) throw new IllegalArgumentException("element counts differ: " + a + " vs " + b);
     }
 
+    // ---- 4-bit weights (CudaQuantization) ---------------------------------------------------------------
+
     @Override
-    public dev.lora4j.quant.QuantizedTensor quantize4bit(Tensor weight, dev.lora4j.quant.QuantSpec spec) {
-        throw new UnsupportedOperationException("quantize4bit is being implemented");
+    public QuantizedTensor quantize4bit(Tensor weight, QuantSpec spec) {
+        bind();
+        QuantizedTensor q = quantization.quantize(weight, spec);
+        opDone("quantize4bit");
+        return q;
     }
 
     @Override
-    public void dequantize4bit(dev.lora4j.quant.QuantizedTensor q, Tensor out) {
-        throw new UnsupportedOperationException("dequantize4bit is being implemented");
+    public void dequantize4bit(QuantizedTensor q, Tensor out) {
+        bind();
+        quantization.dequantize(q, out);
+        opDone("dequantize4bit");
     }
+
+    /** A quantized weight in its compute dtype, for one product: close it once the product is queued. */
+    private Tensor dequantizedForProduct(QuantizedTensor q) {
+        Tensor dense = quantization.dequantizeForProduct(q);
+        opDone("dequantize4bit");
+        return dense;
+    }
+
+    /** A tensor whose contents are undefined (for outputs a kernel fills completely). */
+    CudaTensor uninitialized(DType dtype, long... shape) { return newTensor(dtype, shape); }
+
+    /** The tensor as this backend's, or an IllegalArgumentException naming it. */
+    CudaTensor device(Tensor t) { return cuda(t); }
 }

@@ -1,5 +1,6 @@
 package dev.lora4j.cuda;
 
+import dev.lora4j.quant.QuantType;
 import dev.lora4j.tensor.DType;
 
 import java.lang.foreign.Arena;
@@ -36,6 +37,10 @@ final class CudaKernels {
     static final int SQUARES_MAX_BLOCKS = 1024;
     /** cross_entropy.cu: L4J_CE_THREADS. */
     static final int CROSS_ENTROPY_THREADS = 512;
+    /** quant.cu: L4J_QUANT_THREADS (one warp per block of values), L4J_DEQUANT_THREADS and L4J_DEQUANT_STEPS. */
+    static final int QUANT_THREADS = 256;
+    static final int DEQUANT_THREADS = 256;
+    static final int DEQUANT_STEPS = 4;
     /** Dynamic shared memory a block gets without opting in. */
     private static final int DEFAULT_SHARED_LIMIT = 48 * 1024;
 
@@ -196,6 +201,19 @@ final class CudaKernels {
     static final String ADAMW = "lora4j_adamw_f32";
     static final String DROPOUT = "lora4j_dropout_f32";
 
+    // ---- 4-bit quantization (quant.cu) ----
+
+    static String quantize4bit(QuantType type, DType weight) {
+        return "lora4j_quantize4bit_" + type.bnbName() + "_" + suffix(weight);
+    }
+
+    /** The dequantization kernel: vector (16-byte aligned output) or scalar (any alignment). */
+    static String dequantize4bit(DType out, boolean vector) {
+        return "lora4j_dequantize4bit_" + (vector ? "vector_" : "scalar_") + suffix(out);
+    }
+
+    static final String QUANTIZE_ABSMAX_8BIT = "lora4j_quantize_absmax_8bit";
+
     private static List<String> names() {
         List<String> n = new ArrayList<>();
         List<DType> floats = List.of(DType.F32, DType.BF16, DType.F16, DType.F64);
@@ -207,6 +225,9 @@ final class CudaKernels {
             n.add(attention(t));
             n.add(rmsNormBackward(t));
             n.add(scale(t));
+            for (QuantType q : QuantType.values()) n.add(quantize4bit(q, t));
+            n.add(dequantize4bit(t, true));
+            n.add(dequantize4bit(t, false));
         }
         n.add(ADD);
         n.add(SWIGLU);
@@ -217,7 +238,7 @@ final class CudaKernels {
         }
         n.addAll(List.of(ATTENTION_LSE, ATTENTION_BACKWARD_DSUM, SUM_ROWS, SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL,
                 RMSNORM_INVERSE, RMSNORM_WEIGHT_GRAD, ROPE_BACKWARD, SWIGLU_BACKWARD, EMBEDDING_BACKWARD, CROSS_ENTROPY,
-                ADAMW, DROPOUT));
+                ADAMW, DROPOUT, QUANTIZE_ABSMAX_8BIT));
         return List.copyOf(n);
     }
 }
