@@ -3,6 +3,9 @@ package dev.lora4j.model;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.io.ModelFolder;
+import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.quant.QuantizedArrays;
+import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 import org.junit.jupiter.api.Test;
@@ -63,6 +66,32 @@ class RandomWeightsTest {
             assertThat(cpu.toFloats(other.layer(2).qProj())).isNotEqualTo(cpu.toFloats(q));
             assertThat(bf16.finalNorm().dtype()).isEqualTo(DType.F32);
             assertThat(cpu.toFloats(bf16.finalNorm())).containsOnly(1f);
+        }
+    }
+
+    @Test
+    void quantizesEveryDecoderProjectionAsItArrivesAndKeepsTheRestIn16Bits() {
+        ModelConfig c = configs().get(1);
+        try (CpuBackend cpu = new CpuBackend(2);
+             LlamaWeights dense = RandomWeights.generate(cpu, c, DType.BF16, null, 5, null);
+             LlamaWeights q = RandomWeights.generate(cpu, c, DType.BF16, QuantSpec.QLORA, 5, null)) {
+            for (int l = 0; l < 3; l++) {
+                for (Projection p : Projection.values()) {
+                    assertThat(p.weight(q.layer(l))).as(p.path(l)).isInstanceOf(QuantizedTensor.class);
+                    // The same codes as quantizing the dense weight of the same seed.
+                    try (QuantizedTensor expected = cpu.quantize4bit(p.weight(dense.layer(l)), QuantSpec.QLORA)) {
+                        QuantizedArrays got = ((QuantizedTensor) p.weight(q.layer(l))).toArrays();
+                        QuantizedArrays want = expected.toArrays();
+                        assertThat(got.packed()).as(p.path(l)).isEqualTo(want.packed());
+                        assertThat(got.absmaxCodes()).isEqualTo(want.absmaxCodes());
+                        assertThat(got.nestedAbsmax()).isEqualTo(want.nestedAbsmax());
+                    }
+                }
+            }
+            assertThat(q.embedTokens().dtype()).isEqualTo(DType.BF16);
+            assertThat(q.lmHead().dtype()).isEqualTo(DType.BF16);
+            assertThat(cpu.toFloats(q.lmHead())).isEqualTo(cpu.toFloats(dense.lmHead()));
+            assertThat(q.byteSize()).isLessThan(dense.byteSize());
         }
     }
 

@@ -79,6 +79,17 @@ class FineTuneBenchmarkTest {
     }
 
     @Test
+    void qloraHoldsTheBaseInFourBitsAndTrainsTheSameAdapters() {
+        BenchResult q = FineTuneBenchmark.run(SMALL.withMethod(BenchMethod.QLORA).withSteps(1, 0), TINY, CPU, peak, null);
+        assertThat(q.error()).isNull();
+        assertThat(q.basePrecision()).isEqualTo("NF4 + double quant (BF16 compute)");
+        assertThat(q.trainableParameters()).isEqualTo(lora.trainableParameters());
+        // Projections in 4 bits; embeddings and lm_head (2 x 2048 x 256) stay BF16, norms F32.
+        assertThat(q.loadBytes()).isLessThan(lora.loadBytes()).isGreaterThan(2L * 2 * 2048 * 256);
+        assertThat(q.losses().getFirst()).isCloseTo(Math.log(2048), within(0.2));
+    }
+
+    @Test
     void aFailureOnTheDeviceIsReportedInTheResultNotThrown() {
         Supplier<Backend> broken = () -> {
             throw new IllegalStateException("out of GPU memory: cannot allocate 512.0 MiB");
