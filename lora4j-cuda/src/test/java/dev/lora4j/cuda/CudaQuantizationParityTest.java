@@ -210,7 +210,7 @@ class CudaQuantizationParityTest {
     void dequantizationGivesTheBitsOfTheHostReference(QuantType type, boolean doubleQuant, int blockSize, int n) {
         // Arbitrary stored states (every code, every 8-bit absmax code), as a checkpoint may hold them.
         QuantizedArrays arrays = randomState(new QuantSpec(type, blockSize, doubleQuant, DType.BF16), n, n);
-        try (QuantizedTensor q = upload(gpu, arrays)) {
+        try (QuantizedTensor q = QuantizedTensor.upload(gpu, arrays, DType.BF16, n)) {
             for (DType out : new DType[] {DType.F32, DType.BF16, DType.F16}) {
                 float[] want = HostQuantizer.dequantize(arrays, out);
                 try (Tensor o = gpu.allocate(out, n)) {
@@ -227,7 +227,7 @@ class CudaQuantizationParityTest {
         int n = 64 * 37 + 5;
         QuantizedArrays arrays = randomState(new QuantSpec(QuantType.NF4, 64, true, DType.BF16), n, 11);
         float[] want = HostQuantizer.dequantize(arrays, out);
-        try (QuantizedTensor q = upload(gpu, arrays); Tensor big = gpu.allocate(out, n + 3)) {
+        try (QuantizedTensor q = QuantizedTensor.upload(gpu, arrays, DType.BF16, n); Tensor big = gpu.allocate(out, n + 3)) {
             for (int offset = 0; offset < 3; offset++) { // output 2-byte, 4-byte ... aligned: the scalar kernel
                 Tensor view = big.view(offset, n);
                 gpu.dequantize4bit(q, view);
@@ -370,6 +370,43 @@ class CudaQuantizationParityTest {
         }
     }
 
+    @Test
+    void aProductWithA4bitWeightCostsLittleMoreThanWithItsBf16Weight() {
+        assumeFalse(emulated(), "timing means nothing on the device emulator");
+        // A Mistral-7B MLP projection over one micro-batch of 4 x 1024 tokens.
+        int n = 4096, k = 4096, m = 14336;
+        Random r = new Random(60);
+        float[] w = new float[m * k], x = new float[n * k];
+        for (int i = 0; i < w.length; i++) w[i] = (r.nextFloat() - 0.5f) * 0.05f;
+        for (int i = 0; i < x.length; i++) x[i] = r.nextFloat() - 0.5f;
+        try (Tensor dense = gpu.fromFloats(w, DType.BF16, m, k); QuantizedTensor q = gpu.quantize4bit(dense, QuantSpec.QLORA);
+             Tensor xs = gpu.fromFloats(x, DType.F32, n, k); Tensor out = gpu.allocate(DType.F32, n, m);
+             Tensor dx = gpu.allocate(DType.F32, n, k)) {
+            double denseSeconds = productSeconds(xs, dense, out, dx);
+            double quantizedSeconds = productSeconds(xs, q, out, dx);
+            System.out.printf(Locale.ROOT, "forward + input-gradient products [%d, %d] x [%d, %d]: BF16 %.3f ms, NF4+dq %.3f ms (%.3fx)%n",
+                    n, k, m, k, denseSeconds * 1e3, quantizedSeconds * 1e3, quantizedSeconds / denseSeconds);
+            assertThat(quantizedSeconds / denseSeconds).as("time of the 4-bit products over the BF16 ones").isLessThan(1.15);
+        }
+    }
+
+    /** Seconds per forward plus input-gradient product, after warm-up. */
+    private static double productSeconds(Tensor x, Tensor w, Tensor out, Tensor dx) {
+        for (int i = 0; i < 3; i++) {
+            gpu.matmul(x, w, out);
+            gpu.matmulBackwardInput(out, w, dx, false);
+        }
+        gpu.synchronize();
+        int reps = 10;
+        long t0 = System.nanoTime();
+        for (int i = 0; i < reps; i++) {
+            gpu.matmul(x, w, out);
+            gpu.matmulBackwardInput(out, w, dx, false);
+        }
+        gpu.synchronize();
+        return (System.nanoTime() - t0) / 1e9 / reps;
+    }
+
     // ---- helpers ----------------------------------------------------------------------------------------------
 
     private record Pair(Tensor g, Tensor c) implements AutoCloseable {
@@ -440,18 +477,6 @@ class CudaQuantizationParityTest {
         float[] nested = new float[(int) spec.nestedBlocks(n)];
         for (int b = 0; b < nested.length; b++) nested[b] = (float) Math.abs(r.nextGaussian() * 0.1);
         return new QuantizedArrays(spec, n, packed, null, codes, nested, DynamicMap.signed(), 0.0371f + (float) r.nextDouble() * 0.01f);
-    }
-
-    private static QuantizedTensor upload(Backend b, QuantizedArrays a) {
-        QuantSpec spec = a.spec();
-        long[] shape = {a.numel()};
-        if (!spec.doubleQuant()) {
-            return new QuantizedTensor(spec, DType.BF16, shape, uploadBytes(b, a.packed()),
-                    b.fromFloats(a.absmax(), DType.F32, a.absmax().length), null, null, 0f);
-        }
-        return new QuantizedTensor(spec, DType.BF16, shape, uploadBytes(b, a.packed()), uploadBytes(b, a.absmaxCodes()),
-                b.fromFloats(a.nestedAbsmax(), DType.F32, a.nestedAbsmax().length), b.fromFloats(a.nestedCode(), DType.F32, 256),
-                a.nestedOffset());
     }
 
     private static Tensor uploadBytes(Backend b, byte[] bytes) {
