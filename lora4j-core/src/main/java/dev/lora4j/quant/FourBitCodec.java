@@ -32,9 +32,21 @@ public final class FourBitCodec {
 
     private FourBitCodec() {}
 
-    /** The 4-bit code of a normalized value. */
+    /**
+     * The 4-bit code of a normalized value: the same code as the decision trees ({@link #quantizeNf4},
+     * {@link #quantizeFp4}), computed without branches as the count of thresholds below the value, which is
+     * several times faster on random weights (the trees' branches cannot be predicted).
+     */
     public static int quantize(QuantType type, float x) {
-        return type == QuantType.NF4 ? quantizeNf4(x) : quantizeFp4(x);
+        if (type == QuantType.NF4) return countAbove(NF4_THRESHOLDS, x);
+        return FP4_MAGNITUDE_ORDER[countAbove(FP4_THRESHOLDS, Math.abs(x))] | (x < 0 ? 0b1000 : 0);
+    }
+
+    /** How many of the thresholds x is strictly above (none for NaN). */
+    private static int countAbove(float[] thresholds, float x) {
+        int count = 0;
+        for (float t : thresholds) count += x > t ? 1 : 0;
+        return count;
     }
 
     /** The value of a 4-bit code (bitsandbytes' dequantization tables; FP4 codes 8..15 are the negatives, 8 is -0.0). */

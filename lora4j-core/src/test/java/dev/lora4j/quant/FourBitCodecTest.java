@@ -81,10 +81,33 @@ class FourBitCodecTest {
         }
     }
 
+    /** quantize() counts thresholds without branching; it must give the trees' code for every float. */
+    @Test
+    void theBranchFreeCoderGivesTheTreesCodeEverywhere() {
+        java.util.List<Float> probes = new java.util.ArrayList<>(java.util.List.of(0f, -0f, Float.NaN, Float.POSITIVE_INFINITY,
+                Float.NEGATIVE_INFINITY, Float.MIN_VALUE, -Float.MIN_VALUE, 1f, -1f, Float.MAX_VALUE));
+        for (QuantType type : QuantType.values()) {
+            for (float t : FourBitCodec.thresholds(type)) {
+                for (float v : new float[] {t, Math.nextUp(t), Math.nextDown(t)}) {
+                    probes.add(v);
+                    probes.add(-v);
+                }
+            }
+        }
+        SplittableRandom random = new SplittableRandom(9);
+        for (int i = 0; i < 100_000; i++) probes.add(Float.intBitsToFloat(random.nextInt()));
+        for (float x : probes) {
+            assertThat(FourBitCodec.quantize(QuantType.NF4, x)).as("NF4 %s", x).isEqualTo(FourBitCodec.quantizeNf4(x));
+            assertThat(FourBitCodec.quantize(QuantType.FP4, x)).as("FP4 %s", x).isEqualTo(FourBitCodec.quantizeFp4(x));
+        }
+    }
+
     @Test
     void nanTakesCodeZeroAsInBitsandbytes() {
         assertThat(FourBitCodec.quantizeNf4(Float.NaN)).isZero();
         assertThat(FourBitCodec.quantizeFp4(Float.NaN)).isZero();
+        assertThat(FourBitCodec.quantize(QuantType.NF4, Float.NaN)).isZero();
+        assertThat(FourBitCodec.quantize(QuantType.FP4, Float.NaN)).isZero();
     }
 
     @Test
