@@ -239,6 +239,13 @@ public final class LlamaWeightLoader {
 
     private TensorInfo check(String name, long[] expected) {
         TensorInfo info = file.info(name);
+        if (QuantizedCheckpointReader.isQuantized(file, name)) {
+            // Only layer projections reach the 4-bit reader; anything else stored in 4 bits ends here.
+            throw new IllegalArgumentException("tensor " + name + " in " + file.fileOf(name) + " is stored in 4 bits;"
+                    + " lora4j quantizes only the layer projections and keeps embeddings and lm_head in 16 bits,"
+                    + " as the QLoRA recipe and transformers' default do. Quantize the 16-bit model with lora4j"
+                    + " quantize (or load it with --load-in-4bit) instead");
+        }
         if (!Arrays.equals(info.shape(), expected)) {
             throw new IllegalArgumentException("tensor " + name + " in " + file.fileOf(name) + " has shape "
                     + Arrays.toString(info.shape()) + ", but config.json (" + shape + ") needs "
@@ -246,12 +253,6 @@ public final class LlamaWeightLoader {
         }
         DType t = info.dtype();
         if (t != DType.F32 && t != DType.BF16 && t != DType.F16 && t != DType.F64) {
-            if (QuantizedCheckpointReader.isQuantized(file, name)) {
-                throw new IllegalArgumentException("tensor " + name + " in " + file.fileOf(name) + " is stored in 4 bits;"
-                        + " lora4j quantizes only the layer projections and keeps embeddings and lm_head in 16 bits,"
-                        + " as the QLoRA recipe and transformers' default do. Quantize the 16-bit model with lora4j"
-                        + " quantize (or load it with --load-in-4bit) instead");
-            }
             throw new IllegalArgumentException("tensor " + name + " in " + file.fileOf(name) + " is stored as " + t
                     + "; lora4j loads F32, BF16, F16 and F64 weights" + (t == DType.U8 || t == DType.I8
                     ? " (of quantized checkpoints, only bitsandbytes 4-bit ones with their quant_state tensors)" : ""));
