@@ -13,7 +13,10 @@ public enum QuantType {
             -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
             0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
             0.7229568362236023f, 1.0f}),
-    /** bitsandbytes' FP4 table divided by its absmax (12): index 8..15 are the negatives of 0..7. */
+    /**
+     * bitsandbytes' FP4 table divided by its absmax (12): index 8..15 are the negatives of 0..7, index 8 being -0.0
+     * as its dequantization kernel computes it (the {@code quant_map} tensor bitsandbytes stores has +0.0 there).
+     */
     FP4("fp4", new float[] {
             0.0f, 0.0625f / 12, 8.0f / 12, 12.0f / 12, 4.0f / 12, 6.0f / 12, 2.0f / 12, 3.0f / 12,
             -0.0f, -0.0625f / 12, -8.0f / 12, -12.0f / 12, -4.0f / 12, -6.0f / 12, -2.0f / 12, -3.0f / 12});
@@ -29,7 +32,7 @@ public enum QuantType {
     /** The name bitsandbytes and transformers use: "nf4" or "fp4". */
     public String bnbName() { return bnbName; }
 
-    /** The 16 code values, by 4-bit index (a copy). */
+    /** The 16 code values, by 4-bit index (a copy): bit for bit the dequantization tables of bitsandbytes' kernels. */
     public float[] codes() { return codes.clone(); }
 
     /** The value of a 4-bit code. */
