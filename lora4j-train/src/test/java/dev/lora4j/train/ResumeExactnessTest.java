@@ -3,6 +3,7 @@ package dev.lora4j.train;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.lora4j.api.Device;
+import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.train.checkpoint.CheckpointFolders;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -56,34 +57,39 @@ class ResumeExactnessTest {
 
     @Test
     void loraRunResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
-        check(false);
+        check(FineTuneMethod.lora(TinyModel.lora()));
+    }
+
+    @Test
+    void qloraRunResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
+        check(FineTuneMethod.qlora(TinyModel.lora()));
     }
 
     @Test
     void fullFineTuningResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
-        check(true);
+        check(FineTuneMethod.full());
     }
 
-    private SftTrainer trainer(SftConfig config, boolean full) {
-        var b = SftTrainer.builder().model(tiny.folder, Device.CPU).trainDataset(tiny.trainFile).evalDataset(tiny.evalFile).config(config);
-        if (full) b.fullFineTuning(); else b.lora(TinyModel.lora());
-        return b.build();
+    private SftTrainer trainer(SftConfig config, FineTuneMethod method) {
+        return SftTrainer.builder().model(tiny.folder, Device.CPU).trainDataset(tiny.trainFile).evalDataset(tiny.evalFile)
+                .config(config).method(method).build();
     }
 
-    private void check(boolean full) throws IOException {
+    private void check(FineTuneMethod method) throws IOException {
+        boolean full = method instanceof FineTuneMethod.Full;
         Path straight = dir.resolve("straight"), interrupted = dir.resolve("interrupted");
         // 1.5 epochs of 4 steps: 6 steps. The kill comes after step 5, one step after checkpoint-4, which ends the first
         // epoch, so the resumed run starts by turning to the next epoch's order.
         SftConfig.Builder config = TinyModel.config(straight).numTrainEpochs(1.5).evalSteps(3.0).learningRate(full ? 1e-3 : 1e-2);
-        try (SftTrainer t = trainer(config.build(), full)) {
+        try (SftTrainer t = trainer(config.build(), method)) {
             t.train();
         }
-        try (SftTrainer t = trainer(config.outputDir(interrupted).build(), full)) {
+        try (SftTrainer t = trainer(config.outputDir(interrupted).build(), method)) {
             t.addListener(killAfter(5));
             assertThatThrownBy(t::train).isInstanceOf(Kill.class);
         }
         assertThat(CheckpointFolders.latest(interrupted)).contains(interrupted.resolve("checkpoint-4"));
-        try (SftTrainer t = trainer(config.outputDir(interrupted).resumeFromCheckpoint("latest").build(), full)) {
+        try (SftTrainer t = trainer(config.outputDir(interrupted).resumeFromCheckpoint("latest").build(), method)) {
             assertThat(t.train().globalStep()).isEqualTo(6);
         }
         String weights = full ? "model.safetensors" : "adapter_model.safetensors";
