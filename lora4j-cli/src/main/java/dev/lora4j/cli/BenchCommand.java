@@ -30,12 +30,15 @@ import java.util.concurrent.Callable;
  * benchmark (reference/hf_peft_bench.py), printed as the seed article's tables and written as JSON.
  */
 @Command(name = "bench", sortOptions = false, mixinStandardHelpOptions = true,
-        description = {"Measure fine-tuning speed and memory: warm-up, then timed optimizer steps on synthetic batches,",
-                "for a shape preset (random weights generated on the device) or a model folder. Prints memory at load,",
-                "peak training memory, whether it fits a 24 GB GPU, samples/s, tokens/s, relative speed, the last loss and",
-                "model FLOPs utilisation against a BF16 GEMM measured at start-up. Comma lists in --method, --seq,",
-                "--micro-batch and --gradient-checkpointing (and a repeated --target-modules) run every combination.",
-                "Exit status 3 when a configuration failed (out of memory, ...), its row saying why."})
+        description = {"Measure fine-tuning speed and memory as reference/hf_peft_bench.py does:",
+                "a warm-up step, then timed optimizer steps on synthetic batches, for a shape",
+                "preset (random weights generated for the device) or a model folder. Prints",
+                "memory at load, peak training memory, whether it fits a 24 GB GPU, samples/s,",
+                "tokens/s, relative speed, the last loss and model FLOPs utilisation against a",
+                "BF16 GEMM measured at start-up. Comma lists in --method, --seq, --micro-batch",
+                "and --gradient-checkpointing (and a repeated --target-modules) run every",
+                "combination, each on a fresh backend. Exit status 3 when a configuration",
+                "failed (out of memory, ...); its row says why."})
 final class BenchCommand implements Callable<Integer> {
 
     @ArgGroup(multiplicity = "1")
