@@ -88,6 +88,14 @@ final class PlanCommand implements Callable<Integer> {
             case "full" -> new FineTuneMethod.Full();
             default -> throw new IllegalArgumentException("unknown --method '" + method + "': use lora, qlora or full");
         };
+        if (config.isQuantized()) {
+            // A model saved in 4 bits trains over its stored quantization.
+            if (m instanceof FineTuneMethod.Full) {
+                throw new IllegalArgumentException(source.model + " is saved in 4 bits (" + config.quantizationConfig()
+                        + "): full fine-tuning needs 16- or 32-bit weights; plan --method qlora");
+            }
+            m = new FineTuneMethod.Lora(lora, config.quantizationConfig().spec(QuantSpec.DEFAULT_BLOCK_SIZE));
+        }
         DType base = DType.parse(baseDtype.toUpperCase(Locale.ROOT).equals("BF16") ? "BF16" : baseDtype);
         TrainableParameterReport params = TrainableParameterReport.estimate(config, m);
         TrainingMemory mem = TrainingMemory.estimate(config, m, base, DType.F32, batchSize * maxLength,

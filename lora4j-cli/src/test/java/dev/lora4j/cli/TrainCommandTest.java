@@ -75,6 +75,34 @@ class TrainCommandTest {
     }
 
     @Test
+    void qloraWithBitsAndBytesSettingsTrainsAndReportsWhereTheMemoryWent() throws IOException {
+        Path out = dir.resolve("qlora-out");
+        CliRun run = CliRun.of("train", "--config", config.toString(), "--method", "qlora", "--quant-type", "fp4",
+                "--no-double-quant", "--compute-dtype", "fp32", "--gradient-checkpointing", "--max-steps", "1",
+                "--eval-file", "none", "--output-dir", out.toString(), "--report-to", "none");
+        assertThat(run.exitCode()).as(run.err()).isZero();
+        assertThat(run.out()).contains("QLoRA over a 4-bit base (fp4 without double quantization, float32 compute), LoRA r=4")
+                .contains("; gradient checkpointing").contains("sample after training: Who is number 1?|")
+                .contains("adapter written to " + out).contains("memory on cpu").contains("base model memory at load")
+                .contains("peak training memory").contains("optimizer state").contains("workspace")
+                .contains("memory report written to " + out.resolve("memory_report.json"));
+        assertThat(out.resolve("memory_report.json")).exists();
+        assertThat(out.resolve("adapter_model.safetensors")).exists();
+        assertThat(Files.readString(out.resolve("training_config.json"))).contains("\"bnb_4bit_quant_type\" : \"fp4\"")
+                .contains("\"bnb_4bit_use_double_quant\" : \"false\"").contains("\"method\" : \"qlora\"");
+    }
+
+    @Test
+    void contradictoryQuantizationFlagsAreRefused() {
+        CliRun run = CliRun.of("train", "--config", config.toString(), "--method", "qlora", "--double-quant", "--no-double-quant");
+        assertThat(run.exitCode()).isEqualTo(1);
+        assertThat(run.err()).contains("--double-quant and --no-double-quant contradict each other");
+        CliRun lora = CliRun.of("train", "--config", config.toString(), "--quant-type", "nf4");
+        assertThat(lora.exitCode()).isEqualTo(1);
+        assertThat(lora.err()).contains("bnb_4bit_quant_type is a 4-bit (QLoRA) setting, but method is lora");
+    }
+
+    @Test
     void theExampleConfigurationRunsOnTheBundledData() {
         Path example = Path.of("..", "lora4j-train", "examples", "sotu-demo.yaml");
         assertThat(example).as("the example the README runs").exists();
