@@ -78,17 +78,19 @@ class CudaQuantizationParityTest {
             "NF4, true, BF16, 7, 333, 64", "FP4, true, F16, 5, 129, 128", "NF4, false, F16, 64, 64, 64",
             "NF4, true, BF16, 130, 257, 64", "FP4, true, F32, 67, 517, 64", "NF4, true, F32, 9, 1000, 4096",
             "FP4, false, F32, 3, 4095, 4096", "NF4, true, F16, 200, 100, 256", "FP4, true, BF16, 11, 1111, 512"})
-    void quantizationGivesTheBytesOfTheHostReference(QuantType type, boolean doubleQuant, DType dtype, int rows, int cols,
-                                                     int blockSize) {
+    void quantizationGivesTheBytesOfTheHostReferenceAndTheCpuBackend(QuantType type, boolean doubleQuant, DType dtype,
+                                                                     int rows, int cols, int blockSize) {
         QuantSpec spec = new QuantSpec(type, blockSize, doubleQuant, DType.BF16);
         float[] values = roundTo(random(rows * cols, rows * 31L + cols, 0.05f), dtype);
         String what = String.format(Locale.ROOT, "%s%s from %s [%d, %d] block %d", type, doubleQuant ? "+dq" : "", dtype,
                 rows, cols, blockSize);
-        try (Tensor w = gpu.fromFloats(values, dtype, rows, cols); QuantizedTensor q = gpu.quantize4bit(w, spec)) {
+        try (Tensor w = gpu.fromFloats(values, dtype, rows, cols); QuantizedTensor q = gpu.quantize4bit(w, spec);
+             Tensor cw = cpu.fromFloats(values, dtype, rows, cols); QuantizedTensor c = cpu.quantize4bit(cw, spec)) {
             assertThat(q.shape()).containsExactly(rows, cols);
             assertThat(q.originalType()).isEqualTo(dtype);
             assertThat(q.spec()).isEqualTo(spec);
             assertMatchesHost(q, HostQuantizer.quantize(values, spec), what);
+            assertMatchesHost(q, c.toArrays(), what + " (CPU backend)");
         }
     }
 
@@ -207,15 +209,19 @@ class CudaQuantizationParityTest {
             // type, double quant, block size, elements
             "NF4, false, 64, 1", "NF4, true, 64, 7", "FP4, false, 64, 4097", "NF4, true, 64, 70001",
             "FP4, true, 128, 33333", "NF4, false, 4096, 12289", "FP4, true, 64, 16384", "NF4, true, 256, 98307"})
-    void dequantizationGivesTheBitsOfTheHostReference(QuantType type, boolean doubleQuant, int blockSize, int n) {
+    void dequantizationGivesTheBitsOfTheHostReferenceAndTheCpuBackend(QuantType type, boolean doubleQuant, int blockSize,
+                                                                      int n) {
         // Arbitrary stored states (every code, every 8-bit absmax code), as a checkpoint may hold them.
         QuantizedArrays arrays = randomState(new QuantSpec(type, blockSize, doubleQuant, DType.BF16), n, n);
-        try (QuantizedTensor q = QuantizedTensor.upload(gpu, arrays, DType.BF16, n)) {
+        try (QuantizedTensor q = QuantizedTensor.upload(gpu, arrays, DType.BF16, n);
+             QuantizedTensor c = QuantizedTensor.upload(cpu, arrays, DType.BF16, n)) {
             for (DType out : new DType[] {DType.F32, DType.BF16, DType.F16}) {
-                float[] want = HostQuantizer.dequantize(arrays, out);
-                try (Tensor o = gpu.allocate(out, n)) {
+                String what = type + (doubleQuant ? "+dq" : "") + " to " + out;
+                try (Tensor o = gpu.allocate(out, n); Tensor co = cpu.allocate(out, n)) {
                     gpu.dequantize4bit(q, o);
-                    assertSameBits(gpu.toFloats(o), want, type + (doubleQuant ? "+dq" : "") + " to " + out);
+                    cpu.dequantize4bit(c, co);
+                    assertSameBits(gpu.toFloats(o), HostQuantizer.dequantize(arrays, out), what);
+                    assertThat(bytesOf(gpu, o)).as(what + ": bytes of the CPU backend").isEqualTo(bytesOf(cpu, co));
                 }
             }
         }
@@ -427,17 +433,20 @@ class CudaQuantizationParityTest {
         return deq;
     }
 
+    /** The GPU's quantized weight has exactly the parts of {@code want}: codes, absmax or 8-bit absmax, nested state. */
     private static void assertMatchesHost(QuantizedTensor q, QuantizedArrays want, String what) {
-        assertThat(bytesOf(gpu, q.packed())).as(what + ": packed codes").isEqualTo(want.packed());
+        QuantizedArrays got = q.toArrays();
+        assertThat(got.spec()).isEqualTo(want.spec());
+        assertThat(got.packed()).as(what + ": packed codes").isEqualTo(want.packed());
         if (want.spec().doubleQuant()) {
-            assertThat(bytesOf(gpu, q.absmax())).as(what + ": 8-bit absmax codes").isEqualTo(want.absmaxCodes());
-            assertSameBits(gpu.toFloats(q.nestedAbsmax()), want.nestedAbsmax(), what + ": nested absmax");
-            assertSameBits(gpu.toFloats(q.nestedCode()), want.nestedCode(), what + ": nested code");
+            assertThat(got.absmaxCodes()).as(what + ": 8-bit absmax codes").isEqualTo(want.absmaxCodes());
+            assertSameBits(got.nestedAbsmax(), want.nestedAbsmax(), what + ": nested absmax");
+            assertSameBits(got.nestedCode(), want.nestedCode(), what + ": nested code");
         } else {
-            assertSameBits(gpu.toFloats(q.absmax()), want.absmax(), what + ": absmax");
+            assertSameBits(got.absmax(), want.absmax(), what + ": absmax");
             assertThat(q.nestedAbsmax()).isNull();
         }
-        assertThat(Float.floatToRawIntBits(q.nestedOffset())).as(what + ": offset (" + q.nestedOffset() + " vs "
+        assertThat(Float.floatToRawIntBits(got.nestedOffset())).as(what + ": offset (" + got.nestedOffset() + " vs "
                 + want.nestedOffset() + ")").isEqualTo(Float.floatToRawIntBits(want.nestedOffset()));
     }
 
