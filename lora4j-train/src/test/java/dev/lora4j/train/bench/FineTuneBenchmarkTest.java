@@ -12,6 +12,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.function.Supplier;
 
@@ -87,6 +88,23 @@ class FineTuneBenchmarkTest {
         // Projections in 4 bits; embeddings and lm_head (2 x 2048 x 256) stay BF16, norms F32.
         assertThat(q.loadBytes()).isLessThan(lora.loadBytes()).isGreaterThan(2L * 2 * 2048 * 256);
         assertThat(q.losses().getFirst()).isCloseTo(Math.log(2048), within(0.2));
+    }
+
+    @Test
+    void syntheticBatchesAreUniformTokenIdsThatTheSeedDecides() {
+        BenchSettings s = SMALL.withBatch(512, 2, 3);
+        int[][][] a = FineTuneBenchmark.syntheticBatches(s, 2048);
+        assertThat(a.length).isEqualTo(3);
+        assertThat(a[0].length).isEqualTo(2);
+        assertThat(a[0][0].length).isEqualTo(512);
+        assertThat(FineTuneBenchmark.syntheticBatches(s, 2048)).isDeepEqualTo(a);
+        assertThat(Arrays.deepEquals(FineTuneBenchmark.syntheticBatches(s.withSeed(1), 2048), a)).isFalse();
+        long sum = 0;
+        for (int[][] batch : a) for (int[] row : batch) for (int id : row) {
+            assertThat(id).isBetween(0, 2047);
+            sum += id;
+        }
+        assertThat(sum / (3.0 * 2 * 512)).isCloseTo(1023.5, within(40.0));
     }
 
     @Test
