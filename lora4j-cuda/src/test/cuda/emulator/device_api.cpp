@@ -35,14 +35,23 @@ constexpr size_t GUARD = 1024;
 constexpr unsigned char GUARD_BYTE = 0xA5;
 constexpr uint64_t TOTAL_MEMORY = 16ull << 30;
 
+// How an allocation was made: cuMemAlloc, cuMemAllocManaged, or cuMemHostAlloc (pinned host memory; its device
+// pointer is its host pointer, as with unified addressing). Each kind must be freed by its own call.
+enum Kind { DEVICE_MEMORY, MANAGED_MEMORY, HOST_MEMORY };
+
 struct Allocation {
     unsigned char* raw;
     size_t bytes;
+    Kind kind = DEVICE_MEMORY;
+    unsigned flags = 0;  // cuMemHostAlloc's
 };
 
 std::recursive_mutex lock;
 std::map<uint64_t, Allocation> allocations;  // by device address
-size_t allocated;
+size_t allocated;  // device and managed memory
+// The device memory allocations may take, TOTAL_MEMORY unless a test lowers it (lora4j_emulator_limit_memory) to
+// see what the backend does on a fuller device; cuMemGetInfo reports it less what is allocated.
+size_t memory_limit = TOTAL_MEMORY;
 int sticky;  // an error that, as on a GPU, every later call reports
 
 struct Function {
@@ -75,12 +84,70 @@ int check_guards(const char* when) {
     return SUCCESS;
 }
 
-// Whether [address, address + bytes) lies inside one allocation.
-bool inside(uint64_t address, size_t bytes) {
+// The allocation holding [address, address + bytes), or null.
+Allocation* holding(uint64_t address, size_t bytes) {
     auto it = allocations.upper_bound(address);
-    if (it == allocations.begin()) return false;
+    if (it == allocations.begin()) return nullptr;
     --it;
-    return address >= it->first && address + bytes <= it->first + it->second.bytes;
+    return address >= it->first && address + bytes <= it->first + it->second.bytes ? &it->second : nullptr;
+}
+
+// Whether [address, address + bytes) lies inside one allocation.
+bool inside(uint64_t address, size_t bytes) { return holding(address, bytes) != nullptr; }
+
+// Host memory with guard bytes on both sides, its contents 0xff (undefined, NaNs if read as floats); registered
+// as an allocation of the given kind at the address it returns.
+uint64_t guarded(size_t bytes, Kind kind, unsigned flags) {
+    unsigned char* raw = (unsigned char*) aligned_alloc(256, (bytes + 2 * GUARD + 255) / 256 * 256);
+    if (raw == nullptr) return 0;
+    memset(raw, GUARD_BYTE, GUARD);
+    memset(raw + GUARD, 0xff, bytes);
+    memset(raw + GUARD + bytes, GUARD_BYTE, GUARD);
+    uint64_t address = (uint64_t) (raw + GUARD);
+    Allocation a{raw, bytes};
+    a.kind = kind;
+    a.flags = flags;
+    allocations[address] = a;
+    if (kind != HOST_MEMORY) allocated += bytes;
+    return address;
+}
+
+// Frees an allocation of the given kind (the call that frees it is named for messages).
+int release(uint64_t address, Kind kind, const char* call) {
+    int r = check_guards(call);
+    if (r) return r;
+    auto it = allocations.find(address);
+    if (it == allocations.end() || it->second.kind != kind) {
+        char m[200];
+        snprintf(m, sizeof m, "%s of an address that is not an allocation it frees", call);
+        return fail(INVALID_VALUE, m);
+    }
+    if (kind != HOST_MEMORY) allocated -= it->second.bytes;
+    free(it->second.raw);
+    allocations.erase(it);
+    return SUCCESS;
+}
+
+struct MemLocation {
+    int type;
+    int id;
+};
+
+// cuMemAdvise and cuMemPrefetchAsync apply to managed memory only, on device 0.
+int check_managed(uint64_t address, size_t bytes, MemLocation location, const char* call) {
+    if (sticky) return sticky;
+    Allocation* a = holding(address, bytes);
+    char m[200];
+    if (a == nullptr || a->kind != MANAGED_MEMORY) {
+        snprintf(m, sizeof m, "%s: %zu bytes at 0x%llx are not inside one managed allocation", call, bytes,
+                 (unsigned long long) address);
+        return fail(INVALID_VALUE, m);
+    }
+    if (location.type != 1 || location.id != 0) {
+        snprintf(m, sizeof m, "%s: location type %d id %d is not device 0", call, location.type, location.id);
+        return fail(INVALID_VALUE, m);
+    }
+    return SUCCESS;
 }
 
 int check_range(uint64_t address, size_t bytes, const char* call) {
@@ -149,6 +216,9 @@ int cuDeviceGetAttribute(int* value, int attribute, int) {
         case 75: *value = 9; break;          // compute capability 9.0
         case 76: *value = 0; break;
         case 97: *value = 232448; break;     // opt-in shared memory per block, as on an H100/H200
+        case 19: *value = 1; break;          // can map host memory
+        case 83: *value = 1; break;          // managed memory
+        case 89: *value = 1; break;          // concurrent managed access (Linux)
         default: *value = 0;
     }
     return SUCCESS;
@@ -184,35 +254,77 @@ int cuMemAlloc_v2(uint64_t* address, size_t bytes) {
     std::lock_guard<std::recursive_mutex> g(lock);
     if (sticky) return sticky;
     if (bytes == 0) return INVALID_VALUE;
-    if (allocated + bytes > TOTAL_MEMORY) return OUT_OF_MEMORY;
-    unsigned char* raw = (unsigned char*) aligned_alloc(256, (bytes + 2 * GUARD + 255) / 256 * 256);
-    if (raw == nullptr) return OUT_OF_MEMORY;
-    memset(raw, GUARD_BYTE, GUARD);
-    memset(raw + GUARD, 0xff, bytes);  // undefined contents, as cuMemAlloc's: NaNs if anything reads them
-    memset(raw + GUARD + bytes, GUARD_BYTE, GUARD);
-    *address = (uint64_t) (raw + GUARD);
-    allocations[*address] = {raw, bytes};
-    allocated += bytes;
-    return SUCCESS;
+    if (allocated + bytes > memory_limit) return OUT_OF_MEMORY;
+    *address = guarded(bytes, DEVICE_MEMORY, 0);  // undefined contents, as cuMemAlloc's
+    return *address ? SUCCESS : OUT_OF_MEMORY;
 }
 
 int cuMemFree_v2(uint64_t address) {
     std::lock_guard<std::recursive_mutex> g(lock);
-    int r = check_guards("cuMemFree");
-    if (r) return r;
+    // Managed memory is freed by cuMemFree too.
     auto it = allocations.find(address);
-    if (it == allocations.end()) return fail(INVALID_VALUE, "cuMemFree of an address that is not an allocation");
-    allocated -= it->second.bytes;
-    free(it->second.raw);
-    allocations.erase(it);
-    return SUCCESS;
+    bool managed = it != allocations.end() && it->second.kind == MANAGED_MEMORY;
+    return release(address, managed ? MANAGED_MEMORY : DEVICE_MEMORY, "cuMemFree");
 }
 
 int cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     std::lock_guard<std::recursive_mutex> g(lock);
-    *free_bytes = TOTAL_MEMORY - allocated;
+    *free_bytes = allocated < memory_limit ? memory_limit - allocated : 0;
     *total = TOTAL_MEMORY;
     return SUCCESS;
+}
+
+// Managed memory counts as device memory while it exists (it prefers the device); like the driver's, it may be
+// asked for beyond the free memory.
+int cuMemAllocManaged(uint64_t* address, size_t bytes, unsigned flags) {
+    std::lock_guard<std::recursive_mutex> g(lock);
+    if (sticky) return sticky;
+    if (bytes == 0 || (flags != 1 && flags != 2)) return INVALID_VALUE;  // CU_MEM_ATTACH_GLOBAL or _HOST
+    *address = guarded(bytes, MANAGED_MEMORY, flags);
+    return *address ? SUCCESS : OUT_OF_MEMORY;
+}
+
+int cuMemAdvise_v2(uint64_t address, size_t bytes, int advice, MemLocation location) {
+    std::lock_guard<std::recursive_mutex> g(lock);
+    if (advice < 1 || advice > 6) return fail(INVALID_VALUE, "cuMemAdvise: unknown advice");
+    return check_managed(address, bytes, location, "cuMemAdvise");
+}
+
+int cuMemPrefetchAsync_v2(uint64_t address, size_t bytes, MemLocation location, unsigned flags, void*) {
+    std::lock_guard<std::recursive_mutex> g(lock);
+    if (flags != 0) return fail(INVALID_VALUE, "cuMemPrefetchAsync: flags must be 0");
+    return check_managed(address, bytes, location, "cuMemPrefetchAsync");
+}
+
+int cuMemHostAlloc(void** host, size_t bytes, unsigned flags) {
+    std::lock_guard<std::recursive_mutex> g(lock);
+    if (sticky) return sticky;
+    if (bytes == 0 || (flags & ~7u) != 0) return INVALID_VALUE;
+    uint64_t address = guarded(bytes, HOST_MEMORY, flags);
+    *host = (void*) address;
+    return address ? SUCCESS : OUT_OF_MEMORY;
+}
+
+int cuMemHostGetDevicePointer_v2(uint64_t* device, void* host, unsigned flags) {
+    std::lock_guard<std::recursive_mutex> g(lock);
+    if (sticky) return sticky;
+    Allocation* a = holding((uint64_t) host, 1);
+    if (flags != 0 || a == nullptr || a->kind != HOST_MEMORY || !(a->flags & 2u)) {
+        return fail(INVALID_VALUE, "cuMemHostGetDevicePointer: not pinned host memory allocated with DEVICEMAP");
+    }
+    *device = (uint64_t) host;
+    return SUCCESS;
+}
+
+int cuMemFreeHost(void* host) {
+    std::lock_guard<std::recursive_mutex> g(lock);
+    return release((uint64_t) host, HOST_MEMORY, "cuMemFreeHost");
+}
+
+// For tests: lowers the device memory allocations may take to `bytes` (0 restores the 16 GiB).
+void lora4j_emulator_limit_memory(size_t bytes) {
+    std::lock_guard<std::recursive_mutex> g(lock);
+    memory_limit = bytes == 0 ? TOTAL_MEMORY : bytes;
 }
 
 int cuMemcpyHtoDAsync_v2(uint64_t dst, const void* src, size_t bytes, void*) {

@@ -40,6 +40,20 @@ public interface Backend extends AutoCloseable {
     Tensor allocate(DType dtype, long... shape);
 
     /**
+     * A new zero-filled tensor for state that may live outside device memory (paged optimizer states): a backend
+     * with memory of its own places it where it fits, rather than failing when the device is full, and
+     * {@link #placement} says where it went. Backends without device memory allocate it as {@link #allocate} does.
+     */
+    default Tensor allocatePaged(DType dtype, long... shape) {
+        return allocate(dtype, shape);
+    }
+
+    /** Where this backend's tensor {@code t} (or the tensor it is a view of) lives. */
+    default MemoryPlacement placement(Tensor t) {
+        return MemoryPlacement.HOST;
+    }
+
+    /**
      * A new tensor of dtype {@code dst} holding {@code host} (little-endian elements of dtype {@code src}),
      * converted element by element. F32/F16/BF16 convert among each other (round to nearest even); other
      * dtypes must be copied as they are ({@code src == dst}).
@@ -185,6 +199,28 @@ public interface Backend extends AutoCloseable {
      * out may be x.
      */
     void dropout(Tensor x, float p, long seed, Tensor out);
+
+    /**
+     * One step of bitsandbytes' 8-bit blockwise AdamW (its CUDA kernel kOptimizerStatic8bit2StateBlockwise for
+     * "adam", with decoupled weight decay after the step), as docs/optimizers.md states it. param and grad are F32
+     * of n elements; m8 and v8 are the U8 codes of the two moments (n elements each); absmaxM and absmaxV are F32 of
+     * {@link BitsandbytesAdam#blocks}(n) elements, the per-block scales, replaced by the new ones; codeSigned and
+     * codeUnsigned are the sorted F32 dynamic maps of 256 values (bitsandbytes' create_dynamic_map, signed for m,
+     * unsigned for v). Elements with a NaN or infinite gradient get zero moments and keep their value. Every
+     * backend gives the same bytes. step counts from 1.
+     */
+    void adamw8bit(Tensor param, Tensor grad, Tensor m8, Tensor v8, Tensor absmaxM, Tensor absmaxV, Tensor codeSigned,
+                   Tensor codeUnsigned, float lr, float beta1, float beta2, float eps, float weightDecay, long step);
+
+    /**
+     * One step of bitsandbytes' 32-bit AdamW (kOptimizer32bit2State for "adam"), on F32 tensors of equal length:
+     * {@code m = m*b1 + (1-b1)*g}; {@code v = v*b2 + (1-b2)*(g*g)}; {@code param += stepSize * (m / (sqrt(v) +
+     * eps*c2))} with {@code c2 = sqrt(1-b2^step)} and {@code stepSize = -lr*c2/(1-b1^step)}; then, if weightDecay
+     * > 0, {@code param *= 1 - lr*weightDecay}. Unlike {@link #adamw} (torch), the decay follows the step. Every
+     * backend gives the same bytes. step counts from 1.
+     */
+    void adamw32bit(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+                    float weightDecay, long step);
 
 
     // ---- 4-bit quantization (bitsandbytes' NF4/FP4, dev.lora4j.quant) -----------------------------------------

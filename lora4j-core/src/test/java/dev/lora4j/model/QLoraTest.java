@@ -7,6 +7,7 @@ import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.TargetModules;
 import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.quant.QuantType;
+import dev.lora4j.quant.QuantizedCheckpointWriter;
 import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
@@ -196,6 +197,33 @@ class QLoraTest {
                 .hasMessageContaining("already quantized as FP4 without double quantization, block 128")
                 .hasMessageContaining("NF4 with double quantization, block 64");
         assertThat(cpu.memoryInUse()).as("nothing leaks when a model is refused").isEqualTo(before);
+    }
+
+    @Test
+    void aFolderSavedIn4BitsTrainsWithQloraAsIfQuantizedOnLoad(@TempDir Path dir) throws Exception {
+        LlamaShape shape = TinyModels.llamaWithBiases();
+        ReferenceLlama.Weights host = TinyModels.randomWeights(shape, DType.BF16, 9);
+        QuantSpec spec = new QuantSpec(QuantType.NF4, 64, true, DType.BF16);
+        try (ModelFolder dense = TinyModelFolders.write(dir.resolve("dense"), shape, host, DType.BF16)) {
+            QuantizedCheckpointWriter.write(dense, dir.resolve("nf4"), cpu, QuantizedCheckpointWriter.Options.of(spec));
+            try (ModelFolder stored = ModelFolder.open(dir.resolve("nf4"));
+                 TrainableLlama fromStored = TrainableLlama.create(cpu, stored, FineTuneMethod.lora(ALL_LINEAR), 6);
+                 TrainableLlama onLoad = TrainableLlama.create(cpu, dense, FineTuneMethod.qlora(ALL_LINEAR, spec), 6)) {
+                assertThat(fromStored.method()).as("LoRA over a 4-bit folder is QLoRA").isEqualTo(FineTuneMethod.qlora(ALL_LINEAR, spec));
+                assertThat(quantizedBytes(fromStored.weights())).containsExactlyElementsOf(quantizedBytes(onLoad.weights()));
+                assertThat(fromStored.forwardBackward(BATCH, 1f).sum()).isEqualTo(onLoad.forwardBackward(BATCH, 1f).sum());
+                List<float[]> a = TrainableLlamaGradientTest.grads(fromStored), b = TrainableLlamaGradientTest.grads(onLoad);
+                for (int i = 0; i < b.size(); i++) assertThat(a.get(i)).containsExactly(b.get(i));
+                assertThat(fromStored.baseMemoryAtLoad()).isEqualTo(onLoad.baseMemoryAtLoad());
+            }
+            try (ModelFolder stored = ModelFolder.open(dir.resolve("nf4"))) {
+                assertThatThrownBy(() -> TrainableLlama.create(cpu, stored, FineTuneMethod.full(), 1))
+                        .hasMessageStartingWith(dir.resolve("nf4").toString()).hasMessageContaining("full fine-tuning needs 16- or 32-bit weights");
+                assertThatThrownBy(() -> TrainableLlama.create(cpu, stored,
+                        FineTuneMethod.qlora(ALL_LINEAR, new QuantSpec(QuantType.FP4, 64, true, DType.BF16)), 1))
+                        .hasMessageContaining("already quantized as NF4");
+            }
+        }
     }
 
     @Test

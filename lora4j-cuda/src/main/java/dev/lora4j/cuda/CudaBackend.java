@@ -211,6 +211,7 @@ public final class CudaBackend implements Backend {
             if (first == null) first = e;
         }
         kernels.unload();
+        if (paged != null) paged.close();
         allocator.close();
         cu.streamDestroy(stream);
         cu.devicePrimaryCtxRelease(device.handle());
@@ -218,6 +219,8 @@ public final class CudaBackend implements Backend {
     }
 
     void release(long address) {
+        PagedMemory p = paged;
+        if (p != null && p.release(address)) return;
         allocator.release(address);
     }
 
@@ -887,6 +890,56 @@ public final class CudaBackend implements Backend {
 
     private void zeroBytes(CudaTensor t) {
         if (t.byteSize() > 0) cu.check(cu.memsetD8Async(t.address(), (byte) 0, t.byteSize(), stream), "cuMemsetD8Async");
+    }
+
+    // ---- bitsandbytes' AdamW and paged optimizer state (CudaBitsandbytesAdam, PagedMemory) ------------------
+
+    private final CudaBitsandbytesAdam bitsandbytesAdam = new CudaBitsandbytesAdam(this);
+    private volatile PagedMemory paged; // made with the first paged tensor
+
+    @Override
+    public void adamw8bit(Tensor param, Tensor grad, Tensor m8, Tensor v8, Tensor absmaxM, Tensor absmaxV, Tensor codeSigned,
+                          Tensor codeUnsigned, float lr, float beta1, float beta2, float eps, float weightDecay, long step) {
+        bind();
+        bitsandbytesAdam.adamw8bit(param, grad, m8, v8, absmaxM, absmaxV, codeSigned, codeUnsigned, lr, beta1, beta2, eps,
+                weightDecay, step);
+        opDone("adamw8bit");
+    }
+
+    @Override
+    public void adamw32bit(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+                           float weightDecay, long step) {
+        bind();
+        bitsandbytesAdam.adamw32bit(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step);
+        opDone("adamw32bit");
+    }
+
+    /** Managed memory while the device has room for it, else pinned host memory the device maps (see {@link PagedMemory}). */
+    @Override
+    public Tensor allocatePaged(DType dtype, long... shape) {
+        bind();
+        PagedMemory.Placed placed = pagedMemory().allocate(dtype.bytesFor(elementCount(shape)), stream);
+        if (placed.placement() == dev.lora4j.backend.MemoryPlacement.DEVICE) return allocate(dtype, shape);
+        opDone("allocatePaged");
+        return new CudaTensor(this, placed.address(), dtype, shape);
+    }
+
+    @Override
+    public dev.lora4j.backend.MemoryPlacement placement(Tensor t) {
+        PagedMemory p = paged;
+        dev.lora4j.backend.MemoryPlacement where = p == null ? null : p.placement(cuda(t).address());
+        return where == null ? dev.lora4j.backend.MemoryPlacement.DEVICE : where;
+    }
+
+    /** Queues a prefetch of a managed (paged) tensor to the device; other tensors need none. */
+    void prefetchPaged(CudaTensor t) {
+        PagedMemory p = paged;
+        if (p != null) p.prefetch(t.address(), t.byteSize(), stream);
+    }
+
+    private synchronized PagedMemory pagedMemory() {
+        if (paged == null) paged = new PagedMemory(cu, device, allocator, () -> waitForStream("freeing paged memory"));
+        return paged;
     }
 
     // ---- helpers ------------------------------------------------------------------------------------------

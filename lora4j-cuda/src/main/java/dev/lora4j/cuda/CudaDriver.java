@@ -32,6 +32,18 @@ final class CudaDriver {
     // CUfunction_attribute
     static final int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
     static final int CU_STREAM_DEFAULT = 0;
+    // Paged memory (PagedMemory): device attributes, allocation flags, memory advice, location types.
+    static final int CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY = 19;
+    static final int CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY = 83;
+    static final int CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS = 89;
+    static final int CU_MEM_ATTACH_GLOBAL = 0x1;
+    static final int CU_MEMHOSTALLOC_PORTABLE = 0x01;
+    static final int CU_MEMHOSTALLOC_DEVICEMAP = 0x02;
+    static final int CU_MEM_ADVISE_SET_PREFERRED_LOCATION = 3;
+    static final int CU_MEM_ADVISE_SET_ACCESSED_BY = 5;
+    static final int CU_MEM_LOCATION_TYPE_DEVICE = 1;
+    /** CUmemLocation, passed by value: {type, id}. */
+    private static final MemoryLayout MEM_LOCATION = MemoryLayout.structLayout(JAVA_INT.withName("type"), JAVA_INT.withName("id"));
 
     private static final Linker LINKER = Linker.nativeLinker();
 
@@ -43,6 +55,13 @@ final class CudaDriver {
             cuMemsetD8Async, cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel;
     /** Null with a driver older than CUDA 12.4, which lacks it. */
     private final MethodHandle cuFuncGetParamInfo;
+    private final MethodHandle cuMemAllocManaged, cuMemHostAlloc, cuMemHostGetDevicePointer, cuMemFreeHost;
+    /**
+     * cuMemAdvise and cuMemPrefetchAsync: the _v2 forms (CUDA 12.2 and newer, a CUmemLocation by value) where the
+     * driver has them, else the first forms (a device ordinal); null where it has neither.
+     */
+    private final MethodHandle cuMemAdvise, cuMemPrefetchAsync;
+    private final boolean memLocationByValue;
 
     /** Binds every function; a symbol missing from the library (a driver older than CUDA 11.2) is an error. */
     CudaDriver(SymbolLookup lib, String origin) {
@@ -77,6 +96,19 @@ final class CudaDriver {
                 FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, ADDRESS, ADDRESS))).orElse(null);
         cuLaunchKernel = bind(lib, "cuLaunchKernel", ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                 JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS);
+        cuMemAllocManaged = bind(lib, "cuMemAllocManaged", ADDRESS, JAVA_LONG, JAVA_INT);
+        cuMemHostAlloc = bind(lib, "cuMemHostAlloc", ADDRESS, JAVA_LONG, JAVA_INT);
+        cuMemHostGetDevicePointer = bind(lib, "cuMemHostGetDevicePointer_v2", ADDRESS, ADDRESS, JAVA_INT);
+        cuMemFreeHost = bind(lib, "cuMemFreeHost", ADDRESS);
+        MethodHandle advise = optional(lib, "cuMemAdvise_v2", JAVA_LONG, JAVA_LONG, JAVA_INT, MEM_LOCATION);
+        MethodHandle prefetch = optional(lib, "cuMemPrefetchAsync_v2", JAVA_LONG, JAVA_LONG, MEM_LOCATION, JAVA_INT, ADDRESS);
+        memLocationByValue = advise != null && prefetch != null;
+        if (!memLocationByValue) {
+            advise = optional(lib, "cuMemAdvise", JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT);
+            prefetch = optional(lib, "cuMemPrefetchAsync", JAVA_LONG, JAVA_LONG, JAVA_INT, ADDRESS);
+        }
+        cuMemAdvise = advise;
+        cuMemPrefetchAsync = prefetch;
     }
 
     /** Where the library was loaded from, for messages. */
@@ -197,6 +229,56 @@ final class CudaDriver {
         }
     }
 
+    int memAllocManaged(MemorySegment devicePtr, long bytes, int flags) {
+        try { return (int) cuMemAllocManaged.invokeExact(devicePtr, bytes, flags); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memHostAlloc(MemorySegment hostPtr, long bytes, int flags) {
+        try { return (int) cuMemHostAlloc.invokeExact(hostPtr, bytes, flags); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memHostGetDevicePointer(MemorySegment devicePtr, MemorySegment host, int flags) {
+        try { return (int) cuMemHostGetDevicePointer.invokeExact(devicePtr, host, flags); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int memFreeHost(MemorySegment host) {
+        try { return (int) cuMemFreeHost.invokeExact(host); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    /** Whether {@link #memAdviseDevice} and {@link #memPrefetchToDevice} can be called. */
+    boolean hasManagedMemoryHints() { return cuMemAdvise != null && cuMemPrefetchAsync != null; }
+
+    /** cuMemAdvise for managed memory with device {@code device} as the location the advice names. */
+    int memAdviseDevice(long devicePtr, long bytes, int advice, int device) {
+        try {
+            if (!memLocationByValue) return (int) cuMemAdvise.invokeExact(devicePtr, bytes, advice, device);
+            try (Arena arena = Arena.ofConfined()) {
+                return (int) cuMemAdvise.invokeExact(devicePtr, bytes, advice, deviceLocation(arena, device));
+            }
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** cuMemPrefetchAsync of managed memory to device {@code device}, queued on {@code stream}. */
+    int memPrefetchToDevice(long devicePtr, long bytes, int device, MemorySegment stream) {
+        try {
+            if (!memLocationByValue) return (int) cuMemPrefetchAsync.invokeExact(devicePtr, bytes, device, stream);
+            try (Arena arena = Arena.ofConfined()) {
+                return (int) cuMemPrefetchAsync.invokeExact(devicePtr, bytes, deviceLocation(arena, device), 0, stream);
+            }
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static MemorySegment deviceLocation(Arena arena, int device) {
+        MemorySegment location = arena.allocate(MEM_LOCATION);
+        location.set(JAVA_INT, 0, CU_MEM_LOCATION_TYPE_DEVICE);
+        location.set(JAVA_INT, 4, device);
+        return location;
+    }
+
     // ---- errors -------------------------------------------------------------------------------------------
 
     /** Throws a {@link CudaException} naming {@code call} unless {@code result} is CUDA_SUCCESS. */
@@ -249,6 +331,10 @@ final class CudaDriver {
                 "the CUDA driver library has no function " + name + ": the NVIDIA driver is too old for lora4j"
                         + " (it needs a driver for CUDA 12 or newer)"));
         return LINKER.downcallHandle(symbol, FunctionDescriptor.of(JAVA_INT, args));
+    }
+
+    private static MethodHandle optional(SymbolLookup lib, String name, MemoryLayout... args) {
+        return lib.find(name).map(symbol -> LINKER.downcallHandle(symbol, FunctionDescriptor.of(JAVA_INT, args))).orElse(null);
     }
 
     static RuntimeException rethrow(Throwable t) {

@@ -199,6 +199,9 @@ final class CudaKernels {
     static final String EMBEDDING_BACKWARD = "lora4j_embedding_backward_f32";
     static final String CROSS_ENTROPY = "lora4j_cross_entropy_f32";
     static final String ADAMW = "lora4j_adamw_f32";
+    /** optimizer8bit.cu: bitsandbytes' 8-bit blockwise and 32-bit AdamW. */
+    static final String ADAMW_8BIT = "lora4j_adamw_8bit_f32";
+    static final String ADAMW_32BIT = "lora4j_adamw_32bit_f32";
     static final String DROPOUT = "lora4j_dropout_f32";
 
     // ---- 4-bit quantization (quant.cu) ----
@@ -239,6 +242,7 @@ final class CudaKernels {
         n.addAll(List.of(ATTENTION_LSE, ATTENTION_BACKWARD_DSUM, SUM_ROWS, SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL,
                 RMSNORM_INVERSE, RMSNORM_WEIGHT_GRAD, ROPE_BACKWARD, SWIGLU_BACKWARD, EMBEDDING_BACKWARD, CROSS_ENTROPY,
                 ADAMW, DROPOUT, QUANTIZE_ABSMAX_8BIT));
+                ADAMW, ADAMW_8BIT, ADAMW_32BIT, DROPOUT, QUANTIZE_ABSMAX_8BIT));
         return List.copyOf(n);
     }
 }

@@ -75,6 +75,15 @@ final class DeviceAllocator {
         cached += size;
     }
 
+    /**
+     * Counts {@code bytes} of device memory that does not come from here (managed memory of {@link PagedMemory};
+     * negative when it is given back) in {@link #inUse} and {@link #peak}.
+     */
+    synchronized void account(long bytes) {
+        inUse += bytes;
+        peak = Math.max(peak, inUse);
+    }
+
     synchronized long inUse() { return inUse; }
 
     synchronized long peak() { return peak; }

@@ -422,6 +422,19 @@ public final class CpuBackend implements Backend {
     @Override
     public void dropout(Tensor x, float p, long seed, Tensor out) { training().dropout(x, p, seed, out); }
 
+    @Override
+    public void adamw8bit(Tensor param, Tensor grad, Tensor m8, Tensor v8, Tensor absmaxM, Tensor absmaxV, Tensor codeSigned,
+                          Tensor codeUnsigned, float lr, float beta1, float beta2, float eps, float weightDecay, long step) {
+        BitsandbytesAdamKernels.adamw8bit(parallel, param, grad, m8, v8, absmaxM, absmaxV, codeSigned, codeUnsigned, lr,
+                beta1, beta2, eps, weightDecay, step);
+    }
+
+    @Override
+    public void adamw32bit(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+                           float weightDecay, long step) {
+        BitsandbytesAdamKernels.adamw32bit(parallel, param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step);
+    }
+
     // ---- 4-bit weights: FourBitOps ------------------------------------------------------------------------
 
     private volatile FourBitOps fourBit;
