@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run on the GPU machine from the repository root (after scripts/device-bundle.sh made .bundle): every check that
 # needs the GPU or the Python stack, each step's output in its own file under $OUT, going on after a failure.
-#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft train decode (default: all)
+#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft train decode
+#                                        qlora-format (default: all)
 #                                        and bench (fine-tuning throughput beside transformers + peft; not in the
 #                                        default list: each configuration takes up to four minutes, so run it on its
 #                                        own, with BENCH_CONFIGS naming the configurations of scripts/device-bench.sh)
@@ -9,7 +10,7 @@ set -uo pipefail
 out=${OUT:-/tmp/lora4j-out}
 mkdir -p "$out"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits peft train decode)
+[ ${#steps[@]} -eq 0 ] && steps=(info tests tokenizers interop logits peft train decode qlora-format)
 run_step() {
     local name=$1
     shift
@@ -69,6 +70,26 @@ for step in "${steps[@]}"; do
             # (scripts/device-bench.sh; tables under $OUT/bench, summary in $OUT/bench/summary.md). Two configurations
             # by default keep the step under ten minutes.
             run_step bench bash -c 'scripts/device-bench.sh '"${BENCH_CONFIGS:-lora-qv lora-all-gc}"
+            ;;
+        qlora-format)
+            # 4-bit checkpoints against transformers' bitsandbytes form (tools/bnb_checkpoint.py, docs/qlora-format.md):
+            # lora4j quantize on the GPU (NF4, double quantization) and on the CPU (FP4, block 128, small shards),
+            # each checked name by name and dequantized by PyTorch; then a checkpoint PyTorch writes in that form,
+            # read back by lora4j and generated from.
+            run_step qlora-format bash -c 'set -e; d=/tmp/lora4j-bnb; rm -rf $d; mkdir -p $d
+                scripts/device-run.sh lora4j init-model --preset 100m --layers 2 -o $d/dense --force
+                scripts/device-run.sh lora4j quantize -m $d/dense -o $d/nf4 --device cuda --force \
+                    --dequantized-dump $d/nf4.dump.safetensors
+                python3 tools/bnb_checkpoint.py check $d/nf4 --dump $d/nf4.dump.safetensors --dense $d/dense
+                scripts/device-run.sh lora4j quantize -m $d/dense -o $d/fp4 --device cpu --force --quant-type fp4 \
+                    --no-double-quant --block-size 128 --max-shard-size 20MB --dequantized-dump $d/fp4.dump.safetensors
+                python3 tools/bnb_checkpoint.py check $d/fp4 --dump $d/fp4.dump.safetensors --dense $d/dense --block-size 128
+                scripts/device-run.sh lora4j inspect -m $d/nf4
+                python3 tools/bnb_checkpoint.py write $d/dense $d/torch-nf4 --expected $d/torch-nf4.expected.safetensors
+                scripts/device-run.sh java dev.lora4j.quant.DequantizedDump $d/torch-nf4 $d/torch-nf4.lora4j.safetensors cuda
+                python3 tools/bnb_checkpoint.py compare $d/torch-nf4.expected.safetensors $d/torch-nf4.lora4j.safetensors
+                for dev in cuda cpu; do scripts/device-run.sh lora4j generate -m $d/torch-nf4 --device $dev --greedy \
+                    --max-new-tokens 16 --ignore-eos -p "It was the best of times"; done'
             ;;
         *)
             echo "unknown step $step" >&2
