@@ -195,6 +195,24 @@ class QuantizedCheckpointWriterTest {
     }
 
     @Test
+    void quantizingOnLoadHoldsAtMostOneDenseProjectionBesideThe4BitModel() throws IOException {
+        LlamaShape shape = LlamaShape.of(tinyQwen2());
+        long largestProjection = 2L * 64 * 320;  // BF16 gate/up/down
+        long denseModel;
+        try (CpuBackend fresh = new CpuBackend(1); SafetensorsModel dense = SafetensorsModel.open(source)) {
+            try (LlamaWeights w = LlamaWeightLoader.load(dense, shape, fresh, null)) {
+                denseModel = w.byteSize();
+            }
+        }
+        try (CpuBackend fresh = new CpuBackend(1); SafetensorsModel dense = SafetensorsModel.open(source);
+             LlamaWeights w = LlamaWeightLoader.load(dense, shape, fresh, null, QuantSpec.QLORA)) {
+            assertThat(fresh.memoryInUse()).isEqualTo(w.byteSize());
+            assertThat(fresh.peakMemoryInUse()).isLessThanOrEqualTo(w.byteSize() + largestProjection)
+                    .isLessThan(denseModel);
+        }
+    }
+
+    @Test
     void aFourBitModelRunsAndPredictsAsTheModelQuantizedOnLoad() throws IOException {
         Path out = quantize("runs", QuantSpec.QLORA, QuantizedCheckpointWriter.DEFAULT_MAX_SHARD_BYTES);
         int[] prompt = {3, 17, 42, 99, 5};
