@@ -168,7 +168,7 @@ public final class QuantizedCheckpointWriter {
                 if (g.quantized()) quantized++;
             }
             bytes += Files.size(shardFile);
-            options.progress().accept("wrote " + name + " (" + shard.size() + " tensors, " + Files.size(shardFile) + " bytes)");
+            options.progress().accept("wrote " + name + " (" + entries.size() + " tensors, " + Files.size(shardFile) + " bytes)");
         }
         if (shards.size() > 1) {
             Map<String, Object> index = new LinkedHashMap<>();
