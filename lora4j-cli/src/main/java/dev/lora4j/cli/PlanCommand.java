@@ -115,7 +115,6 @@ final class PlanCommand implements Callable<Integer> {
         row("gradients (F32)", mem.gradients());
         row("AdamW states (F32)", mem.optimizerStates());
         row("activations", mem.activations());
-        row("evaluation buffers", mem.evaluation());
         row("total", mem.total());
         if (budgetGib != null) {
             boolean fits = mem.total() <= budgetGib * (1L << 30);
@@ -133,7 +132,7 @@ final class PlanCommand implements Callable<Integer> {
     }
 
     private static void row(String what, long bytes) {
-        System.out.printf(Locale.ROOT, "  %-28s %12s%n", what, Sizes.bytes(bytes));
+        System.out.printf(Locale.ROOT, "  %-40s %12s%n", what, Sizes.bytes(bytes));
     }
 
     private static String trim(double d) {

@@ -587,13 +587,25 @@ public final class TrainableLlama implements AutoCloseable {
         if (trainBuffers == null || trainBuffers.capacity < n) {
             if (trainBuffers != null) trainBuffers.close();
             trainBuffers = null;
-            trainBuffers = TrainingBuffers.forTraining(backend, shape, plan.loraModules(), roundUp(n), gradientCheckpointing,
+            int capacity = roundUp(n);
+            // From now on evaluation runs in these (see evalBuffers): its own buffers go first, so the two never
+            // take memory at the same time.
+            if (evalBuffers != null && evalBuffers.capacity <= capacity) {
+                evalBuffers.close();
+                evalBuffers = null;
+            }
+            trainBuffers = TrainingBuffers.forTraining(backend, shape, plan.loraModules(), capacity, gradientCheckpointing,
                     lossChunkBytes);
         }
         return trainBuffers;
     }
 
+    /**
+     * Evaluation needs a subset of what training keeps (one residual stream, one set of layer buffers, the loss
+     * chunk), so it runs in the training buffers when they are large enough, and has its own only otherwise.
+     */
     private TrainingBuffers evalBuffers(int n) {
+        if (trainBuffers != null && trainBuffers.capacity >= n) return trainBuffers;
         if (evalBuffers == null || evalBuffers.capacity < n) {
             if (evalBuffers != null) evalBuffers.close();
             evalBuffers = null;

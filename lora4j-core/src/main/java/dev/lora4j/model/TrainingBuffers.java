@@ -13,7 +13,7 @@ import java.util.List;
  * ({@link LayerActivations}); the normalised inputs of each block, the SwiGLU product and dropped-out inputs are
  * recomputed instead, as they cost one cheap op each. With gradient checkpointing only each layer's input is kept
  * and one set of layer activations is recomputed per layer during the backward pass. Evaluation keeps nothing: one
- * residual stream and one set of layer buffers serve every layer.
+ * residual stream and one set of layer buffers serve every layer, so it runs in the training buffers when they exist.
  */
 final class TrainingBuffers implements AutoCloseable {
 

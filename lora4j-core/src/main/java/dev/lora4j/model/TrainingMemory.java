@@ -11,13 +11,14 @@ import java.util.Locale;
  * frozen weights in their storage dtype (norm weights F32; under QLoRA the projections take
  * {@link dev.lora4j.quant.QuantSpec#bytesFor} each), trainable parameters, their gradients and AdamW's two moments
  * in F32, and the activation and gradient buffers of one micro-batch ({@link TrainableLlama}'s plan, the same sizes
- * it allocates), plus the evaluation buffers. Backend workspaces (cuBLASLt, attention tiles) come on top.
+ * it allocates), in which evaluation batches of no more tokens also run. Backend workspaces (cuBLASLt, attention
+ * tiles) come on top.
  */
 public record TrainingMemory(long frozenWeights, long trainableWeights, long gradients, long optimizerStates,
-                             long activations, long evaluation) {
+                             long activations) {
 
     public long total() {
-        return frozenWeights + trainableWeights + gradients + optimizerStates + activations + evaluation;
+        return frozenWeights + trainableWeights + gradients + optimizerStates + activations;
     }
 
     /**
@@ -47,17 +48,15 @@ public record TrainingMemory(long frozenWeights, long trainableWeights, long gra
         int capacity = (int) Math.min(Integer.MAX_VALUE, (tokensPerMicroBatch + 63L) / 64 * 64);
         long activations = TrainingBuffers.bytesFor(shape, plan.loraModules(), capacity, true, gradientCheckpointing,
                 lossChunkBytes, activationType);
-        long evaluation = TrainingBuffers.bytesFor(shape, plan.loraModules(), capacity, false, false, lossChunkBytes,
-                activationType);
         return new TrainingMemory(frozen, DType.F32.bytesFor(trainable), DType.F32.bytesFor(trainable),
-                2 * DType.F32.bytesFor(trainable), activations, evaluation);
+                2 * DType.F32.bytesFor(trainable), activations);
     }
 
     @Override
     public String toString() {
         return String.format(Locale.ROOT, "%.2f GiB: frozen weights %.2f, trainable %.2f, gradients %.2f, AdamW states %.2f,"
-                        + " activations %.2f, evaluation %.2f", gib(total()), gib(frozenWeights), gib(trainableWeights),
-                gib(gradients), gib(optimizerStates), gib(activations), gib(evaluation));
+                        + " activations %.2f", gib(total()), gib(frozenWeights), gib(trainableWeights),
+                gib(gradients), gib(optimizerStates), gib(activations));
     }
 
     private static double gib(long bytes) { return bytes / (double) (1L << 30); }

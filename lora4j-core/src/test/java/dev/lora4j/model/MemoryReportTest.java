@@ -55,7 +55,7 @@ class MemoryReportTest {
                 assertThat(r.trainableWeights()).as(what).isEqualTo(plan.trainableWeights());
                 assertThat(r.gradients()).as(what).isEqualTo(plan.gradients());
                 assertThat(r.optimizerState()).as(what).isEqualTo(plan.optimizerStates());
-                assertThat(r.activations()).as(what).isEqualTo(plan.activations() + plan.evaluation());
+                assertThat(r.activations()).as(what).isEqualTo(plan.activations());
                 assertThat(r.workspace()).as(what).isNotNegative();
                 assertThat(r.baseModelMemoryAtLoad()).as(what).isEqualTo(atLoad);
                 // Full fine-tuning loads the checkpoint as F32; LoRA keeps it as stored.

@@ -160,6 +160,26 @@ class TrainableLlamaTest {
     }
 
     @Test
+    void evaluationRunsInTheTrainingBuffersOnceTheyExist() {
+        LoraConfig config = LoraConfig.defaults().withInitLoraWeights("false").withTargetModules(TargetModules.allLinear());
+        for (boolean checkpointing : new boolean[]{false, true}) {
+            try (TrainableLlama model = lora(TinyModels.llamaWithBiases(), DType.F32, config, 2)) {
+                model.setGradientCheckpointing(checkpointing);
+                LossSum before = model.evaluate(BATCH);
+                long evaluationOnly = model.activationBytes();
+                model.forwardBackward(BATCH, 1f);
+                long training = model.activationBytes();
+                long inUse = cpu.memoryInUse();
+                assertThat(model.evaluate(BATCH)).as("checkpointing " + checkpointing).isEqualTo(before);
+                assertThat(model.logits(TOKENS)).hasSize(TOKENS.length * model.shape().vocabSize());
+                assertThat(cpu.memoryInUse()).as("evaluation after training allocates nothing").isEqualTo(inUse);
+                assertThat(training).as("the evaluation buffers were given back").isEqualTo(model.activationBytes())
+                        .isGreaterThan(evaluationOnly);
+            }
+        }
+    }
+
+    @Test
     void dropoutMasksFollowTheBatchSeed() {
         LoraConfig config = LoraConfig.defaults().withInitLoraWeights("false").withLoraDropout(0.3);
         try (TrainableLlama model = lora(TinyModels.llama(), DType.F32, config, 2)) {
