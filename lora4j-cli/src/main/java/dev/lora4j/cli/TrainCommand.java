@@ -184,6 +184,9 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = {"--adam-epsilon"}, paramLabel = "X", description = "AdamW epsilon (default 1e-8).")
     String adamEpsilon;
 
+    @Option(names = {"--optim"}, paramLabel = "TEXT", description = "adamw_torch (default), paged_adamw_32bit, adamw_8bit or paged_adamw_8bit (bitsandbytes' 8-bit states).")
+    String optim;
+
     @Option(names = {"--seed"}, paramLabel = "N", description = "Seed of adapter initialisation, shuffling and dropout (default 42).")
     String seed;
 
@@ -250,6 +253,7 @@ final class TrainCommand implements Callable<Integer> {
                     model.shape().hiddenSize(), model.backend().description());
             out.println(describe(model.method()) + (model.gradientCheckpointing() ? "; gradient checkpointing" : ""));
             out.println(model.trainableParameters());
+            out.println(trainer.optimizer().describe());
             describe(out, "train", trainer.trainDataset());
             if (trainer.evalDataset() != null) describe(out, "eval", trainer.evalDataset());
             var plan = trainer.plan();

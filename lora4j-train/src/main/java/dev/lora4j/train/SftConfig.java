@@ -1,6 +1,7 @@
 package dev.lora4j.train;
 
 import dev.lora4j.train.data.PackingStrategy;
+import dev.lora4j.train.optim.OptimizerType;
 import dev.lora4j.train.schedule.SchedulerType;
 
 import java.nio.file.Path;
@@ -24,7 +25,7 @@ public record SftConfig(
         // optimisation
         double learningRate, SchedulerType lrSchedulerType, double warmupSteps, double warmupRatio, double numTrainEpochs,
         long maxSteps, int perDeviceTrainBatchSize, int perDeviceEvalBatchSize, int gradientAccumulationSteps,
-        double maxGradNorm, double weightDecay, double adamBeta1, double adamBeta2, double adamEpsilon, long seed,
+        double maxGradNorm, double weightDecay, double adamBeta1, double adamBeta2, double adamEpsilon, OptimizerType optim, long seed,
         boolean gradientCheckpointing,
         // logging, evaluation, checkpoints
         double loggingSteps, boolean loggingFirstStep, String evalStrategy, Double evalSteps, String saveStrategy,
@@ -35,6 +36,7 @@ public record SftConfig(
         Objects.requireNonNull(datasetTextField, "dataset_text_field");
         Objects.requireNonNull(packingStrategy, "packing_strategy");
         Objects.requireNonNull(lrSchedulerType, "lr_scheduler_type");
+        Objects.requireNonNull(optim, "optim");
         reportTo = List.copyOf(reportTo == null ? List.of() : reportTo);
         positive("per_device_train_batch_size", perDeviceTrainBatchSize);
         positive("per_device_eval_batch_size", perDeviceEvalBatchSize);
@@ -122,6 +124,7 @@ public record SftConfig(
         private double adamBeta1 = 0.9;
         private double adamBeta2 = 0.999;
         private double adamEpsilon = 1e-8;
+        private OptimizerType optim = OptimizerType.ADAMW_TORCH;
         private long seed = 42;
         private boolean gradientCheckpointing = true;
         private double loggingSteps = 10;
@@ -145,7 +148,7 @@ public record SftConfig(
             warmupRatio = c.warmupRatio; numTrainEpochs = c.numTrainEpochs; maxSteps = c.maxSteps;
             perDeviceTrainBatchSize = c.perDeviceTrainBatchSize; perDeviceEvalBatchSize = c.perDeviceEvalBatchSize;
             gradientAccumulationSteps = c.gradientAccumulationSteps; maxGradNorm = c.maxGradNorm; weightDecay = c.weightDecay;
-            adamBeta1 = c.adamBeta1; adamBeta2 = c.adamBeta2; adamEpsilon = c.adamEpsilon; seed = c.seed;
+            adamBeta1 = c.adamBeta1; adamBeta2 = c.adamBeta2; adamEpsilon = c.adamEpsilon; optim = c.optim; seed = c.seed;
             gradientCheckpointing = c.gradientCheckpointing; loggingSteps = c.loggingSteps; loggingFirstStep = c.loggingFirstStep;
             evalStrategy = c.evalStrategy; evalSteps = c.evalSteps; saveStrategy = c.saveStrategy; saveSteps = c.saveSteps;
             saveTotalLimit = c.saveTotalLimit; reportTo = c.reportTo; resumeFromCheckpoint = c.resumeFromCheckpoint;
@@ -176,6 +179,7 @@ public record SftConfig(
         public Builder adamBeta1(double v) { adamBeta1 = v; return this; }
         public Builder adamBeta2(double v) { adamBeta2 = v; return this; }
         public Builder adamEpsilon(double v) { adamEpsilon = v; return this; }
+        public Builder optim(OptimizerType v) { optim = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
         public Builder gradientCheckpointing(boolean v) { gradientCheckpointing = v; return this; }
         public Builder loggingSteps(double v) { loggingSteps = v; return this; }
@@ -193,7 +197,7 @@ public record SftConfig(
             return new SftConfig(outputDir, datasetTextField, maxLength, packing, packingStrategy, evalPacking,
                     completionOnlyLoss, assistantOnlyLoss, eosToken, shuffleDataset, learningRate, lrSchedulerType,
                     warmupSteps, warmupRatio, numTrainEpochs, maxSteps, perDeviceTrainBatchSize, perDeviceEvalBatchSize,
-                    gradientAccumulationSteps, maxGradNorm, weightDecay, adamBeta1, adamBeta2, adamEpsilon, seed,
+                    gradientAccumulationSteps, maxGradNorm, weightDecay, adamBeta1, adamBeta2, adamEpsilon, optim, seed,
                     gradientCheckpointing, loggingSteps, loggingFirstStep, evalStrategy, evalSteps, saveStrategy, saveSteps,
                     saveTotalLimit, reportTo, resumeFromCheckpoint, disableTqdm);
         }

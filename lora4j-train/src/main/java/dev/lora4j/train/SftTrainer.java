@@ -33,6 +33,7 @@ import dev.lora4j.train.metrics.MetricsLog;
 import dev.lora4j.train.metrics.TensorBoardWriter;
 import dev.lora4j.train.optim.AdamW;
 import dev.lora4j.train.optim.GradientClipping;
+import dev.lora4j.train.optim.Optimizer;
 import dev.lora4j.train.schedule.LearningRateSchedule;
 
 import java.io.IOException;
@@ -83,7 +84,7 @@ public final class SftTrainer implements AutoCloseable {
     private final SftDataset eval;
     private final List<TrainingListener> listeners = new ArrayList<>();
     private final List<AutoCloseable> owned = new ArrayList<>();
-    private AdamW optimizer;
+    private Optimizer optimizer;
     private boolean trained;
 
     /**
@@ -97,7 +98,7 @@ public final class SftTrainer implements AutoCloseable {
         this.train = Objects.requireNonNull(train, "train dataset");
         this.eval = eval;
         model.setGradientCheckpointing(config.gradientCheckpointing());
-        this.optimizer = new AdamW(model.backend(), model.parameters(),
+        this.optimizer = Optimizer.create(config.optim(), model.backend(), model.parameters(),
                 new AdamW.Hyperparameters(config.adamBeta1(), config.adamBeta2(), config.adamEpsilon(), config.weightDecay()));
     }
 
@@ -129,6 +130,9 @@ public final class SftTrainer implements AutoCloseable {
     public TrainableLlama model() { return model; }
 
     public SftConfig config() { return config; }
+
+    /** The optimizer config.optim names, over the model's trainable parameters. */
+    public Optimizer optimizer() { return optimizer; }
 
     public SftDataset trainDataset() { return train; }
 

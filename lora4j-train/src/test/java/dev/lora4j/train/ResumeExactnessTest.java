@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.lora4j.api.Device;
 import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.train.checkpoint.CheckpointFolders;
+import dev.lora4j.train.optim.OptimizerType;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -70,17 +71,27 @@ class ResumeExactnessTest {
         check(FineTuneMethod.full());
     }
 
+    @Test
+    void runWithPagedEightBitAdamWResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
+        check(FineTuneMethod.full(), OptimizerType.PAGED_ADAMW_8BIT); // full: weights large enough for 8-bit states
+    }
+
     private SftTrainer trainer(SftConfig config, FineTuneMethod method) {
         return SftTrainer.builder().model(tiny.folder, Device.CPU).trainDataset(tiny.trainFile).evalDataset(tiny.evalFile)
                 .config(config).method(method).build();
     }
 
     private void check(FineTuneMethod method) throws IOException {
+        check(method, OptimizerType.ADAMW_TORCH);
+    }
+
+    private void check(FineTuneMethod method, OptimizerType optim) throws IOException {
         boolean full = method instanceof FineTuneMethod.Full;
         Path straight = dir.resolve("straight"), interrupted = dir.resolve("interrupted");
         // 1.5 epochs of 4 steps: 6 steps. The kill comes after step 5, one step after checkpoint-4, which ends the first
         // epoch, so the resumed run starts by turning to the next epoch's order.
-        SftConfig.Builder config = TinyModel.config(straight).numTrainEpochs(1.5).evalSteps(3.0).learningRate(full ? 1e-3 : 1e-2);
+        SftConfig.Builder config = TinyModel.config(straight).numTrainEpochs(1.5).evalSteps(3.0).learningRate(full ? 1e-3 : 1e-2)
+                .optim(optim);
         try (SftTrainer t = trainer(config.build(), method)) {
             t.train();
         }

@@ -64,6 +64,7 @@ public final class ConfigFields {
             new ConfigField("adam_beta1", NUMBER, "AdamW beta1 (default 0.9)."),
             new ConfigField("adam_beta2", NUMBER, "AdamW beta2 (default 0.999)."),
             new ConfigField("adam_epsilon", NUMBER, "AdamW epsilon (default 1e-8)."),
+            new ConfigField("optim", STRING, "adamw_torch (default), paged_adamw_32bit, adamw_8bit or paged_adamw_8bit (bitsandbytes' 8-bit states)."),
             new ConfigField("seed", LONG, "Seed of adapter initialisation, shuffling and dropout (default 42)."),
             new ConfigField("gradient_checkpointing", BOOLEAN, "Recompute activations in the backward pass to save memory (default true, as TRL)."),
             // logging, evaluation, checkpoints

@@ -17,6 +17,7 @@ import dev.lora4j.quant.QuantType;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.train.SftConfig;
 import dev.lora4j.train.data.PackingStrategy;
+import dev.lora4j.train.optim.OptimizerType;
 import dev.lora4j.train.schedule.SchedulerType;
 
 import java.io.IOException;
@@ -274,6 +275,7 @@ public final class TrainConfigReader {
         if (has("adam_beta1")) b.adamBeta1(number("adam_beta1", 0.9));
         if (has("adam_beta2")) b.adamBeta2(number("adam_beta2", 0.999));
         if (has("adam_epsilon")) b.adamEpsilon(number("adam_epsilon", 1e-8));
+        if (has("optim")) b.optim(OptimizerType.parse(string("optim", "adamw_torch")));
         if (has("seed")) b.seed(longValue("seed", 42));
         if (has("gradient_checkpointing")) b.gradientCheckpointing(bool("gradient_checkpointing", true));
         if (has("logging_steps")) b.loggingSteps(number("logging_steps", 10));

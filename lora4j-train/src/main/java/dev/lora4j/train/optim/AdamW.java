@@ -1,6 +1,7 @@
 package dev.lora4j.train.optim;
 
 import dev.lora4j.backend.Backend;
+import dev.lora4j.backend.MemoryPlacement;
 import dev.lora4j.io.SafetensorsFile;
 import dev.lora4j.io.SafetensorsWriter;
 import dev.lora4j.io.TensorInfo;
@@ -16,6 +17,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 
 /**
  * torch.optim.AdamW over a model's trainable parameters, with transformers' Trainer defaults (betas 0.9 and 0.999,
@@ -23,9 +25,11 @@ import java.util.Map;
  * biases and norm weights). The moments are F32 tensors on the parameters' backend, zero until the first step;
  * {@link Backend#adamw} does the update, counting steps from 1 for the bias corrections.
  */
-public final class AdamW implements AutoCloseable {
+public final class AdamW implements Optimizer {
     /** The key of the step count in optimizer.safetensors' metadata. */
     static final String STEP_KEY = "step";
+    /** The key of the optimizer's name ({@link OptimizerType#configName()}) in optimizer.safetensors' metadata. */
+    static final String OPTIM_KEY = "optim";
 
     public record Hyperparameters(double beta1, double beta2, double eps, double weightDecay) {
         public Hyperparameters {
@@ -69,16 +73,22 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    /** Optimizer steps taken so far. */
+    @Override
+    public OptimizerType type() {
+        return OptimizerType.ADAMW_TORCH;
+    }
+
+    @Override
     public long steps() {
         return step;
     }
 
+    @Override
     public Hyperparameters hyperparameters() {
         return hp;
     }
 
-    /** One update of every parameter from its gradient, at learning rate {@code lr}. */
+    @Override
     public void step(double lr) {
         step++;
         for (int i = 0; i < m.length; i++) {
@@ -90,19 +100,31 @@ public final class AdamW implements AutoCloseable {
     }
 
     /** Bytes the moments take on the backend. */
+    @Override
     public long stateBytes() {
         long n = 0;
         for (Tensor t : m) if (t != null) n += 2 * t.byteSize();
         return n;
     }
 
+    @Override
+    public Map<MemoryPlacement, Long> stateMemory() {
+        Map<MemoryPlacement, Long> bytes = new TreeMap<>();
+        for (int i = 0; i < m.length; i++) {
+            if (m[i] != null) bytes.merge(backend.placement(m[i]), m[i].byteSize() + v[i].byteSize(), Long::sum);
+        }
+        return bytes;
+    }
+
     /**
      * Writes the moments as {@code <parameter>.exp_avg} and {@code <parameter>.exp_avg_sq} (torch's state names),
-     * F32, and the step count in the metadata.
+     * F32, and the step count and the optimizer's name in the metadata.
      */
+    @Override
     public void save(Path file) throws IOException {
         try (Arena arena = Arena.ofConfined()) {
-            SafetensorsWriter w = new SafetensorsWriter().metadata("format", "pt").metadata(STEP_KEY, Long.toString(step));
+            SafetensorsWriter w = new SafetensorsWriter().metadata("format", "pt").metadata(STEP_KEY, Long.toString(step))
+                    .metadata(OPTIM_KEY, type().configName());
             for (int i = 0; i < m.length; i++) {
                 String name = parameters.get(i).name();
                 w.add(name + ".exp_avg", DType.F32, m[i].shape(), host(arena, m[i]));
@@ -119,8 +141,10 @@ public final class AdamW implements AutoCloseable {
     }
 
     /** Restores what {@link #save} wrote; the file must hold exactly these parameters' moments, in these shapes. */
+    @Override
     public void load(Path file) throws IOException {
         try (SafetensorsFile f = SafetensorsFile.open(file)) {
+            requireOptimizer(file, f.metadata().get(OPTIM_KEY), type());
             String stepText = f.metadata().get(STEP_KEY);
             long savedStep;
             try {
@@ -139,6 +163,15 @@ public final class AdamW implements AutoCloseable {
                 restore(f, file, name + ".exp_avg_sq", v[i]);
             }
             step = savedStep;
+        }
+    }
+
+    /** A checkpoint's optimizer must be this run's ({@code saved} is null in checkpoints of lora4j before optim existed: adamw_torch). */
+    static void requireOptimizer(Path file, String saved, OptimizerType expected) throws IOException {
+        String name = saved == null ? OptimizerType.ADAMW_TORCH.configName() : saved;
+        if (!name.equals(expected.configName())) {
+            throw new IOException(file + " holds the state of optimizer " + name + ", but this run uses " + expected.configName()
+                    + ": resume with optim " + name + ", or start a new run in another output_dir");
         }
     }
 

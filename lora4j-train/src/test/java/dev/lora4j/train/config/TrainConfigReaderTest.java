@@ -9,6 +9,7 @@ import dev.lora4j.quant.QuantType;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.train.SftConfig;
 import dev.lora4j.train.data.PackingStrategy;
+import dev.lora4j.train.optim.OptimizerType;
 import dev.lora4j.train.schedule.SchedulerType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -121,6 +122,19 @@ class TrainConfigReaderTest {
                 .isEqualTo(new TargetModules.Names(List.of("q_proj", "v_proj", "up_proj")));
         assertThat(((FineTuneMethod.Lora) c.method()).config().r()).isEqualTo(4);
         assertThat(c.effective()).containsEntry("learning_rate", "5e-4");
+    }
+
+    @Test
+    void optimNamesTheOptimizerByTransformersNamesAndAnUnknownOneListsThem() throws IOException {
+        assertThat(new TrainConfigReader().file(yaml(BASE)).build().sft().optim()).isEqualTo(OptimizerType.ADAMW_TORCH);
+        assertThat(new TrainConfigReader().file(yaml(BASE + "optim: paged_adamw_8bit\n")).build().sft().optim())
+                .isEqualTo(OptimizerType.PAGED_ADAMW_8BIT);
+        assertThat(new TrainConfigReader().file(yaml(BASE + "optim: paged_adamw_32bit\n")).override("optim", "adamw_bnb_8bit")
+                .build().sft().optim()).isEqualTo(OptimizerType.ADAMW_8BIT);
+        Path f = yaml(BASE + "optim: adafactor\n");
+        assertThatThrownBy(() -> new TrainConfigReader().file(f).build()).isInstanceOf(TrainConfigException.class)
+                .hasMessageContaining("optim must be one of adamw_torch, paged_adamw_32bit, adamw_8bit or paged_adamw_8bit")
+                .hasMessageContaining("got \"adafactor\"").hasMessageContaining(f.toString());
     }
 
     @Test
