@@ -74,7 +74,7 @@ final class InspectCommand implements Callable<Integer> {
             System.out.println();
             System.out.println("memory to run (weights + F32 KV cache)");
             if (fourBit) {
-                System.out.printf(Locale.ROOT, "  weights as stored %8s   + KV cache for %,d tokens %10s   = %s%n",
+                System.out.printf(Locale.ROOT, "  weights as stored%10s   + KV cache for %,d tokens %10s   = %s%n",
                         Sizes.bytes(storedBytes), context, Sizes.bytes(kvPerToken * context),
                         Sizes.bytes(storedBytes + kvPerToken * context));
             }
