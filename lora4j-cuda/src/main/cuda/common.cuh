@@ -167,4 +167,113 @@ __device__ __forceinline__ float l4j_block_max(float v, float* shared32) {
     return l4j_warp_max(total);
 }
 
+// ---- tensor cores -------------------------------------------------------------------------------------------
+// The warp-collective operations of the tensor-core kernels (flash_attention.cu), each behind one small function:
+// inline PTX on the GPU (sm_80 and newer), and in the device emulator an exact implementation of the same operation
+// over the 32 lanes' fragments (src/test/cuda/emulator/runtime.cpp), so that one kernel source runs in both.
+// Fragment layouts are PTX's (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type" and
+// "ldmatrix"), with g = lane / 4 and t = lane % 4; a 32-bit register holds two bf16, the lower column (or row, for
+// B) in its low half:
+//   A (16x16, row-major): a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..2t+1], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..]
+//   B (16x8, "col"):      b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]
+//   C, D (16x8, f32):     c[0..1] = C[g][2t..2t+1], c[2..3] = C[g+8][2t..2t+1]
+
+// Two floats as the bf16 pair of one fragment register, each rounded to nearest even (lo in the low half).
+__device__ __forceinline__ uint32_t l4j_pack_bf16x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+    uint32_t r;  // cvt puts its first source in the upper half
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    return (uint32_t) l4j_float_to_bf16(lo) | ((uint32_t) l4j_float_to_bf16(hi) << 16);
+#endif
+}
+
+// d = a b + c for one warp: m16n8k16, A row-major and B column-major BF16, FP32 accumulation. Every lane of the
+// warp must call it with its own fragments (see the layouts above).
+__device__ __forceinline__ void l4j_mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                      const float c[4]) {
+#if defined(__CUDA_ARCH__)
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %11, %12, %13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+#elif defined(L4J_EMULATION)
+    l4j_emu::mma_m16n8k16_bf16(d, a, b, c);
+#endif
+}
+
+// A byte address in shared memory, as the tensor-core operations take it: the 32-bit shared-window address on the GPU
+// (offsets added to it fold into the instructions' immediates), the host address in the emulator.
+#if defined(__CUDA_ARCH__)
+typedef uint32_t l4j_shared_address;
+#else
+typedef uintptr_t l4j_shared_address;
+#endif
+
+__device__ __forceinline__ l4j_shared_address l4j_shared(const void* p) {
+#if defined(__CUDA_ARCH__)
+    return (uint32_t) __cvta_generic_to_shared(p);
+#else
+    return (uintptr_t) p;
+#endif
+}
+
+// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: four 8x8 matrices of 16-bit elements from shared memory.
+// Lanes 8i..8i+7 give the addresses of the 8 rows (16 bytes each, 16-byte aligned) of matrix i, which lands in
+// r[i]: without trans, lane l gets row l/4, columns 2(l%4) and 2(l%4)+1; with trans, column l/4 of rows 2(l%4)
+// and 2(l%4)+1 (the fragment of the transposed matrix).
+__device__ __forceinline__ void l4j_ldmatrix_x4(uint32_t r[4], l4j_shared_address row) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(row)
+                 : "memory");
+#elif defined(L4J_EMULATION)
+    l4j_emu::ldmatrix_x4(r, (const void*) row, false);
+#endif
+}
+
+__device__ __forceinline__ void l4j_ldmatrix_x4_trans(uint32_t r[4], l4j_shared_address row) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(row)
+                 : "memory");
+#elif defined(L4J_EMULATION)
+    l4j_emu::ldmatrix_x4(r, (const void*) row, true);
+#endif
+}
+
+// Asynchronous 16-byte copy from global to shared memory (cp.async.cg, sm_80+); with valid false the 16 bytes are
+// zero-filled and nothing is read. Both addresses 16-byte aligned. Copies become visible after l4j_cp_async_wait
+// (and, to other threads, a barrier). The emulator copies at once.
+__device__ __forceinline__ void l4j_cp_async_16(void* shared_dst, const void* global_src, bool valid) {
+#if defined(__CUDA_ARCH__)
+    unsigned address = (unsigned) __cvta_generic_to_shared(shared_dst);
+    int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global_src), "r"(bytes)
+                 : "memory");
+#elif defined(L4J_EMULATION)
+    l4j_emu::copy_16(shared_dst, global_src, valid);
+#endif
+}
+
+// Closes the group of copies issued since the last commit.
+__device__ __forceinline__ void l4j_cp_async_commit() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most `pending` of this thread's committed groups are still in flight.
+template <int pending>
+__device__ __forceinline__ void l4j_cp_async_wait() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory");
+#endif
+}
+
 #endif

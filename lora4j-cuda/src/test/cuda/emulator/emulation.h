@@ -44,6 +44,11 @@ void sync_warp();
 uint64_t* warp_slots();
 unsigned lane();
 
+// The tensor-core operations of common.cuh, as the warp computes them together (runtime.cpp).
+void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
+void ldmatrix_x4(uint32_t r[4], const void* row, bool trans);
+void copy_16(void* shared_dst, const void* global_src, bool valid);
+
 }  // namespace l4j_emu
 
 #define threadIdx (l4j_emu::thread_index())

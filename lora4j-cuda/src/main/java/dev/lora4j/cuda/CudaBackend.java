@@ -576,6 +576,13 @@ public final class CudaBackend implements Backend {
                     + CudaKernels.ATTENTION_MAX_HEAD_DIM);
         }
         if (n == 0) return;
+        if (FlashAttention.serves(headDim, device.maxSharedPerBlock())) {
+            new FlashAttention(kernels, allocator, stream).forward(cuda(q).address(), cuda(k).address(),
+                    cuda(v).address(), q.dtype(), cuda(out).address(), cuda(lse).address(), n, nHeads, nKvHeads,
+                    headDim, slidingWindow);
+            opDone(op);
+            return;
+        }
         float scale = (float) (1.0 / Math.sqrt(headDim));
         int shared = (headDim + CudaKernels.ATTENTION_TILE) * Float.BYTES;
         kernels.launch(CudaKernels.ATTENTION_LSE, (long) n * nHeads, CudaKernels.ATTENTION_THREADS, shared, stream,
@@ -586,9 +593,9 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Recomputes the probabilities tile by tile from q, k and lse (attention_backward.cu): one kernel for
-     * rowsum(dOut ∘ out), one for dq, one for dk and dv, each writing its output once. dq, dk and dv must not
-     * share memory with the inputs.
+     * Recomputes the probabilities tile by tile from q, k and lse: for head sizes 64 and 128 on the tensor cores
+     * ({@link FlashAttention}), otherwise in FP32 (attention_backward.cu): one kernel for rowsum(dOut ∘ out), one
+     * for dq, one for dk and dv, each writing its output once. dq, dk and dv must not share memory with the inputs.
      */
     @Override
     public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dOut, int nHeads,
@@ -622,6 +629,14 @@ public final class CudaBackend implements Backend {
                     + " per block, more than this GPU's " + device.maxSharedPerBlock());
         }
         if (n == 0) return;
+        if (FlashAttention.serves(headDim, device.maxSharedPerBlock())) {
+            new FlashAttention(kernels, allocator, stream).backward(cuda(q).address(), cuda(k).address(),
+                    cuda(v).address(), q.dtype(), cuda(out).address(), cuda(lse).address(), cuda(dOut).address(),
+                    cuda(dq).address(), cuda(dk).address(), cuda(dv).address(), n, nHeads, nKvHeads, headDim,
+                    slidingWindow);
+            opDone(op);
+            return;
+        }
         long rowsHeads = (long) n * nHeads;
         long tiles = Math.ceilDiv(n, CudaKernels.ATTENTION_BACKWARD_TILE);
         float scale = (float) (1.0 / Math.sqrt(headDim));
@@ -646,6 +661,17 @@ public final class CudaBackend implements Backend {
             allocator.release(dsum);
         }
         opDone(op);
+    }
+
+    /** The tensor-core attention kernels on this backend's stream, for tests and benchmarks that call them directly. */
+    FlashAttention flashAttention() {
+        bind();
+        return new FlashAttention(kernels, allocator, stream);
+    }
+
+    /** Whether training attention of this head size runs on the tensor cores (BF16 operands) on this GPU. */
+    boolean attentionOnTensorCores(int headDim) {
+        return FlashAttention.serves(headDim, device.maxSharedPerBlock());
     }
 
     /** attention_backward.cu's l4j_attb_shared_floats, in bytes: four [32][headDim|1] tiles, two [32][33], two [32]. */

@@ -239,6 +239,7 @@ final class CudaKernels {
             n.add(attentionBackwardDq(hd));
             n.add(attentionBackwardDkv(hd));
         }
+        n.addAll(FlashAttention.kernelNames());
         n.addAll(List.of(ATTENTION_LSE, ATTENTION_BACKWARD_DSUM, SUM_ROWS, SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL,
                 RMSNORM_INVERSE, RMSNORM_WEIGHT_GRAD, ROPE_BACKWARD, SWIGLU_BACKWARD, EMBEDDING_BACKWARD, CROSS_ENTROPY,
                 ADAMW, ADAMW_8BIT, ADAMW_32BIT, DROPOUT, QUANTIZE_ABSMAX_8BIT));

@@ -3,6 +3,7 @@ package dev.lora4j.cuda;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.testing.TrainingOpsContract;
+import dev.lora4j.tensor.Half;
 
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -25,4 +26,19 @@ class CudaTrainingOpsContractTest extends TrainingOpsContract {
     /** CUDA's expf, logf, sinf and cosf are within 2 ulp, not 1 (CUDA C Programming Guide, mathematical functions). */
     @Override
     protected double elementwiseRoundoff() { return 0x1p-23; }
+
+    /** Head sizes 64 and 128 run on the tensor cores (FlashAttention), which multiply q, k, v and dOut as BF16. */
+    @Override
+    protected float[] attentionOperands(float[] values, int headDim) {
+        if (!((CudaBackend) backend()).attentionOnTensorCores(headDim)) return values;
+        float[] rounded = new float[values.length];
+        for (int i = 0; i < values.length; i++) rounded[i] = Half.bf16ToFloat(Half.floatToBf16(values[i]));
+        return rounded;
+    }
+
+    /** And round the probabilities and score gradients to BF16 (8 significant bits) between the products. */
+    @Override
+    protected double attentionIntermediateRoundoff(int headDim) {
+        return ((CudaBackend) backend()).attentionOnTensorCores(headDim) ? 0x1p-8 : 0;
+    }
 }

@@ -1,0 +1,618 @@
+// Training attention on the tensor cores, the flash-attention way (FlashAttention-2): forward and backward passes of
+// causal grouped-query attention with an optional sliding window, for head sizes 64 and 128, never holding more of
+// the [n, n] score matrix than one 64 x 64 tile per block, in registers.
+//
+// Operands are BF16 ([n, heads*D] row-major: activations stored so, or F32 ones rounded to nearest even by the caller),
+// products run on mma.sync m16n8k16 with FP32 accumulation, the softmax and every statistic are FP32; outputs and
+// gradients are stored as the activations are, F32 or BF16 (rounded once), lse as F32.
+// With S = scale q k^T (masked), P = softmax(S) and O = P v:
+//   forward:  online softmax over 64-key tiles (running max and sum per row), lse = log(sum exp S) per row;
+//   backward: P = exp(S - lse) recomputed, dP = dO v^T, Dsum = rowsum(dO * O), dS = P * (dP - Dsum),
+//             dv = P^T dO, dk = scale dS^T q, dq = scale dS k.
+// Every output element has one writer and sums in a fixed order, so results repeat bit for bit: dq by blocks of
+// query rows, dk and dv by blocks of key rows per query head; where several query heads share a KV head, each head's
+// dk and dv go to a slice of a scratch buffer and lora4j_flash_attention_group_sum adds the slices in head order.
+//
+// Blocks of 4 warps; a block owns 64 query rows (forward, dq) or 64 key rows (dk, dv), 16 per warp. The other
+// operand streams through shared memory in 64-row tiles, double-buffered with cp.async. Shared tiles are [64][D + 8]
+// bf16: the 16 bytes of padding put the 8 rows an ldmatrix reads in different banks. Tiles wholly outside the causal
+// band or the window are skipped; only tiles that straddle its edges (or the end of the sequence) are masked.
+#include "common.cuh"
+
+#define L4J_FA_THREADS 128
+#define L4J_FA_ROWS 64  // rows of every tile: queries or keys
+
+// Shared memory of each kernel, in bytes (CudaBackend's FlashAttention mirrors these).
+__host__ __device__ __forceinline__ int l4j_fa_tile_bytes(int d) { return L4J_FA_ROWS * (d + 8) * 2; }
+__host__ __device__ __forceinline__ int l4j_fa_forward_shared(int d) { return 5 * l4j_fa_tile_bytes(d); }
+__host__ __device__ __forceinline__ int l4j_fa_dq_shared(int d) { return 6 * l4j_fa_tile_bytes(d); }
+__host__ __device__ __forceinline__ int l4j_fa_dkv_shared(int d) {
+    return 6 * l4j_fa_tile_bytes(d) + 4 * L4J_FA_ROWS * (int) sizeof(float);
+}
+
+// Rows [row0, row0 + 64) of a row-major bf16 matrix (row stride `stride` elements, `src` at the head's first column)
+// into tile[64][D + 8] with cp.async; rows at or past n become zeros.
+template <int D>
+__device__ __forceinline__ void l4j_fa_load_tile(uint16_t* tile, const uint16_t* src, int row0, int n,
+                                                 long long stride) {
+    constexpr int CHUNKS = D / 8;  // 16-byte pieces of a row
+    for (int idx = threadIdx.x; idx < L4J_FA_ROWS * CHUNKS; idx += L4J_FA_THREADS) {
+        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8;
+        const int row = row0 + r;
+        const bool valid = row < n;
+        l4j_cp_async_16(tile + r * (D + 8) + c, src + (long long) (valid ? row : 0) * stride + c, valid);
+    }
+}
+
+// Fragment loads address a shared tile through this lane's row: ldmatrix lanes 8i..8i+7 give rows 0..7 of matrix i.
+// (row0, col0) below are compile-time offsets, so each load is one base address plus an immediate.
+
+// The A fragment (16 x 16) at (row0, col0) of a row-major shared tile with rows of LD elements.
+template <int LD>
+__device__ __forceinline__ void l4j_fa_frag_a(uint32_t a[4], l4j_shared_address tile, int row0, int col0) {
+    const int l = threadIdx.x & 31, mi = l >> 3;
+    l4j_ldmatrix_x4(a, tile + 2 * ((row0 + (mi & 1) * 8 + (l & 7)) * LD + col0 + (mi >> 1) * 8));
+}
+
+// B fragments of two 8-column n-tiles of B = X^T, X a row-major [n][k] shared tile: b[0..1] for X rows n0..n0+7,
+// b[2..3] for rows n0+8..n0+15, over columns (k) k0..k0+15.
+template <int LD>
+__device__ __forceinline__ void l4j_fa_frag_b(uint32_t b[4], l4j_shared_address tile, int n0, int k0) {
+    const int l = threadIdx.x & 31, mi = l >> 3;
+    l4j_ldmatrix_x4(b, tile + 2 * ((n0 + (mi >> 1) * 8 + (l & 7)) * LD + k0 + (mi & 1) * 8));
+}
+
+// B fragments of two n-tiles of B = X, X a row-major [k][n] shared tile (loaded transposed): b[0..1] for columns
+// n0..n0+7, b[2..3] for n0+8..n0+15, over rows (k) k0..k0+15.
+template <int LD>
+__device__ __forceinline__ void l4j_fa_frag_bt(uint32_t b[4], l4j_shared_address tile, int k0, int n0) {
+    const int l = threadIdx.x & 31, mi = l >> 3;
+    l4j_ldmatrix_x4_trans(b, tile + 2 * ((k0 + (mi & 1) * 8 + (l & 7)) * LD + n0 + (mi >> 1) * 8));
+}
+
+// acc[NT][4] += A X^T for a warp: A the 16 x D rows a_row0.. of a row-major shared tile, X the 8 NT rows x_row0..
+// of another (NT even): a 16 x 8NT block of scores, or of dP.
+template <int D, int NT>
+__device__ __forceinline__ void l4j_fa_rows_times_tile_t(float acc[NT][4], l4j_shared_address a_tile, int a_row0,
+                                                         l4j_shared_address x_tile, int x_row0) {
+    constexpr int LD = D + 8;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t a[4];
+        l4j_fa_frag_a<LD>(a, a_tile, a_row0, kk * 16);
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t b[4];
+            l4j_fa_frag_b<LD>(b, x_tile, x_row0 + np * 16, kk * 16);
+            l4j_mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
+            l4j_mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
+        }
+    }
+}
+
+// The same with A's fragments already in registers.
+template <int D, int NT>
+__device__ __forceinline__ void l4j_fa_frags_times_tile_t(float acc[NT][4], const uint32_t af[D / 16][4],
+                                                          l4j_shared_address x_tile, int x_row0) {
+    constexpr int LD = D + 8;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t b[4];
+            l4j_fa_frag_b<LD>(b, x_tile, x_row0 + np * 16, kk * 16);
+            l4j_mma_m16n8k16_bf16(acc[2 * np], af[kk], b, acc[2 * np]);
+            l4j_mma_m16n8k16_bf16(acc[2 * np + 1], af[kk], b + 2, acc[2 * np + 1]);
+        }
+    }
+}
+
+// out[D/8][4] += P Y for a warp: P a 16 x 8NT accumulator block, rounded to BF16 (an accumulator block is laid out
+// as the A fragments of the next product), and Y the 8 NT rows y_row0.. of a row-major [.][D] shared tile.
+template <int D, int NT>
+__device__ __forceinline__ void l4j_fa_block_times_tile(float out[D / 8][4], const float p[NT][4],
+                                                        l4j_shared_address y_tile, int y_row0) {
+    constexpr int LD = D + 8;
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) {
+        uint32_t a[4];
+        a[0] = l4j_pack_bf16x2(p[2 * kk][0], p[2 * kk][1]);
+        a[1] = l4j_pack_bf16x2(p[2 * kk][2], p[2 * kk][3]);
+        a[2] = l4j_pack_bf16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        a[3] = l4j_pack_bf16x2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t b[4];
+            l4j_fa_frag_bt<LD>(b, y_tile, y_row0 + kk * 16, dp * 16);
+            l4j_mma_m16n8k16_bf16(out[2 * dp], a, b, out[2 * dp]);
+            l4j_mma_m16n8k16_bf16(out[2 * dp + 1], a, b + 2, out[2 * dp + 1]);
+        }
+    }
+}
+
+// Whether query i attends to key j: causal, and with a window, fewer than `window` positions back.
+__device__ __forceinline__ bool l4j_fa_attends(int i, int j, int window) {
+    return j <= i && (window <= 0 || i - j < window);
+}
+
+// Whether some (query, key) of the 64 x 64 tile pair at (q0, k0) is outside the mask or past the sequence's end.
+__device__ __forceinline__ bool l4j_fa_needs_mask(int q0, int k0, int n, int window) {
+    return k0 + L4J_FA_ROWS - 1 > q0 || (window > 0 && q0 + L4J_FA_ROWS - 1 - k0 >= window)
+           || q0 + L4J_FA_ROWS > n || k0 + L4J_FA_ROWS > n;
+}
+
+// ---- forward ------------------------------------------------------------------------------------------------
+
+// One block per (64-row query tile, query head), the tiles with the most keys first. Scores are kept in base-2
+// units (scale_log2 = scale * log2(e)) so that every exponential is one exp2f.
+template <int D, typename O>
+__device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                                  const uint16_t* __restrict__ v, O* __restrict__ out,
+                                                  float* __restrict__ lse, int n, int n_heads, int n_kv_heads,
+                                                  int window, float scale_log2) {
+    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD;
+    L4J_DYNAMIC_SHARED(float, smem);
+    uint16_t* qs = reinterpret_cast<uint16_t*>(smem);
+    uint16_t* ks = qs + TILE;      // [2][64][LD]
+    uint16_t* vs = ks + 2 * TILE;  // [2][64][LD]
+
+    const int tiles = (n + L4J_FA_ROWS - 1) / L4J_FA_ROWS;
+    const int h = (int) (blockIdx.x % n_heads);
+    const int q0 = (tiles - 1 - (int) (blockIdx.x / n_heads)) * L4J_FA_ROWS;
+    const int kvh = h / (n_heads / n_kv_heads);
+    const long long q_stride = (long long) n_heads * D, kv_stride = (long long) n_kv_heads * D;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint16_t* kh = k + (long long) kvh * D;
+    const uint16_t* vh = v + (long long) kvh * D;
+
+    const int j_last = (min(n, q0 + L4J_FA_ROWS) - 1) / L4J_FA_ROWS;
+    const int j_first = window > 0 ? max(0, q0 - window + 1) / L4J_FA_ROWS : 0;
+
+    l4j_fa_load_tile<D>(qs, q + (long long) h * D, q0, n, q_stride);
+    l4j_fa_load_tile<D>(ks, kh, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_fa_load_tile<D>(vs, vh, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_cp_async_commit();
+
+    // This thread's accumulator rows: query q0 + 16 warp + g (elements 0, 1) and 8 rows further (elements 2, 3).
+    const int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    float o[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY};  // running maximum of each row's scores (base 2)
+    float l[2] = {0.0f, 0.0f};            // this thread's part of the running sum of exp2(score - m)
+    uint32_t qf[D / 16][4];
+
+    // The diagonal tile first: it holds every row's own key, so each running maximum is finite from the start.
+    for (int j = j_last, it = 0; j >= j_first; j--, it++) {
+        l4j_cp_async_wait<0>();
+        __syncthreads();  // this tile is in; every warp is done with the previous one, whose buffers refill now
+        const l4j_shared_address kt = l4j_shared(ks + (it & 1) * TILE);
+        const l4j_shared_address vt = l4j_shared(vs + (it & 1) * TILE);
+        if (j > j_first) {
+            l4j_fa_load_tile<D>(ks + ((it + 1) & 1) * TILE, kh, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_fa_load_tile<D>(vs + ((it + 1) & 1) * TILE, vh, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_cp_async_commit();
+        }
+        if (it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) l4j_fa_frag_a<LD>(qf[kk], l4j_shared(qs), warp * 16, kk * 16);
+        }
+
+        float s[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        l4j_fa_frags_times_tile_t<D, 8>(s, qf, kt, 0);
+
+        const int k0 = j * L4J_FA_ROWS;
+        const bool masked = l4j_fa_needs_mask(q0, k0, n, window);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[nt][e] * scale_log2;
+                if (masked && !l4j_fa_attends(rows[e >> 1], k0 + nt * 8 + 2 * t + (e & 1), window)) x = -INFINITY;
+                s[nt][e] = x;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a quad share the row
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m[r], mx);
+            const float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing unmasked yet stays at 0
+            const float correction = exp2f(m[r] - base);
+            m[r] = m_new;
+            float sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                s[nt][2 * r] = exp2f(s[nt][2 * r] - base);
+                s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - base);
+                sum += s[nt][2 * r] + s[nt][2 * r + 1];
+            }
+            l[r] = l[r] * correction + sum;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++) {
+                o[dt][2 * r] *= correction;
+                o[dt][2 * r + 1] *= correction;
+            }
+        }
+        l4j_fa_block_times_tile<D, 8>(o, s, vt, 0);
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        if (rows[r] >= n) continue;
+        const float inv = 1.0f / l[r];
+        O* dst = out + (long long) rows[r] * q_stride + (long long) h * D + 2 * t;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            l4j_store(dst, dt * 8, o[dt][2 * r] * inv);
+            l4j_store(dst, dt * 8 + 1, o[dt][2 * r + 1] * inv);
+        }
+        // Natural log: lse = ln(sum exp(scale s)) = (m + log2(l)) ln 2.
+        if (t == 0) lse[(long long) rows[r] * n_heads + h] = (m[r] + log2f(l[r])) * 0.69314718055994531f;
+    }
+}
+
+// ---- backward -----------------------------------------------------------------------------------------------
+
+// dsum[w] = sum_d bf16(dO[w, d]) * O[w, d] for each (row, head) w, and F32 dO rounded to BF16 for the products
+// (d_out_bf16, null for BF16 dO): Dsum from the same rounded dO as dP = dO v^T, so that where P puts all its weight
+// on one key dP - Dsum cancels. One warp per (row, head); out and d_out are [n, heads*headDim], so w starts at
+// w * headDim.
+template <typename T>
+__device__ __forceinline__ void l4j_flash_backward_prep(const T* __restrict__ out, const T* __restrict__ d_out,
+                                                        uint16_t* __restrict__ d_out_bf16, float* __restrict__ dsum,
+                                                        long long rows_heads, int head_dim) {
+    const long long w = (long long) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (w >= rows_heads) return;  // whole warps leave together
+    const long long base = w * head_dim;
+    float s = 0.0f;
+    for (int d = lane; d < head_dim; d += 32) {
+        const uint16_t g = l4j_float_to_bf16(l4j_load(d_out, base + d));
+        if (d_out_bf16 != nullptr) d_out_bf16[base + d] = g;
+        s = fmaf(l4j_bf16_to_float(g), l4j_load(out, base + d), s);
+    }
+    s = l4j_warp_sum(s);
+    if (lane == 0) dsum[w] = s;
+}
+
+// dk, dv: one block per (64-row key tile, query head), the tiles that most queries see first. Each warp holds the
+// gradients of its 16 keys in registers while the query tiles that see them stream through shared memory. Outputs
+// go to dk + (h % group) * head_slice (and dv likewise): the KV head's rows directly when it has one query head.
+template <int D, typename G>
+__device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                                       const uint16_t* __restrict__ v,
+                                                       const uint16_t* __restrict__ d_out,
+                                                       const float* __restrict__ lse, const float* __restrict__ dsum,
+                                                       G* __restrict__ dk, G* __restrict__ dv,
+                                                       long long head_slice, int n, int n_heads, int n_kv_heads,
+                                                       int window, float scale, float scale_log2) {
+    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD;
+    L4J_DYNAMIC_SHARED(float, smem);
+    uint16_t* ks = reinterpret_cast<uint16_t*>(smem);
+    uint16_t* vs = ks + TILE;
+    uint16_t* qs = vs + TILE;       // [2][64][LD]
+    uint16_t* dos = qs + 2 * TILE;  // [2][64][LD]
+    float* lse_s = reinterpret_cast<float*>(dos + 2 * TILE);  // [2][64], base 2
+    float* dsum_s = lse_s + 2 * L4J_FA_ROWS;                  // [2][64]
+
+    const int h = (int) (blockIdx.x % n_heads);
+    const int k0 = (int) (blockIdx.x / n_heads) * L4J_FA_ROWS;
+    const int group = n_heads / n_kv_heads, kvh = h / group;
+    const long long q_stride = (long long) n_heads * D, kv_stride = (long long) n_kv_heads * D;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint16_t* qh = q + (long long) h * D;
+    const uint16_t* doh = d_out + (long long) h * D;
+    constexpr float LOG2E = 1.4426950408889634f;
+
+    // Queries at or after the first key and, with a window, before the last key + window.
+    const int i_first = k0 / L4J_FA_ROWS;
+    const int i_last = (window > 0 ? min(n - 1, k0 + L4J_FA_ROWS - 1 + window - 1) : n - 1) / L4J_FA_ROWS;
+
+    l4j_fa_load_tile<D>(ks, k + (long long) kvh * D, k0, n, kv_stride);
+    l4j_fa_load_tile<D>(vs, v + (long long) kvh * D, k0, n, kv_stride);
+    l4j_fa_load_tile<D>(qs, qh, i_first * L4J_FA_ROWS, n, q_stride);
+    l4j_fa_load_tile<D>(dos, doh, i_first * L4J_FA_ROWS, n, q_stride);
+    l4j_cp_async_commit();
+    if (threadIdx.x < L4J_FA_ROWS) {
+        const int i = i_first * L4J_FA_ROWS + threadIdx.x;
+        lse_s[threadIdx.x] = i < n ? lse[(long long) i * n_heads + h] * LOG2E : 0.0f;
+        dsum_s[threadIdx.x] = i < n ? dsum[(long long) i * n_heads + h] : 0.0f;
+    }
+
+    const int keys[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+    float ak[D / 8][4], av[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        ak[dt][0] = ak[dt][1] = ak[dt][2] = ak[dt][3] = 0.0f;
+        av[dt][0] = av[dt][1] = av[dt][2] = av[dt][3] = 0.0f;
+    }
+
+    for (int i = i_first, it = 0; i <= i_last; i++, it++) {
+        l4j_cp_async_wait<0>();
+        __syncthreads();
+        const int buf = it & 1;
+        const l4j_shared_address qt = l4j_shared(qs + buf * TILE);
+        const l4j_shared_address dot = l4j_shared(dos + buf * TILE);
+        const float* lse_t = lse_s + buf * L4J_FA_ROWS;
+        const float* dsum_t = dsum_s + buf * L4J_FA_ROWS;
+        if (i < i_last) {
+            const int nb = buf ^ 1, next0 = (i + 1) * L4J_FA_ROWS;
+            l4j_fa_load_tile<D>(qs + nb * TILE, qh, next0, n, q_stride);
+            l4j_fa_load_tile<D>(dos + nb * TILE, doh, next0, n, q_stride);
+            l4j_cp_async_commit();
+            if (threadIdx.x < L4J_FA_ROWS) {
+                const int r = next0 + threadIdx.x;
+                lse_s[nb * L4J_FA_ROWS + threadIdx.x] = r < n ? lse[(long long) r * n_heads + h] * LOG2E : 0.0f;
+                dsum_s[nb * L4J_FA_ROWS + threadIdx.x] = r < n ? dsum[(long long) r * n_heads + h] : 0.0f;
+            }
+        }
+        const int q0 = i * L4J_FA_ROWS;
+
+        const bool masked = l4j_fa_needs_mask(q0, k0, n, window);
+        // Half the query tile at a time, so that P^T and dS^T of the warp's 16 keys take 16 registers each.
+#pragma unroll 1
+        for (int c0 = 0; c0 < L4J_FA_ROWS; c0 += 32) {
+            float p[4][4];  // P^T
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
+            l4j_fa_rows_times_tile_t<D, 4>(p, l4j_shared(ks), warp * 16, qt, c0);
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = c0 + nt * 8 + 2 * t + (e & 1);
+                    const bool live = !masked || (q0 + c < n && l4j_fa_attends(q0 + c, keys[e >> 1], window));
+                    p[nt][e] = live ? exp2f(p[nt][e] * scale_log2 - lse_t[c]) : 0.0f;
+                }
+            }
+            // dP^T = v dO^T, then dS^T = P^T (dP^T - Dsum) in place.
+            float ds[4][4];
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
+            l4j_fa_rows_times_tile_t<D, 4>(ds, l4j_shared(vs), warp * 16, dot, c0);
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) ds[nt][e] = p[nt][e] * (ds[nt][e] - dsum_t[c0 + nt * 8 + 2 * t + (e & 1)]);
+            }
+            l4j_fa_block_times_tile<D, 4>(av, p, dot, c0);  // dv += P^T dO
+            l4j_fa_block_times_tile<D, 4>(ak, ds, qt, c0);  // dk += dS^T q
+        }
+    }
+
+    const long long slice = (long long) (h % group) * head_slice;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (keys[r] >= n) continue;
+        const long long at = slice + (long long) keys[r] * kv_stride + (long long) kvh * D + 2 * t;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            l4j_store(dk, at + dt * 8, ak[dt][2 * r] * scale);
+            l4j_store(dk, at + dt * 8 + 1, ak[dt][2 * r + 1] * scale);
+            l4j_store(dv, at + dt * 8, av[dt][2 * r]);
+            l4j_store(dv, at + dt * 8 + 1, av[dt][2 * r + 1]);
+        }
+    }
+}
+
+// dq: one block per (64-row query tile, query head), the longest rows first; the key and value tiles the rows see
+// stream through shared memory.
+template <int D, typename G>
+__device__ __forceinline__ void l4j_flash_backward_dq(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                                      const uint16_t* __restrict__ v,
+                                                      const uint16_t* __restrict__ d_out,
+                                                      const float* __restrict__ lse, const float* __restrict__ dsum,
+                                                      G* __restrict__ dq, int n, int n_heads, int n_kv_heads,
+                                                      int window, float scale, float scale_log2) {
+    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD;
+    L4J_DYNAMIC_SHARED(float, smem);
+    uint16_t* qs = reinterpret_cast<uint16_t*>(smem);
+    uint16_t* dos = qs + TILE;
+    uint16_t* ks = dos + TILE;     // [2][64][LD]
+    uint16_t* vs = ks + 2 * TILE;  // [2][64][LD]
+
+    const int tiles = (n + L4J_FA_ROWS - 1) / L4J_FA_ROWS;
+    const int h = (int) (blockIdx.x % n_heads);
+    const int q0 = (tiles - 1 - (int) (blockIdx.x / n_heads)) * L4J_FA_ROWS;
+    const int kvh = h / (n_heads / n_kv_heads);
+    const long long q_stride = (long long) n_heads * D, kv_stride = (long long) n_kv_heads * D;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint16_t* kh = k + (long long) kvh * D;
+    const uint16_t* vh = v + (long long) kvh * D;
+
+    const int j_last = (min(n, q0 + L4J_FA_ROWS) - 1) / L4J_FA_ROWS;
+    const int j_first = window > 0 ? max(0, q0 - window + 1) / L4J_FA_ROWS : 0;
+
+    l4j_fa_load_tile<D>(qs, q + (long long) h * D, q0, n, q_stride);
+    l4j_fa_load_tile<D>(dos, d_out + (long long) h * D, q0, n, q_stride);
+    l4j_fa_load_tile<D>(ks, kh, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_fa_load_tile<D>(vs, vh, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_cp_async_commit();
+
+    const int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    float lse2[2], dsm[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const bool valid = rows[r] < n;
+        lse2[r] = valid ? lse[(long long) rows[r] * n_heads + h] * 1.4426950408889634f : 0.0f;
+        dsm[r] = valid ? dsum[(long long) rows[r] * n_heads + h] : 0.0f;
+    }
+    float acc[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.0f;
+    uint32_t qf[D / 16][4];
+
+    for (int j = j_last, it = 0; j >= j_first; j--, it++) {
+        l4j_cp_async_wait<0>();
+        __syncthreads();
+        const l4j_shared_address kt = l4j_shared(ks + (it & 1) * TILE);
+        const l4j_shared_address vt = l4j_shared(vs + (it & 1) * TILE);
+        if (j > j_first) {
+            l4j_fa_load_tile<D>(ks + ((it + 1) & 1) * TILE, kh, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_fa_load_tile<D>(vs + ((it + 1) & 1) * TILE, vh, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_cp_async_commit();
+        }
+        if (it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) l4j_fa_frag_a<LD>(qf[kk], l4j_shared(qs), warp * 16, kk * 16);
+        }
+        const int k0 = j * L4J_FA_ROWS;
+        const bool masked = l4j_fa_needs_mask(q0, k0, n, window);
+        // Half the key tile at a time, so that P and dS of the warp's 16 rows take 16 registers each.
+#pragma unroll 1
+        for (int c0 = 0; c0 < L4J_FA_ROWS; c0 += 32) {
+            float p[4][4];
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
+            l4j_fa_frags_times_tile_t<D, 4>(p, qf, kt, c0);
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = e >> 1;
+                    const bool live = !masked
+                            || (rows[r] < n && l4j_fa_attends(rows[r], k0 + c0 + nt * 8 + 2 * t + (e & 1), window));
+                    p[nt][e] = live ? exp2f(p[nt][e] * scale_log2 - lse2[r]) : 0.0f;
+                }
+            }
+            float ds[4][4];
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
+            l4j_fa_rows_times_tile_t<D, 4>(ds, l4j_shared(dos), warp * 16, vt, c0);  // dP = dO v^T
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) ds[nt][e] = p[nt][e] * (ds[nt][e] - dsm[e >> 1]);
+            }
+            l4j_fa_block_times_tile<D, 4>(acc, ds, kt, c0);  // dq += dS k
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (rows[r] >= n) continue;
+        G* dst = dq + (long long) rows[r] * q_stride + (long long) h * D + 2 * t;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            l4j_store(dst, dt * 8, acc[dt][2 * r] * scale);
+            l4j_store(dst, dt * 8 + 1, acc[dt][2 * r + 1] * scale);
+        }
+    }
+}
+
+// dst[i] = parts[i] + parts[count + i] + ... over `group` slices, in slice order (the query heads of a KV head).
+template <typename G>
+__device__ __forceinline__ void l4j_flash_group_sum(const float* __restrict__ parts, G* __restrict__ dst,
+                                                    long long count, int group) {
+    L4J_FOR_EACH(i, count) {
+        float s = parts[i];
+        for (int g = 1; g < group; g++) s += parts[(long long) g * count + i];
+        l4j_store(dst, i, s);
+    }
+}
+
+// Kernels by head size D and by the type T of the activations (F32 or BF16): outputs and gradients are stored as T;
+// dk and dv as F32 slices (G = float) where a KV head has several query heads.
+#define L4J_FLASH_ATTENTION(D, name, T) \
+    extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS) lora4j_flash_attention_forward_##D##_##name( \
+            const uint16_t* q, const uint16_t* k, const uint16_t* v, T* out, float* lse, int n, int n_heads, \
+            int n_kv_heads, int window, float scale_log2) { \
+        l4j_flash_forward<D, T>(q, k, v, out, lse, n, n_heads, n_kv_heads, window, scale_log2); \
+    } \
+    extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS) lora4j_flash_attention_backward_dkv_##D##_##name( \
+            const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* d_out, const float* lse, \
+            const float* dsum, T* dk, T* dv, long long head_slice, int n, int n_heads, int n_kv_heads, int window, \
+            float scale, float scale_log2) { \
+        l4j_flash_backward_dkv<D, T>(q, k, v, d_out, lse, dsum, dk, dv, head_slice, n, n_heads, n_kv_heads, window, \
+                                     scale, scale_log2); \
+    } \
+    extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS) lora4j_flash_attention_backward_dq_##D##_##name( \
+            const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* d_out, const float* lse, \
+            const float* dsum, T* dq, int n, int n_heads, int n_kv_heads, int window, float scale, float scale_log2) { \
+        l4j_flash_backward_dq<D, T>(q, k, v, d_out, lse, dsum, dq, n, n_heads, n_kv_heads, window, scale, scale_log2); \
+    }
+
+L4J_FLASH_ATTENTION(64, f32, float)
+L4J_FLASH_ATTENTION(128, f32, float)
+L4J_FLASH_ATTENTION(64, bf16, l4j_bf16)
+L4J_FLASH_ATTENTION(128, bf16, l4j_bf16)
+
+#define L4J_FLASH_ATTENTION_TYPED(name, T) \
+    extern "C" __global__ void lora4j_flash_attention_backward_prep_##name(const T* out, const T* d_out, \
+                                                                           uint16_t* d_out_bf16, float* dsum, \
+                                                                           long long rows_heads, int head_dim) { \
+        l4j_flash_backward_prep<T>(out, d_out, d_out_bf16, dsum, rows_heads, head_dim); \
+    } \
+    extern "C" __global__ void lora4j_flash_attention_group_sum_##name(const float* parts, T* dst, long long count, \
+                                                                       int group) { \
+        l4j_flash_group_sum<T>(parts, dst, count, group); \
+    }
+
+L4J_FLASH_ATTENTION_TYPED(f32, float)
+L4J_FLASH_ATTENTION_TYPED(bf16, l4j_bf16)
+
+// ---- fragment probe -----------------------------------------------------------------------------------------
+
+// One warp checks the fragment layouts that the kernels above rely on, where tests can compare it with a plain
+// product (on the GPU, and in the device emulator whose mma and ldmatrix must behave alike): a [16][16], b [16][16]
+// (row-major BF16 bits), c [16][16] F32; d [3][16][16] receives a b + c three times, with the fragments
+//   d[0]: gathered from global memory by PTX's layout tables,
+//   d[1]: loaded by ldmatrix (a as the A operand, b transposed as the B operand: l4j_fa_frag_a, l4j_fa_frag_bt),
+//   d[2]: loaded by ldmatrix from b^T stored row-major (as keys are: l4j_fa_frag_b).
+// Launch with 32 threads and 3 * 16 * 24 * 2 bytes of dynamic shared memory.
+__device__ __forceinline__ void l4j_fa_fragment_probe(const uint16_t* __restrict__ a, const uint16_t* __restrict__ b,
+                                                     const float* __restrict__ c, float* __restrict__ d) {
+    constexpr int LD = 24;  // 16 columns + 8 of padding, as the kernels' tiles
+    L4J_DYNAMIC_SHARED(float, smem);
+    uint16_t* as = reinterpret_cast<uint16_t*>(smem);
+    uint16_t* bs = as + 16 * LD;
+    uint16_t* bts = bs + 16 * LD;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int i = lane; i < 256; i += 32) {
+        const int r = i / 16, col = i % 16;
+        as[r * LD + col] = a[i];
+        bs[r * LD + col] = b[i];
+        bts[col * LD + r] = b[i];
+    }
+    __syncthreads();
+
+    uint32_t fa[3][4], fb[3][2][2];
+    // By the tables: A[row][col] pairs (low half = lower column), B[k][n] pairs (low half = lower k).
+    const int arow[4] = {g, g + 8, g, g + 8}, acol[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+    for (int r = 0; r < 4; r++) fa[0][r] = a[arow[r] * 16 + acol[r]] | ((uint32_t) a[arow[r] * 16 + acol[r] + 1] << 16);
+    for (int nt = 0; nt < 2; nt++) {
+        for (int r = 0; r < 2; r++) {
+            const int k = 2 * t + 8 * r, col = nt * 8 + g;
+            fb[0][nt][r] = b[k * 16 + col] | ((uint32_t) b[(k + 1) * 16 + col] << 16);
+        }
+    }
+    uint32_t x[4];
+    l4j_fa_frag_a<LD>(fa[1], l4j_shared(as), 0, 0);
+    l4j_fa_frag_bt<LD>(x, l4j_shared(bs), 0, 0);
+    fb[1][0][0] = x[0], fb[1][0][1] = x[1], fb[1][1][0] = x[2], fb[1][1][1] = x[3];
+    for (int r = 0; r < 4; r++) fa[2][r] = fa[1][r];
+    l4j_fa_frag_b<LD>(x, l4j_shared(bts), 0, 0);
+    fb[2][0][0] = x[0], fb[2][0][1] = x[1], fb[2][1][0] = x[2], fb[2][1][1] = x[3];
+
+    for (int way = 0; way < 3; way++) {
+        for (int nt = 0; nt < 2; nt++) {
+            float cf[4], df[4];
+            for (int e = 0; e < 4; e++) cf[e] = c[(g + 8 * (e >> 1)) * 16 + nt * 8 + 2 * t + (e & 1)];
+            l4j_mma_m16n8k16_bf16(df, fa[way], fb[way][nt], cf);
+            for (int e = 0; e < 4; e++) d[way * 256 + (g + 8 * (e >> 1)) * 16 + nt * 8 + 2 * t + (e & 1)] = df[e];
+        }
+    }
+}
+
+extern "C" __global__ void lora4j_flash_attention_fragment_probe(const uint16_t* a, const uint16_t* b, const float* c,
+                                                                 float* d) {
+    l4j_fa_fragment_probe(a, b, c, d);
+}

@@ -1,0 +1,199 @@
+package dev.lora4j.cuda;
+
+import dev.lora4j.tensor.DType;
+
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Training attention on the tensor cores (attention_flash.cu): the forward pass and its gradients for head sizes
+ * 64 and 128, tiled flash-attention style so that no [n, n] matrix exists. q, k, v and dOut are multiplied as BF16
+ * (F32 activations are rounded to nearest even once, into scratch copies; BF16 activations are used as they are),
+ * with FP32 accumulation and FP32 softmax statistics; outputs and gradients are stored in the activations' type, lse
+ * as F32. Every output element has one writer and a fixed order of summation, so results repeat bit for bit.
+ *
+ * <p>The other head sizes, and GPUs whose blocks cannot have the backward kernels' shared memory, use the FP32
+ * kernels of attention.cu and attention_backward.cu.
+ */
+final class FlashAttention {
+    /** attention_flash.cu: L4J_FA_THREADS and L4J_FA_ROWS (the rows of every tile). */
+    static final int THREADS = 128;
+    static final int TILE_ROWS = 64;
+    /** One warp per (row, head) in the backward pass's preparation. */
+    private static final int PREP_THREADS = 256;
+    private static final float LOG2_E = (float) (1.0 / Math.log(2.0));
+
+    private final CudaKernels kernels;
+    private final DeviceAllocator allocator;
+    private final MemorySegment stream;
+
+    FlashAttention(CudaKernels kernels, DeviceAllocator allocator, MemorySegment stream) {
+        this.kernels = kernels;
+        this.allocator = allocator;
+        this.stream = stream;
+    }
+
+    /** Whether these kernels serve {@code headDim} on a GPU whose blocks may have {@code maxSharedPerBlock} bytes. */
+    static boolean serves(int headDim, int maxSharedPerBlock) {
+        return (headDim == 64 || headDim == 128) && backwardSharedBytes(headDim) <= maxSharedPerBlock;
+    }
+
+    /** attention_flash.cu's l4j_fa_tile_bytes: 64 rows of headDim + 8 bf16 (the padding spreads ldmatrix over banks). */
+    static int tileBytes(int headDim) { return TILE_ROWS * (headDim + 8) * 2; }
+
+    /** l4j_fa_forward_shared: the query tile and two buffers each of key and value tiles. */
+    static int forwardSharedBytes(int headDim) { return 5 * tileBytes(headDim); }
+
+    /** The larger of l4j_fa_dq_shared (six tiles) and l4j_fa_dkv_shared (six tiles, two buffers of lse and Dsum rows). */
+    static int backwardSharedBytes(int headDim) { return 6 * tileBytes(headDim) + 4 * TILE_ROWS * Float.BYTES; }
+
+    /** The activation types the kernels store: F32 and BF16. */
+    private static final List<DType> TYPES = List.of(DType.F32, DType.BF16);
+
+    /** The forward kernel of head size {@code headDim} storing out as {@code type}. */
+    static String forwardKernel(int headDim, DType type) {
+        return "lora4j_flash_attention_forward_" + headDim + "_" + CudaKernels.suffix(type);
+    }
+
+    static String dkvKernel(int headDim, DType type) {
+        return "lora4j_flash_attention_backward_dkv_" + headDim + "_" + CudaKernels.suffix(type);
+    }
+
+    static String dqKernel(int headDim, DType type) {
+        return "lora4j_flash_attention_backward_dq_" + headDim + "_" + CudaKernels.suffix(type);
+    }
+
+    static String prepKernel(DType type) { return "lora4j_flash_attention_backward_prep_" + CudaKernels.suffix(type); }
+
+    static String groupSumKernel(DType type) { return "lora4j_flash_attention_group_sum_" + CudaKernels.suffix(type); }
+
+    static final String FRAGMENT_PROBE = "lora4j_flash_attention_fragment_probe";
+
+    static List<String> kernelNames() {
+        List<String> names = new ArrayList<>();
+        for (DType t : TYPES) {
+            for (int d : new int[] {64, 128}) {
+                names.add(forwardKernel(d, t));
+                names.add(dkvKernel(d, t));
+                names.add(dqKernel(d, t));
+            }
+            names.add(prepKernel(t));
+            names.add(groupSumKernel(t));
+        }
+        names.add(FRAGMENT_PROBE);
+        return names;
+    }
+
+    private static void requireActivationType(DType type) {
+        if (!TYPES.contains(type)) throw new IllegalArgumentException("attention activations must be F32 or BF16, got " + type);
+    }
+
+    /** An operand as BF16: the tensor itself, or a rounded copy that {@code scratch} collects for release. */
+    private long bf16(long address, DType type, long count, List<Long> scratch) {
+        if (type == DType.BF16) return address;
+        long copy = allocator.allocate(2 * count);
+        scratch.add(copy);
+        kernels.launch(CudaKernels.convert(DType.F32, DType.BF16), CudaKernels.gridFor(count),
+                CudaKernels.ELEMENTWISE_THREADS, 0, stream, KernelArgs.start().ptr(address).ptr(copy).i64(count));
+        return copy;
+    }
+
+    private void release(List<Long> scratch) {
+        for (long p : scratch) allocator.release(p);
+    }
+
+    /**
+     * out [n, nHeads*headDim] and lse [n, nHeads] (F32, natural log) from q [n, nHeads*headDim] and k, v
+     * [n, nKvHeads*headDim], all rows contiguous; q, k, v and out are activations of {@code type}, F32 or BF16.
+     */
+    void forward(long q, long k, long v, DType type, long out, long lse, int n, int nHeads, int nKvHeads, int headDim,
+                 int window) {
+        requireActivationType(type);
+        List<Long> scratch = new ArrayList<>();
+        try {
+            long qb = bf16(q, type, (long) n * nHeads * headDim, scratch);
+            long kb = bf16(k, type, (long) n * nKvHeads * headDim, scratch);
+            long vb = bf16(v, type, (long) n * nKvHeads * headDim, scratch);
+            float scaleLog2 = scale(headDim) * LOG2_E;
+            kernels.launch(forwardKernel(headDim, type), (long) Math.ceilDiv(n, TILE_ROWS) * nHeads, THREADS,
+                    forwardSharedBytes(headDim), stream,
+                    KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(out).ptr(lse).i32(n).i32(nHeads).i32(nKvHeads)
+                            .i32(window).f32(scaleLog2));
+        } finally {
+            release(scratch);
+        }
+    }
+
+    /**
+     * dq, dk and dv (overwritten) of {@link #forward}'s attention, given its out and lse and the output gradient
+     * dOut; q, k, v, out, dOut and the gradients are activations of {@code type}, F32 or BF16. dk and dv sum over
+     * the query heads of each KV head in head order.
+     */
+    void backward(long q, long k, long v, DType type, long out, long lse, long dOut, long dq, long dk, long dv, int n,
+                  int nHeads, int nKvHeads, int headDim, int window) {
+        requireActivationType(type);
+        List<Long> scratch = new ArrayList<>();
+        try {
+            long qCount = (long) n * nHeads * headDim, kvCount = (long) n * nKvHeads * headDim;
+            long rowsHeads = (long) n * nHeads;
+            long qb = bf16(q, type, qCount, scratch);
+            long kb = bf16(k, type, kvCount, scratch);
+            long vb = bf16(v, type, kvCount, scratch);
+            // The preparation computes Dsum and, for F32 dOut, its BF16 copy; BF16 dOut is multiplied as it is.
+            long dOutB = dOut, dOutCopy = 0;
+            if (type != DType.BF16) {
+                dOutB = dOutCopy = allocator.allocate(2 * qCount);
+                scratch.add(dOutB);
+            }
+            long dsum = allocator.allocate(4 * rowsHeads);
+            scratch.add(dsum);
+            int warpsPerBlock = PREP_THREADS / 32;
+            kernels.launch(prepKernel(type), Math.ceilDiv(rowsHeads, warpsPerBlock), PREP_THREADS, 0, stream,
+                    KernelArgs.start().ptr(out).ptr(dOut).ptr(dOutCopy).ptr(dsum).i64(rowsHeads).i32(headDim));
+
+            float scale = scale(headDim), scaleLog2 = scale * LOG2_E;
+            long tiles = Math.ceilDiv(n, TILE_ROWS);
+            int shared = backwardSharedBytes(headDim);
+            kernels.launch(dqKernel(headDim, type), tiles * nHeads, THREADS, shared, stream,
+                    KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(dOutB).ptr(lse).ptr(dsum).ptr(dq).i32(n)
+                            .i32(nHeads).i32(nKvHeads).i32(window).f32(scale).f32(scaleLog2));
+
+            // One query head per KV head writes dk and dv directly; a group writes one F32 slice per head, summed after.
+            int group = nHeads / nKvHeads;
+            long dkParts = dk, dvParts = dv;
+            DType partType = type;
+            if (group > 1) {
+                dkParts = allocator.allocate(4 * kvCount * group);
+                scratch.add(dkParts);
+                dvParts = allocator.allocate(4 * kvCount * group);
+                scratch.add(dvParts);
+                partType = DType.F32;
+            }
+            kernels.launch(dkvKernel(headDim, partType), tiles * nHeads, THREADS, shared, stream,
+                    KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(dOutB).ptr(lse).ptr(dsum).ptr(dkParts).ptr(dvParts)
+                            .i64(kvCount).i32(n).i32(nHeads).i32(nKvHeads).i32(window).f32(scale).f32(scaleLog2));
+            if (group > 1) {
+                for (long[] parts : new long[][] {{dkParts, dk}, {dvParts, dv}}) {
+                    kernels.launch(groupSumKernel(type), CudaKernels.gridFor(kvCount), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                            KernelArgs.start().ptr(parts[0]).ptr(parts[1]).i64(kvCount).i32(group));
+                }
+            }
+        } finally {
+            release(scratch);
+        }
+    }
+
+    /**
+     * One warp's a·b + c (16 x 16 x 16; a and b BF16 bits, row-major; c F32) three times into d [3][16][16], with the
+     * operand fragments gathered by PTX's layout tables, by ldmatrix, and by ldmatrix from b transposed
+     * (attention_flash.cu's lora4j_flash_attention_fragment_probe): the layouts the kernels rely on, checkable
+     * against a plain product on the GPU and in the device emulator.
+     */
+    void fragmentProbe(long a, long b, long c, long d) {
+        kernels.launch(FRAGMENT_PROBE, 1, 32, 3 * 16 * 24 * 2, stream, KernelArgs.start().ptr(a).ptr(b).ptr(c).ptr(d));
+    }
+
+    /** 1/sqrt(headDim) in FP32, as every backend scales the scores. */
+    private static float scale(int headDim) { return (float) (1.0 / Math.sqrt(headDim)); }
+}

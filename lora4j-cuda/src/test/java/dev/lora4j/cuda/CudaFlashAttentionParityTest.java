@@ -1,0 +1,290 @@
+package dev.lora4j.cuda;
+
+import dev.lora4j.backend.Backend;
+import dev.lora4j.backend.BackendProvider;
+import dev.lora4j.backend.cpu.CpuBackend;
+import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Half;
+import dev.lora4j.tensor.Tensor;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.util.Locale;
+import java.util.Random;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * The tensor-core training attention of the CUDA backend (head sizes 64 and 128: {@link FlashAttention}) against
+ * the CPU backend's FP32 attention. The tensor cores multiply q, k, v and dOut rounded to BF16, so the comparison
+ * runs twice: on operands that already are BF16 values, where only the kernels' own roundings remain (probabilities
+ * and score gradients rounded to BF16 between the two products of each pass) and every element is held to the bound
+ * those roundings allow; and on FP32 operands, where rounding the operands adds errors of BF16's size. Shapes:
+ * causal with n off the 64-row tiles, grouped-query heads (32/8, 8/2, 4/1) and one query head per KV head, sliding
+ * windows shorter than n and inside one tile. Skips, with the probe's reason, where CUDA cannot run.
+ */
+class CudaFlashAttentionParityTest {
+    /** The unit roundoff of BF16 (8 significant bits): a rounded value is within this much of the value, relatively. */
+    private static final double U = 0x1p-8;
+    /**
+     * What FP32 arithmetic adds on either backend, relative to the tensor's largest element: sums of up to a few
+     * hundred terms in different orders, and the GPU's exp2 and log2 (2 ulp).
+     */
+    private static final double FP32_SLACK = 1e-5;
+
+    private static CudaBackend gpu;
+    private static CpuBackend cpu;
+    private static String unavailable;
+
+    @BeforeAll
+    static void open() {
+        BackendProvider.Availability a = new CudaBackendProvider().probe();
+        if (!a.available()) {
+            unavailable = "CUDA backend unavailable: " + a.detail();
+            return;
+        }
+        gpu = CudaBackend.open();
+        cpu = new CpuBackend();
+    }
+
+    @BeforeEach
+    void requireGpu() {
+        assumeTrue(gpu != null, unavailable);
+    }
+
+    @AfterAll
+    static void close() {
+        if (gpu != null) gpu.close();
+        if (cpu != null) cpu.close();
+    }
+
+    @ParameterizedTest
+    @CsvSource({
+            // n, nHeads, nKvHeads, headDim, window
+            "130, 32, 8, 128, 0",  // Mistral's heads; causal, n two rows past the 64-row tiles
+            "200, 4, 4, 64, 0",    // one query head per KV head
+            "150, 8, 2, 128, 40",  // a window shorter than n: key tiles before it skipped, its edge masked
+            "97, 4, 1, 64, 17",    // a window inside one tile; four query heads on one KV head
+            "64, 2, 2, 128, 0",    // exactly one tile
+            "1, 4, 2, 64, 0"})
+    void matchesTheCpuWithinTheRoundingOfProbabilitiesAndScoreGradients(int n, int nHeads, int nKvHeads, int headDim,
+                                                                        int window) {
+        Shape s = new Shape(n, nHeads, nKvHeads, headDim, window);
+        float[] q = gaussian(n * s.qw(), 1, true), k = gaussian(n * s.kw(), 2, true);
+        float[] v = gaussian(n * s.kw(), 3, true), dOut = gaussian(n * s.qw(), 4, true);
+        Results g = results(gpu, s, q, k, v, dOut), c = results(cpu, s, q, k, v, dOut);
+        Bounds b = bounds(s, q, k, v, dOut, c);
+        String what = s.toString();
+        assertWithin(what + " out", g.out, c.out, b.out);
+        assertWithin(what + " lse", g.lse, c.lse, new double[c.lse.length]);
+        assertWithin(what + " dq", g.dq, c.dq, b.dq);
+        assertWithin(what + " dk", g.dk, c.dk, b.dk);
+        assertWithin(what + " dv", g.dv, c.dv, b.dv);
+    }
+
+    @ParameterizedTest
+    @CsvSource({"100, 8, 2, 128, 0", "150, 8, 2, 64, 40"})
+    void staysWithinBf16RoundingOfTheCpuOnFp32Operands(int n, int nHeads, int nKvHeads, int headDim, int window) {
+        // Each rounded operand is off by at most U, on average U/sqrt(3) (uniform in its last place); out sums
+        // products of two rounded operands, about sqrt(2/3) U relatively, and the gradients go through two such
+        // products, about sqrt(2) times more. 2U over the whole tensor leaves room for the kernels' own roundings.
+        Shape s = new Shape(n, nHeads, nKvHeads, headDim, window);
+        float[] q = gaussian(n * s.qw(), 5, false), k = gaussian(n * s.kw(), 6, false);
+        float[] v = gaussian(n * s.kw(), 7, false), dOut = gaussian(n * s.qw(), 8, false);
+        Results g = results(gpu, s, q, k, v, dOut), c = results(cpu, s, q, k, v, dOut);
+        String what = s + ", FP32 operands";
+        assertCloseNorm(what + " out", g.out, c.out, 2 * U);
+        assertCloseNorm(what + " lse", g.lse, c.lse, 2 * U);
+        assertCloseNorm(what + " dq", g.dq, c.dq, 2 * U);
+        assertCloseNorm(what + " dk", g.dk, c.dk, 2 * U);
+        assertCloseNorm(what + " dv", g.dv, c.dv, 2 * U);
+    }
+
+    @ParameterizedTest
+    @CsvSource({"64", "128"})
+    void withAWindowOfOneEachQuerySeesItselfAndOnlyTheValuesGetGradients(int headDim) {
+        // softmax over one score is exactly 1: out is v, dv sums dOut over the group (one FP32 addition, as in
+        // Java); dq and dk are dS = P (dP - Dsum) times k or q, where dP and Dsum are the same exact products summed in
+        // two orders, so they are 0 up to the FP32 rounding of those sums.
+        Shape s = new Shape(70, 4, 2, headDim, 1);
+        float[] q = gaussian(s.n * s.qw(), 9, true), k = gaussian(s.n * s.kw(), 10, true);
+        float[] v = gaussian(s.n * s.kw(), 11, true), dOut = gaussian(s.n * s.qw(), 12, true);
+        Results g = results(gpu, s, q, k, v, dOut);
+        int qw = s.qw(), kw = s.kw();
+        for (int t = 0; t < s.n; t++) {
+            for (int h = 0; h < s.nHeads; h++) {
+                int kvh = h / 2;
+                double dotAbs = 0;
+                for (int d = 0; d < headDim; d++) dotAbs += Math.abs((double) dOut[t * qw + h * headDim + d] * v[t * kw + kvh * headDim + d]);
+                double dsBound = 2 * headDim * 0x1p-24 * dotAbs * (1 + U);
+                for (int d = 0; d < headDim; d++) {
+                    assertThat(g.out[t * qw + h * headDim + d]).as("out[%d, head %d, %d] is v", t, h, d)
+                            .isEqualTo(v[t * kw + kvh * headDim + d]);
+                    assertThat((double) Math.abs(g.dq[t * qw + h * headDim + d])).as("|dq[%d, head %d, %d]|", t, h, d)
+                            .isLessThanOrEqualTo(s.scale() * dsBound * Math.abs(k[t * kw + kvh * headDim + d]) + 1e-30);
+                }
+            }
+            for (int kvh = 0; kvh < s.nKvHeads; kvh++) {
+                for (int d = 0; d < headDim; d++) {
+                    float want = dOut[t * qw + 2 * kvh * headDim + d] + dOut[t * qw + (2 * kvh + 1) * headDim + d];
+                    assertThat(g.dv[t * kw + kvh * headDim + d]).as("dv[%d, kv head %d, %d]", t, kvh, d).isEqualTo(want);
+                    double dkBound = 0;
+                    for (int h = 2 * kvh; h < 2 * kvh + 2; h++) {
+                        double dotAbs = 0;
+                        for (int e = 0; e < headDim; e++) dotAbs += Math.abs((double) dOut[t * qw + h * headDim + e] * v[t * kw + kvh * headDim + e]);
+                        dkBound += s.scale() * 2 * headDim * 0x1p-24 * dotAbs * (1 + U) * Math.abs(q[t * qw + h * headDim + d]);
+                    }
+                    assertThat((double) Math.abs(g.dk[t * kw + kvh * headDim + d])).as("|dk[%d, kv head %d, %d]|", t, kvh, d)
+                            .isLessThanOrEqualTo(dkBound + 1e-30);
+                }
+            }
+        }
+    }
+
+    @Test
+    void repeatedRunsGiveTheSameBits() {
+        // No atomics: every output element is summed by one thread in a fixed order, the query heads of a KV head
+        // in head order.
+        Shape s = new Shape(100, 8, 2, 64, 0);
+        float[] q = gaussian(s.n * s.qw(), 13, false), k = gaussian(s.n * s.kw(), 14, false);
+        float[] v = gaussian(s.n * s.kw(), 15, false), dOut = gaussian(s.n * s.qw(), 16, false);
+        Results first = results(gpu, s, q, k, v, dOut), second = results(gpu, s, q, k, v, dOut);
+        assertThat(first.out).as("out").containsExactly(second.out);
+        assertThat(first.lse).as("lse").containsExactly(second.lse);
+        assertThat(first.dq).as("dq").containsExactly(second.dq);
+        assertThat(first.dk).as("dk").containsExactly(second.dk);
+        assertThat(first.dv).as("dv").containsExactly(second.dv);
+    }
+
+    // ---- helpers ------------------------------------------------------------------------------------------
+
+    private record Shape(int n, int nHeads, int nKvHeads, int headDim, int window) {
+        int qw() { return nHeads * headDim; }
+
+        int kw() { return nKvHeads * headDim; }
+
+        float scale() { return (float) (1.0 / Math.sqrt(headDim)); }
+
+        boolean attends(int i, int j) { return j <= i && (window <= 0 || i - j < window); }
+
+        @Override public String toString() {
+            return String.format(Locale.ROOT, "attention n=%d heads=%d/%d headDim=%d window=%d", n, nHeads, nKvHeads,
+                    headDim, window);
+        }
+    }
+
+    private record Results(float[] out, float[] lse, float[] dq, float[] dk, float[] dv) {}
+
+    private record Bounds(double[] out, double[] dq, double[] dk, double[] dv) {}
+
+    /** Forward and backward on one backend; it differentiates its own forward pass, as training does. */
+    private static Results results(Backend b, Shape s, float[] q, float[] k, float[] v, float[] dOut) {
+        int n = s.n;
+        try (Tensor qt = b.fromFloats(q, DType.F32, n, s.qw()); Tensor kt = b.fromFloats(k, DType.F32, n, s.kw());
+             Tensor vt = b.fromFloats(v, DType.F32, n, s.kw()); Tensor dOutT = b.fromFloats(dOut, DType.F32, n, s.qw());
+             Tensor out = b.allocate(DType.F32, n, s.qw()); Tensor lse = b.allocate(DType.F32, n, s.nHeads);
+             Tensor dq = b.allocate(DType.F32, n, s.qw()); Tensor dk = b.allocate(DType.F32, n, s.kw());
+             Tensor dv = b.allocate(DType.F32, n, s.kw())) {
+            b.attentionForward(qt, kt, vt, s.nHeads, s.nKvHeads, s.headDim, s.window, out, lse);
+            b.attentionBackward(qt, kt, vt, out, lse, dOutT, s.nHeads, s.nKvHeads, s.headDim, s.window, dq, dk, dv);
+            return new Results(b.toFloats(out), b.toFloats(lse), b.toFloats(dq), b.toFloats(dk), b.toFloats(dv));
+        }
+    }
+
+    /**
+     * Per element, how far the tensor-core results may be from the exact ones when the operands are BF16 values,
+     * to first order in U, computed in double from the CPU's results (P from its lse):
+     * <ul>
+     * <li>out = Σ_j P_ij v_j with each P_ij rounded to BF16: |Δout_id| <= U Σ_j P_ij |v_jd|;
+     * <li>Dsum_i = dO_i · out_i inherits that: |ΔDsum_i| <= Σ_d |dO_id| |Δout_id| =: E_i;
+     * <li>dv_j = Σ_i P_ij dO_i with P rounded: U Σ_i P_ij |dO_id|;
+     * <li>dS_ij = P_ij (dO_i · v_j - Dsum_i) is off by P_ij E_i and rounded to BF16 (U |dS_ij|) before it
+     * multiplies k (dq = scale Σ_j dS_ij k_j) and q (dk = scale Σ_i dS_ij q_i).
+     * </ul>
+     * dk and dv add their bounds over the query heads of a KV head.
+     */
+    private static Bounds bounds(Shape s, float[] q, float[] k, float[] v, float[] dOut, Results cpuResults) {
+        int n = s.n, hd = s.headDim, qw = s.qw(), kw = s.kw(), group = s.nHeads / s.nKvHeads;
+        double scale = s.scale();
+        double[] out = new double[n * qw], dq = new double[n * qw], dk = new double[n * kw], dv = new double[n * kw];
+        double[] p = new double[n], ds = new double[n];
+        for (int h = 0; h < s.nHeads; h++) {
+            int qo = h * hd, ko = h / group * hd;
+            for (int i = 0; i < n; i++) {
+                double lse = cpuResults.lse[i * s.nHeads + h];
+                for (int j = 0; j <= i; j++) {
+                    if (!s.attends(i, j)) {
+                        p[j] = 0;
+                        continue;
+                    }
+                    double dot = 0;
+                    for (int d = 0; d < hd; d++) dot += (double) q[i * qw + qo + d] * k[j * kw + ko + d];
+                    p[j] = Math.exp(dot * scale - lse);
+                }
+                double e = 0, dsum = 0;
+                for (int d = 0; d < hd; d++) {
+                    double bound = 0;
+                    for (int j = 0; j <= i; j++) bound += p[j] * Math.abs(v[j * kw + ko + d]);
+                    out[i * qw + qo + d] = U * bound;
+                    e += Math.abs(dOut[i * qw + qo + d]) * U * bound;
+                    dsum += (double) dOut[i * qw + qo + d] * cpuResults.out[i * qw + qo + d];
+                }
+                for (int j = 0; j <= i; j++) {
+                    if (p[j] == 0) continue;
+                    double dp = 0;
+                    for (int d = 0; d < hd; d++) dp += (double) dOut[i * qw + qo + d] * v[j * kw + ko + d];
+                    ds[j] = U * Math.abs(p[j] * (dp - dsum)) + p[j] * e;  // the error of dS_ij
+                    for (int d = 0; d < hd; d++) {
+                        dq[i * qw + qo + d] += scale * ds[j] * Math.abs(k[j * kw + ko + d]);
+                        dk[j * kw + ko + d] += scale * ds[j] * Math.abs(q[i * qw + qo + d]);
+                        dv[j * kw + ko + d] += U * p[j] * Math.abs(dOut[i * qw + qo + d]);
+                    }
+                }
+            }
+        }
+        return new Bounds(out, dq, dk, dv);
+    }
+
+    /** |got - want| <= bound (first order) + the FP32 slack, for every element; NaN fails. */
+    private static void assertWithin(String what, float[] got, float[] want, double[] bound) {
+        double largest = 0;
+        for (float w : want) largest = Math.max(largest, Math.abs(w));
+        double slack = FP32_SLACK * Math.max(largest, 1e-3);
+        for (int i = 0; i < want.length; i++) {
+            double diff = Math.abs((double) got[i] - want[i]);
+            double allowed = bound[i] * (1 + 4 * U) + slack; // 4U: the second-order terms
+            if (!(diff <= allowed)) {
+                throw new AssertionError(String.format(Locale.ROOT,
+                        "%s: element %d of %d is %s on the GPU, %s on the CPU: off by %.3g, more than the %.3g allowed",
+                        what, i, want.length, got[i], want[i], diff, allowed));
+            }
+        }
+    }
+
+    /** ||got - want|| / ||want|| over the whole tensor. */
+    private static void assertCloseNorm(String what, float[] got, float[] want, double tolerance) {
+        double num = 0, den = 0;
+        for (int i = 0; i < want.length; i++) {
+            double d = (double) got[i] - want[i];
+            num += d * d;
+            den += (double) want[i] * want[i];
+        }
+        assertThat(Math.sqrt(num / Math.max(den, 1e-300))).as(what + ": relative error (norm)").isLessThanOrEqualTo(tolerance);
+    }
+
+    /** Seeded Gaussian values, rounded to BF16 values when {@code bf16Values}. */
+    private static float[] gaussian(int count, long seed, boolean bf16Values) {
+        Random r = new Random(seed * 7919 + count);
+        float[] v = new float[count];
+        for (int i = 0; i < count; i++) {
+            float x = (float) r.nextGaussian();
+            v[i] = bf16Values ? Half.bf16ToFloat(Half.floatToBf16(x)) : x;
+        }
+        return v;
+    }
+}
