@@ -22,9 +22,10 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  *   <li>managed memory, preferring the device, when it fits in the device's free memory with {@link #HEADROOM} to
  *       spare (and the device supports concurrent managed access, as on Linux); the driver may still evict it to
  *       host memory later, when other allocations need the room;</li>
+ *   <li>ordinary device memory when it fits but the device cannot page managed memory (it could not evict it
+ *       either, as on Windows);</li>
  *   <li>otherwise pinned host memory mapped into the device's address space: the kernels read and write it over
- *       the bus, and it takes no device memory;</li>
- *   <li>ordinary device memory where neither kind is supported and it fits.</li>
+ *       the bus, and it takes no device memory.</li>
  * </ul>
  * Managed bytes count in the backend's memory in use (they live on the device while they can); mapped host bytes
  * do not.
@@ -63,9 +64,8 @@ final class PagedMemory {
      */
     static MemoryPlacement choose(long bytes, long freeBytes, boolean managedSupported, boolean mappedSupported) {
         boolean fits = bytes <= freeBytes - HEADROOM;
-        if (managedSupported && fits) return MemoryPlacement.MANAGED;
+        if (fits) return managedSupported ? MemoryPlacement.MANAGED : MemoryPlacement.DEVICE;
         if (mappedSupported) return MemoryPlacement.MAPPED_HOST;
-        if (fits) return MemoryPlacement.DEVICE;
         throw new CudaException(String.format(Locale.ROOT, "cannot allocate %s of paged optimizer state: the device has"
                 + " %s free and supports neither managed memory nor mapped host memory", mib(bytes), mib(freeBytes)),
                 CudaException.OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY");
@@ -129,11 +129,15 @@ final class PagedMemory {
         return b == null ? null : b.placement();
     }
 
-    /** Asks the driver to bring the managed block holding [address, address + bytes) to the device before the next op on {@code stream}. */
+    /**
+     * Asks the driver to bring the managed block holding [address, address + bytes) to the device before the next op
+     * on {@code stream}. Only a hint: when the device has no room for it the call fails, and the kernel then reaches
+     * the pages where the driver keeps them, so its result is not checked.
+     */
     synchronized void prefetch(long address, long bytes, MemorySegment stream) {
         Block b = blockAt(address);
         if (b == null || b.placement() != MemoryPlacement.MANAGED || !hints || bytes == 0) return;
-        cu.check(cu.memPrefetchToDevice(address, bytes, device, stream), "cuMemPrefetchAsync");
+        cu.memPrefetchToDevice(address, bytes, device, stream);
     }
 
     /** Frees the block at {@code address}; false if it is not one of these blocks. */
