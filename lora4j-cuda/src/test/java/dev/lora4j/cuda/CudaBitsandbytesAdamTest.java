@@ -214,7 +214,7 @@ class CudaBitsandbytesAdamTest {
     void pagedStateGoesToMappedHostMemoryWhenTheDeviceIsFullAndTheOptimizerWorksOnIt() {
         // Less free memory than the headroom a managed allocation must leave: no paged tensor fits on the device.
         try (DeviceFull full = DeviceFull.leaving(PagedMemory.HEADROOM / 2)) {
-            int n = emulated() ? 100_000 : 100_000_000;
+            int n = emulated() ? 100_000 : 10_000_000;
             long before = gpu.memoryInUse();
             try (Tensor t = gpu.allocatePaged(DType.U8, n)) {
                 assertThat(gpu.placement(t)).isEqualTo(MemoryPlacement.MAPPED_HOST);
