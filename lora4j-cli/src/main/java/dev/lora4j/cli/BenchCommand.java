@@ -92,7 +92,7 @@ final class BenchCommand implements Callable<Integer> {
     List<String> checkpointing;
 
     @Option(names = "--optim", defaultValue = BenchSettings.DEFAULT_OPTIM,
-            description = "Optimizer, by transformers' optim names (default: ${DEFAULT-VALUE}).")
+            description = "adamw_torch, paged_adamw_32bit, adamw_8bit or paged_adamw_8bit, as transformers names them (default: ${DEFAULT-VALUE}).")
     String optim;
 
     @Option(names = "--lr", defaultValue = "2e-4", description = "Learning rate (default: ${DEFAULT-VALUE}).")

@@ -59,7 +59,7 @@ class BenchCommandTest {
         assertError(CliRun.of("bench", "--preset", "gpt2"), "unknown --preset 'gpt2': choose one of mistral-7b, llama2-7b, llama3-8b, tiny");
         assertError(CliRun.of("bench", "--preset", "tiny", "--seq", "1"), "--seq must be at least 2 tokens");
         assertError(CliRun.of("bench", "--preset", "tiny", "--method", "dora"), "unknown method 'dora': use full, lora or qlora");
-        assertError(CliRun.of("bench", "--preset", "tiny", "--optim", "sgd"), "unknown --optim 'sgd'");
+        assertError(CliRun.of("bench", "--preset", "tiny", "--optim", "sgd"), "--optim 'sgd': optim must be one of");
         assertError(CliRun.of("bench", "--preset", "tiny", "--target-modules", "attn_proj"), "attn_proj");
         assertError(CliRun.of("bench", "--preset", "tiny", "--gradient-checkpointing", "maybe"),
                 "--gradient-checkpointing takes true or false");

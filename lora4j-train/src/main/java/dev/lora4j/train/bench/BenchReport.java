@@ -260,6 +260,7 @@ public final class BenchReport {
         o.put("steps", s.steps());
         o.put("warmup_steps", s.warmupSteps());
         o.put("optim", s.optim());
+        o.put("optimizer", r.optimizer());
         o.put("lr", s.learningRate());
         o.put("weight_decay", s.weightDecay());
         o.put("max_grad_norm", s.maxGradNorm());

@@ -19,12 +19,13 @@ import java.util.List;
  * @param flops          the model FLOPs of a step (see {@link TrainingFlops})
  * @param mfu            model FLOPs per second over the measured GEMM peak; NaN when no peak was measured
  * @param memory         the peak split by part, as the model reports it; null when the run failed before it
+ * @param optimizer      the optimizer and where its state lives (paged state in host memory is not device memory)
  * @param error          why the run stopped (out of memory, ...), or null when it measured everything
  */
 public record BenchResult(BenchSettings settings, String shape, String device, String basePrecision, long loadBytes,
                           long peakBytes, long trainableParameters, long allParameters, double loadSeconds,
                           List<Double> losses, List<Double> stepSeconds, TrainingFlops flops, double mfu,
-                          MemoryReport memory, String error) {
+                          MemoryReport memory, String optimizer, String error) {
 
     /** The most a 24 GB GPU leaves for tensors: 24 GiB less about 1 GiB the CUDA context and libraries hold. */
     public static final long BYTES_ON_A_24_GB_GPU = 23L << 30;

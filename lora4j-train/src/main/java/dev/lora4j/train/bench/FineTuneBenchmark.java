@@ -12,7 +12,10 @@ import dev.lora4j.model.TrainablePlan;
 import dev.lora4j.model.TrainingBatch;
 import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.tensor.DType;
+import dev.lora4j.train.optim.AdamW;
 import dev.lora4j.train.optim.GradientClipping;
+import dev.lora4j.train.optim.Optimizer;
+import dev.lora4j.train.optim.OptimizerType;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -41,9 +44,7 @@ public final class FineTuneBenchmark {
      */
     public static void check(BenchSettings s, ModelSource source) {
         TrainablePlan.of(LlamaShape.of(source.config()), s.fineTuneMethod());
-        if (!BenchOptimizer.NAMES.contains(s.optim())) {
-            throw new IllegalArgumentException("unknown --optim '" + s.optim() + "': use one of " + String.join(", ", BenchOptimizer.NAMES));
-        }
+        optimizerType(s);
     }
 
     /**
@@ -69,6 +70,7 @@ public final class FineTuneBenchmark {
         long loadBytes = 0, peakBytes = 0;
         double loadSeconds = Double.NaN;
         MemoryReport memory = null;
+        String optimizerState = null;
         try (Backend backend = backends.get()) {
             device = backend.description();
             long t0 = System.nanoTime();
@@ -81,7 +83,9 @@ public final class FineTuneBenchmark {
                 // Measured by the model after its base is on the device and, for QLoRA, quantized; before adapters.
                 loadBytes = model.baseMemoryAtLoad();
                 model.setGradientCheckpointing(s.gradientCheckpointing());
-                try (BenchOptimizer optimizer = BenchOptimizer.open(s.optim(), backend, model.parameters(), s.weightDecay())) {
+                AdamW.Hyperparameters d = AdamW.Hyperparameters.defaults();
+                try (Optimizer optimizer = Optimizer.create(optimizerType(s), backend, model.parameters(),
+                        new AdamW.Hyperparameters(d.beta1(), d.beta2(), d.eps(), s.weightDecay()))) {
                     int[][][] ids = syntheticBatches(s, shape.vocabSize());
                     long targets = (long) s.samplesPerStep() * (s.seq() - 1);
                     for (int step = 0; step < s.warmupSteps() + s.steps(); step++) {
@@ -97,20 +101,30 @@ public final class FineTuneBenchmark {
                     }
                     peakBytes = backend.peakMemoryInUse();
                     memory = model.memoryReport(optimizer.stateBytes());
+                    optimizerState = optimizer.describe();
                 }
             }
             return new BenchResult(s, source.shapeName(), device, precision, loadBytes, peakBytes, params.trainable(),
-                    params.all(), loadSeconds, losses, times, flops, mfu(flops, times, peak), memory, null);
+                    params.all(), loadSeconds, losses, times, flops, mfu(flops, times, peak), memory, optimizerState, null);
         } catch (RuntimeException | OutOfMemoryError e) {
             String why = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
             say.accept(s.label() + ": failed: " + why);
             return new BenchResult(s, source.shapeName(), device, precision, loadBytes, peakBytes, params.trainable(),
-                    params.all(), loadSeconds, losses, List.of(), flops, Double.NaN, memory, why);
+                    params.all(), loadSeconds, losses, List.of(), flops, Double.NaN, memory, optimizerState, why);
+        }
+    }
+
+    /** The optimizer of {@code --optim}, by transformers' names (adamw_torch, paged_adamw_32bit, adamw_8bit, ...). */
+    static OptimizerType optimizerType(BenchSettings s) {
+        try {
+            return OptimizerType.parse(s.optim());
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--optim '" + s.optim() + "': " + e.getMessage(), e);
         }
     }
 
     /** One optimizer step; returns its mean token loss. */
-    private static double step(TrainableLlama model, BenchOptimizer optimizer, int[][][] ids, long targets, BenchSettings s,
+    private static double step(TrainableLlama model, Optimizer optimizer, int[][][] ids, long targets, BenchSettings s,
                                int step) {
         model.zeroGrad();
         LossSum loss = LossSum.ZERO;

@@ -91,6 +91,18 @@ class FineTuneBenchmarkTest {
     }
 
     @Test
+    void anEightBitOptimizerByItsTransformersNameHoldsLessState() {
+        BenchResult eight = FineTuneBenchmark.run(SMALL.withOptimizer("adamw_8bit", 2e-4, 0.01, 0).withSteps(1, 0), TINY, CPU,
+                peak, null);
+        assertThat(eight.error()).isNull();
+        assertThat(eight.optimizer()).startsWith("optimizer adamw_8bit");
+        assertThat(lora.optimizer()).startsWith("optimizer adamw_torch");
+        // lora_A of q_proj and v_proj (16 x 256 = 4,096 elements) reach bitsandbytes' min_8bit_size: one byte per
+        // moment instead of four.
+        assertThat(eight.memory().optimizerState()).isLessThan(lora.memory().optimizerState());
+    }
+
+    @Test
     void syntheticBatchesAreUniformTokenIdsThatTheSeedDecides() {
         BenchSettings s = SMALL.withBatch(512, 2, 3);
         int[][][] a = FineTuneBenchmark.syntheticBatches(s, 2048);
@@ -123,7 +135,7 @@ class FineTuneBenchmarkTest {
         assertThatThrownBy(() -> FineTuneBenchmark.check(SMALL.withTargetModules("nothing_proj"), TINY))
                 .hasMessageContaining("nothing_proj");
         assertThatThrownBy(() -> FineTuneBenchmark.check(SMALL.withOptimizer("sgd", 1e-3, 0, 0), TINY))
-                .hasMessageContaining("unknown --optim 'sgd'").hasMessageContaining("adamw_torch");
+                .hasMessageContaining("--optim 'sgd'").hasMessageContaining("adamw_torch, paged_adamw_32bit, adamw_8bit");
         assertThatThrownBy(() -> ModelSource.preset("gpt2")).hasMessageContaining("unknown --preset 'gpt2'")
                 .hasMessageContaining("mistral-7b, llama2-7b, llama3-8b, tiny");
     }

@@ -64,6 +64,6 @@ class ReferenceResultTest {
 
     static BenchResult result(BenchSettings s, String shape) {
         return new BenchResult(s, shape, "test", "BF16", 1, 2, 3, 4, 0, List.of(10.0), List.of(1.0),
-                new TrainingFlops(1, 1, 0, s.tokensPerStep(), s.samplesPerStep()), Double.NaN, null, null);
+                new TrainingFlops(1, 1, 0, s.tokensPerStep(), s.samplesPerStep()), Double.NaN, null, null, null);
     }
 }
