@@ -314,7 +314,8 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
 
     // Queries at or after the first key and, with a window, before the last key + window.
     const int i_first = k0 / L4J_FA_ROWS;
-    const int i_last = (window > 0 ? min(n - 1, k0 + L4J_FA_ROWS - 1 + window - 1) : n - 1) / L4J_FA_ROWS;
+    const long long last_query = window > 0 ? (long long) k0 + L4J_FA_ROWS - 2 + window : n - 1;  // no int overflow
+    const int i_last = (int) (last_query < n - 1 ? last_query : n - 1) / L4J_FA_ROWS;
 
     l4j_fa_load_tile<D>(ks, k + (long long) kvh * D, k0, n, kv_stride);
     l4j_fa_load_tile<D>(vs, v + (long long) kvh * D, k0, n, kv_stride);

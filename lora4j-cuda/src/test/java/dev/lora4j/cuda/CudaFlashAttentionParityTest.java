@@ -71,6 +71,7 @@ class CudaFlashAttentionParityTest {
             "150, 8, 2, 128, 40",  // a window shorter than n: key tiles before it skipped, its edge masked
             "97, 4, 1, 64, 17",    // a window inside one tile; four query heads on one KV head
             "64, 2, 2, 128, 0",    // exactly one tile
+            "70, 4, 2, 64, 2147483647", // a window longer than any sequence is no window
             "1, 4, 2, 64, 0"})
     void matchesTheCpuWithinTheRoundingOfProbabilitiesAndScoreGradients(int n, int nHeads, int nKvHeads, int headDim,
                                                                         int window) {
@@ -161,7 +162,56 @@ class CudaFlashAttentionParityTest {
         assertThat(first.dv).as("dv").containsExactly(second.dv);
     }
 
+    @ParameterizedTest
+    @CsvSource({"100, 8, 2, 64, 0", "70, 4, 4, 128, 30"})
+    void bf16ActivationsGiveTheF32ResultsRoundedOnce(int n, int nHeads, int nKvHeads, int headDim, int window) {
+        // The kernels compute alike for both activation types and round only when they store: on BF16 values, the
+        // BF16 outputs are the F32 outputs rounded. For the backward pass both get the same out (the BF16 one).
+        Shape s = new Shape(n, nHeads, nKvHeads, headDim, window);
+        float[] q = gaussian(n * s.qw(), 17, true), k = gaussian(n * s.kw(), 18, true);
+        float[] v = gaussian(n * s.kw(), 19, true), dOut = gaussian(n * s.qw(), 20, true);
+        Results wide = flash(s, DType.F32, q, k, v, dOut, null), narrow = flash(s, DType.BF16, q, k, v, dOut, null);
+        assertThat(narrow.out).as("out").containsExactly(roundToBf16(wide.out));
+        assertThat(narrow.lse).as("lse").containsExactly(wide.lse);
+        Results wideOnNarrowOut = flash(s, DType.F32, q, k, v, dOut, narrow.out);
+        assertThat(narrow.dq).as("dq").containsExactly(roundToBf16(wideOnNarrowOut.dq));
+        assertThat(narrow.dk).as("dk").containsExactly(roundToBf16(wideOnNarrowOut.dk));
+        assertThat(narrow.dv).as("dv").containsExactly(roundToBf16(wideOnNarrowOut.dv));
+    }
+
     // ---- helpers ------------------------------------------------------------------------------------------
+
+    /**
+     * The tensor-core kernels called directly with activations of {@code type} (the backend's ops take F32 ones);
+     * the backward pass differentiates {@code givenOut} when it is not null, else the forward pass's out.
+     */
+    private static Results flash(Shape s, DType type, float[] q, float[] k, float[] v, float[] dOut, float[] givenOut) {
+        int n = s.n;
+        FlashAttention fa = gpu.flashAttention();
+        try (Tensor qt = gpu.fromFloats(q, type, n, s.qw()); Tensor kt = gpu.fromFloats(k, type, n, s.kw());
+             Tensor vt = gpu.fromFloats(v, type, n, s.kw()); Tensor dOutT = gpu.fromFloats(dOut, type, n, s.qw());
+             Tensor out = gpu.allocate(type, n, s.qw()); Tensor lse = gpu.allocate(DType.F32, n, s.nHeads);
+             Tensor dq = gpu.allocate(type, n, s.qw()); Tensor dk = gpu.allocate(type, n, s.kw());
+             Tensor dv = gpu.allocate(type, n, s.kw())) {
+            fa.forward(address(qt), address(kt), address(vt), type, address(out), address(lse), n, s.nHeads, s.nKvHeads,
+                    s.headDim, s.window);
+            float[] outValues = gpu.toFloats(out);
+            try (Tensor o = givenOut == null ? null : gpu.fromFloats(givenOut, type, n, s.qw())) {
+                fa.backward(address(qt), address(kt), address(vt), type, address(o == null ? out : o), address(lse),
+                        address(dOutT), address(dq), address(dk), address(dv), n, s.nHeads, s.nKvHeads, s.headDim,
+                        s.window);
+            }
+            return new Results(outValues, gpu.toFloats(lse), gpu.toFloats(dq), gpu.toFloats(dk), gpu.toFloats(dv));
+        }
+    }
+
+    private static long address(Tensor t) { return ((CudaTensor) t).address(); }
+
+    private static float[] roundToBf16(float[] values) {
+        float[] r = new float[values.length];
+        for (int i = 0; i < values.length; i++) r[i] = Half.bf16ToFloat(Half.floatToBf16(values[i]));
+        return r;
+    }
 
     private record Shape(int n, int nHeads, int nKvHeads, int headDim, int window) {
         int qw() { return nHeads * headDim; }
