@@ -168,7 +168,7 @@ __device__ __forceinline__ float l4j_block_max(float v, float* shared32) {
 }
 
 // ---- tensor cores -------------------------------------------------------------------------------------------
-// The warp-collective operations of the tensor-core kernels (flash_attention.cu), each behind one small function:
+// The warp-collective operations of the tensor-core kernels (attention_flash.cu), each behind one small function:
 // inline PTX on the GPU (sm_80 and newer), and in the device emulator an exact implementation of the same operation
 // over the 32 lanes' fragments (src/test/cuda/emulator/runtime.cpp), so that one kernel source runs in both.
 // Fragment layouts are PTX's (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type" and
