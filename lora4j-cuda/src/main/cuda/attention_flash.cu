@@ -520,6 +520,12 @@ __device__ __forceinline__ void l4j_flash_group_sum(const float* __restrict__ pa
     }
 }
 
+// A copy of BF16 activations that are not 16-byte aligned (a view that starts inside a row), for cp.async.
+extern "C" __global__ void lora4j_flash_attention_copy_bf16(const uint16_t* __restrict__ src, uint16_t* __restrict__ dst,
+                                                            long long count) {
+    L4J_FOR_EACH(i, count) dst[i] = src[i];
+}
+
 // Kernels by head size D and by the type T of the activations (F32 or BF16): outputs and gradients are stored as T;
 // dk and dv as F32 slices (G = float) where a KV head has several query heads.
 #define L4J_FLASH_ATTENTION(D, name, T) \

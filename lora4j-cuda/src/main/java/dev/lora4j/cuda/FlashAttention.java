@@ -69,6 +69,7 @@ final class FlashAttention {
     static String groupSumKernel(DType type) { return "lora4j_flash_attention_group_sum_" + CudaKernels.suffix(type); }
 
     static final String FRAGMENT_PROBE = "lora4j_flash_attention_fragment_probe";
+    static final String COPY_BF16 = "lora4j_flash_attention_copy_bf16";
 
     static List<String> kernelNames() {
         List<String> names = new ArrayList<>();
@@ -82,6 +83,7 @@ final class FlashAttention {
             names.add(groupSumKernel(t));
         }
         names.add(FRAGMENT_PROBE);
+        names.add(COPY_BF16);
         return names;
     }
 
@@ -89,13 +91,17 @@ final class FlashAttention {
         if (!TYPES.contains(type)) throw new IllegalArgumentException("attention activations must be F32 or BF16, got " + type);
     }
 
-    /** An operand as BF16: the tensor itself, or a rounded copy that {@code scratch} collects for release. */
+    /**
+     * An operand as 16-byte aligned BF16, as cp.async reads it: the tensor itself, or a copy (F32 rounded, or BF16
+     * that starts off the alignment) that {@code scratch} collects for release.
+     */
     private long bf16(long address, DType type, long count, List<Long> scratch) {
-        if (type == DType.BF16) return address;
+        if (type == DType.BF16 && address % 16 == 0) return address;
         long copy = allocator.allocate(2 * count);
         scratch.add(copy);
-        kernels.launch(CudaKernels.convert(DType.F32, DType.BF16), CudaKernels.gridFor(count),
-                CudaKernels.ELEMENTWISE_THREADS, 0, stream, KernelArgs.start().ptr(address).ptr(copy).i64(count));
+        String kernel = type == DType.BF16 ? COPY_BF16 : CudaKernels.convert(DType.F32, DType.BF16);
+        kernels.launch(kernel, CudaKernels.gridFor(count), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                KernelArgs.start().ptr(address).ptr(copy).i64(count));
         return copy;
     }
 
@@ -145,6 +151,8 @@ final class FlashAttention {
             if (type != DType.BF16) {
                 dOutB = dOutCopy = allocator.allocate(2 * qCount);
                 scratch.add(dOutB);
+            } else {
+                dOutB = bf16(dOut, type, qCount, scratch);
             }
             long dsum = allocator.allocate(4 * rowsHeads);
             scratch.add(dsum);

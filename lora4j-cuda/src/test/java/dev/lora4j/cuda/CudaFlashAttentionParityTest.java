@@ -163,17 +163,20 @@ class CudaFlashAttentionParityTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"100, 8, 2, 64, 0", "70, 4, 4, 128, 30"})
-    void bf16ActivationsGiveTheF32ResultsRoundedOnce(int n, int nHeads, int nKvHeads, int headDim, int window) {
+    @CsvSource({"100, 8, 2, 64, 0, 0", "70, 4, 4, 128, 30, 3"})
+    void bf16ActivationsGiveTheF32ResultsRoundedOnce(int n, int nHeads, int nKvHeads, int headDim, int window,
+                                                     int offset) {
         // The kernels compute alike for both activation types and round only when they store: on BF16 values, the
         // BF16 outputs are the F32 outputs rounded. For the backward pass both get the same out (the BF16 one).
+        // With an offset the BF16 operands start off the 16-byte alignment cp.async needs, and are copied first.
         Shape s = new Shape(n, nHeads, nKvHeads, headDim, window);
         float[] q = gaussian(n * s.qw(), 17, true), k = gaussian(n * s.kw(), 18, true);
         float[] v = gaussian(n * s.kw(), 19, true), dOut = gaussian(n * s.qw(), 20, true);
-        Results wide = flash(s, DType.F32, q, k, v, dOut, null), narrow = flash(s, DType.BF16, q, k, v, dOut, null);
+        Results wide = flash(s, DType.F32, q, k, v, dOut, null, 0);
+        Results narrow = flash(s, DType.BF16, q, k, v, dOut, null, offset);
         assertThat(narrow.out).as("out").containsExactly(roundToBf16(wide.out));
         assertThat(narrow.lse).as("lse").containsExactly(wide.lse);
-        Results wideOnNarrowOut = flash(s, DType.F32, q, k, v, dOut, narrow.out);
+        Results wideOnNarrowOut = flash(s, DType.F32, q, k, v, dOut, narrow.out, 0);
         assertThat(narrow.dq).as("dq").containsExactly(roundToBf16(wideOnNarrowOut.dq));
         assertThat(narrow.dk).as("dk").containsExactly(roundToBf16(wideOnNarrowOut.dk));
         assertThat(narrow.dv).as("dv").containsExactly(roundToBf16(wideOnNarrowOut.dv));
@@ -182,30 +185,42 @@ class CudaFlashAttentionParityTest {
     // ---- helpers ------------------------------------------------------------------------------------------
 
     /**
-     * The tensor-core kernels called directly with activations of {@code type} (the backend's ops take F32 ones);
-     * the backward pass differentiates {@code givenOut} when it is not null, else the forward pass's out.
+     * The tensor-core kernels called directly with activations of {@code type} (the backend's ops take F32 ones),
+     * the operands q, k, v and dOut placed {@code offset} elements into their buffers; the backward pass
+     * differentiates {@code givenOut} when it is not null, else the forward pass's out.
      */
-    private static Results flash(Shape s, DType type, float[] q, float[] k, float[] v, float[] dOut, float[] givenOut) {
+    private static Results flash(Shape s, DType type, float[] q, float[] k, float[] v, float[] dOut, float[] givenOut,
+                                 int offset) {
         int n = s.n;
         FlashAttention fa = gpu.flashAttention();
-        try (Tensor qt = gpu.fromFloats(q, type, n, s.qw()); Tensor kt = gpu.fromFloats(k, type, n, s.kw());
-             Tensor vt = gpu.fromFloats(v, type, n, s.kw()); Tensor dOutT = gpu.fromFloats(dOut, type, n, s.qw());
+        try (Tensor qt = gpu.fromFloats(shifted(q, offset), type, offset + q.length);
+             Tensor kt = gpu.fromFloats(shifted(k, offset), type, offset + k.length);
+             Tensor vt = gpu.fromFloats(shifted(v, offset), type, offset + v.length);
+             Tensor dOutT = gpu.fromFloats(shifted(dOut, offset), type, offset + dOut.length);
              Tensor out = gpu.allocate(type, n, s.qw()); Tensor lse = gpu.allocate(DType.F32, n, s.nHeads);
              Tensor dq = gpu.allocate(type, n, s.qw()); Tensor dk = gpu.allocate(type, n, s.kw());
              Tensor dv = gpu.allocate(type, n, s.kw())) {
-            fa.forward(address(qt), address(kt), address(vt), type, address(out), address(lse), n, s.nHeads, s.nKvHeads,
-                    s.headDim, s.window);
+            long skip = (long) offset * type.bytesFor(1);
+            fa.forward(address(qt) + skip, address(kt) + skip, address(vt) + skip, type, address(out), address(lse), n,
+                    s.nHeads, s.nKvHeads, s.headDim, s.window);
             float[] outValues = gpu.toFloats(out);
             try (Tensor o = givenOut == null ? null : gpu.fromFloats(givenOut, type, n, s.qw())) {
-                fa.backward(address(qt), address(kt), address(vt), type, address(o == null ? out : o), address(lse),
-                        address(dOutT), address(dq), address(dk), address(dv), n, s.nHeads, s.nKvHeads, s.headDim,
-                        s.window);
+                fa.backward(address(qt) + skip, address(kt) + skip, address(vt) + skip, type,
+                        address(o == null ? out : o), address(lse), address(dOutT) + skip, address(dq), address(dk),
+                        address(dv), n, s.nHeads, s.nKvHeads, s.headDim, s.window);
             }
             return new Results(outValues, gpu.toFloats(lse), gpu.toFloats(dq), gpu.toFloats(dk), gpu.toFloats(dv));
         }
     }
 
     private static long address(Tensor t) { return ((CudaTensor) t).address(); }
+
+    /** {@code offset} zeros, then the values. */
+    private static float[] shifted(float[] values, int offset) {
+        float[] r = new float[offset + values.length];
+        System.arraycopy(values, 0, r, offset, values.length);
+        return r;
+    }
 
     private static float[] roundToBf16(float[] values) {
         float[] r = new float[values.length];
