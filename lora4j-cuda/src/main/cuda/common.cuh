@@ -224,13 +224,13 @@ __device__ __forceinline__ l4j_shared_address l4j_shared(const void* p) {
 // ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: four 8x8 matrices of 16-bit elements from shared memory.
 // Lanes 8i..8i+7 give the addresses of the 8 rows (16 bytes each, 16-byte aligned) of matrix i, which lands in
 // r[i]: without trans, lane l gets row l/4, columns 2(l%4) and 2(l%4)+1; with trans, column l/4 of rows 2(l%4)
-// and 2(l%4)+1 (the fragment of the transposed matrix).
+// and 2(l%4)+1 (the fragment of the transposed matrix). Volatile, so never merged or hoisted, but with no memory
+// clobber, so the compiler may schedule other loads around it: what it reads was written before a __syncthreads.
 __device__ __forceinline__ void l4j_ldmatrix_x4(uint32_t r[4], l4j_shared_address row) {
 #if defined(__CUDA_ARCH__)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(row)
-                 : "memory");
+                 : "r"(row));
 #elif defined(L4J_EMULATION)
     l4j_emu::ldmatrix_x4(r, (const void*) row, false);
 #endif
@@ -240,8 +240,7 @@ __device__ __forceinline__ void l4j_ldmatrix_x4_trans(uint32_t r[4], l4j_shared_
 #if defined(__CUDA_ARCH__)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(row)
-                 : "memory");
+                 : "r"(row));
 #elif defined(L4J_EMULATION)
     l4j_emu::ldmatrix_x4(r, (const void*) row, true);
 #endif
