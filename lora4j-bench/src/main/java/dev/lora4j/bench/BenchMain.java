@@ -79,6 +79,8 @@ public final class BenchMain {
                 yield gbps(weightBytes, seconds) + " weights, " + gflops(2.0 * i(p, "m") * i(p, "k"), seconds);
             }
             case "MatmulBenchmark.prefill" -> gflops(2.0 * i(p, "n") * i(p, "k") * i(p, "m"), seconds);
+            case "FourBitMatmulBenchmark.matmul" -> gbps(FourBitMatmulBenchmark.weightBytes(p.getParam("weights"), i(p, "m"), i(p, "k")), seconds)
+                    + " weights, " + gflops(2.0 * i(p, "n") * i(p, "k") * i(p, "m"), seconds);
             case "RmsNormBenchmark.rmsNorm" -> gbps(4L * i(p, "d") * (2L * i(p, "n") + 1), seconds);
             case "AttentionBenchmark.attention" -> gflops(4.0 * i(p, "headDim") * i(p, "heads")
                     * AttentionBenchmark.pairs(p.getParam("phase"), i(p, "context")), seconds);

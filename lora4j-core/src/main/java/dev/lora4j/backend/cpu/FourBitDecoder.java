@@ -5,19 +5,52 @@ import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
+import jdk.incubator.vector.ByteVector;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
+import static dev.lora4j.backend.cpu.VectorShapes.F;
+import static dev.lora4j.backend.cpu.VectorShapes.I;
+import static dev.lora4j.backend.cpu.VectorShapes.L;
+import static dev.lora4j.backend.cpu.VectorShapes.LE;
+import static jdk.incubator.vector.VectorOperators.LSHR;
+
 /**
- * Reads ranges of a CPU {@link QuantizedTensor} back as floats, by {@link HostQuantizer}'s definition: the block's
- * absmax (stored, or {@code nestedCode[q] * nestedAbsmax + offset}), times the code's value, rounded to nearest even
- * to one dtype and then to another. The 16 values of a block are rounded once per block and looked up per element.
- * Immutable once built, so one decoder serves every thread of an op.
+ * Reads a CPU {@link QuantizedTensor} back as floats, by {@link HostQuantizer}'s definition: the block's absmax
+ * (stored, or {@code nestedCode[q] * nestedAbsmax + offset}), times the code's value, rounded to nearest even to one
+ * dtype and then to another ({@link Rounding}). Immutable once built, so one decoder serves every thread of an op.
+ *
+ * <p>A block's 16 possible values are computed once per block, as one vector (the 16 code values times the
+ * absmax, rounded on the float bits), the block's <i>table</i>; its elements are then looked up in that table
+ * with a vector permute, two vectors of elements per step: L packed bytes are widened to int lanes,
+ * their high and low nibbles (the even and odd elements) looked up apart, and the two results interleaved back
+ * into element order. On CPUs whose vectors hold neither 8 nor 16 floats every element is decoded in scalar code,
+ * from the same table.
  */
 final class FourBitDecoder {
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ValueLayout.OfByte U8 = ValueLayout.JAVA_BYTE;
+
+    /** Whether the vector decoding applies: 16 codes fill one vector of 16 lanes or two of 8. */
+    static final boolean VECTOR = L == 16 || L == 8;
+    /** Elements per vector step. */
+    static final int STEP = 2 * L;
+    /**
+     * The packed bytes of a vector step: L bytes hold 2L elements, one vector of high nibbles and one of low. They
+     * are widened to ints by the sign-extending {@code castShape}, in place, never through a helper: on JDK 25
+     * the zero-extending conversion is not compiled to vector instructions in these kernels, and the JIT declines
+     * to inline the widening's deep call chain into a large kernel; either way the vectors would be boxed, at an
+     * allocation per step.
+     */
+    static final VectorSpecies<Byte> PACKED_BYTES = VECTOR ? VectorSpecies.of(byte.class, VectorShape.forBitSize(8 * L)) : null;
+    /** Lane i of element vector 0 takes even element i/2 (lane i/2 of the highs) or odd element i/2 (of the lows). */
+    private static final IntVector INTERLEAVE_FIRST = VECTOR ? interleave(0) : null;
+    private static final IntVector INTERLEAVE_SECOND = VECTOR ? interleave(L / 2) : null;
 
     private final float[] codes;
     private final int blockSize;
@@ -51,9 +84,20 @@ final class FourBitDecoder {
         return c.segment();
     }
 
-    long numel() {
-        return numel;
+    private static IntVector interleave(int first) {
+        int[] lanes = new int[L];
+        for (int i = 0; i < L; i++) lanes[i] = (i & 1) == 0 ? first + i / 2 : L + first + i / 2;
+        return IntVector.fromArray(I, lanes, 0);
     }
+
+    long numel() { return numel; }
+
+    int blockSize() { return blockSize; }
+
+    MemorySegment packed() { return packed; }
+
+    /** The code values by 4-bit index: the table of a block of absmax 1 before rounding. */
+    float[] codes() { return codes; }
 
     /** The absmax of block b as dequantization uses it. */
     float blockAbsmax(long b) {
@@ -62,31 +106,122 @@ final class FourBitDecoder {
     }
 
     /**
-     * Elements [from, from + count) into {@code dst} from {@code off}: each {@code code * absmax} rounded to
-     * {@code first}, then to {@code second} (F32 leaves a value as it is).
+     * The roundings of a decoded value: to {@code first}, then to {@code second}. F32 leaves a value as it is and
+     * rounding to BF16 twice is rounding once, so any pair of F32 and BF16 is at most one BF16 rounding, done on
+     * the float bits in vector lanes: {@code (bits + 0x7fff + (bits >>> 16 & 1)) & 0xffff0000}, which is
+     * {@link dev.lora4j.tensor.Half#floatToBf16} for every value but a NaN (its payload may carry into the
+     * exponent). Pairs with F16, and blocks whose absmax is NaN, are rounded in scalar code, once per block.
      */
-    void decode(long from, int count, DType first, DType second, float[] dst, int off) {
-        float[] lut = new float[16];
+    record Rounding(DType first, DType second, boolean inVectors, int bias, int odd, int keep) {
+        static Rounding of(DType first, DType second) {
+            boolean inVectors = VECTOR && first != DType.F16 && second != DType.F16;
+            boolean bf16 = first == DType.BF16 || second == DType.BF16;
+            return new Rounding(first, second, inVectors, bf16 ? 0x7fff : 0, bf16 ? 1 : 0, bf16 ? 0xffff0000 : -1);
+        }
+
+        float scalar(float v) {
+            return HostQuantizer.round(second, HostQuantizer.round(first, v));
+        }
+    }
+
+    /** Lanes [c, c + L) of the table of a block of absmax a (not NaN): the code values {@code codes}, times a, rounded. */
+    private static IntVector table(FloatVector codes, float a, int bias, int odd, int keep) {
+        IntVector bits = codes.mul(a).reinterpretAsInts();
+        return bits.add(bits.lanewise(LSHR, 16).and(odd).add(bias)).and(keep);
+    }
+
+    /** The tables of blocks [b, b + count) into {@code out} from {@code off}: 16 values each, as float bits. */
+    void tables(long b, int count, Rounding r, int[] out, int off) {
+        int bias = r.bias(), odd = r.odd(), keep = r.keep();
+        FloatVector ca = VECTOR ? FloatVector.fromArray(F, codes, 0) : null;
+        FloatVector cb = VECTOR && L == 8 ? FloatVector.fromArray(F, codes, L) : ca;
+        for (int i = 0; i < count; i++) {
+            float a = blockAbsmax(b + i);
+            int o = off + i * 16;
+            if (r.inVectors() && a == a) {
+                table(ca, a, bias, odd, keep).intoArray(out, o);
+                if (L == 8) table(cb, a, bias, odd, keep).intoArray(out, o + 8);
+            } else {
+                for (int c = 0; c < 16; c++) out[o + c] = Float.floatToRawIntBits(r.scalar(codes[c] * a));
+            }
+        }
+    }
+
+    /** Block b's table into {@code lut}. */
+    void fillTable(long b, Rounding r, float[] lut) {
+        float a = blockAbsmax(b);
+        if (r.inVectors() && a == a) {
+            for (int c = 0; c < 16; c += L) table(FloatVector.fromArray(F, codes, c), a, r.bias(), r.odd(), r.keep()).reinterpretAsFloats().intoArray(lut, c);
+        } else {
+            for (int c = 0; c < 16; c++) lut[c] = r.scalar(codes[c] * a);
+        }
+    }
+
+    /**
+     * The table's values at the indices in idx's lanes, taken modulo 16: its one vector (L = 16) or its two
+     * (L = 8). The lookup's own wrapping of indices picks a nibble out of a sign-extended byte: bits 0-3 of the
+     * byte, or bits 4-7 of the byte shifted right by 4.
+     */
+    static IntVector lookup(IntVector idx, IntVector t0, IntVector t1) {
+        return L == 16 ? idx.selectFrom(t0) : idx.selectFrom(t0, t1);
+    }
+
+    /** Elements [0, L) of a vector step, from the values of its high nibbles (even elements) and low (odd). */
+    static FloatVector first(IntVector high, IntVector low) {
+        return INTERLEAVE_FIRST.selectFrom(high, low).reinterpretAsFloats();
+    }
+
+    /** Elements [L, 2L) of a vector step. */
+    static FloatVector second(IntVector high, IntVector low) {
+        return INTERLEAVE_SECOND.selectFrom(high, low).reinterpretAsFloats();
+    }
+
+    /**
+     * Elements [from, from + count) into {@code dst} from {@code off}: each {@code code * absmax} rounded as
+     * {@code r} says. {@code lut} (16 floats) holds each block's table in turn.
+     */
+    void decode(long from, int count, Rounding r, float[] dst, int off, float[] lut) {
         long e = from, end = from + count;
         int o = off;
         while (e < end) {
             long b = e / blockSize;
-            long stop = Math.min(end, (b + 1) * blockSize);
-            float a = blockAbsmax(b);
-            for (int c = 0; c < 16; c++) lut[c] = HostQuantizer.round(second, HostQuantizer.round(first, codes[c] * a));
-            if ((e & 1) != 0) {
+            int n = (int) (Math.min(end, (b + 1) * blockSize) - e); // elements of block b to decode
+            fillTable(b, r, lut);
+            if ((e & 1) != 0) { // the low nibble of a byte whose high one is not wanted
                 dst[o++] = lut[packed.get(U8, e >>> 1) & 0x0F];
                 e++;
+                n--;
             }
-            for (; e + 1 < stop; e += 2) {
-                int pair = packed.get(U8, e >>> 1) & 0xFF;
-                dst[o++] = lut[pair >>> 4];
-                dst[o++] = lut[pair & 0x0F];
+            long at = e >>> 1;
+            int i = 0;
+            if (VECTOR && n >= STEP) {
+                IntVector t0 = FloatVector.fromArray(F, lut, 0).reinterpretAsInts();
+                IntVector t1 = L == 16 ? t0 : FloatVector.fromArray(F, lut, L).reinterpretAsInts();
+                for (; i + STEP <= n; i += STEP) {
+                    IntVector p = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, at + (i >>> 1), LE).castShape(I, 0);
+                    IntVector high = lookup(p.lanewise(LSHR, 4), t0, t1), low = lookup(p, t0, t1);
+                    first(high, low).intoArray(dst, o + i);
+                    second(high, low).intoArray(dst, o + i + L);
+                }
             }
-            if (e < stop) {
-                dst[o++] = lut[(packed.get(U8, e >>> 1) & 0xFF) >>> 4];
-                e++;
+            for (; i + 1 < n; i += 2) {
+                int pair = packed.get(U8, at + (i >>> 1)) & 0xFF;
+                dst[o + i] = lut[pair >>> 4];
+                dst[o + i + 1] = lut[pair & 0x0F];
             }
+            if (i < n) dst[o + i] = lut[(packed.get(U8, at + (i >>> 1)) & 0xFF) >>> 4];
+            o += n;
+            e += n;
         }
+    }
+
+    /** The same, with a table array of its own. */
+    void decode(long from, int count, Rounding r, float[] dst, int off) {
+        decode(from, count, r, dst, off, new float[16]);
+    }
+
+    /** The same with the two roundings named. */
+    void decode(long from, int count, DType first, DType second, float[] dst, int off) {
+        decode(from, count, Rounding.of(first, second), dst, off);
     }
 }

@@ -1,5 +1,6 @@
 package dev.lora4j.backend.cpu;
 
+import dev.lora4j.backend.cpu.FourBitDecoder.Rounding;
 import dev.lora4j.quant.HostQuantizer;
 import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.quant.QuantizedArrays;
@@ -8,7 +9,6 @@ import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
@@ -29,15 +29,13 @@ import static dev.lora4j.backend.cpu.VectorShapes.L;
 final class FourBitOps {
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED;
-    /** Bytes of decoded F32 weight rows per forward task, at most: the tile stays in a core's L2 cache. */
-    private static final int TILE_BYTES = 1 << 20;
-    /** x rows per dense call within a forward task (as CpuBackend.matmul's row blocks). */
-    private static final int ROW_BLOCK = 128;
+    /** x rows and weight rows per block of the packed product (CpuBackend.matmul's blocks). */
+    private static final int ROW_BLOCK = 128, FEATURE_BLOCK = 128;
+    /** Weights per task of the fused product, at least: smaller weights are not worth a hand-off. */
+    private static final int FUSED_GRAIN = 1 << 16;
     /** Elements per dequantization task: a multiple of every block size. */
     private static final int DEQUANT_CHUNK = 1 << 16;
 
-    /** Per-thread decoded weight tile: as floats, and as native memory for the dense kernels. */
-    private static final ThreadLocal<Tile> TILES = ThreadLocal.withInitial(Tile::new);
     /** Per-thread packing arrays of the backward product, sized as MatmulBackwardKernels'. */
     private static final ThreadLocal<float[][]> PACKS = ThreadLocal.withInitial(() -> new float[][] {
             new float[MatmulBackwardKernels.MAX_P_BLOCK * MatmulBackwardKernels.T_SLICE],
@@ -100,20 +98,29 @@ final class FourBitOps {
             throw new IllegalArgumentException("dequantize4bit: out " + out + " must have the " + q.numel() + " elements of " + q);
         }
         FourBitDecoder decoder = new FourBitDecoder(q);
+        Rounding rounding = Rounding.of(ot, DType.F32);
         MemorySegment o = seg(out);
         long n = q.numel();
         long chunks = (n + DEQUANT_CHUNK - 1) / DEQUANT_CHUNK;
         if (chunks > Integer.MAX_VALUE) throw new IllegalArgumentException("dequantize4bit: too many elements in " + q);
         parallel.forRange((int) chunks, 1, (from, to) -> {
-            float[] buf = new float[DEQUANT_CHUNK];
+            float[] buf = new float[DEQUANT_CHUNK], lut = new float[16];
+            short[] halves = ot == DType.F32 ? null : new short[DEQUANT_CHUNK];
             for (int c = from; c < to; c++) {
                 long start = (long) c * DEQUANT_CHUNK;
                 int len = (int) Math.min(DEQUANT_CHUNK, n - start);
-                decoder.decode(start, len, ot, DType.F32, buf, 0);
+                decoder.decode(start, len, rounding, buf, 0, lut);
                 switch (ot) {
                     case F32 -> MemorySegment.copy(buf, 0, o, F32, start * Float.BYTES, len);
-                    case BF16 -> { for (int i = 0; i < len; i++) o.setAtIndex(I16, start + i, Half.floatToBf16(buf[i])); }
-                    default -> { for (int i = 0; i < len; i++) o.setAtIndex(I16, start + i, Float.floatToFloat16(buf[i])); }
+                    case BF16 -> {
+                        // The values are BF16 already (NaNs quiet): their top halves are the BF16 bits.
+                        for (int i = 0; i < len; i++) halves[i] = (short) (Float.floatToRawIntBits(buf[i]) >>> 16);
+                        MemorySegment.copy(halves, 0, o, I16, start * 2, len);
+                    }
+                    default -> {
+                        for (int i = 0; i < len; i++) halves[i] = Float.floatToFloat16(buf[i]);
+                        MemorySegment.copy(halves, 0, o, I16, start * 2, len);
+                    }
                 }
             }
         });
@@ -132,37 +139,31 @@ final class FourBitOps {
         requireIntSizes("matmul", n, k, m);
         if (n == 0 || m == 0) return;
         FourBitDecoder decoder = new FourBitDecoder(w);
-        DType original = w.originalType(), compute = w.spec().computeType();
+        Rounding rounding = Rounding.of(w.originalType(), w.spec().computeType());
         MemorySegment xs = seg(x), os = seg(out);
         int rows = (int) n, depth = (int) k, features = (int) m;
-        int tileRows = tileRows(features, depth);
-        int tiles = Parallel.ceilDiv(features, tileRows);
+        if (rows < MatmulKernels.TILE && FourBitKernels.fuses(decoder, rounding, depth)) {
+            // Ranges of whole groups of weight rows, at least FUSED_GRAIN weights each.
+            int streams = FourBitKernels.STREAMS;
+            int groups = Parallel.ceilDiv(features, streams);
+            int grain = Math.max(1, FUSED_GRAIN / (streams * depth));
+            parallel.forRange(groups, grain, (from, to) -> FourBitKernels.fused(xs, decoder, rounding, os, depth, features,
+                    0, rows, from * streams, Math.min(features, to * streams), accumulate));
+            return;
+        }
+        // The blocks of CpuBackend.matmul: up to ROW_BLOCK x rows by FEATURE_BLOCK weight rows, enough of them for
+        // every thread to get several. Each block decodes its weight rows once per slice of k.
         int rowBlock = rows < MatmulKernels.TILE ? rows : ROW_BLOCK;
-        parallel.forEach(tiles, t -> {
-            int c0 = t * tileRows, c1 = Math.min(features, c0 + tileRows);
-            int count = (c1 - c0) * depth;
-            Tile tile = TILES.get().ensure(count);
-            decoder.decode((long) c0 * depth, count, original, compute, tile.floats, 0);
-            MemorySegment.copy(tile.floats, 0, tile.segment, F32, 0, count);
-            // The dense kernel indexes output column c of a row at row * m + c: shift out so that the tile's first
-            // weight row writes column c0.
-            MemorySegment shifted = os.asSlice((long) c0 * Float.BYTES);
-            for (int r0 = 0; r0 < rows; r0 += rowBlock) {
-                MatmulKernels.block(xs, tile.segment, DType.F32, shifted, depth, features, r0, Math.min(rows, r0 + rowBlock),
-                        0, c1 - c0, accumulate);
-            }
+        int rowBlocks = Parallel.ceilDiv(rows, rowBlock);
+        int groups = Parallel.ceilDiv(features, MatmulKernels.TILE);
+        int featureBlocks = Math.min(groups, Math.max(Parallel.ceilDiv(features, FEATURE_BLOCK), Parallel.ceilDiv(threads * 8, rowBlocks)));
+        parallel.forEach(rowBlocks * featureBlocks, task -> {
+            int rb = task / featureBlocks, fb = task % featureBlocks;
+            int r0 = rb * rowBlock, r1 = Math.min(rows, r0 + rowBlock);
+            int c0 = (int) ((long) groups * fb / featureBlocks) * MatmulKernels.TILE;
+            int c1 = Math.min(features, (int) ((long) groups * (fb + 1) / featureBlocks) * MatmulKernels.TILE);
+            FourBitKernels.packed(xs, decoder, rounding, os, depth, features, r0, r1, c0, c1, accumulate);
         });
-    }
-
-    /**
-     * Weight rows per forward task: whole register tiles of rows, at most {@link #TILE_BYTES} of decoded floats,
-     * and few enough that every thread gets several tasks.
-     */
-    private int tileRows(int m, int k) {
-        int tile = MatmulKernels.TILE;
-        int byCache = Math.max(tile, TILE_BYTES / (k * Float.BYTES) / tile * tile);
-        int byThreads = Math.max(tile, Parallel.ceilDiv(Parallel.ceilDiv(m, threads * 4), tile) * tile);
-        return Math.min(byCache, byThreads);
     }
 
     /** {@code dX[n, k] (+)= dY[n, m] · w} with w the [m, k] quantized weight. */
@@ -177,7 +178,7 @@ final class FourBitOps {
         requireIntSizes("matmulBackwardInput", n, m, k);
         if (n == 0 || k == 0) return;
         FourBitDecoder decoder = new FourBitDecoder(w);
-        DType original = w.originalType(), compute = w.spec().computeType();
+        Rounding rounding = Rounding.of(w.originalType(), w.spec().computeType());
         MemorySegment a = seg(dY), c = seg(dX);
         int rows = (int) n, terms = (int) m, width = (int) k;
         // The blocks of C as CpuTrainingOps forms them for a dense weight (any blocking gives the same sums).
@@ -189,7 +190,7 @@ final class FourBitOps {
         int blocks = Parallel.ceilDiv(rows, pBlock);
         parallel.forEach(blocks * jBlocks, task -> {
             int p0 = task / jBlocks * pBlock, j0 = task % jBlocks * jBlock;
-            backwardBlock(a, terms, decoder, original, compute, c, terms, width, p0, Math.min(rows, p0 + pBlock), j0,
+            backwardBlock(a, terms, decoder, rounding, c, terms, width, p0, Math.min(rows, p0 + pBlock), j0,
                     Math.min(width, j0 + jBlock), accumulate);
         });
     }
@@ -199,10 +200,10 @@ final class FourBitOps {
      * C (+)= Σ_t A(p, t)·B[t, j], the terms in slices of T_SLICE, each slice of B decoded where the dense kernel
      * widens it, so the sums are the dense kernel's, term by term.
      */
-    private static void backwardBlock(MemorySegment a, int aRow, FourBitDecoder b, DType original, DType compute,
+    private static void backwardBlock(MemorySegment a, int aRow, FourBitDecoder b, Rounding rounding,
                                       MemorySegment c, int t, int jTotal, int p0, int p1, int j0, int j1, boolean accumulate) {
         float[][] packs = PACKS.get();
-        float[] ap = packs[0], bp = packs[1], cp = packs[2];
+        float[] ap = packs[0], bp = packs[1], cp = packs[2], lut = new float[16];
         int pTile = MatmulBackwardKernels.P_TILE;
         int rows = p1 - p0, width = j1 - j0;
         int padded = (width + L - 1) / L * L;
@@ -217,7 +218,7 @@ final class FourBitOps {
                 for (int i = 0; i < len; i++) ap[base + i * pTile] = a.getAtIndex(F32, row + i);
             }
             for (int r = 0; r < len; r++) {
-                b.decode((long) (t0 + r) * jTotal + j0, width, original, compute, bp, r * padded);
+                b.decode((long) (t0 + r) * jTotal + j0, width, rounding, bp, r * padded, lut);
                 if (padded > width) Arrays.fill(bp, r * padded + width, (r + 1) * padded, 0f);
             }
             ProductTiles.multiplyAdd(ap, rows, len, bp, 0, padded, padded, cp, 0, padded);
@@ -230,20 +231,6 @@ final class FourBitOps {
     }
 
     // ---- helpers -------------------------------------------------------------------------------------------
-
-    /** A thread's decoded weight tile, grown to the largest request. */
-    private static final class Tile {
-        float[] floats = new float[0];
-        MemorySegment segment = MemorySegment.NULL;
-
-        Tile ensure(int count) {
-            if (floats.length < count) {
-                floats = new float[count];
-                segment = Arena.ofAuto().allocate((long) count * Float.BYTES, 64);
-            }
-            return this;
-        }
-    }
 
     private static MemorySegment seg(Tensor t) {
         if (!(t instanceof CpuTensor c)) throw new IllegalArgumentException(t + " is not a CPU tensor");

@@ -1,0 +1,170 @@
+package dev.lora4j.backend.cpu;
+
+import dev.lora4j.backend.cpu.FourBitDecoder.Rounding;
+import jdk.incubator.vector.ByteVector;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+import static dev.lora4j.backend.cpu.FourBitDecoder.PACKED_BYTES;
+import static dev.lora4j.backend.cpu.FourBitDecoder.STEP;
+import static dev.lora4j.backend.cpu.FourBitDecoder.first;
+import static dev.lora4j.backend.cpu.FourBitDecoder.second;
+import static dev.lora4j.backend.cpu.VectorShapes.F;
+import static dev.lora4j.backend.cpu.VectorShapes.I;
+import static dev.lora4j.backend.cpu.VectorShapes.L;
+import static dev.lora4j.backend.cpu.VectorShapes.LE;
+import static jdk.incubator.vector.VectorOperators.LSHR;
+
+/**
+ * {@code out[n, m] = x[n, k] · w[m, k]ᵀ} with w a 4-bit weight, on one block of rows and output features, with the
+ * arithmetic of {@link MatmulKernels} on the weight {@link FourBitDecoder} decodes: every dot product one chain of
+ * FMAs per vector lane over all of k, one {@link Lanes#sum} of the lanes, then the elements past the last whole
+ * vector. So each result is bit for bit the dense kernels' on the dequantized weight.
+ * <ul>
+ *   <li><b>Fused</b> (fewer than {@value MatmulKernels#TILE} x rows, the decode of one token): the packed codes
+ *       are read once, {@value #STREAMS} weight rows at a time, and decoded in registers straight into the
+ *       FMAs. Per vector step of a row: one load of packed bytes, widened to int lanes; two table lookups (the
+ *       high and the low nibbles); two interleaves back into element order; two FMAs. Needs 16-lane vectors
+ *       (one table per register), k a multiple of the block size (so that the rows' blocks line up) and a
+ *       rounding done in vector lanes.</li>
+ *   <li><b>Packed</b> (a prompt, or a weight the fused path does not take): a slice of k of the block's weight
+ *       rows is decoded into the per-thread array {@link MatmulKernels} packs dense weights into, and the same
+ *       register tiles ({@link MatmulKernels#tile}, {@link MatmulKernels#row}) run on it.</li>
+ * </ul>
+ */
+final class FourBitKernels {
+    /** Weight rows the fused path decodes at once. */
+    static final int STREAMS = 4;
+    private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
+
+    private FourBitKernels() {}
+
+    /** Whether the fused path can compute products of x rows of length k with w. */
+    static boolean fuses(FourBitDecoder w, Rounding r, int k) {
+        return L == 16 && r.inVectors() && k % w.blockSize() == 0;
+    }
+
+    /**
+     * Rows [r0, r1) (fewer than {@value MatmulKernels#TILE}) and output features [c0, c1) of the product, fused;
+     * adds to out when {@code accumulate}. Each group of weight rows has its tables made once and meets every x
+     * row while its packed bytes are in L1.
+     */
+    static void fused(MemorySegment x, FourBitDecoder w, Rounding r, MemorySegment out, int k, int m,
+                      int r0, int r1, int c0, int c1, boolean accumulate) {
+        int rows = r1 - r0, blocks = k / w.blockSize();
+        float[] xr = Scratch.get().xPack(rows * k);
+        MemorySegment.copy(x, F32, (long) r0 * k * Float.BYTES, xr, 0, rows * k);
+        float[] sums = new float[STREAMS], lanes = new float[STREAMS * L];
+        long[] first = new long[STREAMS];
+        int[] tables = new int[STREAMS * blocks * 16];
+        for (int c = c0; c < c1; c += STREAMS) {
+            int cols = Math.min(STREAMS, c1 - c);
+            // A partial group repeats its last row; the extra results are never stored.
+            for (int i = 0; i < STREAMS; i++) {
+                first[i] = (long) (c + Math.min(i, cols - 1)) * k;
+                w.tables(first[i] / w.blockSize(), blocks, r, tables, i * blocks * 16);
+            }
+            for (int row = 0; row < rows; row++) {
+                fusedRows(xr, row * k, w, first, k, tables, lanes, sums);
+                long o = (long) (r0 + row) * m + c;
+                for (int j = 0; j < cols; j++) out.setAtIndex(F32, o + j, accumulate ? out.getAtIndex(F32, o + j) + sums[j] : sums[j]);
+            }
+        }
+    }
+
+    /**
+     * One x row (at x[x0]) by {@value #STREAMS} weight rows (first elements first[i], each at the start of a block,
+     * tables made into {@code tables}, rows apart): sums[0..4). (The tables come through an array because the
+     * JIT would not inline their making into a kernel this large, and would box them.)
+     */
+    static void fusedRows(float[] x, int x0, FourBitDecoder w, long[] first, int k, int[] tables, float[] lanes, float[] sums) {
+        MemorySegment packed = w.packed();
+        int blockSize = w.blockSize();
+        long p0 = first[0] >>> 1, p1 = first[1] >>> 1, p2 = first[2] >>> 1, p3 = first[3] >>> 1;
+        int t1 = k / blockSize * 16, t2 = 2 * t1, t3 = 3 * t1;
+        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+        for (int j0 = 0, t = 0; j0 < k; j0 += blockSize, t += 16) {
+            IntVector v0 = IntVector.fromArray(I, tables, t), v1 = IntVector.fromArray(I, tables, t1 + t);
+            IntVector v2 = IntVector.fromArray(I, tables, t2 + t), v3 = IntVector.fromArray(I, tables, t3 + t);
+            int j1 = j0 + blockSize;
+            for (int j = j0; j < j1; j += STEP) {
+                FloatVector xa = FloatVector.fromArray(F, x, x0 + j), xb = FloatVector.fromArray(F, x, x0 + j + L);
+                long o = j >>> 1;
+                // The lookups take their indices modulo 16: a sign-extended byte and its right shift by 4 give
+                // the low and the high nibble with no mask.
+                IntVector q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p0 + o, LE).castShape(I, 0);
+                IntVector hi = q.lanewise(LSHR, 4).selectFrom(v0), lo = q.selectFrom(v0);
+                a0 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a0));
+                q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p1 + o, LE).castShape(I, 0);
+                hi = q.lanewise(LSHR, 4).selectFrom(v1);
+                lo = q.selectFrom(v1);
+                a1 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a1));
+                q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p2 + o, LE).castShape(I, 0);
+                hi = q.lanewise(LSHR, 4).selectFrom(v2);
+                lo = q.selectFrom(v2);
+                a2 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a2));
+                q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p3 + o, LE).castShape(I, 0);
+                hi = q.lanewise(LSHR, 4).selectFrom(v3);
+                lo = q.selectFrom(v3);
+                a3 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a3));
+            }
+        }
+        a0.intoArray(lanes, 0); a1.intoArray(lanes, L); a2.intoArray(lanes, 2 * L); a3.intoArray(lanes, 3 * L);
+        // k is a multiple of the block size, hence of L: no elements past the last whole vector.
+        for (int i = 0; i < STREAMS; i++) sums[i] = Lanes.sum(FloatVector.fromArray(F, lanes, i * L));
+    }
+
+    /**
+     * Rows [r0, r1) and output features [c0, c1) of the product by MatmulKernels' packed path, the weight slices
+     * decoded instead of widened; adds to out when {@code accumulate}.
+     */
+    static void packed(MemorySegment x, FourBitDecoder w, Rounding rounding, MemorySegment out, int k, int m,
+                       int r0, int r1, int c0, int c1, boolean accumulate) {
+        int tile = MatmulKernels.TILE, kSlice = MatmulKernels.K_SLICE, subBlock = MatmulKernels.SUB_BLOCK;
+        float[] sums = new float[tile * tile];
+        int rows = r1 - r0, features = c1 - c0;
+        int slots = Parallel.ceilDiv(features, tile) * tile;
+        Scratch scratch = Scratch.get();
+        float[] xp = scratch.xPack(rows * Math.min(kSlice, k));
+        float[] wp = scratch.wPack(features * Math.min(kSlice, k));
+        float[] partial = scratch.partialSums(rows * slots * L);
+        float[] block = scratch.outPack(rows * features);
+        float[] lut = new float[16];
+        for (int j0 = 0; j0 < k; j0 += kSlice) {
+            int len = Math.min(kSlice, k - j0);
+            boolean first = j0 == 0, last = j0 + len == k;
+            for (int r = 0; r < rows; r++) MemorySegment.copy(x, F32, ((long) (r0 + r) * k + j0) * Float.BYTES, xp, r * len, len);
+            for (int c = 0; c < features; c++) w.decode((long) (c0 + c) * k + j0, len, rounding, wp, c * len, lut);
+            for (int sb = 0; sb < rows; sb += subBlock) {
+                int sbEnd = Math.min(rows, sb + subBlock);
+                for (int c = 0; c < features; c += tile) {
+                    int cols = Math.min(tile, features - c);
+                    // A partial group repeats its last row; the extra results are never kept.
+                    int q0 = c * len, q1 = (c + Math.min(1, cols - 1)) * len;
+                    int q2 = (c + Math.min(2, cols - 1)) * len, q3 = (c + Math.min(3, cols - 1)) * len;
+                    int r = sb;
+                    for (; r + tile <= sbEnd; r += tile) {
+                        MatmulKernels.tile(xp, r * len, len, wp, q0, q1, q2, q3, len, partial, (r * slots + c) * L, slots * L, first, last, sums);
+                        if (last) collect(block, features, r, tile, c, cols, sums);
+                    }
+                    for (; r < sbEnd; r++) {
+                        MatmulKernels.row(xp, r * len, wp, q0, q1, q2, q3, len, partial, (r * slots + c) * L, first, last, sums);
+                        if (last) collect(block, features, r, 1, c, cols, sums);
+                    }
+                }
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            long o = ((long) (r0 + r) * m + c0) * Float.BYTES;
+            if (accumulate) CpuKernels.addArray(out, o, block, r * features, features);
+            else MemorySegment.copy(block, r * features, out, F32, o, features);
+        }
+    }
+
+    private static void collect(float[] block, int features, int r, int rows, int c, int cols, float[] sums) {
+        for (int i = 0; i < rows; i++) System.arraycopy(sums, i * MatmulKernels.TILE, block, (r + i) * features + c, cols);
+    }
+}
