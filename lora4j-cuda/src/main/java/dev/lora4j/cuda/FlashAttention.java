@@ -147,12 +147,12 @@ final class FlashAttention {
             long kb = bf16(k, type, kvCount, scratch);
             long vb = bf16(v, type, kvCount, scratch);
             // The preparation computes Dsum and, for F32 dOut, its BF16 copy; BF16 dOut is multiplied as it is.
-            long dOutB = dOut, dOutCopy = 0;
-            if (type != DType.BF16) {
-                dOutB = dOutCopy = allocator.allocate(2 * qCount);
-                scratch.add(dOutB);
-            } else {
+            long dOutB, dOutCopy = 0;
+            if (type == DType.BF16) {
                 dOutB = bf16(dOut, type, qCount, scratch);
+            } else {
+                dOutB = dOutCopy = allocator.allocate(2 * qCount);
+                scratch.add(dOutCopy);
             }
             long dsum = allocator.allocate(4 * rowsHeads);
             scratch.add(dsum);
@@ -167,7 +167,8 @@ final class FlashAttention {
                     KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(dOutB).ptr(lse).ptr(dsum).ptr(dq).i32(n)
                             .i32(nHeads).i32(nKvHeads).i32(window).f32(scale).f32(scaleLog2));
 
-            // One query head per KV head writes dk and dv directly; a group writes one F32 slice per head, summed after.
+            // One query head per KV head writes dk and dv directly; a group writes one F32 slice per head (scratch of
+            // n·nHeads·headDim floats each), summed after in head order.
             int group = nHeads / nKvHeads;
             long dkParts = dk, dvParts = dv;
             DType partType = type;
@@ -183,8 +184,8 @@ final class FlashAttention {
                             .i64(kvCount).i32(n).i32(nHeads).i32(nKvHeads).i32(window).f32(scale).f32(scaleLog2));
             if (group > 1) {
                 for (long[] parts : new long[][] {{dkParts, dk}, {dvParts, dv}}) {
-                    kernels.launch(groupSumKernel(type), CudaKernels.gridFor(kvCount), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
-                            KernelArgs.start().ptr(parts[0]).ptr(parts[1]).i64(kvCount).i32(group));
+                    kernels.launch(groupSumKernel(type), CudaKernels.gridFor(kvCount), CudaKernels.ELEMENTWISE_THREADS, 0,
+                            stream, KernelArgs.start().ptr(parts[0]).ptr(parts[1]).i64(kvCount).i32(group));
                 }
             }
         } finally {
