@@ -170,6 +170,14 @@ public final class SafetensorsModel implements AutoCloseable {
         return holder(name).data(name);
     }
 
+    /**
+     * Gives the mapped pages of a tensor's bytes back to the operating system after they have been copied out
+     * ({@link MappedPages}); the data stays readable. Returns the bytes given back.
+     */
+    public long release(String name) {
+        return MappedPages.release(data(name));
+    }
+
     public Path fileOf(String name) {
         return holder(name).path();
     }

@@ -234,6 +234,9 @@ public final class LlamaWeightLoader {
     private Tensor upload(String name, TensorInfo info, DType dst, long[] shape) {
         Tensor t = backend.upload(file.data(name), info.dtype(), dst, shape);
         loaded.add(t);
+        // Every backend copies what it uploads: the file's pages need not stay in the process, so loading holds
+        // about one tensor of the checkpoint on the host rather than all of it.
+        file.release(name);
         return t;
     }
 
