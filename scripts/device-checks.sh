@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine from the repository root (after scripts/device-bundle.sh made .bundle): every check that
 # needs the GPU or the Python stack, each step's output in its own file under $OUT, going on after a failure.
-#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft train decode
+#   scripts/device-checks.sh [step...]   steps: info tests tokenizers interop logits peft train decode bench qlora-7b
 #                                        qlora-format (default: all)
 #                                        and bench (fine-tuning throughput beside transformers + peft; not in the
 #                                        default list: each configuration takes up to four minutes, so run it on its
@@ -70,6 +70,29 @@ for step in "${steps[@]}"; do
             # (scripts/device-bench.sh; tables under $OUT/bench, summary in $OUT/bench/summary.md). Two configurations
             # by default keep the step under ten minutes.
             run_step bench bash -c 'scripts/device-bench.sh '"${BENCH_CONFIGS:-lora-qv lora-all-gc}"
+            ;;
+        qlora-7b)
+            # Issue 4's headline run: a Mistral-7B-shaped model with random BF16 weights written to disk, quantized to
+            # NF4 (double quantization, BF16 compute) on load, then QLoRA r=16 on all linear layers with gradient
+            # checkpointing, seq 1024, micro-batch 4. The JVM's resident host memory is sampled every 0.2 s while it
+            # loads and trains (VmHWM is the kernel's own high-water mark); GPU figures come from lora4j bench.
+            run_step qlora-7b bash -c 'set -e; d=/tmp/lora4j-m7b
+                [ -f $d/config.json ] || scripts/device-run.sh lora4j init-model --preset mistral-7b -o $d --force
+                du -sh $d
+                scripts/device-run.sh lora4j bench -m $d --method qlora --target-modules all-linear --rank 16 --alpha 32 \
+                    --seq 1024 --micro-batch 4 --accum 4 --steps ${QLORA_STEPS:-1} --warmup-steps 1 --gradient-checkpointing \
+                    --device cuda --json '"$out"'/qlora-7b.json > '"$out"'/qlora-7b-bench.txt 2>&1 &
+                pid=$!; peak=0
+                while kill -0 $pid 2>/dev/null; do
+                    for p in $(pgrep -f "lora4j-cli.jar bench" || true); do
+                        rss=$(awk "/VmRSS/ {print \$2}" /proc/$p/status 2>/dev/null || echo 0)
+                        [ "${rss:-0}" -gt "$peak" ] && peak=$rss && grep -E "VmHWM|RssAnon|RssFile" /proc/$p/status > '"$out"'/qlora-7b-host-memory.txt || true
+                    done
+                    sleep 0.2
+                done
+                wait $pid; rc=$?
+                echo "peak sampled VmRSS: $((peak / 1024)) MiB"; cat '"$out"'/qlora-7b-host-memory.txt || true
+                cat '"$out"'/qlora-7b-bench.txt; exit $rc'
             ;;
         qlora-format)
             # 4-bit checkpoints against transformers' bitsandbytes form (tools/bnb_checkpoint.py, docs/qlora-format.md):

@@ -95,7 +95,8 @@ public sealed interface ModelSource permits ModelSource.Preset, ModelSource.Rand
         public LlamaWeights load(Backend backend, DType storage, QuantSpec quantization, long seed, Consumer<String> progress) {
             try (ModelFolder f = ModelFolder.open(folder)) {
                 if (progress != null) progress.accept("loading the weights of " + folder);
-                return LlamaWeightLoader.load(f.weights(), LlamaShape.of(config), backend, storage);
+                // Quantized on load, a projection at a time: the dense model never sits whole on the device.
+                return LlamaWeightLoader.load(f.weights(), LlamaShape.of(config), backend, storage, quantization);
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
