@@ -2,7 +2,8 @@
 // sliding window. One block per (query row, head); keys are visited in tiles with an online softmax (running max
 // and running sum, FP32), so no [n, T] score matrix is ever materialised.
 //
-// q: [n, nHeads*headDim] F32; k, v: [>= startPos+n, nKvHeads*headDim] (F32, BF16 or F16); out like q.
+// q: [n, nHeads*headDim] F32 or BF16 (the activation type); k, v: [>= startPos+n, nKvHeads*headDim] (F32, BF16 or
+// F16); out like q. BF16 queries are widened as they are read; BF16 outputs are rounded once as they are stored.
 // Dynamic shared memory: headDim + L4J_ATTN_TILE floats. out may be q itself: a block reads its query row into
 // shared memory before anything is written.
 // For training, lse (not null) receives [n, nHeads] log-sum-exps of the scaled scores: max + log(sum), the only
@@ -13,9 +14,9 @@
 #define L4J_ATTN_TILE 64
 #define L4J_ATTN_MAX_ACC 4  // accumulators per thread: headDim <= L4J_ATTN_THREADS * L4J_ATTN_MAX_ACC = 512
 
-template <typename KV>
-__device__ __forceinline__ void l4j_attention(const float* q, const KV* __restrict__ k,
-                                              const KV* __restrict__ v, float* out, float* __restrict__ lse,
+template <typename Q, typename KV>
+__device__ __forceinline__ void l4j_attention(const Q* q, const KV* __restrict__ k,
+                                              const KV* __restrict__ v, Q* out, float* __restrict__ lse,
                                               int n_heads, int n_kv_heads, int head_dim, int start_pos,
                                               int window, float scale) {
     L4J_DYNAMIC_SHARED(float, smem);
@@ -31,8 +32,8 @@ __device__ __forceinline__ void l4j_attention(const float* q, const KV* __restri
     const long long kv_width = (long long) n_kv_heads * head_dim;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
 
-    const float* q_row = q + i * q_width + (long long) h * head_dim;
-    for (int j = threadIdx.x; j < head_dim; j += blockDim.x) q_s[j] = q_row[j];
+    const Q* q_row = q + i * q_width + (long long) h * head_dim;
+    for (int j = threadIdx.x; j < head_dim; j += blockDim.x) q_s[j] = l4j_load(q_row, j);
     __syncthreads();
 
     float m = -INFINITY;  // running max of the scores seen so far
@@ -77,30 +78,38 @@ __device__ __forceinline__ void l4j_attention(const float* q, const KV* __restri
         __syncthreads();  // the next tile overwrites the exponentials
     }
 
-    float* out_row = out + i * q_width + (long long) h * head_dim;
+    Q* out_row = out + i * q_width + (long long) h * head_dim;
     const float inv_l = 1.0f / l;
 #pragma unroll
     for (int r = 0; r < L4J_ATTN_MAX_ACC; r++) {
         const int j = threadIdx.x + r * blockDim.x;
-        if (j < head_dim) out_row[j] = acc[r] * inv_l;
+        if (j < head_dim) l4j_store(out_row, j, acc[r] * inv_l);
     }
     if (lse != nullptr && threadIdx.x == 0) lse[(long long) i * n_heads + h] = m + logf(l);
 }
 
-#define L4J_ATTENTION(name, KV) \
+#define L4J_ATTENTION(name, Q, KV) \
     extern "C" __global__ void __launch_bounds__(L4J_ATTN_THREADS) lora4j_attention_##name( \
-            const float* q, const KV* k, const KV* v, float* out, int n_heads, int n_kv_heads, int head_dim, \
+            const Q* q, const KV* k, const KV* v, Q* out, int n_heads, int n_kv_heads, int head_dim, \
             int start_pos, int window, float scale) { \
-        l4j_attention<KV>(q, k, v, out, nullptr, n_heads, n_kv_heads, head_dim, start_pos, window, scale); \
+        l4j_attention<Q, KV>(q, k, v, out, nullptr, n_heads, n_kv_heads, head_dim, start_pos, window, scale); \
     }
 
-L4J_ATTENTION(f32, float)
-L4J_ATTENTION(bf16, l4j_bf16)
-L4J_ATTENTION(f16, l4j_f16)
+L4J_ATTENTION(f32, float, float)
+L4J_ATTENTION(bf16, float, l4j_bf16)
+L4J_ATTENTION(f16, float, l4j_f16)
+L4J_ATTENTION(bf16act_f32, l4j_bf16, float)
+L4J_ATTENTION(bf16act_bf16, l4j_bf16, l4j_bf16)
+L4J_ATTENTION(bf16act_f16, l4j_bf16, l4j_f16)
 
-// Training: the whole sequence (start position 0, k and v of exactly the n positions), F32, with the lse output.
-extern "C" __global__ void __launch_bounds__(L4J_ATTN_THREADS) lora4j_attention_lse_f32(
-        const float* q, const float* k, const float* v, float* out, float* lse, int n_heads, int n_kv_heads,
-        int head_dim, int window, float scale) {
-    l4j_attention<float>(q, k, v, out, lse, n_heads, n_kv_heads, head_dim, 0, window, scale);
-}
+// Training: the whole sequence (start position 0, k and v of exactly the n positions, all of the activation type),
+// with the lse output.
+#define L4J_ATTENTION_LSE(name, T) \
+    extern "C" __global__ void __launch_bounds__(L4J_ATTN_THREADS) lora4j_attention_lse_##name( \
+            const T* q, const T* k, const T* v, T* out, float* lse, int n_heads, int n_kv_heads, int head_dim, \
+            int window, float scale) { \
+        l4j_attention<T, T>(q, k, v, out, lse, n_heads, n_kv_heads, head_dim, 0, window, scale); \
+    }
+
+L4J_ATTENTION_LSE(f32, float)
+L4J_ATTENTION_LSE(bf16, l4j_bf16)

@@ -12,6 +12,8 @@
 // different rows hit different banks). 256 threads; for the 32x32 scores each thread computes a 2x2 block
 // (rows ty and ty+16, keys tx and tx+16); for the [32, headDim] products each thread owns one row and every eighth
 // column, HD/8 accumulators in registers, HD the head-dimension class the kernel is instantiated for.
+// q, k, v, O, dO and the gradients are activations, F32 or BF16 (instantiated for each): BF16 values are widened as
+// they are loaded into the tiles and the gradients rounded once as they are stored; everything else is FP32.
 #include "common.cuh"
 
 #define L4J_ATTB_THREADS 256
@@ -22,29 +24,40 @@
 // multiply-adds, exactly as l4j_attb_scores forms dP = dot(dO, v). So where a query attends to one key only (a
 // window of 1, or the first position), O is that key's v, dP - D is exactly 0 and so are the score gradients.
 // out and d_out are [n, nHeads*headDim], so (row, head) w starts at w * headDim.
-extern "C" __global__ void lora4j_attention_backward_dsum_f32(const float* __restrict__ out,
-                                                              const float* __restrict__ d_out,
-                                                              float* __restrict__ dsum, long long rows_heads,
-                                                              int head_dim) {
+template <typename T>
+__device__ __forceinline__ void l4j_attention_backward_dsum(const T* __restrict__ out, const T* __restrict__ d_out,
+                                                            float* __restrict__ dsum, long long rows_heads,
+                                                            int head_dim) {
     const long long w = (long long) blockIdx.x * blockDim.x + threadIdx.x;
     if (w >= rows_heads) return;
-    const float* o = out + w * head_dim;
-    const float* g = d_out + w * head_dim;
+    const T* o = out + w * head_dim;
+    const T* g = d_out + w * head_dim;
     float s = 0.0f;
-    for (int d = 0; d < head_dim; d++) s = fmaf(g[d], o[d], s);
+    for (int d = 0; d < head_dim; d++) s = fmaf(l4j_load(g, d), l4j_load(o, d), s);
     dsum[w] = s;
+}
+
+extern "C" __global__ void lora4j_attention_backward_dsum_f32(const float* out, const float* d_out, float* dsum,
+                                                              long long rows_heads, int head_dim) {
+    l4j_attention_backward_dsum(out, d_out, dsum, rows_heads, head_dim);
+}
+
+extern "C" __global__ void lora4j_attention_backward_dsum_bf16(const l4j_bf16* out, const l4j_bf16* d_out, float* dsum,
+                                                               long long rows_heads, int head_dim) {
+    l4j_attention_backward_dsum(out, d_out, dsum, rows_heads, head_dim);
 }
 
 __device__ __forceinline__ int l4j_attb_ld(int head_dim) { return head_dim | 1; }
 
 // Rows [row0, row0 + 32) of one head (columns [col, col + headDim)) of a row-major [n, width] matrix into
 // tile[32][ld]; rows at or past n read as zeros.
-__device__ __forceinline__ void l4j_attb_load(float* __restrict__ tile, const float* __restrict__ src, int row0, int n,
+template <typename T>
+__device__ __forceinline__ void l4j_attb_load(float* __restrict__ tile, const T* __restrict__ src, int row0, int n,
                                               long long width, long long col, int head_dim, int ld) {
     for (int idx = threadIdx.x; idx < L4J_ATTB_TILE * head_dim; idx += blockDim.x) {
         int r = idx / head_dim, c = idx - r * head_dim;
         int row = row0 + r;
-        tile[r * ld + c] = row < n ? src[(long long) row * width + col + c] : 0.0f;
+        tile[r * ld + c] = row < n ? l4j_load(src, (long long) row * width + col + c) : 0.0f;
     }
 }
 
@@ -110,11 +123,11 @@ __host__ __device__ __forceinline__ int l4j_attb_shared_floats(int head_dim) {
     return 4 * L4J_ATTB_TILE * (head_dim | 1) + 2 * L4J_ATTB_TILE * L4J_ATTB_SLD + 2 * L4J_ATTB_TILE;
 }
 
-template <int HD>
-__device__ __forceinline__ void l4j_attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k,
-                                                          const float* __restrict__ v, const float* __restrict__ lse,
+template <int HD, typename T>
+__device__ __forceinline__ void l4j_attention_backward_dq(const T* __restrict__ q, const T* __restrict__ k,
+                                                          const T* __restrict__ v, const float* __restrict__ lse,
                                                           const float* __restrict__ dsum,
-                                                          const float* __restrict__ d_out, float* __restrict__ dq,
+                                                          const T* __restrict__ d_out, T* __restrict__ dq,
                                                           int n, int n_heads, int n_kv_heads, int head_dim, int window,
                                                           float scale) {
     constexpr int ACC = HD / 8;
@@ -173,21 +186,21 @@ __device__ __forceinline__ void l4j_attention_backward_dq(const float* __restric
 
     const int i = q0 + row;
     if (i < n) {
-        float* dst = dq + (long long) i * q_width + (long long) h * head_dim;
+        T* dst = dq + (long long) i * q_width + (long long) h * head_dim;
 #pragma unroll
         for (int a = 0; a < ACC; a++) {
             const int d = lane8 + 8 * a;
-            if (d < head_dim) dst[d] = acc[a] * scale;
+            if (d < head_dim) l4j_store(dst, d, acc[a] * scale);
         }
     }
 }
 
-template <int HD>
-__device__ __forceinline__ void l4j_attention_backward_dkv(const float* __restrict__ q, const float* __restrict__ k,
-                                                           const float* __restrict__ v, const float* __restrict__ lse,
+template <int HD, typename T>
+__device__ __forceinline__ void l4j_attention_backward_dkv(const T* __restrict__ q, const T* __restrict__ k,
+                                                           const T* __restrict__ v, const float* __restrict__ lse,
                                                            const float* __restrict__ dsum,
-                                                           const float* __restrict__ d_out, float* __restrict__ dk,
-                                                           float* __restrict__ dv, int n, int n_heads, int n_kv_heads,
+                                                           const T* __restrict__ d_out, T* __restrict__ dk,
+                                                           T* __restrict__ dv, int n, int n_heads, int n_kv_heads,
                                                            int head_dim, int window, float scale) {
     constexpr int ACC = HD / 8;
     L4J_DYNAMIC_SHARED(float, smem);
@@ -255,32 +268,37 @@ __device__ __forceinline__ void l4j_attention_backward_dkv(const float* __restri
 
     const int j = k0 + col;
     if (j < n) {
-        float* dkr = dk + (long long) j * kv_width + (long long) kvh * head_dim;
-        float* dvr = dv + (long long) j * kv_width + (long long) kvh * head_dim;
+        T* dkr = dk + (long long) j * kv_width + (long long) kvh * head_dim;
+        T* dvr = dv + (long long) j * kv_width + (long long) kvh * head_dim;
 #pragma unroll
         for (int a = 0; a < ACC; a++) {
             const int d = lane8 + 8 * a;
             if (d < head_dim) {
-                dkr[d] = acc_k[a] * scale;
-                dvr[d] = acc_v[a];
+                l4j_store(dkr, d, acc_k[a] * scale);
+                l4j_store(dvr, d, acc_v[a]);
             }
         }
     }
 }
 
-#define L4J_ATTENTION_BACKWARD(HD) \
-    extern "C" __global__ void __launch_bounds__(L4J_ATTB_THREADS) lora4j_attention_backward_dq_##HD( \
-            const float* q, const float* k, const float* v, const float* lse, const float* dsum, const float* d_out, \
-            float* dq, int n, int n_heads, int n_kv_heads, int head_dim, int window, float scale) { \
-        l4j_attention_backward_dq<HD>(q, k, v, lse, dsum, d_out, dq, n, n_heads, n_kv_heads, head_dim, window, scale); \
+// Kernels lora4j_attention_backward_dq_<HD> and _dkv_<HD> for F32 activations, and _bf16_<HD> for BF16.
+#define L4J_ATTENTION_BACKWARD(name, T, HD) \
+    extern "C" __global__ void __launch_bounds__(L4J_ATTB_THREADS) lora4j_attention_backward_dq_##name( \
+            const T* q, const T* k, const T* v, const float* lse, const float* dsum, const T* d_out, T* dq, int n, \
+            int n_heads, int n_kv_heads, int head_dim, int window, float scale) { \
+        l4j_attention_backward_dq<HD, T>(q, k, v, lse, dsum, d_out, dq, n, n_heads, n_kv_heads, head_dim, window, \
+                                         scale); \
     } \
-    extern "C" __global__ void __launch_bounds__(L4J_ATTB_THREADS) lora4j_attention_backward_dkv_##HD( \
-            const float* q, const float* k, const float* v, const float* lse, const float* dsum, const float* d_out, \
-            float* dk, float* dv, int n, int n_heads, int n_kv_heads, int head_dim, int window, float scale) { \
-        l4j_attention_backward_dkv<HD>(q, k, v, lse, dsum, d_out, dk, dv, n, n_heads, n_kv_heads, head_dim, window, \
-                                       scale); \
+    extern "C" __global__ void __launch_bounds__(L4J_ATTB_THREADS) lora4j_attention_backward_dkv_##name( \
+            const T* q, const T* k, const T* v, const float* lse, const float* dsum, const T* d_out, T* dk, T* dv, \
+            int n, int n_heads, int n_kv_heads, int head_dim, int window, float scale) { \
+        l4j_attention_backward_dkv<HD, T>(q, k, v, lse, dsum, d_out, dk, dv, n, n_heads, n_kv_heads, head_dim, \
+                                          window, scale); \
     }
 
-L4J_ATTENTION_BACKWARD(64)
-L4J_ATTENTION_BACKWARD(128)
-L4J_ATTENTION_BACKWARD(256)
+L4J_ATTENTION_BACKWARD(64, float, 64)
+L4J_ATTENTION_BACKWARD(128, float, 128)
+L4J_ATTENTION_BACKWARD(256, float, 256)
+L4J_ATTENTION_BACKWARD(bf16_64, l4j_bf16, 64)
+L4J_ATTENTION_BACKWARD(bf16_128, l4j_bf16, 128)
+L4J_ATTENTION_BACKWARD(bf16_256, l4j_bf16, 256)

@@ -1,9 +1,21 @@
 // Inverted dropout with the counter-based mask of dev.lora4j.backend.DropoutHash: element i is dropped when
 // uniform(seed, i) < p, otherwise multiplied by scale. The mask depends only on the seed and the flat element
-// index, so it is the same as the CPU backend's for any grid. out may be x.
+// index, so it is the same as the CPU backend's for any grid. out may be x. With BF16 activations the kept value
+// x * scale is formed in FP32 and rounded once: the input of a LoRA A product, written in the type it multiplies in.
 #include "exact.cuh"
+
+template <typename T>
+__device__ __forceinline__ void l4j_dropout_all(const T* x, T* out, float p, float scale, unsigned long long seed,
+                                                long long n) {
+    L4J_FOR_EACH(i, n) l4j_store(out, i, l4j_dropout(l4j_load(x, i), p, scale, seed, (uint64_t) i));
+}
 
 extern "C" __global__ void lora4j_dropout_f32(const float* x, float* out, float p, float scale,
                                               unsigned long long seed, long long n) {
-    L4J_FOR_EACH(i, n) out[i] = l4j_dropout(x[i], p, scale, seed, (uint64_t) i);
+    l4j_dropout_all(x, out, p, scale, seed, n);
+}
+
+extern "C" __global__ void lora4j_dropout_bf16(const l4j_bf16* x, l4j_bf16* out, float p, float scale,
+                                               unsigned long long seed, long long n) {
+    l4j_dropout_all(x, out, p, scale, seed, n);
 }

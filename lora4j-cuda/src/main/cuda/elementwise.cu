@@ -1,46 +1,79 @@
-// Element-wise ops on F32 activations: x += y, x[r, :] += bias, out = silu(gate) * up.
+// Element-wise ops on activations: x += y, x[r, :] += bias, out = silu(gate) * up, and their gradients.
+// Activations are F32 or BF16 (the backend's activation dtype); a BF16 element is widened to float, the arithmetic
+// is FP32 and the result is rounded once (to nearest even) where it is stored. The F32 kernels keep their names;
+// the BF16 ones are named after the activation type, or with "bf16act" where the name already carries another type.
 #include "common.cuh"
 
-extern "C" __global__ void lora4j_add_f32(float* __restrict__ x, const float* __restrict__ y, long long n) {
-    L4J_FOR_EACH(i, n) x[i] = x[i] + y[i];
+template <typename X, typename Y>
+__device__ __forceinline__ void l4j_add(X* __restrict__ x, const Y* __restrict__ y, long long n) {
+    L4J_FOR_EACH(i, n) l4j_store(x, i, l4j_load(x, i) + l4j_load(y, i));
 }
 
-template <typename B>
-__device__ __forceinline__ void l4j_add_bias(float* __restrict__ x, const B* __restrict__ bias, long long n, int d) {
-    L4J_FOR_EACH(i, n) x[i] = x[i] + l4j_load(bias, i % d);
+extern "C" __global__ void lora4j_add_f32(float* x, const float* y, long long n) { l4j_add(x, y, n); }
+extern "C" __global__ void lora4j_add_bf16(l4j_bf16* x, const l4j_bf16* y, long long n) { l4j_add(x, y, n); }
+// A BF16 tensor plus an F32 one, rounded once: where a product formed in F32 joins BF16 activations.
+extern "C" __global__ void lora4j_add_bf16act_f32(l4j_bf16* x, const float* y, long long n) { l4j_add(x, y, n); }
+
+template <typename X, typename B>
+__device__ __forceinline__ void l4j_add_bias(X* __restrict__ x, const B* __restrict__ bias, long long n, int d) {
+    L4J_FOR_EACH(i, n) l4j_store(x, i, l4j_load(x, i) + l4j_load(bias, i % d));
 }
 
-#define L4J_ADD_BIAS(name, B) \
-    extern "C" __global__ void lora4j_add_bias_##name(float* x, const B* bias, long long n, int d) { \
-        l4j_add_bias<B>(x, bias, n, d); \
+#define L4J_ADD_BIAS(name, X, B) \
+    extern "C" __global__ void lora4j_add_bias_##name(X* x, const B* bias, long long n, int d) { \
+        l4j_add_bias<X, B>(x, bias, n, d); \
     }
 
-L4J_ADD_BIAS(f32, float)
-L4J_ADD_BIAS(bf16, l4j_bf16)
-L4J_ADD_BIAS(f16, l4j_f16)
+L4J_ADD_BIAS(f32, float, float)
+L4J_ADD_BIAS(bf16, float, l4j_bf16)
+L4J_ADD_BIAS(f16, float, l4j_f16)
+L4J_ADD_BIAS(bf16act_f32, l4j_bf16, float)
+L4J_ADD_BIAS(bf16act_bf16, l4j_bf16, l4j_bf16)
+L4J_ADD_BIAS(bf16act_f16, l4j_bf16, l4j_f16)
 
 // silu(g) * u with g / (1 + exp(-g)) in that order, as the CPU backend and torch's silu compute it; expf is the
 // accurate one (this file is never built with --use_fast_math).
-extern "C" __global__ void lora4j_swiglu_f32(const float* __restrict__ gate, const float* __restrict__ up,
-                                             float* __restrict__ out, long long n) {
+template <typename T>
+__device__ __forceinline__ void l4j_swiglu(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ out,
+                                           long long n) {
     L4J_FOR_EACH(i, n) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        float g = l4j_load(gate, i);
+        l4j_store(out, i, g / (1.0f + expf(-g)) * l4j_load(up, i));
     }
+}
+
+extern "C" __global__ void lora4j_swiglu_f32(const float* gate, const float* up, float* out, long long n) {
+    l4j_swiglu(gate, up, out, n);
+}
+
+extern "C" __global__ void lora4j_swiglu_bf16(const l4j_bf16* gate, const l4j_bf16* up, l4j_bf16* out, long long n) {
+    l4j_swiglu(gate, up, out, n);
 }
 
 // The gradients of out = silu(g) * u with s = sigmoid(g): dUp = dOut * (g * s) and
 // dGate = dOut * u * s * (g * (1 - s) + 1), in the CPU backend's order of operations. A gate so negative that
 // exp(-g) overflows gives s = 0 and finite gradients. Every element is read before its gradients are written, so
 // the outputs may alias the inputs.
+template <typename T>
+__device__ __forceinline__ void l4j_swiglu_backward(const T* gate, const T* up, const T* d_out, T* d_gate, T* d_up,
+                                                    long long n) {
+    L4J_FOR_EACH(i, n) {
+        float g = l4j_load(gate, i), u = l4j_load(up, i), dy = l4j_load(d_out, i);
+        float s = 1.0f / (1.0f + expf(-g));
+        l4j_store(d_up, i, dy * (g * s));
+        l4j_store(d_gate, i, dy * u * s * (g * (1.0f - s) + 1.0f));
+    }
+}
+
 extern "C" __global__ void lora4j_swiglu_backward_f32(const float* gate, const float* up, const float* d_out,
                                                       float* d_gate, float* d_up, long long n) {
-    L4J_FOR_EACH(i, n) {
-        float g = gate[i], u = up[i], dy = d_out[i];
-        float s = 1.0f / (1.0f + expf(-g));
-        d_up[i] = dy * (g * s);
-        d_gate[i] = dy * u * s * (g * (1.0f - s) + 1.0f);
-    }
+    l4j_swiglu_backward(gate, up, d_out, d_gate, d_up, n);
+}
+
+extern "C" __global__ void lora4j_swiglu_backward_bf16(const l4j_bf16* gate, const l4j_bf16* up,
+                                                       const l4j_bf16* d_out, l4j_bf16* d_gate, l4j_bf16* d_up,
+                                                       long long n) {
+    l4j_swiglu_backward(gate, up, d_out, d_gate, d_up, n);
 }
 
 // t *= s, in the tensor's own type (16-bit values are widened, scaled in FP32 and rounded back).

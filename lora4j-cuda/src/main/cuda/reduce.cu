@@ -6,16 +6,17 @@
 #define L4J_COLUMN_THREADS_X 32
 #define L4J_COLUMN_THREADS_Y 8
 
-// out[j] += sum over rows r of dy[r, j]. A block of 256 threads takes 32 adjacent columns (each warp reads a
-// coalesced piece of a row) and 8 row lanes, whose partial sums are added in shared memory.
-extern "C" __global__ void __launch_bounds__(L4J_COLUMN_THREADS_X * L4J_COLUMN_THREADS_Y)
-lora4j_sum_rows_f32(const float* __restrict__ dy, float* __restrict__ out, long long rows, int cols) {
+// out[j] += sum over rows r of dy[r, j], out F32 whatever dy's type. A block of 256 threads takes 32 adjacent
+// columns (each warp reads a coalesced piece of a row) and 8 row lanes, whose partial sums are added in shared memory.
+template <typename G>
+__device__ __forceinline__ void l4j_sum_rows(const G* __restrict__ dy, float* __restrict__ out, long long rows,
+                                             int cols) {
     __shared__ float partial[L4J_COLUMN_THREADS_Y][L4J_COLUMN_THREADS_X];
     const int tx = threadIdx.x % L4J_COLUMN_THREADS_X, ty = threadIdx.x / L4J_COLUMN_THREADS_X;
     const int j = blockIdx.x * L4J_COLUMN_THREADS_X + tx;
     float s = 0.0f;
     if (j < cols) {
-        for (long long r = ty; r < rows; r += L4J_COLUMN_THREADS_Y) s += dy[r * cols + j];
+        for (long long r = ty; r < rows; r += L4J_COLUMN_THREADS_Y) s += l4j_load(dy, r * cols + j);
     }
     partial[ty][tx] = s;
     __syncthreads();
@@ -24,6 +25,16 @@ lora4j_sum_rows_f32(const float* __restrict__ dy, float* __restrict__ out, long 
         for (int y = 1; y < L4J_COLUMN_THREADS_Y; y++) total += partial[y][tx];
         out[j] += total;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(L4J_COLUMN_THREADS_X * L4J_COLUMN_THREADS_Y)
+lora4j_sum_rows_f32(const float* dy, float* out, long long rows, int cols) {
+    l4j_sum_rows(dy, out, rows, cols);
+}
+
+extern "C" __global__ void __launch_bounds__(L4J_COLUMN_THREADS_X * L4J_COLUMN_THREADS_Y)
+lora4j_sum_rows_bf16(const l4j_bf16* dy, float* out, long long rows, int cols) {
+    l4j_sum_rows(dy, out, rows, cols);
 }
 
 #define L4J_SQUARES_THREADS 256

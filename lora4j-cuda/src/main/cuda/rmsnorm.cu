@@ -1,32 +1,36 @@
-// RMSNorm as Hugging Face's LlamaRMSNorm: out = weight * (x * 1/sqrt(mean(x^2) + eps)), FP32 throughout.
+// RMSNorm as Hugging Face's LlamaRMSNorm: out = weight * (x * 1/sqrt(mean(x^2) + eps)), FP32 throughout; x and out
+// are activations (F32, or BF16 widened on load and rounded once on store), the weight F32, BF16 or F16.
 // One block per row; the block's threads stride over the row, then reduce the sum of squares.
 #include "common.cuh"
 
-template <typename W>
-__device__ __forceinline__ void l4j_rmsnorm(const float* x, const W* __restrict__ w, float eps, float* out, int d) {
+template <typename X, typename W>
+__device__ __forceinline__ void l4j_rmsnorm(const X* x, const W* __restrict__ w, float eps, X* out, int d) {
     __shared__ float partial[32];
-    const float* row = x + (long long) blockIdx.x * d;
-    float* dst = out + (long long) blockIdx.x * d;
+    const X* row = x + (long long) blockIdx.x * d;
+    X* dst = out + (long long) blockIdx.x * d;
     float ss = 0.0f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = row[j];
+        float v = l4j_load(row, j);
         ss += v * v;
     }
     ss = l4j_block_sum(ss, partial);
     // The mean and eps in float, the reciprocal square root in double then rounded once: what the CPU backend does.
     float inv = (float) (1.0 / sqrt((double) (ss / (float) d + eps)));
     // out may alias x: every read of the row happened before the reduction's barriers.
-    for (int j = threadIdx.x; j < d; j += blockDim.x) dst[j] = l4j_load(w, j) * (row[j] * inv);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) l4j_store(dst, j, l4j_load(w, j) * (l4j_load(row, j) * inv));
 }
 
-#define L4J_RMSNORM(name, W) \
-    extern "C" __global__ void lora4j_rmsnorm_##name(const float* x, const W* w, float eps, float* out, int d) { \
-        l4j_rmsnorm<W>(x, w, eps, out, d); \
+#define L4J_RMSNORM(name, X, W) \
+    extern "C" __global__ void lora4j_rmsnorm_##name(const X* x, const W* w, float eps, X* out, int d) { \
+        l4j_rmsnorm<X, W>(x, w, eps, out, d); \
     }
 
-L4J_RMSNORM(f32, float)
-L4J_RMSNORM(bf16, l4j_bf16)
-L4J_RMSNORM(f16, l4j_f16)
+L4J_RMSNORM(f32, float, float)
+L4J_RMSNORM(bf16, float, l4j_bf16)
+L4J_RMSNORM(f16, float, l4j_f16)
+L4J_RMSNORM(bf16act_f32, l4j_bf16, float)
+L4J_RMSNORM(bf16act_bf16, l4j_bf16, l4j_bf16)
+L4J_RMSNORM(bf16act_f16, l4j_bf16, l4j_f16)
 
 // 1/sqrt(mean(x^2) + eps) of each row, exactly as the forward pass computes it.
 __device__ __forceinline__ float l4j_rms_inverse(float ss, int d, float eps) {
@@ -37,63 +41,75 @@ __device__ __forceinline__ float l4j_rms_inverse(float ss, int d, float eps) {
 //   dx_j = r * w_j * dy_j - x_j * r^3 / d * sum_k(w_k * dy_k * x_k).
 // dx may alias x or dy: each element is read and written by the same thread, and every read of the row for the
 // sums happens before the reductions' barriers.
-template <typename W>
-__device__ __forceinline__ void l4j_rmsnorm_backward(const float* x, const W* __restrict__ w, float eps,
-                                                     const float* dy, float* dx, int d) {
+template <typename X, typename W>
+__device__ __forceinline__ void l4j_rmsnorm_backward(const X* x, const W* __restrict__ w, float eps, const X* dy, X* dx,
+                                                     int d) {
     __shared__ float partial[32];
     const long long base = (long long) blockIdx.x * d;
     float ss = 0.0f, dot = 0.0f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = x[base + j];
+        float v = l4j_load(x, base + j);
         ss += v * v;
-        dot += l4j_load(w, j) * dy[base + j] * v;
+        dot += l4j_load(w, j) * l4j_load(dy, base + j) * v;
     }
     ss = l4j_block_sum(ss, partial);
     dot = l4j_block_sum(dot, partial);
     float r = l4j_rms_inverse(ss, d, eps);
     float c = r * r * r * dot / (float) d;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = x[base + j];
-        dx[base + j] = r * (l4j_load(w, j) * dy[base + j]) - v * c;
+        float v = l4j_load(x, base + j);
+        l4j_store(dx, base + j, r * (l4j_load(w, j) * l4j_load(dy, base + j)) - v * c);
     }
 }
 
-#define L4J_RMSNORM_BACKWARD(name, W) \
-    extern "C" __global__ void lora4j_rmsnorm_backward_##name(const float* x, const W* w, float eps, const float* dy, \
-                                                              float* dx, int d) { \
-        l4j_rmsnorm_backward<W>(x, w, eps, dy, dx, d); \
+#define L4J_RMSNORM_BACKWARD(name, X, W) \
+    extern "C" __global__ void lora4j_rmsnorm_backward_##name(const X* x, const W* w, float eps, const X* dy, X* dx, \
+                                                              int d) { \
+        l4j_rmsnorm_backward<X, W>(x, w, eps, dy, dx, d); \
     }
 
-L4J_RMSNORM_BACKWARD(f32, float)
-L4J_RMSNORM_BACKWARD(bf16, l4j_bf16)
-L4J_RMSNORM_BACKWARD(f16, l4j_f16)
+L4J_RMSNORM_BACKWARD(f32, float, float)
+L4J_RMSNORM_BACKWARD(bf16, float, l4j_bf16)
+L4J_RMSNORM_BACKWARD(f16, float, l4j_f16)
+L4J_RMSNORM_BACKWARD(bf16act_f32, l4j_bf16, float)
+L4J_RMSNORM_BACKWARD(bf16act_bf16, l4j_bf16, l4j_bf16)
+L4J_RMSNORM_BACKWARD(bf16act_f16, l4j_bf16, l4j_f16)
 
 // inv[row] = 1/sqrt(mean(x^2) + eps), one block per row: what the weight gradient below needs.
-extern "C" __global__ void lora4j_rmsnorm_inverse_f32(const float* __restrict__ x, float eps, float* __restrict__ inv,
-                                                      int d) {
+template <typename X>
+__device__ __forceinline__ void l4j_rmsnorm_inverse(const X* __restrict__ x, float eps, float* __restrict__ inv, int d) {
     __shared__ float partial[32];
-    const float* row = x + (long long) blockIdx.x * d;
+    const X* row = x + (long long) blockIdx.x * d;
     float ss = 0.0f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = row[j];
+        float v = l4j_load(row, j);
         ss += v * v;
     }
     ss = l4j_block_sum(ss, partial);
     if (threadIdx.x == 0) inv[blockIdx.x] = l4j_rms_inverse(ss, d, eps);
 }
 
-// The weight gradient of RMSNorm: dw[j] += sum over rows of dy[r, j] * (x[r, j] * inv[r]). Same layout as
+extern "C" __global__ void lora4j_rmsnorm_inverse_f32(const float* x, float eps, float* inv, int d) {
+    l4j_rmsnorm_inverse(x, eps, inv, d);
+}
+
+extern "C" __global__ void lora4j_rmsnorm_inverse_bf16(const l4j_bf16* x, float eps, float* inv, int d) {
+    l4j_rmsnorm_inverse(x, eps, inv, d);
+}
+
+// The weight gradient of RMSNorm: dw[j] += sum over rows of dy[r, j] * (x[r, j] * inv[r]), dw F32. Same layout as
 // lora4j_sum_rows_f32 (256 threads: 32 columns by 8 row lanes), and like it deterministic. It runs before the
 // input gradient, which may overwrite x or dy.
-extern "C" __global__ void __launch_bounds__(256)
-lora4j_rmsnorm_weight_grad_f32(const float* __restrict__ x, const float* __restrict__ dy,
-                               const float* __restrict__ inv, float* __restrict__ dw, long long rows, int d) {
+template <typename X>
+__device__ __forceinline__ void l4j_rmsnorm_weight_grad(const X* __restrict__ x, const X* __restrict__ dy,
+                                                        const float* __restrict__ inv, float* __restrict__ dw,
+                                                        long long rows, int d) {
     __shared__ float partial[8][32];
     const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
     const int j = blockIdx.x * 32 + tx;
     float s = 0.0f;
     if (j < d) {
-        for (long long r = ty; r < rows; r += 8) s += dy[r * d + j] * (x[r * d + j] * inv[r]);
+        for (long long r = ty; r < rows; r += 8) s += l4j_load(dy, r * d + j) * (l4j_load(x, r * d + j) * inv[r]);
     }
     partial[ty][tx] = s;
     __syncthreads();
@@ -102,4 +118,15 @@ lora4j_rmsnorm_weight_grad_f32(const float* __restrict__ x, const float* __restr
         for (int y = 1; y < 8; y++) total += partial[y][tx];
         dw[j] += total;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+lora4j_rmsnorm_weight_grad_f32(const float* x, const float* dy, const float* inv, float* dw, long long rows, int d) {
+    l4j_rmsnorm_weight_grad(x, dy, inv, dw, rows, d);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+lora4j_rmsnorm_weight_grad_bf16(const l4j_bf16* x, const l4j_bf16* dy, const float* inv, float* dw, long long rows,
+                                int d) {
+    l4j_rmsnorm_weight_grad(x, dy, inv, dw, rows, d);
 }

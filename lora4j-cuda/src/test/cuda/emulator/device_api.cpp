@@ -7,7 +7,8 @@
 // CUDA_ERROR_ILLEGAL_ADDRESS, as on a GPU (sticky: every later call fails too). Copies and memsets are checked to lie
 // inside one allocation. Kernel launches check the dynamic shared memory against what the kernel was allowed.
 // cublasLtMatmul checks its layouts against the product it is asked for and multiplies in FP32 (the operands
-// widened, the result rounded once per element), C not read when beta is 0. Everything runs synchronously.
+// widened, the result rounded once per element, to BF16 where D is BF16), C not read when beta is 0. Everything runs
+// synchronously.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -464,7 +465,9 @@ const char* shape(const MatmulDesc& d, const Layout& a, const Layout& b, const L
     }
     if (d.compute != COMPUTE_32F || d.scale != R_32F) return "only CUBLAS_COMPUTE_32F with FP32 scales is emulated";
     if (a.type != b.type || (a.type != R_32F && a.type != R_16F && a.type != R_16BF)) return "A and B differ in type";
-    if (c.type != R_32F || out.type != R_32F) return "C and D must be FP32";
+    // cuBLASLt's table of type combinations for CUBLAS_COMPUTE_32F: C and D of one type, FP32, or BF16 when A and B are.
+    if (c.type != out.type) return "C and D differ in type";
+    if (out.type != R_32F && !(out.type == R_16BF && a.type == R_16BF)) return "D must be FP32, or BF16 with BF16 A and B";
     *m = out.rows;
     *n = out.cols;
     *k = d.trans_a ? a.rows : a.cols;
@@ -585,8 +588,12 @@ int cublasLtMatmul(void*, void* desc, const void* alpha, uint64_t a, void* a_des
                 s += x * y;
             }
             float out = al * s;
-            if (be != 0.0f) out += be * ((const float*) c)[i + j * (uint64_t) lc.ld];
-            ((float*) d)[i + j * (uint64_t) ld.ld] = out;
+            if (be != 0.0f) out += be * element(lc, c, i, j);
+            if (ld.type == R_16BF) {
+                ((uint16_t*) d)[i + j * (uint64_t) ld.ld] = l4j_float_to_bf16(out);
+            } else {
+                ((float*) d)[i + j * (uint64_t) ld.ld] = out;
+            }
         }
     }
     return CUBLAS_SUCCESS;

@@ -36,6 +36,8 @@ public final class LlamaModel implements AutoCloseable {
     private final Tensor gate;       // [B, intermediate]
     private final Tensor up;         // [B, intermediate]
     private final Tensor gated;      // [B, intermediate]: silu(gate) * up
+    // Logits are F32 whatever the activation dtype: the output product writes F32 from BF16 inputs, and sampling
+    // and comparisons read them with FP32 precision.
     private final Tensor lastLogits; // [1, vocab]
     private Tensor chunkLogits;      // [B, vocab], allocated on first use of allLogits
     private final List<Tensor> owned = new ArrayList<>();
@@ -61,7 +63,7 @@ public final class LlamaModel implements AutoCloseable {
             gate = own(backend.allocate(act, maxBatchTokens, shape.intermediateSize()));
             up = own(backend.allocate(act, maxBatchTokens, shape.intermediateSize()));
             gated = own(backend.allocate(act, maxBatchTokens, shape.intermediateSize()));
-            lastLogits = own(backend.allocate(act, 1, shape.vocabSize()));
+            lastLogits = own(backend.allocate(DType.F32, 1, shape.vocabSize()));
         } catch (RuntimeException | OutOfMemoryError e) {
             closeOwned();
             throw e;
@@ -112,7 +114,7 @@ public final class LlamaModel implements AutoCloseable {
      */
     public float[][] allLogits(int[] tokens, int startPos, KvCache cache) {
         checkInput(tokens, startPos, cache);
-        if (chunkLogits == null) chunkLogits = own(backend.allocate(backend.activationType(), maxBatchTokens, shape.vocabSize()));
+        if (chunkLogits == null) chunkLogits = own(backend.allocate(DType.F32, maxBatchTokens, shape.vocabSize()));
         int n = tokens.length;
         float[][] out = new float[n][];
         int chunkStart = 0;

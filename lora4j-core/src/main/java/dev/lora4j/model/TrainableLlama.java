@@ -50,6 +50,17 @@ import java.util.function.Consumer;
  * <p>The loss is the summed next-token cross-entropy of the rows' labels, computed over the vocabulary a chunk of
  * rows at a time so the full [tokens, vocab] logits never exist at once. Gradients accumulate across calls until
  * {@link #zeroGrad()}. Not thread-safe.
+ *
+ * <p>Activations are in the backend's {@link Backend#activationType()}. With BF16 activations the products multiply
+ * BF16 operands, so each trainable F32 weight that a product multiplies (full fine-tuning's projections and lm_head, a
+ * modules_to_save lm_head) has a BF16 working copy beside its F32 master, as mixed-precision training keeps one: the
+ * masters take the optimizer's updates and the gradients, the copies the products. Copying at every product would
+ * cost a pass over the weight each time it is used (two or three per step); a copy per weight costs 2 bytes per
+ * parameter and one pass per optimizer step. The copies are made again from the masters at the first
+ * {@link #forwardBackward} after {@link #zeroGrad()} (the start of an accumulation, after the optimizer stepped), and
+ * at every {@link #evaluate}, {@link #logits} and {@link #generate}: parameters must not change between
+ * {@code zeroGrad()} and the forwardBackward calls that add to its gradients, which gradient accumulation needs anyway.
+ * LoRA adapters need no copies: a product rounds its small F32 adapter on the fly.
  */
 public final class TrainableLlama implements AutoCloseable {
 
@@ -73,6 +84,9 @@ public final class TrainableLlama implements AutoCloseable {
     private final Adapter[][] adapters;           // [layer][projection], null where none
     private final List<Adapter> adapterList;
     private final Map<Tensor, Tensor> gradOf = new IdentityHashMap<>();
+    /** A trainable F32 weight's BF16 working copy, where the products multiply BF16 activations (see above). */
+    private final Map<Tensor, Tensor> workingCopyOf = new IdentityHashMap<>();
+    private boolean workingCopiesStale = true;
     private final List<TrainableParameter> parameters;
     private final int lowestTrainableLayer;       // numLayers when no layer trains
     private final boolean embeddingTrains;
@@ -109,6 +123,45 @@ public final class TrainableLlama implements AutoCloseable {
         for (int l = shape.numLayers() - 1; l >= 0; l--) if (layerTrains(l)) lowest = l;
         this.embeddingTrains = gradOf.containsKey(weights.embedTokens());
         this.lowestTrainableLayer = embeddingTrains ? 0 : lowest;
+        if (backend.activationType() == DType.BF16) {
+            try {
+                for (Tensor w : productWeights(weights)) {
+                    if (gradOf.containsKey(w) && w.dtype() == DType.F32 && !workingCopyOf.containsKey(w)) {
+                        workingCopyOf.put(w, own(backend.allocate(DType.BF16, w.shape())));
+                    }
+                }
+            } catch (RuntimeException | Error e) {
+                for (Tensor t : workingCopyOf.values()) t.close();
+                throw e;
+            }
+        }
+    }
+
+    /** The weights products multiply: every projection's and lm_head (the embedding table when they are tied). */
+    private static List<Tensor> productWeights(LlamaWeights w) {
+        List<Tensor> out = new ArrayList<>();
+        for (LlamaWeights.Layer layer : w.layers()) for (Projection p : Projection.values()) out.add(p.weight(layer));
+        out.add(w.lmHead());
+        return out;
+    }
+
+    /** The tensor a product multiplies for weight w: its BF16 working copy, or w itself. */
+    private Tensor forProduct(Tensor w) {
+        Tensor copy = workingCopyOf.get(w);
+        return copy == null ? w : copy;
+    }
+
+    /** Makes the working copies again from their F32 masters (nearest even); a no-op without copies. */
+    private void refreshWorkingCopies() {
+        for (Map.Entry<Tensor, Tensor> e : workingCopyOf.entrySet()) backend.copy(e.getKey(), e.getValue());
+        workingCopiesStale = false;
+    }
+
+    /** Bytes of the BF16 working copies (0 with F32 activations). */
+    long workingCopyBytes() {
+        long n = 0;
+        for (Tensor t : workingCopyOf.values()) n += t.byteSize();
+        return n;
     }
 
     // ---- creation ---------------------------------------------------------------------------------------------
@@ -445,10 +498,10 @@ public final class TrainableLlama implements AutoCloseable {
 
     /**
      * The device memory of this model in training, by part, measured now: frozen base weights, trainable weights
-     * (adapters, or every weight in full fine-tuning), gradients, the optimizer's state as it reports it, the
-     * activation buffers, and as workspace the rest of the backend's peak (backend workspaces, the rounding of
-     * allocations, transient tensors such as merged weights for generation). Call it when the parts are all held,
-     * after training steps.
+     * (adapters, or every weight in full fine-tuning, with their BF16 working copies), gradients, the optimizer's state
+     * as it reports it, the activation buffers, and as workspace the rest of the backend's peak (backend workspaces,
+     * the rounding of allocations, transient tensors such as merged weights for generation). Call it when the parts are
+     * all held, after training steps.
      */
     public MemoryReport memoryReport(long optimizerStateBytes) {
         checkOpen();
@@ -458,6 +511,7 @@ public final class TrainableLlama implements AutoCloseable {
             if (trainable.add(p.value())) trainableBytes += p.value().byteSize();
             gradientBytes += p.grad().byteSize();
         }
+        trainableBytes += workingCopyBytes();
         long frozen = 0;
         for (Tensor t : weights.tensors()) if (!trainable.contains(t)) frozen += t.byteSize();
         return MemoryReport.of(backend.name(), baseMemoryAtLoad, frozen, trainableBytes, gradientBytes, optimizerStateBytes,
@@ -512,6 +566,7 @@ public final class TrainableLlama implements AutoCloseable {
         Layout in = layout(batch, true);
         int n = in.tokens();
         TrainingBuffers buf = trainBuffers(n);
+        if (workingCopiesStale) refreshWorkingCopies();
         boolean ckpt = buf.checkpointing();
         int L = shape.numLayers();
 
@@ -540,6 +595,7 @@ public final class TrainableLlama implements AutoCloseable {
     /** The loss of the batch without gradients or dropout. */
     public LossSum evaluate(TrainingBatch batch) {
         checkOpen();
+        refreshWorkingCopies();
         Layout in = layout(batch, true);
         int n = in.tokens();
         TrainingBuffers buf = evalBuffers(n);
@@ -554,6 +610,7 @@ public final class TrainableLlama implements AutoCloseable {
      */
     public float[] logits(int[] tokens) {
         checkOpen();
+        refreshWorkingCopies();
         Layout in = layout(TrainingBatch.languageModelling(new int[][]{tokens}, 0), false);
         int n = in.tokens(), vocab = shape.vocabSize();
         TrainingBuffers buf = evalBuffers(n);
@@ -564,7 +621,7 @@ public final class TrainableLlama implements AutoCloseable {
         for (int c0 = 0; c0 < n; c0 += buf.lossChunkRows) {
             int count = Math.min(buf.lossChunkRows, n - c0);
             Tensor lg = buf.logits.rows(0, count);
-            backend.matmul(h.rows(c0, count), weights.lmHead(), lg);
+            backend.matmul(h.rows(c0, count), forProduct(weights.lmHead()), lg);
             System.arraycopy(backend.toFloats(lg), 0, out, c0 * vocab, count * vocab);
         }
         return out;
@@ -577,10 +634,14 @@ public final class TrainableLlama implements AutoCloseable {
         for (int l = 0; l < shape.numLayers(); l++) layerForward(l, x, x, x, buf.layer(l), buf, in, false);
     }
 
-    /** Sets every parameter's gradient to zero. */
+    /**
+     * Sets every parameter's gradient to zero: a new accumulation starts, and the parameters may have changed since the
+     * last one (the working copies are made again at the next forwardBackward).
+     */
     public void zeroGrad() {
         checkOpen();
         for (TrainableParameter p : parameters) backend.zero(p.grad());
+        workingCopiesStale = true;
     }
 
     private TrainingBuffers trainBuffers(int n) {
@@ -667,7 +728,7 @@ public final class TrainableLlama implements AutoCloseable {
     private void project(int l, Projection p, Tensor in, Tensor out, TrainingBuffers.LayerActivations a,
                          TrainingBuffers buf, Layout lay, boolean train) {
         LlamaWeights.Layer w = weights.layer(l);
-        backend.matmul(in, p.weight(w), out);
+        backend.matmul(in, forProduct(p.weight(w)), out);
         Tensor bias = p.bias(w);
         if (bias != null) backend.addBias(out, bias);
         addLora(l, p, in, out, a, buf, lay, train);
@@ -682,10 +743,10 @@ public final class TrainableLlama implements AutoCloseable {
         LlamaWeights.Layer w = weights.layer(l);
         Tensor bias = p.bias(w);
         if (bias == null) {
-            backend.matmul(in, p.weight(w), x, true);
+            backend.matmul(in, forProduct(p.weight(w)), x, true);
             addLora(l, p, in, x, a, buf, lay, train);
         } else {
-            backend.matmul(in, p.weight(w), scratch);
+            backend.matmul(in, forProduct(p.weight(w)), scratch);
             backend.addBias(scratch, bias);
             addLora(l, p, in, scratch, a, buf, lay, train);
             backend.add(x, scratch);
@@ -740,10 +801,10 @@ public final class TrainableLlama implements AutoCloseable {
             }
             Tensor lg = buf.logits.rows(0, rows);
             Tensor hc = h.rows(c0, rows);
-            backend.matmul(hc, weights.lmHead(), lg);
+            backend.matmul(hc, forProduct(weights.lmHead()), lg);
             backend.crossEntropy(lg, tg, gradScale, buf.losses.view(c0, rows));
             if (dNormed != null) {
-                backend.matmulBackwardInput(lg, weights.lmHead(), dNormed.rows(c0, rows), false);
+                backend.matmulBackwardInput(lg, forProduct(weights.lmHead()), dNormed.rows(c0, rows), false);
                 if (gradHead != null) backend.matmulBackwardWeight(lg, hc, gradHead, true);
             }
         }
@@ -806,7 +867,7 @@ public final class TrainableLlama implements AutoCloseable {
                                 TrainingBuffers.LayerActivations a, TrainingBuffers buf, Layout lay) {
         LlamaWeights.Layer w = weights.layer(l);
         Tensor weight = p.weight(w);
-        backend.matmulBackwardInput(dY, weight, dIn, accumulate);
+        backend.matmulBackwardInput(dY, forProduct(weight), dIn, accumulate);
         Tensor gw = gradOf.get(weight);
         if (gw != null) backend.matmulBackwardWeight(dY, in, gw, true);
         Tensor bias = p.bias(w);
@@ -966,6 +1027,26 @@ public final class TrainableLlama implements AutoCloseable {
         }
     }
 
+    /**
+     * This model's weights for inference, the products' weights replaced by their working copies (made again now);
+     * closing the result frees nothing.
+     */
+    private LlamaWeights withWorkingCopies() {
+        refreshWorkingCopies();
+        List<LlamaWeights.Layer> layers = new ArrayList<>();
+        for (LlamaWeights.Layer L : weights.layers()) {
+            layers.add(new LlamaWeights.Layer(L.inputNorm(), forProduct(L.qProj()), forProduct(L.kProj()),
+                    forProduct(L.vProj()), forProduct(L.oProj()), L.qBias(), L.kBias(), L.vBias(), L.oBias(),
+                    L.postAttentionNorm(), forProduct(L.gateProj()), forProduct(L.upProj()), forProduct(L.downProj()),
+                    L.gateBias(), L.upBias(), L.downBias()));
+        }
+        List<Tensor> borrowed = new ArrayList<>(weights.tensors());
+        borrowed.addAll(workingCopyOf.values());
+        // A tied table is the embedding lookup's too: it stays the F32 master, and the products round it.
+        return new LlamaWeights(shape, weights.embedTokens(), layers, weights.finalNorm(),
+                shape.tiedEmbeddings() ? null : forProduct(weights.lmHead()), borrowed);
+    }
+
     /** Generates after {@code prompt} with the adapters applied; see {@link #generate(int[], GenerationOptions, Tokenizer, Consumer)}. */
     public GenerationResult generate(int[] prompt, GenerationOptions options, Tokenizer tokenizer) {
         return generate(prompt, options, tokenizer, null);
@@ -980,9 +1061,7 @@ public final class TrainableLlama implements AutoCloseable {
         checkOpen();
         Set<Integer> eos = Generator.eosIds(generationConfig.eosTokenIds(),
                 config == null ? List.of() : config.eosTokenIds(), tokenizer);
-        LlamaWeights w = method instanceof FineTuneMethod.Lora ? mergedWeights()
-                : new LlamaWeights(shape, weights.embedTokens(), weights.layers(), weights.finalNorm(),
-                shape.tiedEmbeddings() ? null : weights.lmHead(), weights.tensors());
+        LlamaWeights w = method instanceof FineTuneMethod.Lora ? mergedWeights() : withWorkingCopies();
         try (LlamaModel model = new LlamaModel(backend, w); Generator generator = new Generator(model, tokenizer, eos)) {
             return generator.generate(prompt, options, streamer);
         }

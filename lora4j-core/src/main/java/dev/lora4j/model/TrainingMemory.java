@@ -10,9 +10,10 @@ import java.util.Locale;
  * The memory a training run needs on its device, computed from the configuration before anything is allocated:
  * frozen weights in their storage dtype (norm weights F32; under QLoRA the projections take
  * {@link dev.lora4j.quant.QuantSpec#bytesFor} each), trainable parameters, their gradients and AdamW's two moments
- * in F32, and the activation and gradient buffers of one micro-batch ({@link TrainableLlama}'s plan, the same sizes
- * it allocates), in which evaluation batches of no more tokens also run. Backend workspaces (cuBLASLt, attention
- * tiles) come on top.
+ * in F32 (with BF16 activations, trainable weights that products multiply also have BF16 working copies, counted
+ * with the trainable weights), and the activation and gradient buffers of one micro-batch in the activation dtype
+ * ({@link TrainableLlama}'s plan, the same sizes it allocates), in which evaluation batches of no more tokens also run.
+ * Backend workspaces (cuBLASLt, attention tiles) come on top.
  */
 public record TrainingMemory(long frozenWeights, long trainableWeights, long gradients, long optimizerStates,
                              long activations) {
@@ -24,7 +25,8 @@ public record TrainingMemory(long frozenWeights, long trainableWeights, long gra
     /**
      * @param baseStorage         the dtype frozen weights are kept in (the checkpoint's, usually BF16; under QLoRA
      *                            the embeddings', lm_head's and biases')
-     * @param activationType      the backend's activation dtype
+     * @param activationType      the backend's activation dtype: the activation buffers are of it, and with BF16
+     *                            every trainable product weight has a BF16 working copy
      * @param tokensPerMicroBatch the most tokens one forwardBackward call sees (rows × sequence length)
      */
     public static TrainingMemory estimate(ModelConfig config, FineTuneMethod method, DType baseStorage, DType activationType,
@@ -48,8 +50,26 @@ public record TrainingMemory(long frozenWeights, long trainableWeights, long gra
         int capacity = (int) Math.min(Integer.MAX_VALUE, (tokensPerMicroBatch + 63L) / 64 * 64);
         long activations = TrainingBuffers.bytesFor(shape, plan.loraModules(), capacity, true, gradientCheckpointing,
                 lossChunkBytes, activationType);
-        return new TrainingMemory(frozen, DType.F32.bytesFor(trainable), DType.F32.bytesFor(trainable),
+        return new TrainingMemory(frozen, DType.F32.bytesFor(trainable) + workingCopyBytes(plan, activationType),
+                DType.F32.bytesFor(trainable),
                 2 * DType.F32.bytesFor(trainable), activations);
+    }
+
+    /**
+     * The BF16 working copies {@link TrainableLlama} keeps under BF16 activations: one per trainable projection weight
+     * and for a trainable lm_head (the table itself when tied embeddings train together).
+     */
+    static long workingCopyBytes(TrainablePlan plan, DType activationType) {
+        if (activationType != DType.BF16) return 0;
+        long elements = 0;
+        for (String name : plan.fullTensors().keySet()) {
+            if (TrainablePlan.isProjectionWeight(name) || name.equals("lm_head.weight")) elements += plan.numel(name);
+        }
+        LlamaShape s = plan.shape();
+        if (s.tiedEmbeddings() && !plan.unties() && plan.trains("model.embed_tokens.weight")) {
+            elements += plan.numel("lm_head.weight");
+        }
+        return DType.BF16.bytesFor(elements);
     }
 
     @Override

@@ -15,7 +15,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * Matrix products through cuBLASLt, on the tensor cores for BF16/F16 operands, in true FP32 (no TF32) for F32
- * operands; both operands of one element type, the result F32, accumulation in FP32.
+ * operands; both operands of one element type, accumulation in FP32, the result F32, or BF16 from BF16 operands
+ * (rounded to nearest even once, after the addition when the product accumulates into it).
  *
  * <p>cuBLASLt is column-major, and a row-major [r, c] matrix is the column-major c×r matrix with leading
  * dimension c (its transpose). lora4j's three products, all on row-major tensors, become:
@@ -53,8 +54,16 @@ final class CublasLtMatmul {
         }
     };
 
-    /** The element type of the operands and whether each is used transposed. */
-    private record Form(DType type, boolean transA, boolean transB) {}
+    /** The element type of the operands, that of the result (C and D), and whether each operand is used transposed. */
+    private record Form(DType type, DType output, boolean transA, boolean transB) {
+        Form {
+            dataType(type);
+            if (output != DType.F32 && !(output == DType.BF16 && type == DType.BF16)) {
+                throw new IllegalArgumentException("a product of " + type + " operands cannot be written as " + output
+                        + " (F32 always; BF16 from BF16 operands)");
+            }
+        }
+    }
 
     /** D (rows × cols, ld ldd) = op(A) (rows × inner, ld lda) · op(B) (inner × cols, ld ldb), column-major. */
     private record Key(Form form, long rows, long cols, long inner, long lda, long ldb, long ldd, int alignA, int alignB,
@@ -89,29 +98,50 @@ final class CublasLtMatmul {
 
     /**
      * Queues {@code out = x · wᵀ} (or {@code out += x · wᵀ}) on {@code stream}. Addresses are device pointers;
-     * x and w hold elements of {@code type}, out F32. n, m, k &gt; 0.
+     * x and w hold elements of {@code type}, out elements of {@code output}. n, m, k &gt; 0.
      */
+    void multiply(DType type, DType output, long w, long x, long out, long n, long m, long k, boolean accumulate,
+                  MemorySegment stream) {
+        gemm(new Form(type, output, true, false), w, k, x, k, out, m, m, n, k, accumulate, stream,
+                "cublasLtMatmul(" + type + " [" + n + ", " + k + "] x [" + m + ", " + k + "]^T -> " + output + ")");
+    }
+
+    /** {@link #multiply(DType, DType, long, long, long, long, long, long, boolean, MemorySegment)} into F32. */
     void multiply(DType type, long w, long x, long out, long n, long m, long k, boolean accumulate,
                   MemorySegment stream) {
-        gemm(new Form(type, true, false), w, k, x, k, out, m, m, n, k, accumulate, stream,
-                "cublasLtMatmul(" + type + " [" + n + ", " + k + "] x [" + m + ", " + k + "]^T)");
+        multiply(type, DType.F32, w, x, out, n, m, k, accumulate, stream);
     }
 
     /**
      * Queues {@code dX (+)= dY · w} for row-major dY [n, m] (starting at column offset 0 of rows {@code ldDy} long),
-     * w [m, k] and dX [n, k]: dY and w hold elements of {@code type}, dX F32. n, m, k &gt; 0.
+     * w [m, k] and dX [n, k]: dY and w hold elements of {@code type}, dX elements of {@code output}. n, m, k &gt; 0.
      */
-    void multiplyBackwardInput(DType type, long dY, long ldDy, long w, long dX, long n, long m, long k,
+    void multiplyBackwardInput(DType type, DType output, long dY, long ldDy, long w, long dX, long n, long m, long k,
                                boolean accumulate, MemorySegment stream) {
-        gemm(new Form(type, false, false), w, k, dY, ldDy, dX, k, k, n, m, accumulate, stream,
-                "cublasLtMatmul(" + type + " [" + n + ", " + m + "] x [" + m + ", " + k + "])");
+        gemm(new Form(type, output, false, false), w, k, dY, ldDy, dX, k, k, n, m, accumulate, stream,
+                "cublasLtMatmul(" + type + " [" + n + ", " + m + "] x [" + m + ", " + k + "] -> " + output + ")");
     }
 
-    /** Queues {@code dW (+)= dYᵀ · x} for F32 row-major dY [n, m], x [n, k] and dW [m, k]. n, m, k &gt; 0. */
+    /** {@link #multiplyBackwardInput(DType, DType, long, long, long, long, long, long, long, boolean, MemorySegment)} into F32. */
+    void multiplyBackwardInput(DType type, long dY, long ldDy, long w, long dX, long n, long m, long k,
+                               boolean accumulate, MemorySegment stream) {
+        multiplyBackwardInput(type, DType.F32, dY, ldDy, w, dX, n, m, k, accumulate, stream);
+    }
+
+    /**
+     * Queues {@code dW (+)= dYᵀ · x} for row-major dY [n, m] and x [n, k] of elements of {@code type} (F32, or BF16
+     * on the tensor cores) and an F32 dW [m, k]. n, m, k &gt; 0.
+     */
+    void multiplyBackwardWeight(DType type, long dY, long x, long dW, long n, long m, long k, boolean accumulate,
+                                MemorySegment stream) {
+        gemm(new Form(type, DType.F32, false, true), x, k, dY, m, dW, k, k, m, n, accumulate, stream,
+                "cublasLtMatmul(" + type + " [" + n + ", " + m + "]^T x [" + n + ", " + k + "])");
+    }
+
+    /** {@link #multiplyBackwardWeight(DType, long, long, long, long, long, long, boolean, MemorySegment)} in F32. */
     void multiplyBackwardWeight(long dY, long x, long dW, long n, long m, long k, boolean accumulate,
                                 MemorySegment stream) {
-        gemm(new Form(DType.F32, false, true), x, k, dY, m, dW, k, k, m, n, accumulate, stream,
-                "cublasLtMatmul(F32 [" + n + ", " + m + "]^T x [" + n + ", " + k + "])");
+        multiplyBackwardWeight(DType.F32, dY, x, dW, n, m, k, accumulate, stream);
     }
 
     private synchronized void gemm(Form form, long a, long lda, long b, long ldb, long d, long ldd, long rows, long cols,
@@ -166,7 +196,7 @@ final class CublasLtMatmul {
                     : layout(tmp, dataType, key.rows(), key.inner(), key.lda());
             layoutB = form.transB() ? layout(tmp, dataType, key.cols(), key.inner(), key.ldb())
                     : layout(tmp, dataType, key.inner(), key.cols(), key.ldb());
-            layoutD = layout(tmp, CublasLt.CUDA_R_32F, key.rows(), key.cols(), key.ldd());
+            layoutD = layout(tmp, dataType(form.output()), key.rows(), key.cols(), key.ldd());
 
             MemorySegment out = tmp.allocate(ADDRESS);
             lt.check(lt.preferenceCreate(out), "cublasLtMatmulPreferenceCreate");

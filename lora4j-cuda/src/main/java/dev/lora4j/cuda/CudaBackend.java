@@ -17,8 +17,15 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 /**
  * The CUDA backend: tensors in GPU memory, kernels from lora4j's fatbin, matmuls through cuBLASLt, all queued on
  * one stream of the device's primary context (the context the CUDA runtime inside cuBLASLt uses too).
- * Activations are F32; weights may be F32, BF16 or F16. Ops return as soon as they are queued; host transfers
- * and {@link #synchronize()} wait.
+ * Weights may be F32, BF16 or F16. Ops return as soon as they are queued; host transfers and {@link #synchronize()}
+ * wait.
+ *
+ * <p>Activations (and their gradients) are F32 or BF16, chosen when the backend is opened and reported by
+ * {@link #activationType()}: F32 by default, BF16 with {@code -Dlora4j.cuda.activations=bf16} or
+ * {@link #open(int, DType)}. Every op takes either type (one dtype for all the activations of one call); kernels
+ * widen BF16 to FP32, compute in FP32 and round once, to nearest even, where they store a BF16 result. With BF16
+ * activations the products run on the tensor cores with no conversion pass over x (see {@link CudaProducts}),
+ * activations take half the memory, and attention, norms and the loss keep FP32 arithmetic and F32 statistics.
  *
  * <p>The semantics of every op are those of {@code CpuBackend}, which the tests compare this backend against.
  * Set {@code -Dlora4j.cuda.syncEachOp=true} to wait after every op, so that a failing kernel is named by the op
@@ -27,6 +34,8 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 public final class CudaBackend implements Backend {
     /** System property: wait for the device after every op, to pin a kernel failure on its op. */
     public static final String SYNC_EACH_OP_PROPERTY = "lora4j.cuda.syncEachOp";
+    /** System property: the activation dtype of backends opened without one, {@code f32} (the default) or {@code bf16}. */
+    public static final String ACTIVATIONS_PROPERTY = "lora4j.cuda.activations";
 
     private final CudaDriver cu;
     private final DeviceInfo device;
@@ -35,26 +44,58 @@ public final class CudaBackend implements Backend {
     private final DeviceAllocator allocator;
     private final CudaKernels kernels;
     private final CublasLtMatmul matmul;
+    private final DType activations;
+    private final CudaProducts products;
     private final CudaQuantization quantization = new CudaQuantization(this);
     private final CudaOpProfile profile = Boolean.getBoolean(CudaOpProfile.PROPERTY) ? new CudaOpProfile() : null;
     private final boolean syncEachOp = Boolean.getBoolean(SYNC_EACH_OP_PROPERTY) || profile != null;
     private volatile boolean closed;
 
-    /** Opens the device chosen by {@code -Dlora4j.cuda.device} (0 by default). */
+    /**
+     * Opens the device chosen by {@code -Dlora4j.cuda.device} (0 by default) with the activations of
+     * {@code -Dlora4j.cuda.activations} (F32 by default).
+     */
     public static CudaBackend open() {
         return open(CudaProbe.deviceOrdinal());
     }
 
-    /** Opens GPU {@code ordinal}; a {@link CudaException} with the probe's one-line reason when it cannot run. */
+    /** Opens GPU {@code ordinal} with the activations of {@code -Dlora4j.cuda.activations} (F32 by default). */
     public static CudaBackend open(int ordinal) {
+        return open(ordinal, activationsProperty());
+    }
+
+    /**
+     * Opens GPU {@code ordinal} with activations of dtype {@code activations}, F32 or BF16; a {@link CudaException}
+     * with the probe's one-line reason when it cannot run.
+     */
+    public static CudaBackend open(int ordinal, DType activations) {
+        if (activations != DType.F32 && activations != DType.BF16) {
+            throw new IllegalArgumentException("the CUDA backend keeps activations in F32 or BF16, not " + activations);
+        }
         CudaPlatform.Status status = CudaPlatform.shared();
         Availability a = CudaProbe.probe(status, ordinal);
         if (!a.available()) throw new CudaException("CUDA backend unavailable: " + a.detail());
-        return new CudaBackend(status.platform(), ordinal);
+        return new CudaBackend(status.platform(), ordinal, activations);
     }
 
-    private CudaBackend(CudaPlatform platform, int ordinal) {
+    /** The activation dtype {@code -Dlora4j.cuda.activations} asks for: F32 when unset. */
+    public static DType activationsProperty() {
+        String value = System.getProperty(ACTIVATIONS_PROPERTY);
+        return value == null ? DType.F32 : parseActivations(value, "-D" + ACTIVATIONS_PROPERTY);
+    }
+
+    /** "f32", "fp32", "float32", "bf16" or "bfloat16" (any case) as a dtype; {@code source} names where it came from. */
+    public static DType parseActivations(String value, String source) {
+        return switch (value.strip().toLowerCase(java.util.Locale.ROOT)) {
+            case "f32", "fp32", "float32" -> DType.F32;
+            case "bf16", "bfloat16" -> DType.BF16;
+            default -> throw new IllegalArgumentException(source + "=" + value + ": activations are f32 or bf16");
+        };
+    }
+
+    private CudaBackend(CudaPlatform platform, int ordinal, DType activations) {
         this.cu = platform.driver;
+        this.activations = activations;
         this.device = DeviceInfo.query(cu, ordinal);
         MemorySegment ctx = null, str = null;
         DeviceAllocator alloc = null;
@@ -82,14 +123,18 @@ public final class CudaBackend implements Backend {
         this.stream = str;
         this.allocator = alloc;
         this.kernels = kern;
+        this.products = new CudaProducts(cu, kern, alloc, matmul, str, activations);
     }
 
     @Override public String name() { return "cuda"; }
 
-    /** "CUDA, NVIDIA H200 (sm_90), 139.8 GiB, driver 13.0". */
-    @Override public String description() { return "CUDA, " + device.summary(); }
+    /** "CUDA, NVIDIA H200 (sm_90), 139.8 GiB, driver 13.0", and "BF16 activations" when they are. */
+    @Override public String description() {
+        return "CUDA, " + device.summary() + (activations == DType.F32 ? "" : ", " + activations + " activations");
+    }
 
-    @Override public DType activationType() { return DType.F32; }
+    /** F32 or BF16, as chosen when the backend was opened. */
+    @Override public DType activationType() { return activations; }
 
     // ---- memory -------------------------------------------------------------------------------------------
 
@@ -238,7 +283,7 @@ public final class CudaBackend implements Backend {
         CudaTensor tab = cuda(table), o = cuda(out);
         long d = table.dim(-1);
         long vocab = table.rows();
-        requireF32(out, "embedding out");
+        requireActivation(out, "embedding out");
         requireKernelType(table, "embedding table");
         if (out.rows() != ids.length || out.dim(-1) != d) {
             throw new IllegalArgumentException("embedding out must be [" + ids.length + ", " + d + "], got " + out);
@@ -251,7 +296,7 @@ public final class CudaBackend implements Backend {
         if (ids.length == 0 || d == 0) return;
         long idsOnDevice = uploadInts(ids);
         try {
-            kernels.launch(CudaKernels.embedding(table.dtype()), CudaKernels.gridFor((long) ids.length * d),
+            kernels.launch(CudaKernels.embedding(out.dtype(), table.dtype()), CudaKernels.gridFor((long) ids.length * d),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(tab.address()).ptr(idsOnDevice).ptr(o.address()).i32(ids.length).i64(d));
         } finally {
@@ -263,8 +308,8 @@ public final class CudaBackend implements Backend {
     @Override
     public void rmsNorm(Tensor x, Tensor weight, float eps, Tensor out) {
         bind();
-        requireF32(x, "rmsNorm x");
-        requireF32(out, "rmsNorm out");
+        requireActivation(x, "rmsNorm x");
+        requireSameActivation(x, out, "rmsNorm x and out");
         requireSameCount(x, out);
         requireKernelType(weight, "rmsNorm weight");
         long d = x.dim(-1);
@@ -273,17 +318,21 @@ public final class CudaBackend implements Backend {
         long rows = x.rows();
         if (rows == 0 || d == 0) return;
         int threads = (int) Math.min(1024, Math.max(32, Math.ceilDiv(d, 32) * 32));
-        kernels.launch(CudaKernels.rmsNorm(weight.dtype()), rows, threads, 0, stream,
+        kernels.launch(CudaKernels.rmsNorm(x.dtype(), weight.dtype()), rows, threads, 0, stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(weight).address()).f32(eps)
                         .ptr(cuda(out).address()).i32((int) d));
         opDone("rmsNorm");
     }
 
+    /**
+     * {@code out (+)= x · wᵀ}; x F32 or BF16, out F32 or BF16 (an F32 out from BF16 x: the loss's logits). See
+     * {@link CudaProducts} for the type the operands meet in.
+     */
     @Override
     public void matmul(Tensor x, Tensor w, Tensor out, boolean accumulate) {
         bind();
-        requireF32(x, "matmul x");
-        requireF32(out, "matmul out");
+        requireActivation(x, "matmul x");
+        requireActivation(out, "matmul out");
         long n = x.rows(), k = x.dim(-1), m = w.rows();
         if (w.dim(-1) != k || out.rows() != n || out.dim(-1) != m) {
             throw new IllegalArgumentException("matmul shapes: x " + x + ", w " + w + ", out " + out);
@@ -302,44 +351,34 @@ public final class CudaBackend implements Backend {
             if (!accumulate) cu.check(cu.memsetD8Async(os.address(), (byte) 0, os.byteSize(), stream), "cuMemsetD8Async");
             return;
         }
-        if (wt == DType.F32) {
-            matmul.multiply(wt, ws.address(), xs.address(), os.address(), n, m, k, accumulate, stream);
-        } else {
-            // The tensor cores multiply two 16-bit operands: round x to the weight's type (nearest even) first.
-            long converted = allocator.allocate(wt.bytesFor(n * k));
-            try {
-                convert(xs.address(), DType.F32, converted, wt, n * k);
-                matmul.multiply(wt, ws.address(), converted, os.address(), n, m, k, accumulate, stream);
-            } finally {
-                allocator.release(converted);
-            }
-        }
+        products.forward(xs, ws, os, accumulate);
         opDone("matmul");
     }
 
     @Override
     public void addBias(Tensor x, Tensor bias) {
         bind();
-        requireF32(x, "addBias x");
+        requireActivation(x, "addBias x");
         requireKernelType(bias, "addBias bias");
         long d = x.dim(-1);
         if (bias.numel() != d) throw new IllegalArgumentException("bias " + bias + " does not match rows of " + x);
         if (x.numel() == 0) return;
         if (d > Integer.MAX_VALUE) throw new IllegalArgumentException("addBias rows of " + d + " elements are too long");
-        kernels.launch(CudaKernels.addBias(bias.dtype()), CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS,
+        kernels.launch(CudaKernels.addBias(x.dtype(), bias.dtype()), CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS,
                 0, stream, KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(bias).address()).i64(x.numel()).i32((int) d));
         opDone("addBias");
     }
 
     @Override
     public void rope(Tensor x, int headDim, int[] positions, Tensor invFreq) {
-        rotate("rope", CudaKernels.ROPE, x, headDim, positions, invFreq);
+        rotate("rope", false, x, headDim, positions, invFreq);
     }
 
     /** rope and ropeBackward: the same pairs, rotated by the angle or by its opposite. */
-    private void rotate(String op, String kernel, Tensor x, int headDim, int[] positions, Tensor invFreq) {
+    private void rotate(String op, boolean inverse, Tensor x, int headDim, int[] positions, Tensor invFreq) {
         bind();
-        requireF32(x, op + " x");
+        requireActivation(x, op + " x");
+        String kernel = inverse ? CudaKernels.ropeBackward(x.dtype()) : CudaKernels.rope(x.dtype());
         long width = x.dim(-1);
         if (headDim <= 0 || width % headDim != 0 || headDim % 2 != 0) {
             throw new IllegalArgumentException(op + ": row width " + width + " is not a multiple of an even headDim " + headDim);
@@ -376,8 +415,8 @@ public final class CudaBackend implements Backend {
     public void attention(Tensor q, Tensor k, Tensor v, int startPos, int nHeads, int nKvHeads, int headDim,
                           int slidingWindow, Tensor out) {
         bind();
-        requireF32(q, "attention q");
-        requireF32(out, "attention out");
+        requireActivation(q, "attention q");
+        requireSameActivation(q, out, "attention q and out");
         int n = (int) q.rows();
         if (nHeads <= 0 || nKvHeads <= 0 || headDim <= 0 || startPos < 0) {
             throw new IllegalArgumentException("attention: nHeads " + nHeads + ", nKvHeads " + nKvHeads + ", headDim "
@@ -399,7 +438,7 @@ public final class CudaBackend implements Backend {
         long blocks = (long) n * nHeads;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         int shared = (headDim + CudaKernels.ATTENTION_TILE) * Float.BYTES;
-        kernels.launch(CudaKernels.attention(k.dtype()), blocks, CudaKernels.ATTENTION_THREADS, shared, stream,
+        kernels.launch(CudaKernels.attention(q.dtype(), k.dtype()), blocks, CudaKernels.ATTENTION_THREADS, shared, stream,
                 KernelArgs.start().ptr(cuda(q).address()).ptr(cuda(k).address()).ptr(cuda(v).address())
                         .ptr(cuda(out).address()).i32(nHeads).i32(nKvHeads).i32(headDim).i32(startPos)
                         .i32(slidingWindow).f32(scale));
@@ -411,40 +450,42 @@ public final class CudaBackend implements Backend {
         bind();
         requireSameCount(gate, up);
         requireSameCount(gate, out);
-        requireF32(gate, "swiglu gate");
-        requireF32(up, "swiglu up");
-        requireF32(out, "swiglu out");
+        requireActivation(gate, "swiglu gate");
+        requireSameActivation(gate, up, "swiglu gate and up");
+        requireSameActivation(gate, out, "swiglu gate and out");
         if (gate.numel() == 0) return;
-        kernels.launch(CudaKernels.SWIGLU, CudaKernels.gridFor(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+        kernels.launch(CudaKernels.swiglu(gate.dtype()), CudaKernels.gridFor(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(gate).address()).ptr(cuda(up).address()).ptr(cuda(out).address())
                         .i64(gate.numel()));
         opDone("swiglu");
     }
 
+    /** {@code x += y}: both F32, both BF16, or a BF16 x and an F32 y (rounded once). */
     @Override
     public void add(Tensor x, Tensor y) {
         bind();
         requireSameCount(x, y);
-        requireF32(x, "add x");
-        requireF32(y, "add y");
+        requireActivation(x, "add x");
+        requireActivation(y, "add y");
+        if (x.dtype() != y.dtype() && !(x.dtype() == DType.BF16 && y.dtype() == DType.F32)) {
+            throw new IllegalArgumentException("add: " + y + " cannot be added to " + x + " (the same dtype, or F32 into BF16)");
+        }
         if (x.numel() == 0) return;
-        kernels.launch(CudaKernels.ADD, CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+        kernels.launch(CudaKernels.add(x.dtype(), y.dtype()), CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(y).address()).i64(x.numel()));
         opDone("add");
     }
 
     // ---- training ops -------------------------------------------------------------------------------------
 
-    /**
-     * F16 weights are widened to F32 for the input gradient, this many elements at a time: gradients routinely fall
-     * below F16's smallest normal (6e-5), so dY cannot be rounded to F16 for the tensor cores as it is to BF16.
-     */
-    static final long F16_WIDEN_CHUNK_ELEMENTS = 1L << 25;
+    /** See {@link CudaProducts#F16_WIDEN_CHUNK_ELEMENTS}. */
+    static final long F16_WIDEN_CHUNK_ELEMENTS = CudaProducts.F16_WIDEN_CHUNK_ELEMENTS;
 
     /**
-     * {@code dX (+)= dY · w}. BF16 weights run on the tensor cores with dY rounded to BF16 (nearest even), as the
-     * forward pass rounds x; F32 weights in true FP32; F16 weights are widened to F32 a slice of rows at a time
-     * (see {@link #F16_WIDEN_CHUNK_ELEMENTS}) and multiplied in FP32.
+     * {@code dX (+)= dY · w}; dY and dX F32 or BF16. BF16 weights run on the tensor cores with an F32 dY rounded to
+     * BF16 (nearest even), as the forward pass rounds x; with BF16 activations every weight meets dY in BF16;
+     * an F32 dY meets F32 weights in true FP32, and F16 weights widened to F32 a slice of rows at a time (see
+     * {@link #F16_WIDEN_CHUNK_ELEMENTS}).
      */
     @Override
     public void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate) {
@@ -454,8 +495,8 @@ public final class CudaBackend implements Backend {
     /** {@link #matmulBackwardInput(Tensor, Tensor, Tensor, boolean)}, widening F16 weights this many elements at a time. */
     void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate, long f16ChunkElements) {
         bind();
-        requireF32(dY, "matmulBackwardInput dY");
-        requireF32(dX, "matmulBackwardInput dX");
+        requireActivation(dY, "matmulBackwardInput dY");
+        requireActivation(dX, "matmulBackwardInput dX");
         long n = dY.rows(), m = dY.dim(-1), k = w.dim(-1);
         if (w.rows() != m || dX.rows() != n || dX.dim(-1) != k) {
             throw new IllegalArgumentException("matmulBackwardInput shapes: dY " + dY + ", w " + w + ", dX " + dX
@@ -475,46 +516,19 @@ public final class CudaBackend implements Backend {
             if (!accumulate) zeroBytes(dxs);
             return;
         }
-        switch (wt) {
-            case F32 -> matmul.multiplyBackwardInput(DType.F32, dys.address(), m, ws.address(), dxs.address(), n, m, k,
-                    accumulate, stream);
-            case BF16 -> {
-                long rounded = allocator.allocate(DType.BF16.bytesFor(n * m));
-                try {
-                    convert(dys.address(), DType.F32, rounded, DType.BF16, n * m);
-                    matmul.multiplyBackwardInput(DType.BF16, rounded, m, ws.address(), dxs.address(), n, m, k, accumulate,
-                            stream);
-                } finally {
-                    allocator.release(rounded);
-                }
-            }
-            default -> { // F16
-                long rowsPerChunk = Math.max(1, Math.min(m, f16ChunkElements / k));
-                long widened = allocator.allocate(4L * rowsPerChunk * k);
-                try {
-                    for (long m0 = 0; m0 < m; m0 += rowsPerChunk) {
-                        long mc = Math.min(rowsPerChunk, m - m0);
-                        convert(ws.address() + DType.F16.bytesFor(m0 * k), DType.F16, widened, DType.F32, mc * k);
-                        // dX (+)= dY[:, m0:m0+mc] · w[m0:m0+mc, :]; every slice after the first adds.
-                        matmul.multiplyBackwardInput(DType.F32, dys.address() + 4L * m0, m, widened, dxs.address(), n, mc,
-                                k, accumulate || m0 > 0, stream);
-                    }
-                } finally {
-                    allocator.release(widened);
-                }
-            }
-        }
+        products.backwardInput(dys, ws, dxs, accumulate, f16ChunkElements);
         opDone("matmulBackwardInput");
     }
 
     /**
-     * {@code dW (+)= dYᵀ · x} in true FP32 (no TF32). x may be BF16 or F16 (widened to F32 first, exactly), dY and dW
-     * are F32.
+     * {@code dW (+)= dYᵀ · x}, dW F32: in true FP32 (no TF32) for F32 dY and x, and for an F32 dY with a 16-bit x
+     * (widened first, exactly) under F32 activations; on the tensor cores when dY and x are BF16, and under BF16
+     * activations for a BF16 x with an F32 dY (rounded to BF16 first).
      */
     @Override
     public void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) {
         bind();
-        requireF32(dY, "matmulBackwardWeight dY");
+        requireActivation(dY, "matmulBackwardWeight dY");
         requireKernelType(x, "matmulBackwardWeight x");
         requireF32(dW, "matmulBackwardWeight dW");
         long n = dY.rows(), m = dY.dim(-1), k = x.dim(-1);
@@ -528,24 +542,14 @@ public final class CudaBackend implements Backend {
             if (!accumulate) zeroBytes(dws);
             return;
         }
-        if (x.dtype() == DType.F32) {
-            matmul.multiplyBackwardWeight(dys.address(), xs.address(), dws.address(), n, m, k, accumulate, stream);
-        } else {
-            long widened = allocator.allocate(4L * n * k);
-            try {
-                convert(xs.address(), x.dtype(), widened, DType.F32, n * k);
-                matmul.multiplyBackwardWeight(dys.address(), widened, dws.address(), n, m, k, accumulate, stream);
-            } finally {
-                allocator.release(widened);
-            }
-        }
+        products.backwardWeight(dys, xs, dws, accumulate);
         opDone("matmulBackwardWeight");
     }
 
     @Override
     public void sumRows(Tensor dY, Tensor dBias) {
         bind();
-        requireF32(dY, "sumRows dY");
+        requireActivation(dY, "sumRows dY");
         requireF32(dBias, "sumRows dBias");
         long cols = dY.dim(-1);
         if (dBias.numel() != cols) {
@@ -554,7 +558,7 @@ public final class CudaBackend implements Backend {
         if (cols > Integer.MAX_VALUE) throw new IllegalArgumentException("sumRows: rows of " + cols + " elements are too long");
         CudaTensor dys = cuda(dY), db = cuda(dBias);
         if (cols == 0 || dY.rows() == 0) return;
-        kernels.launch(CudaKernels.SUM_ROWS, Math.ceilDiv(cols, CudaKernels.COLUMN_SUM_COLUMNS),
+        kernels.launch(CudaKernels.sumRows(dY.dtype()), Math.ceilDiv(cols, CudaKernels.COLUMN_SUM_COLUMNS),
                 CudaKernels.COLUMN_SUM_THREADS, 0, stream,
                 KernelArgs.start().ptr(dys.address()).ptr(db.address()).i64(dY.rows()).i32((int) cols));
         opDone("sumRows");
@@ -585,7 +589,7 @@ public final class CudaBackend implements Backend {
         }
         float scale = (float) (1.0 / Math.sqrt(headDim));
         int shared = (headDim + CudaKernels.ATTENTION_TILE) * Float.BYTES;
-        kernels.launch(CudaKernels.ATTENTION_LSE, (long) n * nHeads, CudaKernels.ATTENTION_THREADS, shared, stream,
+        kernels.launch(CudaKernels.attentionLse(q.dtype()), (long) n * nHeads, CudaKernels.ATTENTION_THREADS, shared, stream,
                 KernelArgs.start().ptr(cuda(q).address()).ptr(cuda(k).address()).ptr(cuda(v).address())
                         .ptr(cuda(out).address()).ptr(cuda(lse).address()).i32(nHeads).i32(nKvHeads).i32(headDim)
                         .i32(slidingWindow).f32(scale));
@@ -642,16 +646,17 @@ public final class CudaBackend implements Backend {
         float scale = (float) (1.0 / Math.sqrt(headDim));
         long dsum = allocator.allocate(4L * rowsHeads);
         try {
-            kernels.launch(CudaKernels.ATTENTION_BACKWARD_DSUM, Math.ceilDiv(rowsHeads, CudaKernels.ELEMENTWISE_THREADS),
+            DType act = q.dtype();
+            kernels.launch(CudaKernels.attentionBackwardDsum(act), Math.ceilDiv(rowsHeads, CudaKernels.ELEMENTWISE_THREADS),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(cuda(out).address()).ptr(cuda(dOut).address()).ptr(dsum).i64(rowsHeads)
                             .i32(headDim));
-            kernels.launch(CudaKernels.attentionBackwardDq(hdClass), tiles * nHeads, CudaKernels.ATTENTION_BACKWARD_THREADS,
+            kernels.launch(CudaKernels.attentionBackwardDq(act, hdClass), tiles * nHeads, CudaKernels.ATTENTION_BACKWARD_THREADS,
                     shared, stream,
                     KernelArgs.start().ptr(cuda(q).address()).ptr(cuda(k).address()).ptr(cuda(v).address())
                             .ptr(cuda(lse).address()).ptr(dsum).ptr(cuda(dOut).address()).ptr(cuda(dq).address())
                             .i32(n).i32(nHeads).i32(nKvHeads).i32(headDim).i32(slidingWindow).f32(scale));
-            kernels.launch(CudaKernels.attentionBackwardDkv(hdClass), tiles * nKvHeads,
+            kernels.launch(CudaKernels.attentionBackwardDkv(act, hdClass), tiles * nKvHeads,
                     CudaKernels.ATTENTION_BACKWARD_THREADS, shared, stream,
                     KernelArgs.start().ptr(cuda(q).address()).ptr(cuda(k).address()).ptr(cuda(v).address())
                             .ptr(cuda(lse).address()).ptr(dsum).ptr(cuda(dOut).address()).ptr(cuda(dk).address())
@@ -680,15 +685,18 @@ public final class CudaBackend implements Backend {
         return Float.BYTES * (4 * tile * (headDim | 1) + 2 * tile * 33 + 2 * tile);
     }
 
-    /** An F32 tensor with the rows and row length of {@code like}. */
+    /** A tensor with the dtype, rows and row length of {@code like}. */
     private static void requireShapeOf(String op, String name, Tensor t, String likeName, Tensor like) {
-        requireF32(t, op + " " + name);
+        requireSameActivation(like, t, op + " " + likeName + " and " + name);
         if (t.rows() != like.rows() || t.dim(-1) != like.dim(-1)) {
             throw new IllegalArgumentException(op + ": " + name + " " + t + " must have the shape of " + likeName + " " + like);
         }
     }
 
-    /** The shapes of one whole sequence's attention: q [n, nHeads*headDim], k and v [n, nKvHeads*headDim], all F32. */
+    /**
+     * The shapes of one whole sequence's attention: q [n, nHeads*headDim], k and v [n, nKvHeads*headDim], all F32 or
+     * all BF16.
+     */
     private static int checkTrainingAttention(String op, Tensor q, Tensor k, Tensor v, int nHeads, int nKvHeads,
                                               int headDim, int slidingWindow) {
         if (nHeads <= 0 || nKvHeads <= 0 || headDim <= 0 || slidingWindow < 0) {
@@ -698,9 +706,9 @@ public final class CudaBackend implements Backend {
         if (nHeads % nKvHeads != 0) {
             throw new IllegalArgumentException(op + ": nHeads " + nHeads + " is not a multiple of nKvHeads " + nKvHeads);
         }
-        requireF32(q, op + " q");
-        requireF32(k, op + " k");
-        requireF32(v, op + " v");
+        requireActivation(q, op + " q");
+        requireSameActivation(q, k, op + " q and k");
+        requireSameActivation(q, v, op + " q and v");
         long n = q.rows();
         if (q.dim(-1) != (long) nHeads * headDim || k.dim(-1) != (long) nKvHeads * headDim
                 || v.dim(-1) != (long) nKvHeads * headDim || k.rows() != n || v.rows() != n) {
@@ -715,9 +723,9 @@ public final class CudaBackend implements Backend {
     public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight) {
         bind();
         String op = "rmsNormBackward";
-        requireF32(x, op + " x");
-        requireF32(dOut, op + " dOut");
-        requireF32(dX, op + " dX");
+        requireActivation(x, op + " x");
+        requireSameActivation(x, dOut, op + " x and dOut");
+        requireSameActivation(x, dX, op + " x and dX");
         requireSameCount(x, dOut);
         requireSameCount(x, dX);
         requireKernelType(weight, op + " weight");
@@ -737,9 +745,9 @@ public final class CudaBackend implements Backend {
             // The weight gradient first: dX may overwrite x or dOut.
             long inv = allocator.allocate(4L * rows);
             try {
-                kernels.launch(CudaKernels.RMSNORM_INVERSE, rows, threads, 0, stream,
+                kernels.launch(CudaKernels.rmsNormInverse(x.dtype()), rows, threads, 0, stream,
                         KernelArgs.start().ptr(xs.address()).f32(eps).ptr(inv).i32((int) d));
-                kernels.launch(CudaKernels.RMSNORM_WEIGHT_GRAD, Math.ceilDiv(d, CudaKernels.COLUMN_SUM_COLUMNS),
+                kernels.launch(CudaKernels.rmsNormWeightGrad(x.dtype()), Math.ceilDiv(d, CudaKernels.COLUMN_SUM_COLUMNS),
                         CudaKernels.COLUMN_SUM_THREADS, 0, stream,
                         KernelArgs.start().ptr(xs.address()).ptr(dys.address()).ptr(inv).ptr(dws.address()).i64(rows)
                                 .i32((int) d));
@@ -747,7 +755,7 @@ public final class CudaBackend implements Backend {
                 allocator.release(inv);
             }
         }
-        kernels.launch(CudaKernels.rmsNormBackward(weight.dtype()), rows, threads, 0, stream,
+        kernels.launch(CudaKernels.rmsNormBackward(x.dtype(), weight.dtype()), rows, threads, 0, stream,
                 KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address()).ptr(dxs.address())
                         .i32((int) d));
         opDone(op);
@@ -755,19 +763,20 @@ public final class CudaBackend implements Backend {
 
     @Override
     public void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq) {
-        rotate("ropeBackward", CudaKernels.ROPE_BACKWARD, dx, headDim, positions, invFreq);
+        rotate("ropeBackward", true, dx, headDim, positions, invFreq);
     }
 
     @Override
     public void swigluBackward(Tensor gate, Tensor up, Tensor dOut, Tensor dGate, Tensor dUp) {
         bind();
         String op = "swigluBackward";
+        requireActivation(gate, op + " gate");
         for (Tensor t : new Tensor[] {gate, up, dOut, dGate, dUp}) {
-            requireF32(t, op + " tensors");
+            requireSameActivation(gate, t, op + " tensors");
             requireSameCount(gate, t);
         }
         if (gate.numel() == 0) return;
-        kernels.launch(CudaKernels.SWIGLU_BACKWARD, CudaKernels.gridFor(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
+        kernels.launch(CudaKernels.swigluBackward(gate.dtype()), CudaKernels.gridFor(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
                 stream, KernelArgs.start().ptr(cuda(gate).address()).ptr(cuda(up).address()).ptr(cuda(dOut).address())
                         .ptr(cuda(dGate).address()).ptr(cuda(dUp).address()).i64(gate.numel()));
         opDone(op);
@@ -777,7 +786,7 @@ public final class CudaBackend implements Backend {
     public void embeddingBackward(int[] ids, Tensor dOut, Tensor dTable) {
         bind();
         String op = "embeddingBackward";
-        requireF32(dOut, op + " dOut");
+        requireActivation(dOut, op + " dOut");
         requireF32(dTable, op + " dTable");
         long d = dTable.dim(-1), vocab = dTable.rows();
         if (dOut.rows() != ids.length || dOut.dim(-1) != d) {
@@ -793,7 +802,7 @@ public final class CudaBackend implements Backend {
         if (ids.length == 0 || d == 0) return;
         long idsOnDevice = uploadInts(ids);
         try {
-            kernels.launch(CudaKernels.EMBEDDING_BACKWARD, CudaKernels.gridFor((long) ids.length * d),
+            kernels.launch(CudaKernels.embeddingBackward(dOut.dtype()), CudaKernels.gridFor((long) ids.length * d),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(idsOnDevice).ptr(dys.address()).ptr(dts.address()).i32(ids.length).i64(d));
         } finally {
@@ -898,12 +907,12 @@ public final class CudaBackend implements Backend {
     @Override
     public void dropout(Tensor x, float p, long seed, Tensor out) {
         bind();
-        requireF32(x, "dropout x");
-        requireF32(out, "dropout out");
+        requireActivation(x, "dropout x");
+        requireSameActivation(x, out, "dropout x and out");
         requireSameCount(x, out);
         if (!(p >= 0 && p <= 1)) throw new IllegalArgumentException("dropout: p must be in [0, 1], got " + p);
         if (x.numel() == 0) return;
-        kernels.launch(CudaKernels.DROPOUT, CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+        kernels.launch(CudaKernels.dropout(x.dtype()), CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(out).address()).f32(p).f32(dropoutScale(p)).i64(seed)
                         .i64(x.numel()));
         opDone("dropout");
@@ -1071,6 +1080,19 @@ public final class CudaBackend implements Backend {
 
     private static void requireF32(Tensor t, String what) {
         if (t.dtype() != DType.F32) throw new IllegalArgumentException(what + " must be F32, got " + t);
+    }
+
+    /** An activation or activation gradient: F32 or BF16 (kernels are instantiated for both). */
+    private static void requireActivation(Tensor t, String what) {
+        if (t.dtype() != DType.F32 && t.dtype() != DType.BF16) {
+            throw new IllegalArgumentException(what + " must be F32 or BF16 (an activation), got " + t);
+        }
+    }
+
+    /** b is an activation of a's dtype. */
+    private static void requireSameActivation(Tensor a, Tensor b, String what) {
+        requireActivation(a, what);
+        if (b.dtype() != a.dtype()) throw new IllegalArgumentException(what + " must have one dtype, F32 or BF16: " + a + ", " + b);
     }
 
     private static void requireKernelType(Tensor t, String what) {

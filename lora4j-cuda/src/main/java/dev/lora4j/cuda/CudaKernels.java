@@ -44,6 +44,9 @@ final class CudaKernels {
     /** Dynamic shared memory a block gets without opting in. */
     private static final int DEFAULT_SHARED_LIMIT = 48 * 1024;
 
+    /** The activation dtypes the kernels are instantiated for (before NAMES, which lists their kernels). */
+    static final List<DType> ACTIVATION_TYPES = List.of(DType.F32, DType.BF16);
+
     /** Every kernel the backend launches. */
     static final List<String> NAMES = names();
 
@@ -91,7 +94,7 @@ final class CudaKernels {
                 }
                 // Checks are made only if the driver describes a known kernel as expected:
                 // lora4j_rmsnorm_f32(const float*, const float*, float, float*, int).
-                if (!java.util.Arrays.equals(parameterSizes.get(rmsNorm(DType.F32)), new long[] {8, 8, 4, 8, 4})) {
+                if (!java.util.Arrays.equals(parameterSizes.get(rmsNorm(DType.F32, DType.F32)), new long[] {8, 8, 4, 8, 4})) {
                     parameterSizes.clear();
                 }
             }
@@ -164,45 +167,89 @@ final class CudaKernels {
 
     static String convert(DType from, DType to) { return "lora4j_convert_" + suffix(from) + "_" + suffix(to); }
 
-    static String embedding(DType table) { return "lora4j_embedding_" + suffix(table); }
+    // ---- kernels over activations ----
+    // Activations are F32 or BF16 (the backend's activation dtype). A kernel whose tensors are all activations is named
+    // after their type (lora4j_swiglu_f32, lora4j_swiglu_bf16); one whose name carries the type of another operand
+    // (a weight, a table, the KV cache) keeps that name for F32 activations and takes "bf16act_" before that type
+    // for BF16 ones (lora4j_rmsnorm_bf16: F32 x and a BF16 weight; lora4j_rmsnorm_bf16act_bf16: both BF16).
 
-    static String rmsNorm(DType weight) { return "lora4j_rmsnorm_" + suffix(weight); }
+    /** The suffix of a kernel over activations of type {@code act} with another operand of type {@code other}. */
+    private static String withOther(DType act, DType other) {
+        return switch (act) {
+            case F32 -> suffix(other);
+            case BF16 -> "bf16act_" + suffix(other);
+            default -> throw new IllegalArgumentException("no CUDA kernel for activations of type " + act);
+        };
+    }
 
-    static String addBias(DType bias) { return "lora4j_add_bias_" + suffix(bias); }
+    /** The suffix of a kernel whose tensors are all activations of type {@code act}. */
+    private static String of(DType act) {
+        if (!ACTIVATION_TYPES.contains(act)) throw new IllegalArgumentException("no CUDA kernel for activations of type " + act);
+        return suffix(act);
+    }
 
-    static String attention(DType kv) { return "lora4j_attention_" + suffix(kv); }
+    static String embedding(DType act, DType table) { return "lora4j_embedding_" + withOther(act, table); }
 
-    static final String ADD = "lora4j_add_f32";
-    static final String SWIGLU = "lora4j_swiglu_f32";
-    static final String ROPE = "lora4j_rope_f32";
+    static String rmsNorm(DType act, DType weight) { return "lora4j_rmsnorm_" + withOther(act, weight); }
+
+    static String addBias(DType act, DType bias) { return "lora4j_add_bias_" + withOther(act, bias); }
+
+    /** Inference attention: q and out of the activation type, k and v of the cache's. */
+    static String attention(DType act, DType kv) { return "lora4j_attention_" + withOther(act, kv); }
+
+    /** x += y: both activations, or (BF16 activations only) an F32 y. */
+    static String add(DType x, DType y) {
+        if (x == y) return "lora4j_add_" + of(x);
+        if (x == DType.BF16 && y == DType.F32) return "lora4j_add_bf16act_f32";
+        throw new IllegalArgumentException("no CUDA kernel adds " + y + " to " + x);
+    }
+
+    static String swiglu(DType act) { return "lora4j_swiglu_" + of(act); }
+
+    static String rope(DType act) { return "lora4j_rope_" + of(act); }
+
+    static final String ADD = add(DType.F32, DType.F32);
 
     // ---- training ----
 
-    static String rmsNormBackward(DType weight) { return "lora4j_rmsnorm_backward_" + suffix(weight); }
+    static String rmsNormBackward(DType act, DType weight) { return "lora4j_rmsnorm_backward_" + withOther(act, weight); }
 
     static String scale(DType t) { return "lora4j_scale_" + suffix(t); }
 
     /** The dq kernel for head-dimension class {@code hd} (one of {@link #ATTENTION_BACKWARD_HEAD_DIMS}). */
-    static String attentionBackwardDq(int hd) { return "lora4j_attention_backward_dq_" + hd; }
+    static String attentionBackwardDq(DType act, int hd) {
+        return "lora4j_attention_backward_dq_" + (act == DType.F32 ? "" : of(act) + "_") + hd;
+    }
 
-    static String attentionBackwardDkv(int hd) { return "lora4j_attention_backward_dkv_" + hd; }
+    static String attentionBackwardDkv(DType act, int hd) {
+        return "lora4j_attention_backward_dkv_" + (act == DType.F32 ? "" : of(act) + "_") + hd;
+    }
 
-    static final String ATTENTION_LSE = "lora4j_attention_lse_f32";
-    static final String ATTENTION_BACKWARD_DSUM = "lora4j_attention_backward_dsum_f32";
-    static final String SUM_ROWS = "lora4j_sum_rows_f32";
+    static String attentionLse(DType act) { return "lora4j_attention_lse_" + of(act); }
+
+    static String attentionBackwardDsum(DType act) { return "lora4j_attention_backward_dsum_" + of(act); }
+
+    static String sumRows(DType act) { return "lora4j_sum_rows_" + of(act); }
+
+    static String rmsNormInverse(DType act) { return "lora4j_rmsnorm_inverse_" + of(act); }
+
+    static String rmsNormWeightGrad(DType act) { return "lora4j_rmsnorm_weight_grad_" + of(act); }
+
+    static String ropeBackward(DType act) { return "lora4j_rope_backward_" + of(act); }
+
+    static String swigluBackward(DType act) { return "lora4j_swiglu_backward_" + of(act); }
+
+    static String embeddingBackward(DType act) { return "lora4j_embedding_backward_" + of(act); }
+
+    static String dropout(DType act) { return "lora4j_dropout_" + of(act); }
+
     static final String SUM_SQUARES_PARTIAL = "lora4j_sum_squares_partial_f32";
     static final String SUM_SQUARES_TOTAL = "lora4j_sum_squares_total";
-    static final String RMSNORM_INVERSE = "lora4j_rmsnorm_inverse_f32";
-    static final String RMSNORM_WEIGHT_GRAD = "lora4j_rmsnorm_weight_grad_f32";
-    static final String ROPE_BACKWARD = "lora4j_rope_backward_f32";
-    static final String SWIGLU_BACKWARD = "lora4j_swiglu_backward_f32";
-    static final String EMBEDDING_BACKWARD = "lora4j_embedding_backward_f32";
     static final String CROSS_ENTROPY = "lora4j_cross_entropy_f32";
     static final String ADAMW = "lora4j_adamw_f32";
     /** optimizer8bit.cu: bitsandbytes' 8-bit blockwise and 32-bit AdamW. */
     static final String ADAMW_8BIT = "lora4j_adamw_8bit_f32";
     static final String ADAMW_32BIT = "lora4j_adamw_32bit_f32";
-    static final String DROPOUT = "lora4j_dropout_f32";
 
     // ---- 4-bit quantization (quant.cu) ----
 
@@ -219,30 +266,38 @@ final class CudaKernels {
 
     private static List<String> names() {
         List<String> n = new ArrayList<>();
-        List<DType> floats = List.of(DType.F32, DType.BF16, DType.F16, DType.F64);
-        for (DType a : floats) for (DType b : floats) if (a != b) n.add(convert(a, b));
-        for (DType t : List.of(DType.F32, DType.BF16, DType.F16)) {
-            n.add(embedding(t));
-            n.add(rmsNorm(t));
-            n.add(addBias(t));
-            n.add(attention(t));
-            n.add(rmsNormBackward(t));
+        List<DType> floats = List.of(DType.F32, DType.BF16, DType.F16);
+        for (DType a : List.of(DType.F32, DType.BF16, DType.F16, DType.F64)) {
+            for (DType b : List.of(DType.F32, DType.BF16, DType.F16, DType.F64)) if (a != b) n.add(convert(a, b));
+        }
+        for (DType t : floats) {
             n.add(scale(t));
             for (QuantType q : QuantType.values()) n.add(quantize4bit(q, t));
             n.add(dequantize4bit(t, true));
             n.add(dequantize4bit(t, false));
         }
-        n.add(ADD);
-        n.add(SWIGLU);
-        n.add(ROPE);
-        for (int hd : ATTENTION_BACKWARD_HEAD_DIMS) {
-            n.add(attentionBackwardDq(hd));
-            n.add(attentionBackwardDkv(hd));
+        for (DType act : ACTIVATION_TYPES) {
+            for (DType t : floats) {
+                n.add(embedding(act, t));
+                n.add(rmsNorm(act, t));
+                n.add(addBias(act, t));
+                n.add(attention(act, t));
+                n.add(rmsNormBackward(act, t));
+            }
+            n.add(add(act, act));
+            n.add(swiglu(act));
+            n.add(rope(act));
+            for (int hd : ATTENTION_BACKWARD_HEAD_DIMS) {
+                n.add(attentionBackwardDq(act, hd));
+                n.add(attentionBackwardDkv(act, hd));
+            }
+            n.addAll(List.of(attentionLse(act), attentionBackwardDsum(act), sumRows(act), rmsNormInverse(act),
+                    rmsNormWeightGrad(act), ropeBackward(act), swigluBackward(act), embeddingBackward(act), dropout(act)));
         }
+        n.add(add(DType.BF16, DType.F32));
         n.addAll(FlashAttention.kernelNames());
-        n.addAll(List.of(ATTENTION_LSE, ATTENTION_BACKWARD_DSUM, SUM_ROWS, SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL,
-                RMSNORM_INVERSE, RMSNORM_WEIGHT_GRAD, ROPE_BACKWARD, SWIGLU_BACKWARD, EMBEDDING_BACKWARD, CROSS_ENTROPY,
-                ADAMW, ADAMW_8BIT, ADAMW_32BIT, DROPOUT, QUANTIZE_ABSMAX_8BIT));
+        n.addAll(List.of(SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW, ADAMW_8BIT, ADAMW_32BIT,
+                QUANTIZE_ABSMAX_8BIT));
         return List.copyOf(n);
     }
 }
