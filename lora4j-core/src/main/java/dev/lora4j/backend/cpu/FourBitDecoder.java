@@ -130,13 +130,17 @@ final class FourBitDecoder {
         return bits.add(bits.lanewise(LSHR, 16).and(odd).add(bias)).and(keep);
     }
 
-    /** The tables of blocks [b, b + count) into {@code out} from {@code off}: 16 values each, as float bits. */
-    void tables(long b, int count, Rounding r, int[] out, int off) {
+    /**
+     * The tables of blocks [b, b + count) into {@code out} from {@code off}: 16 values each, as float bits. The
+     * absmax values are gathered first, apart from the vector code that scales and rounds them.
+     */
+    void tables(long b, int count, Rounding r, int[] out, int off, float[] scales) {
+        blockAbsmax(b, count, scales);
         int bias = r.bias(), odd = r.odd(), keep = r.keep();
         FloatVector ca = VECTOR ? FloatVector.fromArray(F, codes, 0) : null;
         FloatVector cb = VECTOR && L == 8 ? FloatVector.fromArray(F, codes, L) : ca;
         for (int i = 0; i < count; i++) {
-            float a = blockAbsmax(b + i);
+            float a = scales[i];
             int o = off + i * 16;
             if (r.inVectors() && a == a) {
                 table(ca, a, bias, odd, keep).intoArray(out, o);
@@ -144,6 +148,21 @@ final class FourBitDecoder {
             } else {
                 for (int c = 0; c < 16; c++) out[o + c] = Float.floatToRawIntBits(r.scalar(codes[c] * a));
             }
+        }
+    }
+
+    /** The absmax values of blocks [b, b + count) into {@code scales}. */
+    void blockAbsmax(long b, int count, float[] scales) {
+        if (nestedCode == null) {
+            MemorySegment.copy(absmax, F32, b * Float.BYTES, scales, 0, count);
+            return;
+        }
+        for (int i = 0; i < count; ) {
+            // The blocks of one nested block share its scale.
+            long nested = (b + i) / QuantSpec.NESTED_BLOCK_SIZE;
+            int end = (int) Math.min(count, (nested + 1) * QuantSpec.NESTED_BLOCK_SIZE - b);
+            float scale = nestedAbsmax.getAtIndex(F32, nested);
+            for (; i < end; i++) scales[i] = HostQuantizer.nestedAbsmaxValue(nestedCode, absmax.get(U8, b + i), scale, offset);
         }
     }
 

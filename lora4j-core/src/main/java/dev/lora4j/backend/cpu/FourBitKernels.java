@@ -24,9 +24,9 @@ import static jdk.incubator.vector.VectorOperators.LSHR;
  * FMAs per vector lane over all of k, one {@link Lanes#sum} of the lanes, then the elements past the last whole
  * vector. So each result is bit for bit the dense kernels' on the dequantized weight.
  * <ul>
- *   <li><b>Fused</b> (fewer than {@value MatmulKernels#TILE} x rows, the decode of one token): the packed codes
- *       are read once, {@value #STREAMS} weight rows at a time, and decoded in registers straight into the
- *       FMAs. Per vector step of a row: one load of packed bytes, widened to int lanes; two table lookups (the
+ *   <li><b>Fused</b> (up to {@value #MAX_FUSED_ROWS} x rows: generation, one token or a few): the packed codes
+ *       are read once, {@value #STREAMS} weight rows at a time for one x row, two for more, and decoded in
+ *       registers straight into the FMAs. Per vector step of a row: one load of packed bytes, widened to int lanes; two table lookups (the
  *       high and the low nibbles); two interleaves back into element order; two FMAs. Needs 16-lane vectors
  *       (one table per register), k a multiple of the block size (so that the rows' blocks line up) and a
  *       rounding done in vector lanes.</li>
@@ -38,6 +38,8 @@ import static jdk.incubator.vector.VectorOperators.LSHR;
 final class FourBitKernels {
     /** Weight rows the fused path decodes at once. */
     static final int STREAMS = 4;
+    /** x rows the fused path takes, at most: beyond, the decoded weights are worth packing for the register tiles. */
+    static final int MAX_FUSED_ROWS = 8;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
     private FourBitKernels() {}
@@ -48,31 +50,47 @@ final class FourBitKernels {
     }
 
     /**
-     * Rows [r0, r1) (fewer than {@value MatmulKernels#TILE}) and output features [c0, c1) of the product, fused;
-     * adds to out when {@code accumulate}. Each group of weight rows has its tables made once and meets every x
-     * row while its packed bytes are in L1.
+     * Rows [r0, r1) (at most {@value #MAX_FUSED_ROWS}) and output features [c0, c1) of the product, fused; adds to
+     * out when {@code accumulate}. One x row meets {@value #STREAMS} weight rows at a time; more meet two at a
+     * time, four x rows per pass, so that each decoded vector serves up to eight FMAs.
      */
     static void fused(MemorySegment x, FourBitDecoder w, Rounding r, MemorySegment out, int k, int m,
                       int r0, int r1, int c0, int c1, boolean accumulate) {
         int rows = r1 - r0, blocks = k / w.blockSize();
         float[] xr = Scratch.get().xPack(rows * k);
         MemorySegment.copy(x, F32, (long) r0 * k * Float.BYTES, xr, 0, rows * k);
-        float[] sums = new float[STREAMS], lanes = new float[STREAMS * L];
-        long[] first = new long[STREAMS];
-        int[] tables = new int[STREAMS * blocks * 16];
-        for (int c = c0; c < c1; c += STREAMS) {
-            int cols = Math.min(STREAMS, c1 - c);
-            // A partial group repeats its last row; the extra results are never stored.
-            for (int i = 0; i < STREAMS; i++) {
+        int group = rows == 1 ? STREAMS : 2;
+        float[] sums = new float[STREAMS * 2], lanes = new float[STREAMS * 2 * L], scales = new float[blocks];
+        long[] first = new long[group];
+        int[] tables = new int[group * blocks * 16];
+        for (int c = c0; c < c1; c += group) {
+            int cols = Math.min(group, c1 - c);
+            // A partial group repeats its last weight row (a partial pass its last x row); the extra results are
+            // never stored.
+            for (int i = 0; i < group; i++) {
                 first[i] = (long) (c + Math.min(i, cols - 1)) * k;
-                w.tables(first[i] / w.blockSize(), blocks, r, tables, i * blocks * 16);
+                w.tables(first[i] / w.blockSize(), blocks, r, tables, i * blocks * 16, scales);
             }
-            for (int row = 0; row < rows; row++) {
-                fusedRows(xr, row * k, w, first, k, tables, lanes, sums);
-                long o = (long) (r0 + row) * m + c;
-                for (int j = 0; j < cols; j++) out.setAtIndex(F32, o + j, accumulate ? out.getAtIndex(F32, o + j) + sums[j] : sums[j]);
+            if (rows == 1) {
+                fusedRows(xr, 0, w, first, k, tables, lanes, sums);
+                store(out, (long) r0 * m + c, sums, cols, accumulate);
+                continue;
+            }
+            for (int p = 0; p < rows; p += 4) {
+                int n = Math.min(4, rows - p);
+                int x0 = p * k, x1 = (p + Math.min(1, n - 1)) * k, x2 = (p + Math.min(2, n - 1)) * k, x3 = (p + Math.min(3, n - 1)) * k;
+                fusedPairs(xr, x0, x1, x2, x3, w, first, k, tables, lanes, sums);
+                for (int i = 0; i < n; i++) store(out, (long) (r0 + p + i) * m + c, sums, 2 * i, cols, accumulate);
             }
         }
+    }
+
+    private static void store(MemorySegment out, long o, float[] sums, int cols, boolean accumulate) {
+        store(out, o, sums, 0, cols, accumulate);
+    }
+
+    private static void store(MemorySegment out, long o, float[] sums, int from, int cols, boolean accumulate) {
+        for (int j = 0; j < cols; j++) out.setAtIndex(F32, o + j, accumulate ? out.getAtIndex(F32, o + j) + sums[from + j] : sums[from + j]);
     }
 
     /**
@@ -115,6 +133,51 @@ final class FourBitKernels {
         a0.intoArray(lanes, 0); a1.intoArray(lanes, L); a2.intoArray(lanes, 2 * L); a3.intoArray(lanes, 3 * L);
         // k is a multiple of the block size, hence of L: no elements past the last whole vector.
         for (int i = 0; i < STREAMS; i++) sums[i] = Lanes.sum(FloatVector.fromArray(F, lanes, i * L));
+    }
+
+    /**
+     * Four x rows (at x[x0], ..., x[x3]) by two weight rows (as in {@link #fusedRows}): sums[2i + g] for x row i
+     * and weight row g. Each decoded vector is used by four pairs of FMAs.
+     */
+    static void fusedPairs(float[] x, int x0, int x1, int x2, int x3, FourBitDecoder w, long[] first, int k,
+                           int[] tables, float[] lanes, float[] sums) {
+        MemorySegment packed = w.packed();
+        int blockSize = w.blockSize();
+        long p0 = first[0] >>> 1, p1 = first[1] >>> 1;
+        int t1 = k / blockSize * 16;
+        FloatVector a00 = FloatVector.zero(F), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+        for (int j0 = 0, t = 0; j0 < k; j0 += blockSize, t += 16) {
+            IntVector v0 = IntVector.fromArray(I, tables, t), v1 = IntVector.fromArray(I, tables, t1 + t);
+            int j1 = j0 + blockSize;
+            for (int j = j0; j < j1; j += STEP) {
+                long o = j >>> 1;
+                IntVector q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p0 + o, LE).castShape(I, 0);
+                IntVector hi = q.lanewise(LSHR, 4).selectFrom(v0), lo = q.selectFrom(v0);
+                FloatVector f0 = first(hi, lo), s0 = second(hi, lo);
+                q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p1 + o, LE).castShape(I, 0);
+                hi = q.lanewise(LSHR, 4).selectFrom(v1);
+                lo = q.selectFrom(v1);
+                FloatVector f1 = first(hi, lo), s1 = second(hi, lo);
+                FloatVector xa = FloatVector.fromArray(F, x, x0 + j), xb = FloatVector.fromArray(F, x, x0 + j + L);
+                a00 = xb.fma(s0, xa.fma(f0, a00));
+                a01 = xb.fma(s1, xa.fma(f1, a01));
+                xa = FloatVector.fromArray(F, x, x1 + j);
+                xb = FloatVector.fromArray(F, x, x1 + j + L);
+                a10 = xb.fma(s0, xa.fma(f0, a10));
+                a11 = xb.fma(s1, xa.fma(f1, a11));
+                xa = FloatVector.fromArray(F, x, x2 + j);
+                xb = FloatVector.fromArray(F, x, x2 + j + L);
+                a20 = xb.fma(s0, xa.fma(f0, a20));
+                a21 = xb.fma(s1, xa.fma(f1, a21));
+                xa = FloatVector.fromArray(F, x, x3 + j);
+                xb = FloatVector.fromArray(F, x, x3 + j + L);
+                a30 = xb.fma(s0, xa.fma(f0, a30));
+                a31 = xb.fma(s1, xa.fma(f1, a31));
+            }
+        }
+        a00.intoArray(lanes, 0); a01.intoArray(lanes, L); a10.intoArray(lanes, 2 * L); a11.intoArray(lanes, 3 * L);
+        a20.intoArray(lanes, 4 * L); a21.intoArray(lanes, 5 * L); a30.intoArray(lanes, 6 * L); a31.intoArray(lanes, 7 * L);
+        for (int i = 0; i < 8; i++) sums[i] = Lanes.sum(FloatVector.fromArray(F, lanes, i * L));
     }
 
     /**

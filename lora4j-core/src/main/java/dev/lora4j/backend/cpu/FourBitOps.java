@@ -142,7 +142,7 @@ final class FourBitOps {
         Rounding rounding = Rounding.of(w.originalType(), w.spec().computeType());
         MemorySegment xs = seg(x), os = seg(out);
         int rows = (int) n, depth = (int) k, features = (int) m;
-        if (rows < MatmulKernels.TILE && FourBitKernels.fuses(decoder, rounding, depth)) {
+        if (rows <= FourBitKernels.MAX_FUSED_ROWS && FourBitKernels.fuses(decoder, rounding, depth)) {
             // Ranges of whole groups of weight rows, at least FUSED_GRAIN weights each.
             int streams = FourBitKernels.STREAMS;
             int groups = Parallel.ceilDiv(features, streams);
