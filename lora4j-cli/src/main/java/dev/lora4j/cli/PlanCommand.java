@@ -73,6 +73,10 @@ final class PlanCommand implements Callable<Integer> {
     @Option(names = "--base-dtype", defaultValue = "bf16", description = "Dtype of the frozen weights (default: ${DEFAULT-VALUE}).")
     String baseDtype;
 
+    @Option(names = "--bf16", defaultValue = "false", arity = "0..1", fallbackValue = "true",
+            description = "Activations in BF16, as training with bf16: true on CUDA keeps them (default: ${DEFAULT-VALUE}: F32).")
+    boolean bf16;
+
     @Option(names = "--budget-gib", description = "Say whether the run fits in this much device memory.")
     Double budgetGib;
 
@@ -98,7 +102,8 @@ final class PlanCommand implements Callable<Integer> {
         }
         DType base = DType.parse(baseDtype.toUpperCase(Locale.ROOT).equals("BF16") ? "BF16" : baseDtype);
         TrainableParameterReport params = TrainableParameterReport.estimate(config, m);
-        TrainingMemory mem = TrainingMemory.estimate(config, m, base, DType.F32, batchSize * maxLength,
+        DType activations = bf16 ? DType.BF16 : DType.F32;
+        TrainingMemory mem = TrainingMemory.estimate(config, m, base, activations, batchSize * maxLength,
                 gradientCheckpointing, TrainableLlama.DEFAULT_LOSS_CHUNK_BYTES);
         System.out.printf(Locale.ROOT, "%s, %d layers, hidden %d; %s; micro-batch %d x %d tokens, gradient checkpointing %s%n",
                 config.architecture(), config.numHiddenLayers(), config.hiddenSize(),
@@ -107,11 +112,13 @@ final class PlanCommand implements Callable<Integer> {
                 batchSize, maxLength, gradientCheckpointing ? "on" : "off");
         System.out.println(params);
         System.out.println();
-        System.out.println("device memory (F32 activations, gradients and AdamW states; backend workspaces come on top)");
+        System.out.println("device memory (" + activations + " activations; F32 gradients and AdamW states; backend workspaces"
+                + " come on top)");
         QuantSpec q = m.quantization();
         row("frozen weights (" + base + (q == null ? "" : ", projections " + q.type() + (q.doubleQuant() ? "+dq" : "")) + ")",
                 mem.frozenWeights());
-        row("trainable weights (F32)", mem.trainableWeights());
+        row(bf16 && m instanceof FineTuneMethod.Full ? "trainable weights (F32, BF16 working copies)" : "trainable weights (F32)",
+                mem.trainableWeights());
         row("gradients (F32)", mem.gradients());
         row("AdamW states (F32)", mem.optimizerStates());
         row("activations", mem.activations());

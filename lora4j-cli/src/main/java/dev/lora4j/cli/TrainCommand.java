@@ -193,6 +193,9 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = {"--gradient-checkpointing"}, arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "Recompute activations in the backward pass to save memory (default true, as TRL).")
     String gradientCheckpointing;
 
+    @Option(names = {"--bf16"}, arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "Keep activations and their gradients in BF16 on CUDA: half their memory, products on the tensor cores (default false: F32; the CPU keeps F32).")
+    String bf16;
+
     @Option(names = {"--logging-steps"}, paramLabel = "X", description = "Log every N steps (default 10; below 1: a ratio of the total).")
     String loggingSteps;
 

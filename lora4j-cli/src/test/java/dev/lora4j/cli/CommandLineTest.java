@@ -116,6 +116,27 @@ class CommandLineTest {
     }
 
     @Test
+    void planWithBf16CountsActivationsInBf16AndFullFineTuningsWorkingCopies() {
+        CliRun f32 = CliRun.of("plan", "--preset", "mistral-7b", "--method", "full");
+        CliRun bf16 = CliRun.of("plan", "--preset", "mistral-7b", "--method", "full", "--bf16");
+        assertThat(bf16.exitCode()).as(bf16.err()).isZero();
+        assertThat(f32.out()).contains("(F32 activations;");
+        assertThat(bf16.out()).contains("(BF16 activations;").contains("trainable weights (F32, BF16 working copies)");
+        // Half the bytes per activation (the F32 loss chunk and lse aside); 2 more bytes per trainable weight that
+        // products multiply (all but the embedding table and the norms: 98% of Mistral's).
+        double f32Activations = gib(f32.out(), "activations"), f32Trainable = gib(f32.out(), "trainable weights");
+        assertThat(gib(bf16.out(), "activations")).isBetween(0.45 * f32Activations, 0.55 * f32Activations);
+        assertThat(gib(bf16.out(), "trainable weights")).isBetween(1.48 * f32Trainable, 1.5 * f32Trainable);
+    }
+
+    /** The GiB figure of the plan's row that starts with {@code row}. */
+    private static double gib(String out, String row) {
+        var m = java.util.regex.Pattern.compile("(?m)^  " + java.util.regex.Pattern.quote(row) + ".*?([0-9.]+) GiB$").matcher(out);
+        assertThat(m.find()).as("row " + row + " in\n" + out).isTrue();
+        return Double.parseDouble(m.group(1));
+    }
+
+    @Test
     void devicesListsTheCpuAndSaysWhyCudaCannotRunWithoutAGpu() {
         CliRun run = CliRun.of("devices");
         assertThat(run.exitCode()).isZero();

@@ -19,7 +19,8 @@ import java.lang.foreign.ValueLayout;
  *   <li>Tensors are row-major and contiguous. "Rows" means the tensor seen as {@code [rows, dim(-1)]}.</li>
  *   <li>Outputs are preallocated by the caller; ops never allocate tensors the caller sees.</li>
  *   <li>Activations are in {@link #activationType()}; weights may be F32, BF16 or F16. Arithmetic accumulates in
- *       FP32 whatever the storage type.</li>
+ *       FP32 whatever the storage type. Where BF16 activations are kept, values that need FP32 stay F32: the loss's
+ *       logits (a product may write F32 from BF16 operands), lse, losses, and parameters with their gradients.</li>
  *   <li>Ops are asynchronous on devices that are; {@link #synchronize()} and the host transfers wait.</li>
  * </ul>
  */

@@ -1,5 +1,6 @@
 package dev.lora4j.backend;
 
+import dev.lora4j.tensor.DType;
 import org.junit.jupiter.api.Test;
 
 import java.util.ArrayList;
@@ -38,6 +39,34 @@ class BackendsTest {
             assertThat(b.name()).isEqualTo("cpu");
         }
         assertThat(notices).isEmpty();
+    }
+
+    @Test
+    void theCpuKeepsF32ActivationsAndSaysSoWhenBf16IsAsked() {
+        List<String> notices = new ArrayList<>();
+        try (Backend b = Backends.open("cpu", DType.BF16, notices::add)) {
+            assertThat(b.activationType()).isEqualTo(DType.F32);
+        }
+        assertThat(notices).singleElement().asString().contains("keeps activations in F32").contains("BF16 activations apply on CUDA");
+        notices.clear();
+        try (Backend b = Backends.open("cpu", DType.F32, notices::add)) {
+            assertThat(b.activationType()).isEqualTo(DType.F32);
+        }
+        assertThat(notices).isEmpty();
+    }
+
+    @Test
+    void aProviderWithOneActivationTypeRefusesAnother() {
+        BackendProvider cpuOnly = new BackendProvider() {
+            @Override public String name() { return "test"; }
+            @Override public Availability probe() { return Availability.available("always"); }
+            @Override public Backend open() { return new dev.lora4j.backend.cpu.CpuBackend(); }
+        };
+        try (Backend b = cpuOnly.open((DType) null)) {
+            assertThat(b.activationType()).isEqualTo(DType.F32);
+        }
+        assertThatThrownBy(() -> cpuOnly.open(DType.BF16)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("the test backend keeps activations in F32, not BF16");
     }
 
     @Test

@@ -2,6 +2,7 @@ package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.BackendProvider;
+import dev.lora4j.tensor.DType;
 
 /**
  * Makes the CUDA backend known to {@code Backends} (a {@link java.util.ServiceLoader} service). The probe loads the
@@ -23,5 +24,11 @@ public final class CudaBackendProvider implements BackendProvider {
     @Override
     public Backend open() {
         return CudaBackend.open();
+    }
+
+    /** F32 or BF16 activations; null for those of {@code -Dlora4j.cuda.activations}. */
+    @Override
+    public Backend open(DType activations) {
+        return activations == null ? open() : CudaBackend.open(CudaProbe.deviceOrdinal(), activations);
     }
 }

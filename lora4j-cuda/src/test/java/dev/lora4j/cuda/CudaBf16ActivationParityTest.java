@@ -1,6 +1,8 @@
 package dev.lora4j.cuda;
 
+import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.BackendProvider;
+import dev.lora4j.backend.Backends;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.quant.QuantType;
@@ -71,6 +73,17 @@ class CudaBf16ActivationParityTest {
     void theBackendSaysItsActivationsAreBf16() {
         assertThat(gpu.activationType()).isEqualTo(DType.BF16);
         assertThat(gpu.description()).endsWith(", BF16 activations");
+    }
+
+    @Test
+    void backendsOpensTheCudaBackendWithTheActivationsAsked() {
+        try (Backend b = Backends.open("cuda", DType.BF16, notice -> { throw new AssertionError(notice); })) {
+            assertThat(b.name()).isEqualTo("cuda");
+            assertThat(b.activationType()).isEqualTo(DType.BF16);
+        }
+        try (Backend b = Backends.open("cuda", DType.F32, notice -> { throw new AssertionError(notice); })) {
+            assertThat(b.activationType()).isEqualTo(DType.F32);
+        }
     }
 
     @Test

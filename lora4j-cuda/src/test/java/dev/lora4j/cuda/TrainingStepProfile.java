@@ -21,7 +21,9 @@ import java.util.SplittableRandom;
  * time goes op by op (run with -Dlora4j.cuda.profile=true for the split). For finding what to make faster; the
  * figures users see come from {@code lora4j bench}.
  *
- * <pre>java ... dev.lora4j.cuda.TrainingStepProfile mistral-7b 4 lora-qv|lora-all|full gc|nogc 1024 4 [steps]</pre>
+ * <pre>java ... dev.lora4j.cuda.TrainingStepProfile mistral-7b 4 lora-qv|lora-all|qlora-all|full gc|nogc 1024 4 [steps] [f32|bf16]</pre>
+ *
+ * The last argument is the activation dtype (default: {@code -Dlora4j.cuda.activations}, else F32).
  */
 public final class TrainingStepProfile {
     public static void main(String[] args) throws Exception {
@@ -32,6 +34,8 @@ public final class TrainingStepProfile {
         int seq = args.length > 4 ? Integer.parseInt(args[4]) : 1024;
         int batch = args.length > 5 ? Integer.parseInt(args[5]) : 4;
         int steps = args.length > 6 ? Integer.parseInt(args[6]) : 3;
+        DType activations = args.length > 7 ? CudaBackend.parseActivations(args[7], "activations argument")
+                : CudaBackend.activationsProperty();
 
         ModelConfig c = RandomModelWriter.preset(preset);
         c = new ModelConfig(c.architectures(), c.modelType(), c.vocabSize(), c.hiddenSize(), c.intermediateSize(),
@@ -45,18 +49,19 @@ public final class TrainingStepProfile {
         FineTuneMethod method = switch (mode) {
             case "lora-qv" -> FineTuneMethod.lora(lora);
             case "lora-all" -> FineTuneMethod.lora(lora.withTargetModules(TargetModules.allLinear()));
+            case "qlora-all" -> FineTuneMethod.qlora(lora.withTargetModules(TargetModules.allLinear()));
             case "full" -> FineTuneMethod.full();
             default -> throw new IllegalArgumentException(mode);
         };
         SplittableRandom random = new SplittableRandom(7);
         int[][] ids = new int[batch][seq];
         for (int[] row : ids) for (int i = 0; i < seq; i++) row[i] = random.nextInt(c.vocabSize());
-        try (CudaBackend gpu = CudaBackend.open();
+        try (CudaBackend gpu = CudaBackend.open(CudaProbe.deviceOrdinal(), activations);
              ModelFolder folder = ModelFolder.open(dir);
              TrainableLlama model = TrainableLlama.create(gpu, folder, method, 1)) {
             model.setGradientCheckpointing(gc);
-            System.out.printf(Locale.ROOT, "%s x %d layers, %s, gc=%s, %d x %d tokens; weights+adapters %.2f GiB%n",
-                    preset, layers, mode, gc, batch, seq, gpu.memoryInUse() / (double) (1L << 30));
+            System.out.printf(Locale.ROOT, "%s x %d layers, %s, gc=%s, %d x %d tokens, %s activations; weights+adapters %.2f GiB%n",
+                    preset, layers, mode, gc, batch, seq, activations, gpu.memoryInUse() / (double) (1L << 30));
             for (int s = 0; s < steps; s++) {
                 gpu.synchronize();
                 gpu.opProfile(true);

@@ -26,7 +26,7 @@ public record SftConfig(
         double learningRate, SchedulerType lrSchedulerType, double warmupSteps, double warmupRatio, double numTrainEpochs,
         long maxSteps, int perDeviceTrainBatchSize, int perDeviceEvalBatchSize, int gradientAccumulationSteps,
         double maxGradNorm, double weightDecay, double adamBeta1, double adamBeta2, double adamEpsilon, OptimizerType optim, long seed,
-        boolean gradientCheckpointing,
+        boolean gradientCheckpointing, boolean bf16,
         // logging, evaluation, checkpoints
         double loggingSteps, boolean loggingFirstStep, String evalStrategy, Double evalSteps, String saveStrategy,
         double saveSteps, Integer saveTotalLimit, List<String> reportTo, String resumeFromCheckpoint, boolean disableTqdm) {
@@ -127,6 +127,7 @@ public record SftConfig(
         private OptimizerType optim = OptimizerType.ADAMW_TORCH;
         private long seed = 42;
         private boolean gradientCheckpointing = true;
+        private boolean bf16;
         private double loggingSteps = 10;
         private boolean loggingFirstStep;
         private String evalStrategy;
@@ -149,7 +150,7 @@ public record SftConfig(
             perDeviceTrainBatchSize = c.perDeviceTrainBatchSize; perDeviceEvalBatchSize = c.perDeviceEvalBatchSize;
             gradientAccumulationSteps = c.gradientAccumulationSteps; maxGradNorm = c.maxGradNorm; weightDecay = c.weightDecay;
             adamBeta1 = c.adamBeta1; adamBeta2 = c.adamBeta2; adamEpsilon = c.adamEpsilon; optim = c.optim; seed = c.seed;
-            gradientCheckpointing = c.gradientCheckpointing; loggingSteps = c.loggingSteps; loggingFirstStep = c.loggingFirstStep;
+            gradientCheckpointing = c.gradientCheckpointing; bf16 = c.bf16; loggingSteps = c.loggingSteps; loggingFirstStep = c.loggingFirstStep;
             evalStrategy = c.evalStrategy; evalSteps = c.evalSteps; saveStrategy = c.saveStrategy; saveSteps = c.saveSteps;
             saveTotalLimit = c.saveTotalLimit; reportTo = c.reportTo; resumeFromCheckpoint = c.resumeFromCheckpoint;
             disableTqdm = c.disableTqdm;
@@ -182,6 +183,8 @@ public record SftConfig(
         public Builder optim(OptimizerType v) { optim = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
         public Builder gradientCheckpointing(boolean v) { gradientCheckpointing = v; return this; }
+        /** TrainingArguments' bf16: activations in BF16 (on CUDA; the CPU keeps F32). */
+        public Builder bf16(boolean v) { bf16 = v; return this; }
         public Builder loggingSteps(double v) { loggingSteps = v; return this; }
         public Builder loggingFirstStep(boolean v) { loggingFirstStep = v; return this; }
         public Builder evalStrategy(String v) { evalStrategy = v; return this; }
@@ -198,7 +201,7 @@ public record SftConfig(
                     completionOnlyLoss, assistantOnlyLoss, eosToken, shuffleDataset, learningRate, lrSchedulerType,
                     warmupSteps, warmupRatio, numTrainEpochs, maxSteps, perDeviceTrainBatchSize, perDeviceEvalBatchSize,
                     gradientAccumulationSteps, maxGradNorm, weightDecay, adamBeta1, adamBeta2, adamEpsilon, optim, seed,
-                    gradientCheckpointing, loggingSteps, loggingFirstStep, evalStrategy, evalSteps, saveStrategy, saveSteps,
+                    gradientCheckpointing, bf16, loggingSteps, loggingFirstStep, evalStrategy, evalSteps, saveStrategy, saveSteps,
                     saveTotalLimit, reportTo, resumeFromCheckpoint, disableTqdm);
         }
     }

@@ -8,6 +8,7 @@ import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.model.TrainableLlama;
 import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.tensor.DType;
 import dev.lora4j.tokenizer.Tokenizer;
 import dev.lora4j.train.data.SftDataset;
 
@@ -111,7 +112,7 @@ public final class SftTrainerBuilder {
             Tokenizer tokenizer = Tokenizer.load(folder.tokenizerFolder());
             SftDataset train = SftTrainer.prepareDataset(trainFile, tokenizer, config, false);
             SftDataset eval = evalFile == null ? null : SftTrainer.prepareDataset(evalFile, tokenizer, config, true);
-            backend = Backends.open(device.backendName(), notices);
+            backend = Backends.open(device.backendName(), config.bf16() ? DType.BF16 : null, notices);
             model = TrainableLlama.create(backend, folder, method, config.seed());
             SftTrainer trainer = new SftTrainer(model, tokenizer, config, train, eval);
             trainer.own(backend);

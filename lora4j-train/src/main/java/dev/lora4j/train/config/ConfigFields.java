@@ -67,6 +67,7 @@ public final class ConfigFields {
             new ConfigField("optim", STRING, "adamw_torch (default), paged_adamw_32bit, adamw_8bit or paged_adamw_8bit (bitsandbytes' 8-bit states)."),
             new ConfigField("seed", LONG, "Seed of adapter initialisation, shuffling and dropout (default 42)."),
             new ConfigField("gradient_checkpointing", BOOLEAN, "Recompute activations in the backward pass to save memory (default true, as TRL)."),
+            new ConfigField("bf16", BOOLEAN, "Keep activations and their gradients in BF16 on CUDA: half their memory, products on the tensor cores (default false: F32; the CPU keeps F32)."),
             // logging, evaluation, checkpoints
             new ConfigField("logging_steps", NUMBER, "Log every N steps (default 10; below 1: a ratio of the total)."),
             new ConfigField("logging_first_step", BOOLEAN, "Also log the first step."),

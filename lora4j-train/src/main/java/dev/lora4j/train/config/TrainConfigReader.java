@@ -278,6 +278,7 @@ public final class TrainConfigReader {
         if (has("optim")) b.optim(OptimizerType.parse(string("optim", "adamw_torch")));
         if (has("seed")) b.seed(longValue("seed", 42));
         if (has("gradient_checkpointing")) b.gradientCheckpointing(bool("gradient_checkpointing", true));
+        if (has("bf16")) b.bf16(bool("bf16", false));
         if (has("logging_steps")) b.loggingSteps(number("logging_steps", 10));
         if (has("logging_first_step")) b.loggingFirstStep(bool("logging_first_step", false));
         b.evalStrategy(has("eval_strategy") ? string("eval_strategy", null) : hasEval ? "steps" : "no");

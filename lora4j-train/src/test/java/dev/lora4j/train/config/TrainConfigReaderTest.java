@@ -110,6 +110,15 @@ class TrainConfigReaderTest {
     }
 
     @Test
+    void bf16AsksForBf16ActivationsAsTrainingArgumentsNameIt() throws IOException {
+        assertThat(new TrainConfigReader().file(yaml(BASE)).build().sft().bf16()).isFalse();
+        assertThat(new TrainConfigReader().file(yaml(BASE + "bf16: true\n")).build().sft().bf16()).isTrue();
+        assertThat(new TrainConfigReader().file(yaml(BASE + "bf16: true\n")).override("bf16", "false").build().sft().bf16()).isFalse();
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "bf16: maybe\n")).build())
+                .isInstanceOf(TrainConfigException.class).hasMessageContaining("bf16");
+    }
+
+    @Test
     void commandLineOverridesBeatTheFile() throws IOException {
         TrainConfig c = new TrainConfigReader().file(yaml(BASE + "learning_rate: 2.0e-4\nmax_length: 128\nr: 4\n"))
                 .override("learning_rate", "5e-4")
