@@ -9,6 +9,7 @@ import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
@@ -27,9 +28,9 @@ import static jdk.incubator.vector.VectorOperators.LSHR;
  *
  * <p>A block's 16 possible values are computed once per block, as one vector (the 16 code values times the
  * absmax, rounded on the float bits), the block's <i>table</i>; its elements are then looked up in that table
- * with a vector permute, two vectors of elements per step: L packed bytes are widened to int lanes,
- * their high and low nibbles (the even and odd elements) looked up apart, and the two results interleaved back
- * into element order. On CPUs whose vectors hold neither 8 nor 16 floats every element is decoded in scalar code,
+ * with a vector permute, two vectors of elements per step: L packed bytes are loaded and widened to int lanes
+ * once; for each vector of elements, a permute gives every lane its byte ({@link #DUP_FIRST}), a shift brings
+ * its nibble down ({@link #NIBBLE_SHIFTS}), and a permute looks its value up. On CPUs whose vectors hold neither 8 nor 16 floats every element is decoded in scalar code,
  * from the same table.
  */
 final class FourBitDecoder {
@@ -48,9 +49,14 @@ final class FourBitDecoder {
      * allocation per step.
      */
     static final VectorSpecies<Byte> PACKED_BYTES = VECTOR ? VectorSpecies.of(byte.class, VectorShape.forBitSize(8 * L)) : null;
-    /** Lane i of element vector 0 takes even element i/2 (lane i/2 of the highs) or odd element i/2 (of the lows). */
-    private static final IntVector INTERLEAVE_FIRST = VECTOR ? interleave(0) : null;
-    private static final IntVector INTERLEAVE_SECOND = VECTOR ? interleave(L / 2) : null;
+    /**
+     * Lane i of a step's first (second) vector of elements takes packed byte i/2 (L/2 + i/2) of the step: each byte
+     * serves two lanes, its high nibble the even one.
+     */
+    static final VectorShuffle<Integer> DUP_FIRST = VECTOR ? VectorShuffle.fromOp(I, i -> i / 2) : null;
+    static final VectorShuffle<Integer> DUP_SECOND = VECTOR ? VectorShuffle.fromOp(I, i -> L / 2 + i / 2) : null;
+    /** Right shifts that bring the high nibble of its byte down in the even lanes; the odd lanes keep the low one. */
+    static final IntVector NIBBLE_SHIFTS = VECTOR ? IntVector.fromArray(I, nibbleShifts(), 0) : null;
 
     private final float[] codes;
     private final int blockSize;
@@ -84,10 +90,10 @@ final class FourBitDecoder {
         return c.segment();
     }
 
-    private static IntVector interleave(int first) {
-        int[] lanes = new int[L];
-        for (int i = 0; i < L; i++) lanes[i] = (i & 1) == 0 ? first + i / 2 : L + first + i / 2;
-        return IntVector.fromArray(I, lanes, 0);
+    private static int[] nibbleShifts() {
+        int[] s = new int[L];
+        for (int i = 0; i < L; i += 2) s[i] = 4;
+        return s;
     }
 
     long numel() { return numel; }
@@ -178,21 +184,11 @@ final class FourBitDecoder {
 
     /**
      * The table's values at the indices in idx's lanes, taken modulo 16: its one vector (L = 16) or its two
-     * (L = 8). The lookup's own wrapping of indices picks a nibble out of a sign-extended byte: bits 0-3 of the
-     * byte, or bits 4-7 of the byte shifted right by 4.
+     * (L = 8). The lookup's own wrapping of indices picks the nibble out of a sign-extended byte shifted by
+     * {@link #NIBBLE_SHIFTS}: no mask is needed.
      */
     static IntVector lookup(IntVector idx, IntVector t0, IntVector t1) {
         return L == 16 ? idx.selectFrom(t0) : idx.selectFrom(t0, t1);
-    }
-
-    /** Elements [0, L) of a vector step, from the values of its high nibbles (even elements) and low (odd). */
-    static FloatVector first(IntVector high, IntVector low) {
-        return INTERLEAVE_FIRST.selectFrom(high, low).reinterpretAsFloats();
-    }
-
-    /** Elements [L, 2L) of a vector step. */
-    static FloatVector second(IntVector high, IntVector low) {
-        return INTERLEAVE_SECOND.selectFrom(high, low).reinterpretAsFloats();
     }
 
     /**
@@ -218,9 +214,8 @@ final class FourBitDecoder {
                 IntVector t1 = L == 16 ? t0 : FloatVector.fromArray(F, lut, L).reinterpretAsInts();
                 for (; i + STEP <= n; i += STEP) {
                     IntVector p = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, at + (i >>> 1), LE).castShape(I, 0);
-                    IntVector high = lookup(p.lanewise(LSHR, 4), t0, t1), low = lookup(p, t0, t1);
-                    first(high, low).intoArray(dst, o + i);
-                    second(high, low).intoArray(dst, o + i + L);
+                    lookup(p.rearrange(DUP_FIRST).lanewise(LSHR, NIBBLE_SHIFTS), t0, t1).reinterpretAsFloats().intoArray(dst, o + i);
+                    lookup(p.rearrange(DUP_SECOND).lanewise(LSHR, NIBBLE_SHIFTS), t0, t1).reinterpretAsFloats().intoArray(dst, o + i + L);
                 }
             }
             for (; i + 1 < n; i += 2) {

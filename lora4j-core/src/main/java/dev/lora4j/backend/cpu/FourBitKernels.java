@@ -10,8 +10,9 @@ import java.lang.foreign.ValueLayout;
 
 import static dev.lora4j.backend.cpu.FourBitDecoder.PACKED_BYTES;
 import static dev.lora4j.backend.cpu.FourBitDecoder.STEP;
-import static dev.lora4j.backend.cpu.FourBitDecoder.first;
-import static dev.lora4j.backend.cpu.FourBitDecoder.second;
+import static dev.lora4j.backend.cpu.FourBitDecoder.DUP_FIRST;
+import static dev.lora4j.backend.cpu.FourBitDecoder.DUP_SECOND;
+import static dev.lora4j.backend.cpu.FourBitDecoder.NIBBLE_SHIFTS;
 import static dev.lora4j.backend.cpu.VectorShapes.F;
 import static dev.lora4j.backend.cpu.VectorShapes.I;
 import static dev.lora4j.backend.cpu.VectorShapes.L;
@@ -26,10 +27,11 @@ import static jdk.incubator.vector.VectorOperators.LSHR;
  * <ul>
  *   <li><b>Fused</b> (up to {@value #MAX_FUSED_ROWS} x rows: generation, one token or a few): the packed codes
  *       are read once, {@value #STREAMS} weight rows at a time for one x row, two for more, and decoded in
- *       registers straight into the FMAs. Per vector step of a row: one load of packed bytes, widened to int lanes; two table lookups (the
- *       high and the low nibbles); two interleaves back into element order; two FMAs. Needs 16-lane vectors
- *       (one table per register), k a multiple of the block size (so that the rows' blocks line up) and a
- *       rounding done in vector lanes.</li>
+ *       registers straight into the FMAs: per vector step of a row, the packed bytes of two vectors of weights
+ *       are loaded and widened to int lanes once, then for each vector a permute gives every lane its byte, a
+ *       shift its nibble, a permute its value (see {@link FourBitDecoder}), and one FMA per x row uses it.
+ *       Needs 16-lane vectors (a block's table in one register), k a multiple of the block size (so that the
+ *       rows' blocks line up) and a rounding done in vector lanes.</li>
  *   <li><b>Packed</b> (a prompt, or a weight the fused path does not take): a slice of k of the block's weight
  *       rows is decoded into the per-thread array {@link MatmulKernels} packs dense weights into, and the same
  *       register tiles ({@link MatmulKernels#tile}, {@link MatmulKernels#row}) run on it.</li>
@@ -52,7 +54,7 @@ final class FourBitKernels {
     /**
      * Rows [r0, r1) (at most {@value #MAX_FUSED_ROWS}) and output features [c0, c1) of the product, fused; adds to
      * out when {@code accumulate}. One x row meets {@value #STREAMS} weight rows at a time; more meet two at a
-     * time, four x rows per pass, so that each decoded vector serves up to eight FMAs.
+     * time, four x rows per pass, so that each decoded vector serves four FMAs.
      */
     static void fused(MemorySegment x, FourBitDecoder w, Rounding r, MemorySegment out, int k, int m,
                       int r0, int r1, int c0, int c1, boolean accumulate) {
@@ -111,23 +113,18 @@ final class FourBitKernels {
             for (int j = j0; j < j1; j += STEP) {
                 FloatVector xa = FloatVector.fromArray(F, x, x0 + j), xb = FloatVector.fromArray(F, x, x0 + j + L);
                 long o = j >>> 1;
-                // The lookups take their indices modulo 16: a sign-extended byte and its right shift by 4 give
-                // the low and the high nibble with no mask.
                 IntVector q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p0 + o, LE).castShape(I, 0);
-                IntVector hi = q.lanewise(LSHR, 4).selectFrom(v0), lo = q.selectFrom(v0);
-                a0 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a0));
+                a0 = xb.fma(q.rearrange(DUP_SECOND).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v0).reinterpretAsFloats(),
+                        xa.fma(q.rearrange(DUP_FIRST).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v0).reinterpretAsFloats(), a0));
                 q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p1 + o, LE).castShape(I, 0);
-                hi = q.lanewise(LSHR, 4).selectFrom(v1);
-                lo = q.selectFrom(v1);
-                a1 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a1));
+                a1 = xb.fma(q.rearrange(DUP_SECOND).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v1).reinterpretAsFloats(),
+                        xa.fma(q.rearrange(DUP_FIRST).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v1).reinterpretAsFloats(), a1));
                 q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p2 + o, LE).castShape(I, 0);
-                hi = q.lanewise(LSHR, 4).selectFrom(v2);
-                lo = q.selectFrom(v2);
-                a2 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a2));
+                a2 = xb.fma(q.rearrange(DUP_SECOND).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v2).reinterpretAsFloats(),
+                        xa.fma(q.rearrange(DUP_FIRST).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v2).reinterpretAsFloats(), a2));
                 q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p3 + o, LE).castShape(I, 0);
-                hi = q.lanewise(LSHR, 4).selectFrom(v3);
-                lo = q.selectFrom(v3);
-                a3 = xb.fma(second(hi, lo), xa.fma(first(hi, lo), a3));
+                a3 = xb.fma(q.rearrange(DUP_SECOND).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v3).reinterpretAsFloats(),
+                        xa.fma(q.rearrange(DUP_FIRST).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v3).reinterpretAsFloats(), a3));
             }
         }
         a0.intoArray(lanes, 0); a1.intoArray(lanes, L); a2.intoArray(lanes, 2 * L); a3.intoArray(lanes, 3 * L);
@@ -152,12 +149,11 @@ final class FourBitKernels {
             for (int j = j0; j < j1; j += STEP) {
                 long o = j >>> 1;
                 IntVector q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p0 + o, LE).castShape(I, 0);
-                IntVector hi = q.lanewise(LSHR, 4).selectFrom(v0), lo = q.selectFrom(v0);
-                FloatVector f0 = first(hi, lo), s0 = second(hi, lo);
+                FloatVector f0 = q.rearrange(DUP_FIRST).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v0).reinterpretAsFloats();
+                FloatVector s0 = q.rearrange(DUP_SECOND).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v0).reinterpretAsFloats();
                 q = (IntVector) ByteVector.fromMemorySegment(PACKED_BYTES, packed, p1 + o, LE).castShape(I, 0);
-                hi = q.lanewise(LSHR, 4).selectFrom(v1);
-                lo = q.selectFrom(v1);
-                FloatVector f1 = first(hi, lo), s1 = second(hi, lo);
+                FloatVector f1 = q.rearrange(DUP_FIRST).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v1).reinterpretAsFloats();
+                FloatVector s1 = q.rearrange(DUP_SECOND).lanewise(LSHR, NIBBLE_SHIFTS).selectFrom(v1).reinterpretAsFloats();
                 FloatVector xa = FloatVector.fromArray(F, x, x0 + j), xb = FloatVector.fromArray(F, x, x0 + j + L);
                 a00 = xb.fma(s0, xa.fma(f0, a00));
                 a01 = xb.fma(s1, xa.fma(f1, a01));

@@ -6,7 +6,6 @@ import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.quant.QuantizedArrays;
 import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
-import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
 
 import java.lang.foreign.MemorySegment;
@@ -19,12 +18,17 @@ import static dev.lora4j.backend.cpu.VectorShapes.L;
  * The 4-bit ops of {@link CpuBackend}: quantization ({@link HostQuantizer} on the weight's floats), dequantization,
  * and the two products with a quantized weight, {@code out = x · wᵀ} and {@code dX = dY · w}.
  *
- * <p>The products never hold the weight dequantized: each task decodes the part of it that it is about to use
- * (a tile of weight rows for the forward product, a slice of rows by a block of columns for the backward one) into
- * per-thread F32 scratch, rounded as bitsandbytes' 4-bit matmul sees it (to the weight's original dtype, then to
- * the compute dtype; see {@link HostQuantizer#matmulValue}), and runs the dense kernels on it with the same
- * blocking of the sums. So the results are bit for bit those of the dense ops on the dequantized weight, whatever
- * the number of threads.
+ * <p>The products never hold the weight dequantized. Every weight is the value bitsandbytes' 4-bit matmul sees
+ * (dequantized to the weight's original dtype, then cast to the compute dtype; see {@link HostQuantizer#matmulValue})
+ * and every sum is added in the dense kernels' order, so the results are bit for bit those of the dense ops on the
+ * dequantized weight, whatever the number of threads:
+ * <ul>
+ *   <li>the forward product of up to eight rows (generation) decodes the packed codes in registers, straight into
+ *       its FMAs ({@link FourBitKernels#fused}): the weight is read once, at half a byte per weight;</li>
+ *   <li>a longer forward product (a prompt, a training batch) decodes a slice of weight rows at a time into the
+ *       arrays the dense register tiles read ({@link FourBitKernels#packed});</li>
+ *   <li>the backward product decodes a slice of rows by a block of columns where the dense kernel widens it.</li>
+ * </ul>
  */
 final class FourBitOps {
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
