@@ -2,6 +2,7 @@ package dev.lora4j.cli;
 
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.Backends;
+import dev.lora4j.tensor.DType;
 import dev.lora4j.train.bench.BenchMethod;
 import dev.lora4j.train.bench.BenchReport;
 import dev.lora4j.train.bench.BenchResult;
@@ -110,6 +111,11 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--device", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE}: the GPU when one can run).")
     String device;
 
+    @Option(names = "--bf16", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "BF16 activations on the GPU, as the reference trains (TrainingArguments' bf16); --no-bf16 keeps"
+                    + " F32 activations. The CPU always uses F32 (default: ${DEFAULT-VALUE}).")
+    boolean bf16;
+
     @Option(names = "--gemm-size", description = "Size of the BF16 GEMM measured for MFU; 0 skips it (default: 8192 on a GPU, 1024 on the CPU).")
     Integer gemmSize;
 
@@ -135,17 +141,19 @@ final class BenchCommand implements Callable<Integer> {
         int size = gemmSize != null ? gemmSize : backendName.equals("cuda") ? GemmPeak.GPU_SIZE : GemmPeak.CPU_SIZE;
         if (size < 0) throw new IllegalArgumentException("--gemm-size must be 0 (skip) or a size, got " + size);
         if (size > 0) {
-            try (Backend b = open(backendName)) {
+            try (Backend b = open(backendName, null)) {
                 peak = GemmPeak.measure(b, size);
             }
             out.printf(Locale.ROOT, "bf16 GEMM peak: %s (%d^3 through Backend.matmul)%n", peak.rate(), size);
         }
-        String about = model.shapeName() + " (" + (model.random() ? "random weights" : "weights of " + source.model) + ")";
+        DType activations = backendName.equals("cuda") && bf16 ? DType.BF16 : DType.F32;
+        String about = model.shapeName() + " (" + (model.random() ? "random weights" : "weights of " + source.model) + ")"
+                + ", " + activations + " activations";
         out.println("model: " + about + ", " + configurations.size() + " configuration" + (configurations.size() == 1 ? "" : "s"));
 
         List<BenchResult> results = new ArrayList<>();
         for (BenchSettings s : configurations) {
-            BenchResult r = FineTuneBenchmark.run(s, model, () -> open(backendName), peak, line -> err.println("  " + line));
+            BenchResult r = FineTuneBenchmark.run(s, model, () -> open(backendName, activations), peak, line -> err.println("  " + line));
             results.add(r);
             if (r.failed()) {
                 out.printf(Locale.ROOT, "%s: failed: %s%n", s.label(), r.error());
@@ -208,7 +216,7 @@ final class BenchCommand implements Callable<Integer> {
                 + " Use --device cpu to benchmark the CPU.");
     }
 
-    private static Backend open(String name) {
-        return Backends.open(name, notice -> {});
+    private static Backend open(String name, DType activations) {
+        return Backends.open(name, activations, notice -> {});
     }
 }
