@@ -147,8 +147,7 @@ final class BenchCommand implements Callable<Integer> {
             out.printf(Locale.ROOT, "bf16 GEMM peak: %s (%d^3 through Backend.matmul)%n", peak.rate(), size);
         }
         DType activations = backendName.equals("cuda") && bf16 ? DType.BF16 : DType.F32;
-        String about = model.shapeName() + " (" + (model.random() ? "random weights" : "weights of " + source.model) + ")"
-                + ", " + activations + " activations";
+        String about = model.shapeName() + " (" + (model.random() ? "random weights" : "weights of " + source.model) + ")";
         out.println("model: " + about + ", " + configurations.size() + " configuration" + (configurations.size() == 1 ? "" : "s"));
 
         List<BenchResult> results = new ArrayList<>();
