@@ -167,6 +167,115 @@ __device__ __forceinline__ float l4j_block_max(float v, float* shared32) {
     return l4j_warp_max(total);
 }
 
+// ---- 16-byte accesses ------------------------------------------------------------------------------------------
+// The memory-bound kernels move their elements in groups of L4J_GROUP (8: one 16-byte access of BF16 or F16, two of
+// F32, four of F64) when every pointer they touch is 16-byte aligned; a view at another offset, and the last
+// n % L4J_GROUP elements, take the element-by-element path. Only how elements travel changes: each is still widened
+// to float, computed on alone and rounded once, so both paths give the same bits.
+#define L4J_GROUP 8
+
+#if defined(__CUDACC__)
+typedef uint4 l4j_u32x4;
+typedef double2 l4j_f64x2;
+#else
+struct alignas(16) l4j_u32x4 { uint32_t x, y, z, w; };
+struct alignas(16) l4j_f64x2 { double x, y; };
+#endif
+
+__device__ __forceinline__ bool l4j_aligned16(const void* p) { return ((uintptr_t) p & 15u) == 0; }
+
+__device__ __forceinline__ void l4j_halves_to_float(const l4j_u32x4& c, float v[8], bool bf16) {
+    uint32_t w[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        // Little-endian: the element at the lower address is the low half of the word.
+        uint16_t lo = (uint16_t) (w[k] & 0xffffu), hi = (uint16_t) (w[k] >> 16);
+        v[2 * k] = bf16 ? l4j_bf16_to_float(lo) : l4j_f16_to_float(lo);
+        v[2 * k + 1] = bf16 ? l4j_bf16_to_float(hi) : l4j_f16_to_float(hi);
+    }
+}
+
+__device__ __forceinline__ l4j_u32x4 l4j_float_to_halves(const float v[8], bool bf16) {
+    uint32_t w[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        uint32_t lo = bf16 ? l4j_float_to_bf16(v[2 * k]) : l4j_float_to_f16(v[2 * k]);
+        uint32_t hi = bf16 ? l4j_float_to_bf16(v[2 * k + 1]) : l4j_float_to_f16(v[2 * k + 1]);
+        w[k] = lo | (hi << 16);
+    }
+    l4j_u32x4 c;
+    c.x = w[0]; c.y = w[1]; c.z = w[2]; c.w = w[3];
+    return c;
+}
+
+// Elements i .. i+7 as floats; p + i must be 16-byte aligned.
+__device__ __forceinline__ void l4j_load8(const l4j_bf16* p, long long i, float v[8]) {
+    l4j_halves_to_float(*reinterpret_cast<const l4j_u32x4*>(p + i), v, true);
+}
+__device__ __forceinline__ void l4j_load8(const l4j_f16* p, long long i, float v[8]) {
+    l4j_halves_to_float(*reinterpret_cast<const l4j_u32x4*>(p + i), v, false);
+}
+__device__ __forceinline__ void l4j_load8(const float* p, long long i, float v[8]) {
+    const l4j_u32x4* q = reinterpret_cast<const l4j_u32x4*>(p + i);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l4j_u32x4 c = q[h];
+        v[4 * h] = l4j_bits_float(c.x);
+        v[4 * h + 1] = l4j_bits_float(c.y);
+        v[4 * h + 2] = l4j_bits_float(c.z);
+        v[4 * h + 3] = l4j_bits_float(c.w);
+    }
+}
+__device__ __forceinline__ void l4j_load8(const double* p, long long i, float v[8]) {
+    const l4j_f64x2* q = reinterpret_cast<const l4j_f64x2*>(p + i);
+#pragma unroll
+    for (int h = 0; h < 4; h++) {
+        l4j_f64x2 c = q[h];
+        v[2 * h] = (float) c.x;
+        v[2 * h + 1] = (float) c.y;
+    }
+}
+
+// Stores v as elements i .. i+7, each rounded once to the element type; p + i must be 16-byte aligned.
+__device__ __forceinline__ void l4j_store8(l4j_bf16* p, long long i, const float v[8]) {
+    *reinterpret_cast<l4j_u32x4*>(p + i) = l4j_float_to_halves(v, true);
+}
+__device__ __forceinline__ void l4j_store8(l4j_f16* p, long long i, const float v[8]) {
+    *reinterpret_cast<l4j_u32x4*>(p + i) = l4j_float_to_halves(v, false);
+}
+__device__ __forceinline__ void l4j_store8(float* p, long long i, const float v[8]) {
+    l4j_u32x4* q = reinterpret_cast<l4j_u32x4*>(p + i);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l4j_u32x4 c;
+        c.x = l4j_float_bits(v[4 * h]);
+        c.y = l4j_float_bits(v[4 * h + 1]);
+        c.z = l4j_float_bits(v[4 * h + 2]);
+        c.w = l4j_float_bits(v[4 * h + 3]);
+        q[h] = c;
+    }
+}
+__device__ __forceinline__ void l4j_store8(double* p, long long i, const float v[8]) {
+    l4j_f64x2* q = reinterpret_cast<l4j_f64x2*>(p + i);
+#pragma unroll
+    for (int h = 0; h < 4; h++) {
+        l4j_f64x2 c;
+        c.x = (double) v[2 * h];
+        c.y = (double) v[2 * h + 1];
+        q[h] = c;
+    }
+}
+
+// The element-wise pattern: whole groups (only when `aligned`) over a grid-stride loop, then the rest one element at
+// a time. group(g) handles elements g .. g+7 (g a multiple of 8), one(i) element i.
+template <typename Group, typename One>
+__device__ __forceinline__ void l4j_groups_then_rest(long long n, bool aligned, Group group, One one) {
+    const long long groups = aligned ? n / L4J_GROUP : 0;
+    L4J_FOR_EACH(q, groups) group(q * L4J_GROUP);
+    const long long done = groups * L4J_GROUP;
+    L4J_FOR_EACH(r, n - done) one(done + r);
+}
+
 // ---- tensor cores -------------------------------------------------------------------------------------------
 // The warp-collective operations of the tensor-core kernels (attention_flash.cu), each behind one small function:
 // inline PTX on the GPU (sm_80 and newer), and in the device emulator an exact implementation of the same operation

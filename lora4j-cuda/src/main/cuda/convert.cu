@@ -4,7 +4,14 @@
 
 template <typename S, typename D>
 __device__ __forceinline__ void l4j_convert(const S* __restrict__ src, D* __restrict__ dst, long long n) {
-    L4J_FOR_EACH(i, n) l4j_store(dst, i, l4j_load(src, i));
+    l4j_groups_then_rest(
+            n, l4j_aligned16(src) && l4j_aligned16(dst),
+            [&](long long g) {
+                float v[L4J_GROUP];
+                l4j_load8(src, g, v);
+                l4j_store8(dst, g, v);
+            },
+            [&](long long i) { l4j_store(dst, i, l4j_load(src, i)); });
 }
 
 #define L4J_CONVERT(sname, S, dname, D) \

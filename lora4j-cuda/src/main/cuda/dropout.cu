@@ -7,7 +7,17 @@
 template <typename T>
 __device__ __forceinline__ void l4j_dropout_all(const T* x, T* out, float p, float scale, unsigned long long seed,
                                                 long long n) {
-    L4J_FOR_EACH(i, n) l4j_store(out, i, l4j_dropout(l4j_load(x, i), p, scale, seed, (uint64_t) i));
+    // Eight elements per thread and pass: eight independent hashes to overlap, and 16-byte accesses.
+    l4j_groups_then_rest(
+            n, l4j_aligned16(x) && l4j_aligned16(out),
+            [&](long long g) {
+                float v[L4J_GROUP];
+                l4j_load8(x, g, v);
+#pragma unroll
+                for (int k = 0; k < L4J_GROUP; k++) v[k] = l4j_dropout(v[k], p, scale, seed, (uint64_t) (g + k));
+                l4j_store8(out, g, v);
+            },
+            [&](long long i) { l4j_store(out, i, l4j_dropout(l4j_load(x, i), p, scale, seed, (uint64_t) i)); });
 }
 
 extern "C" __global__ void lora4j_dropout_f32(const float* x, float* out, float p, float scale,

@@ -6,7 +6,17 @@
 
 template <typename X, typename Y>
 __device__ __forceinline__ void l4j_add(X* __restrict__ x, const Y* __restrict__ y, long long n) {
-    L4J_FOR_EACH(i, n) l4j_store(x, i, l4j_load(x, i) + l4j_load(y, i));
+    l4j_groups_then_rest(
+            n, l4j_aligned16(x) && l4j_aligned16(y),
+            [&](long long g) {
+                float a[L4J_GROUP], b[L4J_GROUP];
+                l4j_load8(x, g, a);
+                l4j_load8(y, g, b);
+#pragma unroll
+                for (int k = 0; k < L4J_GROUP; k++) a[k] = a[k] + b[k];
+                l4j_store8(x, g, a);
+            },
+            [&](long long i) { l4j_store(x, i, l4j_load(x, i) + l4j_load(y, i)); });
 }
 
 extern "C" __global__ void lora4j_add_f32(float* x, const float* y, long long n) { l4j_add(x, y, n); }
@@ -36,10 +46,20 @@ L4J_ADD_BIAS(bf16act_f16, l4j_bf16, l4j_f16)
 template <typename T>
 __device__ __forceinline__ void l4j_swiglu(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ out,
                                            long long n) {
-    L4J_FOR_EACH(i, n) {
-        float g = l4j_load(gate, i);
-        l4j_store(out, i, g / (1.0f + expf(-g)) * l4j_load(up, i));
-    }
+    l4j_groups_then_rest(
+            n, l4j_aligned16(gate) && l4j_aligned16(up) && l4j_aligned16(out),
+            [&](long long j) {
+                float g[L4J_GROUP], u[L4J_GROUP];
+                l4j_load8(gate, j, g);
+                l4j_load8(up, j, u);
+#pragma unroll
+                for (int k = 0; k < L4J_GROUP; k++) g[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
+                l4j_store8(out, j, g);
+            },
+            [&](long long i) {
+                float g = l4j_load(gate, i);
+                l4j_store(out, i, g / (1.0f + expf(-g)) * l4j_load(up, i));
+            });
 }
 
 extern "C" __global__ void lora4j_swiglu_f32(const float* gate, const float* up, float* out, long long n) {
@@ -57,12 +77,29 @@ extern "C" __global__ void lora4j_swiglu_bf16(const l4j_bf16* gate, const l4j_bf
 template <typename T>
 __device__ __forceinline__ void l4j_swiglu_backward(const T* gate, const T* up, const T* d_out, T* d_gate, T* d_up,
                                                     long long n) {
-    L4J_FOR_EACH(i, n) {
-        float g = l4j_load(gate, i), u = l4j_load(up, i), dy = l4j_load(d_out, i);
-        float s = 1.0f / (1.0f + expf(-g));
-        l4j_store(d_up, i, dy * (g * s));
-        l4j_store(d_gate, i, dy * u * s * (g * (1.0f - s) + 1.0f));
-    }
+    l4j_groups_then_rest(
+            n, l4j_aligned16(gate) && l4j_aligned16(up) && l4j_aligned16(d_out) && l4j_aligned16(d_gate)
+                    && l4j_aligned16(d_up),
+            [&](long long j) {
+                float g[L4J_GROUP], u[L4J_GROUP], dy[L4J_GROUP], dg[L4J_GROUP], du[L4J_GROUP];
+                l4j_load8(gate, j, g);
+                l4j_load8(up, j, u);
+                l4j_load8(d_out, j, dy);
+#pragma unroll
+                for (int k = 0; k < L4J_GROUP; k++) {
+                    float s = 1.0f / (1.0f + expf(-g[k]));
+                    du[k] = dy[k] * (g[k] * s);
+                    dg[k] = dy[k] * u[k] * s * (g[k] * (1.0f - s) + 1.0f);
+                }
+                l4j_store8(d_up, j, du);
+                l4j_store8(d_gate, j, dg);
+            },
+            [&](long long i) {
+                float g = l4j_load(gate, i), u = l4j_load(up, i), dy = l4j_load(d_out, i);
+                float s = 1.0f / (1.0f + expf(-g));
+                l4j_store(d_up, i, dy * (g * s));
+                l4j_store(d_gate, i, dy * u * s * (g * (1.0f - s) + 1.0f));
+            });
 }
 
 extern "C" __global__ void lora4j_swiglu_backward_f32(const float* gate, const float* up, const float* d_out,
@@ -79,7 +116,16 @@ extern "C" __global__ void lora4j_swiglu_backward_bf16(const l4j_bf16* gate, con
 // t *= s, in the tensor's own type (16-bit values are widened, scaled in FP32 and rounded back).
 template <typename T>
 __device__ __forceinline__ void l4j_scale(T* t, float s, long long n) {
-    L4J_FOR_EACH(i, n) l4j_store(t, i, l4j_load(t, i) * s);
+    l4j_groups_then_rest(
+            n, l4j_aligned16(t),
+            [&](long long g) {
+                float v[L4J_GROUP];
+                l4j_load8(t, g, v);
+#pragma unroll
+                for (int k = 0; k < L4J_GROUP; k++) v[k] = v[k] * s;
+                l4j_store8(t, g, v);
+            },
+            [&](long long i) { l4j_store(t, i, l4j_load(t, i) * s); });
 }
 
 #define L4J_SCALE(name, T) \

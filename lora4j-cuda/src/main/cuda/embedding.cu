@@ -5,9 +5,20 @@
 template <typename T, typename O>
 __device__ __forceinline__ void l4j_embedding(const T* __restrict__ table, const int* __restrict__ ids,
                                               O* __restrict__ out, int n, long long d) {
-    L4J_FOR_EACH(idx, (long long) n * d) {
-        long long i = idx / d, j = idx - i * d;
-        l4j_store(out, idx, l4j_load(table, (long long) ids[i] * d + j));
+    // Blocks walk the rows, threads the columns: one id read per row, 16-byte accesses when rows are aligned.
+    const bool aligned = d % L4J_GROUP == 0 && l4j_aligned16(table) && l4j_aligned16(out);
+    for (long long i = blockIdx.x; i < n; i += gridDim.x) {
+        const T* src = table + (long long) ids[i] * d;
+        O* dst = out + i * d;
+        if (aligned) {
+            for (long long j = (long long) threadIdx.x * L4J_GROUP; j < d; j += (long long) blockDim.x * L4J_GROUP) {
+                float v[L4J_GROUP];
+                l4j_load8(src, j, v);
+                l4j_store8(dst, j, v);
+            }
+        } else {
+            for (long long j = threadIdx.x; j < d; j += blockDim.x) l4j_store(dst, j, l4j_load(src, j));
+        }
     }
 }
 
@@ -29,9 +40,9 @@ L4J_EMBEDDING(bf16act_f16, l4j_f16, l4j_bf16)
 template <typename G>
 __device__ __forceinline__ void l4j_embedding_backward(const int* __restrict__ ids, const G* __restrict__ d_out,
                                                        float* d_table, int n, long long d) {
-    L4J_FOR_EACH(idx, (long long) n * d) {
-        long long i = idx / d, j = idx - i * d;
-        atomicAdd(d_table + (long long) ids[i] * d + j, l4j_load(d_out, idx));
+    for (long long i = blockIdx.x; i < n; i += gridDim.x) {
+        float* dst = d_table + (long long) ids[i] * d;
+        for (long long j = threadIdx.x; j < d; j += blockDim.x) atomicAdd(dst + j, l4j_load(d_out, i * d + j));
     }
 }
 

@@ -3,11 +3,42 @@
 // One block per row; the block's threads stride over the row, then reduce the sum of squares.
 #include "common.cuh"
 
+// A row of at most this many bytes (for the backward pass: x's row and dy's together) is first copied into shared
+// memory with 16-byte loads, when its length is a multiple of 8 and it starts on a 16-byte boundary; the host gives
+// every launch whose rows fit this much dynamic shared memory (CudaKernels.ROW_STAGE_BYTES). The sums then read the
+// staged row in exactly the order they read global memory otherwise, so both ways give the same bits.
+#define L4J_ROW_STAGE_BYTES (48 * 1024)
+
+// Copies count 16-byte pieces from global src to shared dst with the block's threads (no barrier).
+__device__ __forceinline__ void l4j_stage(l4j_u32x4* dst, const void* src, int count) {
+    const l4j_u32x4* s = reinterpret_cast<const l4j_u32x4*>(src);
+    for (int c = threadIdx.x; c < count; c += blockDim.x) dst[c] = s[c];
+}
+
+// weight[j .. j+7] as floats, with one 16-byte access when the weight is aligned.
+template <typename W>
+__device__ __forceinline__ void l4j_load8_any(const W* w, int j, bool aligned, float v[L4J_GROUP]) {
+    if (aligned) {
+        l4j_load8(w, j, v);
+    } else {
+#pragma unroll
+        for (int k = 0; k < L4J_GROUP; k++) v[k] = l4j_load(w, j + k);
+    }
+}
+
 template <typename X, typename W>
 __device__ __forceinline__ void l4j_rmsnorm(const X* x, const W* __restrict__ w, float eps, X* out, int d) {
     __shared__ float partial[32];
+    L4J_DYNAMIC_SHARED(l4j_u32x4, stage);
     const X* row = x + (long long) blockIdx.x * d;
     X* dst = out + (long long) blockIdx.x * d;
+    const bool staged = (long long) d * (long long) sizeof(X) <= L4J_ROW_STAGE_BYTES && d % L4J_GROUP == 0
+            && l4j_aligned16(row) && l4j_aligned16(dst);
+    if (staged) {
+        l4j_stage(stage, row, (int) (d * sizeof(X) / 16));
+        __syncthreads();
+        row = reinterpret_cast<const X*>(stage);
+    }
     float ss = 0.0f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         float v = l4j_load(row, j);
@@ -17,7 +48,19 @@ __device__ __forceinline__ void l4j_rmsnorm(const X* x, const W* __restrict__ w,
     // The mean and eps in float, the reciprocal square root in double then rounded once: what the CPU backend does.
     float inv = (float) (1.0 / sqrt((double) (ss / (float) d + eps)));
     // out may alias x: every read of the row happened before the reduction's barriers.
-    for (int j = threadIdx.x; j < d; j += blockDim.x) l4j_store(dst, j, l4j_load(w, j) * (l4j_load(row, j) * inv));
+    if (staged) {
+        const bool w_aligned = l4j_aligned16(w);
+        for (int j = threadIdx.x * L4J_GROUP; j < d; j += blockDim.x * L4J_GROUP) {
+            float v[L4J_GROUP], wv[L4J_GROUP];
+            l4j_load8(row, j, v);
+            l4j_load8_any(w, j, w_aligned, wv);
+#pragma unroll
+            for (int k = 0; k < L4J_GROUP; k++) v[k] = wv[k] * (v[k] * inv);
+            l4j_store8(dst, j, v);
+        }
+    } else {
+        for (int j = threadIdx.x; j < d; j += blockDim.x) l4j_store(dst, j, l4j_load(w, j) * (l4j_load(row, j) * inv));
+    }
 }
 
 #define L4J_RMSNORM(name, X, W) \
@@ -45,20 +88,48 @@ template <typename X, typename W>
 __device__ __forceinline__ void l4j_rmsnorm_backward(const X* x, const W* __restrict__ w, float eps, const X* dy, X* dx,
                                                      int d) {
     __shared__ float partial[32];
+    L4J_DYNAMIC_SHARED(l4j_u32x4, stage);
     const long long base = (long long) blockIdx.x * d;
+    const X* xr = x + base;
+    const X* dyr = dy + base;
+    X* dxr = dx + base;
+    // Both rows are staged (x's, then dy's), or neither.
+    const bool staged = 2 * (long long) d * (long long) sizeof(X) <= L4J_ROW_STAGE_BYTES && d % L4J_GROUP == 0
+            && l4j_aligned16(xr) && l4j_aligned16(dyr) && l4j_aligned16(dxr);
+    if (staged) {
+        int pieces = (int) (d * sizeof(X) / 16);
+        l4j_stage(stage, xr, pieces);
+        l4j_stage(stage + pieces, dyr, pieces);
+        __syncthreads();
+        xr = reinterpret_cast<const X*>(stage);
+        dyr = reinterpret_cast<const X*>(stage + pieces);
+    }
     float ss = 0.0f, dot = 0.0f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = l4j_load(x, base + j);
+        float v = l4j_load(xr, j);
         ss += v * v;
-        dot += l4j_load(w, j) * l4j_load(dy, base + j) * v;
+        dot += l4j_load(w, j) * l4j_load(dyr, j) * v;
     }
     ss = l4j_block_sum(ss, partial);
     dot = l4j_block_sum(dot, partial);
     float r = l4j_rms_inverse(ss, d, eps);
     float c = r * r * r * dot / (float) d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = l4j_load(x, base + j);
-        l4j_store(dx, base + j, r * (l4j_load(w, j) * l4j_load(dy, base + j)) - v * c);
+    if (staged) {
+        const bool w_aligned = l4j_aligned16(w);
+        for (int j = threadIdx.x * L4J_GROUP; j < d; j += blockDim.x * L4J_GROUP) {
+            float v[L4J_GROUP], g[L4J_GROUP], wv[L4J_GROUP];
+            l4j_load8(xr, j, v);
+            l4j_load8(dyr, j, g);
+            l4j_load8_any(w, j, w_aligned, wv);
+#pragma unroll
+            for (int k = 0; k < L4J_GROUP; k++) v[k] = r * (wv[k] * g[k]) - v[k] * c;
+            l4j_store8(dxr, j, v);
+        }
+    } else {
+        for (int j = threadIdx.x; j < d; j += blockDim.x) {
+            float v = l4j_load(xr, j);
+            l4j_store(dxr, j, r * (l4j_load(w, j) * l4j_load(dyr, j)) - v * c);
+        }
     }
 }
 

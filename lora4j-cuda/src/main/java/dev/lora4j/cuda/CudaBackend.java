@@ -109,7 +109,7 @@ public final class CudaBackend implements Backend {
             str = out.get(ADDRESS, 0);
             final MemorySegment s = str;
             alloc = new DeviceAllocator(cu, () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"));
-            kern = new CudaKernels(cu);
+            kern = new CudaKernels(cu, device.multiprocessors());
             long ws = alloc.allocate(CublasLtMatmul.WORKSPACE_BYTES);
             this.matmul = new CublasLtMatmul(platform.cublasLt, ws);
         } catch (RuntimeException e) {
@@ -296,7 +296,7 @@ public final class CudaBackend implements Backend {
         if (ids.length == 0 || d == 0) return;
         long idsOnDevice = uploadInts(ids);
         try {
-            kernels.launch(CudaKernels.embedding(out.dtype(), table.dtype()), CudaKernels.gridFor((long) ids.length * d),
+            kernels.launch(CudaKernels.embedding(out.dtype(), table.dtype()), kernels.rowGrid(ids.length),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(tab.address()).ptr(idsOnDevice).ptr(o.address()).i32(ids.length).i64(d));
         } finally {
@@ -318,7 +318,8 @@ public final class CudaBackend implements Backend {
         long rows = x.rows();
         if (rows == 0 || d == 0) return;
         int threads = (int) Math.min(1024, Math.max(32, Math.ceilDiv(d, 32) * 32));
-        kernels.launch(CudaKernels.rmsNorm(x.dtype(), weight.dtype()), rows, threads, 0, stream,
+        kernels.launch(CudaKernels.rmsNorm(x.dtype(), weight.dtype()), rows, threads,
+                CudaKernels.rowStageBytes(d, x.dtype(), 1), stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(weight).address()).f32(eps)
                         .ptr(cuda(out).address()).i32((int) d));
         opDone("rmsNorm");
@@ -400,7 +401,7 @@ public final class CudaBackend implements Backend {
         }
         long pos = uploadInts(positions);
         try {
-            kernels.launch(kernel, CudaKernels.gridFor((long) positions.length * (headDim / 2)),
+            kernels.launch(kernel, kernels.groupGrid((long) positions.length * (headDim / 2)),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(xs.address()).ptr(pos).ptr(invAddress).i32(positions.length).i32((int) width)
                             .i32(headDim));
@@ -454,7 +455,7 @@ public final class CudaBackend implements Backend {
         requireSameActivation(gate, up, "swiglu gate and up");
         requireSameActivation(gate, out, "swiglu gate and out");
         if (gate.numel() == 0) return;
-        kernels.launch(CudaKernels.swiglu(gate.dtype()), CudaKernels.gridFor(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+        kernels.launch(CudaKernels.swiglu(gate.dtype()), kernels.groupGrid(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(gate).address()).ptr(cuda(up).address()).ptr(cuda(out).address())
                         .i64(gate.numel()));
         opDone("swiglu");
@@ -471,7 +472,7 @@ public final class CudaBackend implements Backend {
             throw new IllegalArgumentException("add: " + y + " cannot be added to " + x + " (the same dtype, or F32 into BF16)");
         }
         if (x.numel() == 0) return;
-        kernels.launch(CudaKernels.add(x.dtype(), y.dtype()), CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+        kernels.launch(CudaKernels.add(x.dtype(), y.dtype()), kernels.groupGrid(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(y).address()).i64(x.numel()));
         opDone("add");
     }
@@ -755,7 +756,8 @@ public final class CudaBackend implements Backend {
                 allocator.release(inv);
             }
         }
-        kernels.launch(CudaKernels.rmsNormBackward(x.dtype(), weight.dtype()), rows, threads, 0, stream,
+        kernels.launch(CudaKernels.rmsNormBackward(x.dtype(), weight.dtype()), rows, threads,
+                CudaKernels.rowStageBytes(d, x.dtype(), 2), stream,
                 KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address()).ptr(dxs.address())
                         .i32((int) d));
         opDone(op);
@@ -776,7 +778,7 @@ public final class CudaBackend implements Backend {
             requireSameCount(gate, t);
         }
         if (gate.numel() == 0) return;
-        kernels.launch(CudaKernels.swigluBackward(gate.dtype()), CudaKernels.gridFor(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
+        kernels.launch(CudaKernels.swigluBackward(gate.dtype()), kernels.groupGrid(gate.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
                 stream, KernelArgs.start().ptr(cuda(gate).address()).ptr(cuda(up).address()).ptr(cuda(dOut).address())
                         .ptr(cuda(dGate).address()).ptr(cuda(dUp).address()).i64(gate.numel()));
         opDone(op);
@@ -802,7 +804,7 @@ public final class CudaBackend implements Backend {
         if (ids.length == 0 || d == 0) return;
         long idsOnDevice = uploadInts(ids);
         try {
-            kernels.launch(CudaKernels.embeddingBackward(dOut.dtype()), CudaKernels.gridFor((long) ids.length * d),
+            kernels.launch(CudaKernels.embeddingBackward(dOut.dtype()), kernels.rowGrid(ids.length),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                     KernelArgs.start().ptr(idsOnDevice).ptr(dys.address()).ptr(dts.address()).i32(ids.length).i64(d));
         } finally {
@@ -892,7 +894,7 @@ public final class CudaBackend implements Backend {
         requireKernelType(t, "scale");
         CudaTensor ts = cuda(t);
         if (t.numel() == 0) return;
-        kernels.launch(CudaKernels.scale(t.dtype()), CudaKernels.gridFor(t.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
+        kernels.launch(CudaKernels.scale(t.dtype()), kernels.groupGrid(t.numel()), CudaKernels.ELEMENTWISE_THREADS, 0,
                 stream, KernelArgs.start().ptr(ts.address()).f32(s).i64(t.numel()));
         opDone("scale");
     }
@@ -912,7 +914,7 @@ public final class CudaBackend implements Backend {
         requireSameCount(x, out);
         if (!(p >= 0 && p <= 1)) throw new IllegalArgumentException("dropout: p must be in [0, 1], got " + p);
         if (x.numel() == 0) return;
-        kernels.launch(CudaKernels.dropout(x.dtype()), CudaKernels.gridFor(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+        kernels.launch(CudaKernels.dropout(x.dtype()), kernels.groupGrid(x.numel()), CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(out).address()).f32(p).f32(dropoutScale(p)).i64(seed)
                         .i64(x.numel()));
         opDone("dropout");
@@ -1034,7 +1036,7 @@ public final class CudaBackend implements Backend {
     }
 
     private void convert(long src, DType from, long dst, DType to, long count) {
-        kernels.launch(CudaKernels.convert(from, to), CudaKernels.gridFor(count), CudaKernels.ELEMENTWISE_THREADS, 0,
+        kernels.launch(CudaKernels.convert(from, to), kernels.groupGrid(count), CudaKernels.ELEMENTWISE_THREADS, 0,
                 stream, KernelArgs.start().ptr(src).ptr(dst).i64(count));
     }
 

@@ -32,6 +32,8 @@ final class CudaKernels {
     /** reduce.cu and rmsnorm.cu: column sums take 32 columns per block of 256 threads. */
     static final int COLUMN_SUM_COLUMNS = 32;
     static final int COLUMN_SUM_THREADS = 256;
+    /** rmsnorm.cu: L4J_ROW_STAGE_BYTES, the most dynamic shared memory a row-staging launch asks for. */
+    static final int ROW_STAGE_BYTES = 48 * 1024;
     /** reduce.cu: L4J_SQUARES_THREADS and L4J_SQUARES_MAX_BLOCKS. */
     static final int SQUARES_THREADS = 256;
     static final int SQUARES_MAX_BLOCKS = 1024;
@@ -50,7 +52,13 @@ final class CudaKernels {
     /** Every kernel the backend launches. */
     static final List<String> NAMES = names();
 
+    /** Blocks of {@link #ELEMENTWISE_THREADS} one multiprocessor holds at once (2048 threads on sm_80 and newer). */
+    static final int RESIDENT_BLOCKS_PER_SM = 8;
+    /** Elements per thread and access of the vectorised element-wise kernels: common.cuh's L4J_GROUP. */
+    static final int GROUP = 8;
+
     private final CudaDriver cu;
+    private final int multiprocessors;
     private final MemorySegment module;
     private final Map<String, MemorySegment> functions = new HashMap<>();
     /** Each kernel's parameter sizes as the driver reports them; empty with a driver that cannot say. */
@@ -58,8 +66,9 @@ final class CudaKernels {
     /** The dynamic shared memory each kernel has been allowed beyond the default, by name. */
     private final Map<String, Integer> sharedLimits = new ConcurrentHashMap<>();
 
-    CudaKernels(CudaDriver cu) {
+    CudaKernels(CudaDriver cu, int multiprocessors) {
         this.cu = cu;
+        this.multiprocessors = Math.max(1, multiprocessors);
         byte[] image = KernelImage.bytes();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment img = arena.allocate(image.length, 16);
@@ -148,6 +157,31 @@ final class CudaKernels {
     /** Blocks for a grid-stride loop over {@code n} elements: enough to fill the GPU, never more than needed. */
     static long gridFor(long n) {
         return Math.max(1, Math.min(Math.ceilDiv(n, ELEMENTWISE_THREADS), 1L << 20));
+    }
+
+    /**
+     * Blocks for a kernel that takes {@link #GROUP} elements per thread and pass (the vectorised element-wise ones):
+     * one per group of elements, at most one full wave of resident blocks, through which the kernel's grid-stride loop
+     * then walks.
+     */
+    long groupGrid(long n) {
+        long blocks = Math.ceilDiv(Math.ceilDiv(n, GROUP), ELEMENTWISE_THREADS);
+        return Math.max(1, Math.min(blocks, (long) multiprocessors * RESIDENT_BLOCKS_PER_SM));
+    }
+
+    /**
+     * The dynamic shared memory of an RMSNorm launch that stages {@code rowsStaged} rows of {@code d} elements of type
+     * {@code act} per block (1 forward, 2 backward): all of them, or nothing when they do not fit (the kernel then reads
+     * global memory twice; it decides by the same rule).
+     */
+    static int rowStageBytes(long d, DType act, int rowsStaged) {
+        long bytes = rowsStaged * act.bytesFor(d);
+        return bytes <= ROW_STAGE_BYTES ? (int) bytes : 0;
+    }
+
+    /** Blocks for a kernel that takes one row per block and walks the rows by a grid-stride loop. */
+    long rowGrid(long rows) {
+        return Math.max(1, Math.min(rows, (long) multiprocessors * RESIDENT_BLOCKS_PER_SM));
     }
 
     void unload() {

@@ -123,7 +123,7 @@ final class CudaProducts {
     }
 
     private void convert(long src, DType from, long dst, DType to, long count) {
-        kernels.launch(CudaKernels.convert(from, to), CudaKernels.gridFor(count), CudaKernels.ELEMENTWISE_THREADS, 0,
+        kernels.launch(CudaKernels.convert(from, to), kernels.groupGrid(count), CudaKernels.ELEMENTWISE_THREADS, 0,
                 stream, KernelArgs.start().ptr(src).ptr(dst).i64(count));
     }
 
@@ -150,7 +150,7 @@ final class CudaProducts {
             if (!staged) return;
             long count = out.numel();
             if (addToOut) {
-                kernels.launch(CudaKernels.add(out.dtype(), DType.F32), CudaKernels.gridFor(count),
+                kernels.launch(CudaKernels.add(out.dtype(), DType.F32), kernels.groupGrid(count),
                         CudaKernels.ELEMENTWISE_THREADS, 0, stream,
                         KernelArgs.start().ptr(out.address()).ptr(address).i64(count));
             } else {
