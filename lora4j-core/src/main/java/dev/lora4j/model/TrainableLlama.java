@@ -584,7 +584,7 @@ public final class TrainableLlama implements AutoCloseable {
         for (int l = L - 1; l >= lowestTrainableLayer; l--) {
             // The last layer's activations are still those of the forward pass: nothing ran over them since.
             if (ckpt && l < L - 1) {
-                layerForward(l, buf.residual(l, n), buf.middle(l, n), buf.recomputed.rows(0, n), buf.layer(l), buf, in, true);
+                layerForward(l, buf.residual(l, n), buf.middle(l, n), buf.recomputedOutput(n), buf.layer(l), buf, in, true);
             }
             layerBackward(l, buf.residual(l, n), buf.middle(l, n), buf.layer(l), buf, in, dX);
         }
@@ -761,7 +761,7 @@ public final class TrainableLlama implements AutoCloseable {
         int n = lay.tokens();
         Tensor src = in;
         if (train && ad.plan().dropout() > 0) {
-            src = buf.dropped(n, ad.plan().inFeatures());
+            src = buf.droppedForward(n, ad.plan().inFeatures());
             backend.dropout(in, (float) ad.plan().dropout(), dropoutSeed(lay, l, p), src);
         }
         Tensor hidden = a.lora(p, n, ad.plan().rank());
@@ -825,8 +825,8 @@ public final class TrainableLlama implements AutoCloseable {
         int hd = shape.headDim();
         Tensor h = buf.normed.rows(0, n), act = buf.swiglu.rows(0, n);
         Tensor g = a.gate().rows(0, n), u = a.up().rows(0, n);
-        Tensor dAct = buf.dSwiglu.rows(0, n), dG = buf.dGate.rows(0, n), dU = buf.dUp.rows(0, n);
-        Tensor dH = buf.dNormed.rows(0, n), dTmp = buf.dScratch.rows(0, n);
+        Tensor dAct = buf.dSwiglu(n), dG = buf.dGate(n), dU = buf.dUp(n);
+        Tensor dH = buf.dNormed.rows(0, n), dTmp = buf.dScratch(n);
 
         // MLP block: out = mid + down(silu(gate(h')) * up(h')), h' = rmsnorm(mid)
         backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
@@ -840,7 +840,7 @@ public final class TrainableLlama implements AutoCloseable {
 
         // Attention block: mid = in + o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(in)
         Tensor q = a.q().rows(0, n), k = a.k().rows(0, n), v = a.v().rows(0, n), att = a.attended().rows(0, n);
-        Tensor dAtt = buf.dAttended.rows(0, n), dq = buf.dQuery.rows(0, n), dk = buf.dKey.rows(0, n), dv = buf.dValue.rows(0, n);
+        Tensor dAtt = buf.dAttended(n), dq = buf.dQuery(n), dk = buf.dKey(n), dv = buf.dValue(n);
         backend.rmsNorm(in, w.inputNorm(), eps, h);
         linearBackward(l, Projection.O, att, dX, dAtt, false, a, buf, lay);
         int window = shape.slidingWindow(l);
@@ -883,7 +883,7 @@ public final class TrainableLlama implements AutoCloseable {
         backend.scale(dHidden, ad.scaling());
         Tensor src = in;
         if (pDrop > 0) {
-            src = buf.dropped(n, width);
+            src = buf.droppedBackward(p, n, width);
             backend.dropout(in, pDrop, dropoutSeed(lay, l, p), src);
         }
         backend.matmulBackwardWeight(dHidden, src, ad.gradA(), true);
@@ -891,7 +891,7 @@ public final class TrainableLlama implements AutoCloseable {
             backend.matmulBackwardInput(dHidden, ad.a(), dIn, true);
         } else {
             // Dropout's gradient is the same mask and scale applied to the incoming gradient.
-            Tensor t = buf.dropped(n, width);
+            Tensor t = buf.droppedBackward(p, n, width);
             backend.matmulBackwardInput(dHidden, ad.a(), t, false);
             backend.dropout(t, pDrop, dropoutSeed(lay, l, p), t);
             backend.add(dIn, t);

@@ -14,6 +14,9 @@ import java.util.List;
  * recomputed instead, as they cost one cheap op each. With gradient checkpointing only each layer's input is kept
  * and one set of layer activations is recomputed per layer during the backward pass. Evaluation keeps nothing: one
  * residual stream and one set of layer buffers serve every layer, so it runs in the training buffers when they exist.
+ * Buffers whose lifetimes do not overlap share memory (see {@link #areaWidths}): no adapter keeps a dropped-out copy of
+ * its input, and the scratch that dropout(x) is formed in for a product shares an area with gradients that are dead
+ * at that point, so lora_dropout costs no activation memory unless an adapted input is wider than the MLP.
  */
 final class TrainingBuffers implements AutoCloseable {
 
@@ -35,9 +38,16 @@ final class TrainingBuffers implements AutoCloseable {
     private final Tensor[] middle;
     private final LayerActivations[] layers;
     // scratch
-    final Tensor normed, swiglu, dropped, logits, losses;
-    // gradients
-    final Tensor dResidual, dNormed, dScratch, dAttended, dQuery, dKey, dValue, dGate, dUp, dSwiglu, dLora, recomputed;
+    final Tensor normed, swiglu, logits, losses;
+    // gradients that live through a whole layer's backward pass
+    final Tensor dResidual, dNormed;
+    private final Tensor dLora;
+    /**
+     * The gradients that live only within one block's backward pass, and the dropout scratch, share two areas by
+     * phase (see {@link #areaWidths}); the rows of each view are a prefix of the capacity, so any token count fits.
+     */
+    private final Tensor areaA, areaB;
+    private final int d, qd, kvd, ff;
     private final List<Tensor> owned = new ArrayList<>();
     /** Kept, not derived from the buffers' counts: a one-layer model has one set of activations either way. */
     private final boolean checkpointing;
@@ -45,16 +55,18 @@ final class TrainingBuffers implements AutoCloseable {
     /**
      * @param perLayer     keep each layer's activations (training without checkpointing)
      * @param residuals    keep each layer's input (training)
-     * @param droppedWidth widest input of an adapter with dropout (0: no dropout)
      */
     private TrainingBuffers(Backend b, LlamaShape s, List<TrainablePlan.LoraModule> adapters, int capacity,
-                            boolean withGradients, boolean residuals, boolean perLayer, int droppedWidth,
-                            long lossChunkBytes) {
+                            boolean withGradients, boolean residuals, boolean perLayer, long lossChunkBytes) {
         this.capacity = capacity;
         this.withGradients = withGradients;
         this.checkpointing = withGradients && !perLayer;
         DType act = b.activationType();
-        int L = s.numLayers(), d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim(), ff = s.intermediateSize();
+        int L = s.numLayers();
+        d = s.hiddenSize();
+        qd = s.queryDim();
+        kvd = s.kvDim();
+        ff = s.intermediateSize();
         try {
             residual = new Tensor[residuals ? L + 1 : 1];
             for (int i = 0; i < residual.length; i++) residual[i] = own(b.allocate(act, capacity, d));
@@ -76,33 +88,52 @@ final class TrainingBuffers implements AutoCloseable {
             }
             normed = own(b.allocate(act, capacity, d));
             swiglu = own(b.allocate(act, capacity, ff));
-            dropped = droppedWidth > 0 ? own(b.allocate(act, (long) capacity * droppedWidth)) : null;
-            long rowBytes = 4L * s.vocabSize();
-            lossChunkRows = (int) Math.max(1, Math.min(capacity, lossChunkBytes / rowBytes));
+            lossChunkRows = lossChunkRows(s, capacity, lossChunkBytes);
             logits = own(b.allocate(DType.F32, lossChunkRows, s.vocabSize()));
             losses = own(b.allocate(DType.F32, capacity));
             if (withGradients) {
-                int maxRank = 1;
-                for (TrainablePlan.LoraModule m : adapters) maxRank = Math.max(maxRank, m.rank());
+                long[] widths = areaWidths(s, adapters);
                 dResidual = own(b.allocate(act, capacity, d));
                 dNormed = own(b.allocate(act, capacity, d));
-                dScratch = own(b.allocate(act, capacity, d));
-                dAttended = own(b.allocate(act, capacity, qd));
-                dQuery = own(b.allocate(act, capacity, qd));
-                dKey = own(b.allocate(act, capacity, kvd));
-                dValue = own(b.allocate(act, capacity, kvd));
-                dGate = own(b.allocate(act, capacity, ff));
-                dUp = own(b.allocate(act, capacity, ff));
-                dSwiglu = own(b.allocate(act, capacity, ff));
-                dLora = own(b.allocate(act, (long) capacity * maxRank));
-                recomputed = perLayer ? null : own(b.allocate(act, capacity, d));
+                dLora = own(b.allocate(act, (long) capacity * maxRank(adapters)));
+                areaA = own(b.allocate(act, capacity * widths[0]));
+                areaB = own(b.allocate(act, capacity * widths[1]));
             } else {
-                dResidual = dNormed = dScratch = dAttended = dQuery = dKey = dValue = dGate = dUp = dSwiglu = dLora = recomputed = null;
+                dResidual = dNormed = dLora = areaA = areaB = null;
             }
         } catch (RuntimeException | OutOfMemoryError e) {
             close();
             throw e;
         }
+    }
+
+    /**
+     * The widths (elements per token) of the two gradient areas. A layer's backward pass runs in phases, and what each
+     * needs at once decides where it lives:
+     * <ol>
+     * <li>down_proj: its input (the SwiGLU product, in {@link #swiglu}) and gate and up are read, dSwiglu is written
+     *     (area A) and down's dropout scratch, as wide as its input, is used (area B);</li>
+     * <li>SwiGLU's backward reads gate, up and dSwiglu and writes dGate into {@link #swiglu} (the product is not read
+     *     again) and dUp into area B (the dropout scratch is dead);</li>
+     * <li>gate_proj and up_proj read dGate and dUp; their dropout scratch, of the hidden size, takes area A (dSwiglu is
+     *     dead); then the norm's input gradient (dScratch) takes area A too;</li>
+     * <li>the attention block: dAttended, dQuery, dKey, dValue side by side in area A (every MLP gradient is dead), the
+     *     projections' dropout scratch in area B, and last the norm's dScratch in area A again (the attention gradients
+     *     are dead by then).</li>
+     * </ol>
+     * The forward pass (also the recomputed one under checkpointing) holds none of these gradients, so its dropout
+     * scratch takes area B. Against one buffer each this saves dGate, the attention gradients, dScratch and a dropout
+     * scratch as wide as the widest adapted input.
+     */
+    private static long[] areaWidths(LlamaShape s, List<TrainablePlan.LoraModule> adapters) {
+        long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim(), ff = s.intermediateSize();
+        long a = Math.max(Math.max(ff, 2 * qd + 2 * kvd), Math.max(d, droppedWidth(adapters, Projection.GATE, Projection.UP)));
+        long b = Math.max(ff, droppedWidth(adapters, Projection.values()));
+        return new long[]{a, b};
+    }
+
+    private static int lossChunkRows(LlamaShape s, int capacity, long lossChunkBytes) {
+        return (int) Math.max(1, Math.min(capacity, lossChunkBytes / (4L * s.vocabSize())));
     }
 
     private static int maxRank(List<TrainablePlan.LoraModule> adapters, Projection p, int layer) {
@@ -113,15 +144,20 @@ final class TrainingBuffers implements AutoCloseable {
         return r;
     }
 
+    private static int maxRank(List<TrainablePlan.LoraModule> adapters) {
+        int r = 1;
+        for (TrainablePlan.LoraModule m : adapters) r = Math.max(r, m.rank());
+        return r;
+    }
+
     static TrainingBuffers forTraining(Backend b, LlamaShape s, List<TrainablePlan.LoraModule> adapters, int capacity,
                                        boolean checkpointing, long lossChunkBytes) {
-        return new TrainingBuffers(b, s, adapters, capacity, true, true, !checkpointing, droppedWidth(s, adapters),
-                lossChunkBytes);
+        return new TrainingBuffers(b, s, adapters, capacity, true, true, !checkpointing, lossChunkBytes);
     }
 
     static TrainingBuffers forEvaluation(Backend b, LlamaShape s, List<TrainablePlan.LoraModule> adapters, int capacity,
                                          long lossChunkBytes) {
-        return new TrainingBuffers(b, s, adapters, capacity, false, false, false, 0, lossChunkBytes);
+        return new TrainingBuffers(b, s, adapters, capacity, false, false, false, lossChunkBytes);
     }
 
     /**
@@ -147,22 +183,20 @@ final class TrainingBuffers implements AutoCloseable {
             }
         }
         elements += cap * d + cap * ff;                                            // normed, swiglu
-        int dropped = withGradients ? droppedWidth(s, adapters) : 0;
-        elements += cap * dropped;
-        long chunkRows = Math.max(1, Math.min(cap, lossChunkBytes / (4L * s.vocabSize())));
-        f32 += chunkRows * s.vocabSize() + cap;                                    // logits chunk, losses
+        f32 += (long) lossChunkRows(s, capacity, lossChunkBytes) * s.vocabSize() + cap; // logits chunk, losses
         if (withGradients) {
-            int maxRank = 1;
-            for (TrainablePlan.LoraModule m : adapters) maxRank = Math.max(maxRank, m.rank());
-            elements += cap * (3 * d + 2 * qd + 2 * kvd + 3 * ff + maxRank);     // gradients of activations
-            if (!perLayer) elements += cap * d;                                   // recomputed layer output
+            long[] widths = areaWidths(s, adapters);
+            elements += cap * (2 * d + maxRank(adapters) + widths[0] + widths[1]); // dResidual, dNormed, dLora, areas
         }
         return act.bytesFor(elements) + DType.F32.bytesFor(f32);
     }
 
-    private static int droppedWidth(LlamaShape s, List<TrainablePlan.LoraModule> adapters) {
+    /** The widest input of an adapter with dropout on one of these projections (0: none). */
+    private static int droppedWidth(List<TrainablePlan.LoraModule> adapters, Projection... projections) {
         int w = 0;
-        for (TrainablePlan.LoraModule m : adapters) if (m.dropout() > 0) w = Math.max(w, m.inFeatures());
+        for (TrainablePlan.LoraModule m : adapters) {
+            if (m.dropout() > 0 && List.of(projections).contains(m.projection())) w = Math.max(w, m.inFeatures());
+        }
         return w;
     }
 
@@ -175,8 +209,37 @@ final class TrainingBuffers implements AutoCloseable {
 
     LayerActivations layer(int l) { return layers[Math.min(l, layers.length - 1)]; }
 
-    /** A view [n, width] of the dropped-out input buffer. */
-    Tensor dropped(int n, int width) { return dropped.view(0, n, width); }
+    /**
+     * Where a recomputed layer (checkpointing) writes its output, which nothing reads: the final hidden state's
+     * buffer, read only by the loss and the final norm's backward, both done before any layer is recomputed.
+     */
+    Tensor recomputedOutput(int n) { return residual(residual.length - 1, n); }
+
+    /** A view [n, width] for dropout(x) in the forward pass: area B, as no gradient area is in use then. */
+    Tensor droppedForward(int n, int width) { return areaB.view(0, n, width); }
+
+    /** A view [n, width] for dropout(x) and its gradient in the backward pass of projection p (see {@link #areaWidths}). */
+    Tensor droppedBackward(Projection p, int n, int width) {
+        return (p == Projection.GATE || p == Projection.UP ? areaA : areaB).view(0, n, width);
+    }
+
+    Tensor dSwiglu(int n) { return areaA.view(0, n, ff); }
+
+    /** In the SwiGLU product's buffer: the product is dead once down_proj's backward has read it. */
+    Tensor dGate(int n) { return swiglu.view(0, n, ff); }
+
+    Tensor dUp(int n) { return areaB.view(0, n, ff); }
+
+    /** A block norm's input gradient before it is added to the residual gradient. */
+    Tensor dScratch(int n) { return areaA.view(0, n, d); }
+
+    Tensor dAttended(int n) { return areaA.view(0, n, qd); }
+
+    Tensor dQuery(int n) { return areaA.view((long) capacity * qd, n, qd); }
+
+    Tensor dKey(int n) { return areaA.view(2L * capacity * qd, n, kvd); }
+
+    Tensor dValue(int n) { return areaA.view(2L * capacity * qd + (long) capacity * kvd, n, kvd); }
 
     Tensor dLora(int n, int rank) { return dLora.view(0, n, rank); }
 

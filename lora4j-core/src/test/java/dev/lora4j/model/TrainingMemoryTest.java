@@ -54,6 +54,50 @@ class TrainingMemoryTest {
     }
 
     @Test
+    void loraDropoutTakesNoActivationMemoryBeyondTheMlpWidth() {
+        // The dropped-out inputs are formed again in the backward pass, in memory shared with dead gradients.
+        LlamaShape shape = TinyModels.mistral(0);
+        LoraConfig lora = LoraConfig.defaults().withR(4).withTargetModules(TargetModules.allLinear());
+        long[] held = new long[2];
+        for (int run = 0; run < 2; run++) {
+            try (CpuBackend cpu = new CpuBackend(2);
+                 TrainableLlama model = TrainableLlama.fromWeights(cpu, TinyModels.upload(cpu, shape,
+                         TinyModels.randomWeights(shape, DType.BF16, 3), DType.BF16),
+                         FineTuneMethod.lora(lora.withLoraDropout(run == 0 ? 0 : 0.1)), 1)) {
+                model.setGradientCheckpointing(true);
+                model.forwardBackward(TrainableLlamaGradientTest.BATCH, 1f);
+                held[run] = model.activationBytes();
+            }
+        }
+        assertThat(held[1]).as("activation bytes with lora_dropout 0.1").isEqualTo(held[0]);
+
+        ModelConfig mistral = RandomModelWriter.preset("mistral-7b");
+        LoraConfig allLinear = LoraConfig.defaults().withR(16).withTargetModules(TargetModules.allLinear());
+        long none = TrainingMemory.estimate(mistral, FineTuneMethod.qlora(allLinear), DType.BF16, DType.BF16, 4096, true,
+                TrainableLlama.DEFAULT_LOSS_CHUNK_BYTES).activations();
+        long some = TrainingMemory.estimate(mistral, FineTuneMethod.qlora(allLinear.withLoraDropout(0.05)), DType.BF16,
+                DType.BF16, 4096, true, TrainableLlama.DEFAULT_LOSS_CHUNK_BYTES).activations();
+        assertThat(some).isEqualTo(none);
+    }
+
+    @Test
+    void aBlocksGradientsShareMemoryWithTheScratchThatIsDeadWhileTheyLive() {
+        // Mistral-7B, 4096 tokens, BF16, checkpointing: the 33 layer inputs and one layer's activations are kept;
+        // of the gradients only the residual's, the normed input's, the adapters' [n, r] and two areas as wide as
+        // the MLP remain.
+        ModelConfig mistral = RandomModelWriter.preset("mistral-7b");
+        LoraConfig lora = LoraConfig.defaults().withR(16).withLoraDropout(0.05).withTargetModules(TargetModules.allLinear());
+        long loss = 64L << 20;
+        long tokens = 4096, d = 4096, qd = 4096, kvd = 1024, ff = 14336;
+        long kept = 33 * d + d + 2 * qd + 2 * kvd + 2 * ff + 7 * 16 + d + ff;   // inputs, middle, layer, lora, normed, swiglu
+        long gradients = 2 * d + 16 + 2 * ff;
+        long f32 = tokens * 32 + (loss / (4 * 32000)) * 32000 + tokens;        // lse, logits chunk, losses
+        TrainingMemory m = TrainingMemory.estimate(mistral, FineTuneMethod.qlora(lora), DType.BF16, DType.BF16,
+                (int) tokens, true, loss);
+        assertThat(m.activations()).isEqualTo(2 * tokens * (kept + gradients) + 4 * f32);
+    }
+
+    @Test
     void underQloraTheEstimateEqualsTheMeasuredReport(@TempDir Path dir) throws Exception {
         LlamaShape shape = TinyModels.llamaWithBiases();
         ModelConfig config = TinyModelFolders.config(shape, DType.BF16);
