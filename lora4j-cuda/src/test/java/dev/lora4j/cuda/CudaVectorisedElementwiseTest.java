@@ -1,0 +1,326 @@
+package dev.lora4j.cuda;
+
+import dev.lora4j.backend.BackendProvider;
+import dev.lora4j.backend.DropoutHash;
+import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Half;
+import dev.lora4j.tensor.Tensor;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.function.Consumer;
+import java.util.stream.Stream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * The element-wise kernels move 8 elements per thread with 16-byte accesses when every tensor they touch starts on a
+ * 16-byte boundary, and one element at a time otherwise (views at other offsets) and for the last n % 8 elements. Both
+ * paths must give the same bits, and the exact ops (add, scale, dropout, conversions) the bits of a scalar Java
+ * reference: for every size (below one group, a whole number of groups, groups and a tail, more groups than one pass
+ * of the grid) and offset (aligned, odd, even but unaligned). Skips, with the probe's reason, where CUDA cannot run.
+ */
+class CudaVectorisedElementwiseTest {
+    /** Sizes: under one group, whole groups, groups plus a tail, and more than one grid-stride pass on 4 SMs. */
+    private static final int[] SIZES = {5, 64, 8 * 37 + 3, 2 * 65536 + 13};
+    /** Element offsets of the views: 16-byte aligned for both types, odd, and 4 (8 bytes, unaligned, in BF16). */
+    private static final int[] OFFSETS = {0, 1, 4};
+
+    private static CudaBackend f32;
+    private static CudaBackend bf16;
+    private static String unavailable;
+
+    @BeforeAll
+    static void open() {
+        BackendProvider.Availability a = new CudaBackendProvider().probe();
+        if (!a.available()) {
+            unavailable = "CUDA backend unavailable: " + a.detail();
+            return;
+        }
+        f32 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.F32);
+        bf16 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
+    }
+
+    @BeforeEach
+    void requireGpu() {
+        assumeTrue(f32 != null, unavailable);
+    }
+
+    @AfterAll
+    static void close() {
+        if (f32 != null) f32.close();
+        if (bf16 != null) bf16.close();
+    }
+
+    static Stream<Arguments> cases() {
+        List<Arguments> c = new ArrayList<>();
+        for (DType t : List.of(DType.F32, DType.BF16)) {
+            for (int n : SIZES) for (int off : OFFSETS) c.add(Arguments.of(t, n, off));
+        }
+        return c.stream();
+    }
+
+    private static CudaBackend backend(DType act) { return act == DType.F32 ? f32 : bf16; }
+
+    /** The values as the activation type holds them. */
+    private static float[] representable(float[] v, DType t) {
+        float[] r = v.clone();
+        if (t == DType.BF16) for (int i = 0; i < r.length; i++) r[i] = Half.bf16ToFloat(Half.floatToBf16(r[i]));
+        return r;
+    }
+
+    private static float round(float v, DType t) {
+        return t == DType.BF16 ? Half.bf16ToFloat(Half.floatToBf16(v)) : v;
+    }
+
+    private static float[] random(int n, long seed) {
+        Random r = new Random(seed);
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float) (r.nextGaussian() * 3);
+        return v;
+    }
+
+    /** values at element offset off of a larger tensor (the elements around them are NaN), as a view of shape. */
+    private static Tensor[] placed(CudaBackend b, float[] values, DType t, int off, long... shape) {
+        float[] padded = new float[values.length + off + 3];
+        java.util.Arrays.fill(padded, Float.NaN);
+        System.arraycopy(values, 0, padded, off, values.length);
+        Tensor whole = b.fromFloats(padded, t, padded.length);
+        return new Tensor[] {whole, whole.view(off, shape.length == 0 ? new long[] {values.length} : shape)};
+    }
+
+    private static int[] bits(float[] v) {
+        int[] r = new int[v.length];
+        for (int i = 0; i < v.length; i++) r[i] = Float.floatToRawIntBits(v[i]);
+        return r;
+    }
+
+    /** Runs op on views of the inputs at offset off (the first is the one the op writes) and reads back each input. */
+    private static float[][] run(DType t, int off, float[][] inputs, Consumer<Tensor[]> op) {
+        return run(t, off, new long[0], inputs, op);
+    }
+
+    private static float[][] run(DType t, int off, long[] shape, float[][] inputs, Consumer<Tensor[]> op) {
+        CudaBackend b = backend(t);
+        Tensor[][] placed = new Tensor[inputs.length][];
+        try {
+            Tensor[] views = new Tensor[inputs.length];
+            for (int k = 0; k < inputs.length; k++) {
+                placed[k] = placed(b, inputs[k], t, off, shape);
+                views[k] = placed[k][1];
+            }
+            op.accept(views);
+            float[][] out = new float[inputs.length][];
+            for (int k = 0; k < inputs.length; k++) {
+                float[] whole = b.toFloats(placed[k][0]);
+                for (int i = 0; i < off; i++) assertThat(whole[i]).as("element before the view").isNaN();
+                for (int i = off + inputs[k].length; i < whole.length; i++) assertThat(whole[i]).as("element after the view").isNaN();
+                out[k] = java.util.Arrays.copyOfRange(whole, off, off + inputs[k].length);
+            }
+            return out;
+        } finally {
+            for (Tensor[] p : placed) if (p != null) p[0].close();
+        }
+    }
+
+    @ParameterizedTest(name = "{0}, {1} elements at offset {2}")
+    @MethodSource("cases")
+    void addGivesTheScalarSumRoundedOnce(DType t, int n, int off) {
+        float[] x = representable(random(n, 1), t), y = representable(random(n, 2), t);
+        float[] got = run(t, off, new float[][] {x, y}, v -> backend(t).add(v[0], v[1]))[0];
+        float[] want = new float[n];
+        for (int i = 0; i < n; i++) want[i] = round(x[i] + y[i], t);
+        assertThat(bits(got)).isEqualTo(bits(want));
+    }
+
+    @ParameterizedTest(name = "{0}, {1} elements at offset {2}")
+    @MethodSource("cases")
+    void scaleGivesTheScalarProductRoundedOnce(DType t, int n, int off) {
+        float[] x = representable(random(n, 3), t);
+        float s = 0.7310586f;
+        float[] got = run(t, off, new float[][] {x}, v -> backend(t).scale(v[0], s))[0];
+        float[] want = new float[n];
+        for (int i = 0; i < n; i++) want[i] = round(x[i] * s, t);
+        assertThat(bits(got)).isEqualTo(bits(want));
+    }
+
+    @ParameterizedTest(name = "{0}, {1} elements at offset {2}")
+    @MethodSource("cases")
+    void dropoutKeepsTheHashMaskOfEachElementIndex(DType t, int n, int off) {
+        float[] x = representable(random(n, 4), t);
+        float p = 0.25f;
+        long seed = 0x5eedL + n;
+        float scale = CudaBackend.dropoutScale(p);
+        float[] got = run(t, off, new float[][] {x}, v -> backend(t).dropout(v[0], p, seed, v[0]))[0];
+        float[] want = new float[n];
+        for (int i = 0; i < n; i++) want[i] = DropoutHash.uniform(seed, i) < p ? 0f : round(x[i] * scale, t);
+        assertThat(bits(got)).isEqualTo(bits(want));
+    }
+
+    @ParameterizedTest(name = "{0}, {1} elements at offset {2}")
+    @MethodSource("cases")
+    void swigluGivesTheSameBitsAlignedAndUnaligned(DType t, int n, int off) {
+        float[] g = representable(random(n, 5), t), u = representable(random(n, 6), t);
+        float[] out = new float[n];
+        float[] got = run(t, off, new float[][] {out, g, u}, v -> backend(t).swiglu(v[1], v[2], v[0]))[0];
+        // Offset 1 never takes the 16-byte path, so it is the element-by-element kernel.
+        float[] scalar = run(t, 1, new float[][] {out, g, u}, v -> backend(t).swiglu(v[1], v[2], v[0]))[0];
+        assertThat(bits(got)).isEqualTo(bits(scalar));
+        for (int i = 0; i < n; i++) {
+            double want = g[i] / (1 + Math.exp(-g[i])) * u[i];
+            double tolerance = (t == DType.BF16 ? 0x1p-8 : 0x1p-21) * Math.abs(want) + 1e-30;
+            assertThat((double) got[i]).as("element %d", i).isCloseTo(want, org.assertj.core.data.Offset.offset(tolerance));
+        }
+    }
+
+    @ParameterizedTest(name = "{0}, {1} elements at offset {2}")
+    @MethodSource("cases")
+    void swigluBackwardGivesTheSameBitsAlignedAndUnaligned(DType t, int n, int off) {
+        float[] g = representable(random(n, 7), t), u = representable(random(n, 8), t), dy = representable(random(n, 9), t);
+        float[] zero = new float[n];
+        float[][] got = run(t, off, new float[][] {zero, zero, g, u, dy},
+                v -> backend(t).swigluBackward(v[2], v[3], v[4], v[0], v[1]));
+        float[][] scalar = run(t, 1, new float[][] {zero, zero, g, u, dy},
+                v -> backend(t).swigluBackward(v[2], v[3], v[4], v[0], v[1]));
+        assertThat(bits(got[0])).as("dGate").isEqualTo(bits(scalar[0]));
+        assertThat(bits(got[1])).as("dUp").isEqualTo(bits(scalar[1]));
+        for (int i = 0; i < n; i++) {
+            double s = 1 / (1 + Math.exp(-g[i]));
+            double du = dy[i] * g[i] * s;
+            assertThat((double) got[1][i]).as("dUp %d", i)
+                    .isCloseTo(du, org.assertj.core.data.Offset.offset((t == DType.BF16 ? 0x1p-7 : 0x1p-20) * Math.abs(du) + 1e-30));
+        }
+    }
+
+    @ParameterizedTest(name = "{0}, {1} elements at offset {2}")
+    @MethodSource("cases")
+    void copyBetweenDtypesRoundsEachElementOnce(DType t, int n, int off) {
+        // t is the source here: F32 to BF16 rounds, BF16 to F32 is exact.
+        DType other = t == DType.F32 ? DType.BF16 : DType.F32;
+        float[] x = representable(random(n, 10), t);
+        CudaBackend b = f32;
+        Tensor[] src = placed(b, x, t, off);
+        Tensor[] dst = placed(b, new float[n], other, off == 0 ? 0 : off + 1);
+        try {
+            b.copy(src[1], dst[1]);
+            float[] got = b.toFloats(dst[1]);
+            float[] want = new float[n];
+            for (int i = 0; i < n; i++) want[i] = round(x[i], other);
+            assertThat(bits(got)).isEqualTo(bits(want));
+        } finally {
+            src[0].close();
+            dst[0].close();
+        }
+    }
+
+    /** Row lengths: staged and vectorised (a multiple of 8), and not a multiple of 8 (element by element). */
+    static Stream<Arguments> rowCases() {
+        List<Arguments> c = new ArrayList<>();
+        for (DType t : List.of(DType.F32, DType.BF16)) {
+            for (int d : new int[] {64, 8 * 5 + 3, 1024}) for (int off : new int[] {0, 1}) c.add(Arguments.of(t, d, off));
+        }
+        return c.stream();
+    }
+
+    @ParameterizedTest(name = "{0}, rows of {1} at offset {2}")
+    @MethodSource("rowCases")
+    void rmsNormGivesTheSameBitsStagedOrNot(DType t, int d, int off) {
+        int rows = 37;
+        float[] x = representable(random(rows * d, 11), t), dy = representable(random(rows * d, 12), t);
+        float[] w = random(d, 13);
+        long[] shape = {rows, d};
+        try (Tensor weight = f32.fromFloats(w, DType.BF16, d); Tensor weight2 = bf16.fromFloats(w, DType.BF16, d)) {
+            Tensor wt = t == DType.F32 ? weight : weight2;
+            float[] out = new float[rows * d];
+            float[] got = run(t, off, shape, new float[][] {out, x}, v -> backend(t).rmsNorm(v[1], wt, 1e-5f, v[0]))[0];
+            // Offset 1 is never 16-byte aligned, so it reads global memory element by element.
+            float[] plain = run(t, 1, shape, new float[][] {out, x}, v -> backend(t).rmsNorm(v[1], wt, 1e-5f, v[0]))[0];
+            assertThat(bits(got)).as("rmsNorm").isEqualTo(bits(plain));
+            float[] gotDx = run(t, off, shape, new float[][] {out, x, dy},
+                    v -> backend(t).rmsNormBackward(v[1], wt, 1e-5f, v[2], v[0], null))[0];
+            float[] plainDx = run(t, 1, shape, new float[][] {out, x, dy},
+                    v -> backend(t).rmsNormBackward(v[1], wt, 1e-5f, v[2], v[0], null))[0];
+            assertThat(bits(gotDx)).as("rmsNormBackward").isEqualTo(bits(plainDx));
+            // And the forward result is the normalised row: within rounding of the double-precision one.
+            for (int r = 0; r < rows; r++) {
+                double ss = 0;
+                for (int j = 0; j < d; j++) ss += (double) x[r * d + j] * x[r * d + j];
+                double inv = 1 / Math.sqrt(ss / d + 1e-5);
+                for (int j = 0; j < d; j++) {
+                    double want = Half.bf16ToFloat(Half.floatToBf16(w[j])) * x[r * d + j] * inv;
+                    assertThat((double) got[r * d + j]).as("row %d, element %d", r, j).isCloseTo(want,
+                            org.assertj.core.data.Offset.offset((t == DType.BF16 ? 0x1p-8 : 0x1p-20) * Math.abs(want) + 1e-6));
+                }
+            }
+        }
+    }
+
+    /** Heads whose halves are a multiple of 8 (vectorised) and not (element by element). */
+    static Stream<Arguments> ropeCases() {
+        List<Arguments> c = new ArrayList<>();
+        for (DType t : List.of(DType.F32, DType.BF16)) {
+            for (int hd : new int[] {16, 128, 12}) for (int off : new int[] {0, 1}) c.add(Arguments.of(t, hd, off));
+        }
+        return c.stream();
+    }
+
+    @ParameterizedTest(name = "{0}, heads of {1} at offset {2}")
+    @MethodSource("ropeCases")
+    void ropeGivesTheSameBitsVectorisedOrNot(DType t, int headDim, int off) {
+        int rows = 29, heads = 3, width = heads * headDim;
+        float[] x = representable(random(rows * width, 14), t);
+        int[] positions = new int[rows];
+        for (int i = 0; i < rows; i++) positions[i] = 1000 + 37 * i;
+        float[] inv = new float[headDim / 2];
+        for (int i = 0; i < inv.length; i++) inv[i] = (float) Math.pow(10000.0, -2.0 * i / headDim);
+        long[] shape = {rows, width};
+        try (Tensor freq = backend(t).fromFloats(inv, DType.F32, inv.length)) {
+            for (boolean backward : new boolean[] {false, true}) {
+                Consumer<Tensor[]> op = v -> {
+                    if (backward) backend(t).ropeBackward(v[0], headDim, positions, freq);
+                    else backend(t).rope(v[0], headDim, positions, freq);
+                };
+                float[] got = run(t, off, shape, new float[][] {x}, op)[0];
+                float[] plain = run(t, 1, shape, new float[][] {x}, op)[0];
+                assertThat(bits(got)).as(backward ? "ropeBackward" : "rope").isEqualTo(bits(plain));
+                // A rotation keeps each pair's length.
+                int half = headDim / 2;
+                for (int r = 0; r < rows; r++) {
+                    for (int h = 0; h < heads; h++) {
+                        for (int j = 0; j < half; j++) {
+                            int a = r * width + h * headDim + j, b = a + half;
+                            double before = Math.hypot(x[a], x[b]), after = Math.hypot(got[a], got[b]);
+                            assertThat(after).isCloseTo(before, org.assertj.core.data.Offset.offset(
+                                    (t == DType.BF16 ? 0x1p-7 : 0x1p-20) * before + 1e-6));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @ParameterizedTest(name = "{0}, rows of {1} at offset {2}")
+    @MethodSource("rowCases")
+    void embeddingCopiesEachTableRowRoundedOnce(DType t, int d, int off) {
+        int vocab = 50;
+        int[] ids = {3, 49, 0, 3, 17, 25, 25, 8, 1, 44, 12};
+        float[] table = random(vocab * d, 15);
+        try (Tensor tab = backend(t).fromFloats(table, DType.F32, vocab, d)) {
+            float[] got = run(t, off, new long[] {ids.length, d}, new float[][] {new float[ids.length * d]},
+                    v -> backend(t).embedding(tab, ids, v[0]))[0];
+            float[] want = new float[ids.length * d];
+            for (int i = 0; i < ids.length; i++) {
+                for (int j = 0; j < d; j++) want[i * d + j] = round(table[ids[i] * d + j], t);
+            }
+            assertThat(bits(got)).isEqualTo(bits(want));
+        }
+    }
+}
