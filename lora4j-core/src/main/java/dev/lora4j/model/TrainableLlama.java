@@ -579,7 +579,7 @@ public final class TrainableLlama implements AutoCloseable {
         for (int l = 0; l < L; l++) {
             layerForward(l, buf.residual(l, n), buf.middle(l, n), buf.residual(l + 1, n), buf.layer(l), buf, in, true);
         }
-        Tensor dHidden = buf.dNormed.rows(0, n);
+        Tensor dHidden = buf.dNormed(n);
         LossSum loss = loss(buf.residual(L, n), in, gradScale, buf, dHidden);
 
         if (lowestTrainableLayer == L && !gradOf.containsKey(weights.finalNorm())) return loss;
@@ -831,7 +831,7 @@ public final class TrainableLlama implements AutoCloseable {
         Tensor h = buf.normed.rows(0, n), act = buf.swiglu.rows(0, n);
         Tensor g = a.gate().rows(0, n), u = a.up().rows(0, n);
         Tensor dAct = buf.dSwiglu(n), dG = buf.dGate(n), dU = buf.dUp(n);
-        Tensor dH = buf.dNormed.rows(0, n), dTmp = buf.dScratch(n);
+        Tensor dH = buf.dNormed(n), dTmp = buf.dScratch(n);
 
         // MLP block: out = mid + down(silu(gate(h')) * up(h')), h' = rmsnorm(mid)
         backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);

@@ -40,7 +40,7 @@ final class TrainingBuffers implements AutoCloseable {
     // scratch
     final Tensor normed, swiglu, logits, losses;
     // gradients that live through a whole layer's backward pass
-    final Tensor dResidual, dNormed;
+    final Tensor dResidual;
     private final Tensor dLora;
     /**
      * The gradients that live only within one block's backward pass, and the dropout scratch, share two areas by
@@ -48,6 +48,7 @@ final class TrainingBuffers implements AutoCloseable {
      */
     private final Tensor areaA, areaB;
     private final int d, qd, kvd, ff;
+    private final long dNormedOffset;
     private final List<Tensor> owned = new ArrayList<>();
     /** Kept, not derived from the buffers' counts: a one-layer model has one set of activations either way. */
     private final boolean checkpointing;
@@ -91,15 +92,15 @@ final class TrainingBuffers implements AutoCloseable {
             lossChunkRows = lossChunkRows(s, capacity, lossChunkBytes);
             logits = own(b.allocate(DType.F32, lossChunkRows, s.vocabSize()));
             losses = own(b.allocate(DType.F32, capacity));
+            dNormedOffset = dNormedWidthOffset(s, adapters);
             if (withGradients) {
                 long[] widths = areaWidths(s, adapters);
                 dResidual = own(b.allocate(act, capacity, d));
-                dNormed = own(b.allocate(act, capacity, d));
                 dLora = own(b.allocate(act, (long) capacity * maxRank(adapters)));
                 areaA = own(b.allocate(act, capacity * widths[0]));
                 areaB = own(b.allocate(act, capacity * widths[1]));
             } else {
-                dResidual = dNormed = dLora = areaA = areaB = null;
+                dResidual = dLora = areaA = areaB = null;
             }
         } catch (RuntimeException | OutOfMemoryError e) {
             close();
@@ -115,21 +116,30 @@ final class TrainingBuffers implements AutoCloseable {
      *     (area A) and down's dropout scratch, as wide as its input, is used (area B);</li>
      * <li>SwiGLU's backward reads gate, up and dSwiglu and writes dGate into {@link #swiglu} (the product is not read
      *     again) and dUp into area B (the dropout scratch is dead);</li>
-     * <li>gate_proj and up_proj read dGate and dUp; their dropout scratch, of the hidden size, takes area A (dSwiglu is
-     *     dead); then the norm's input gradient (dScratch) takes area A too;</li>
-     * <li>the attention block: dAttended, dQuery, dKey, dValue side by side in area A (every MLP gradient is dead), the
-     *     projections' dropout scratch in area B, and last the norm's dScratch in area A again (the attention gradients
-     *     are dead by then).</li>
+     * <li>gate_proj and up_proj read dGate and dUp and write the normed input's gradient dNormed, which lives in area A
+     *     past the place of the attention gradients; their dropout scratch, of the hidden size, takes the start of area
+     *     A (dSwiglu is dead); then the norm's input gradient (dScratch) takes the start of area A too;</li>
+     * <li>the attention block: dAttended, dQuery, dKey, dValue side by side at the start of area A (every MLP gradient
+     *     is dead), the projections' dropout scratch in area B, q_proj, k_proj and v_proj write dNormed past them, and
+     *     last the norm's dScratch takes the start of area A again (the attention gradients are dead by then).</li>
      * </ol>
+     * Before the layers, the loss writes dNormed, the gradient of the normed final hidden state, when nothing else
+     * is in use.
      * The forward pass (also the recomputed one under checkpointing) holds none of these gradients, so its dropout
      * scratch takes area B. Against one buffer each this saves dGate, the attention gradients, dScratch and a dropout
      * scratch as wide as the widest adapted input.
      */
     private static long[] areaWidths(LlamaShape s, List<TrainablePlan.LoraModule> adapters) {
         long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim(), ff = s.intermediateSize();
-        long a = Math.max(Math.max(ff, 2 * qd + 2 * kvd), Math.max(d, droppedWidth(adapters, Projection.GATE, Projection.UP)));
+        long a = Math.max(ff, dNormedWidthOffset(s, adapters) + d);
         long b = Math.max(ff, droppedWidth(adapters, Projection.values()));
         return new long[]{a, b};
+    }
+
+    /** Where dNormed starts in area A, per token: past the attention gradients, dScratch and gate's and up's dropout scratch. */
+    private static long dNormedWidthOffset(LlamaShape s, List<TrainablePlan.LoraModule> adapters) {
+        long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim();
+        return Math.max(2 * qd + 2 * kvd, Math.max(d, droppedWidth(adapters, Projection.GATE, Projection.UP)));
     }
 
     private static int lossChunkRows(LlamaShape s, int capacity, long lossChunkBytes) {
@@ -186,7 +196,7 @@ final class TrainingBuffers implements AutoCloseable {
         f32 += (long) lossChunkRows(s, capacity, lossChunkBytes) * s.vocabSize() + cap; // logits chunk, losses
         if (withGradients) {
             long[] widths = areaWidths(s, adapters);
-            elements += cap * (2 * d + maxRank(adapters) + widths[0] + widths[1]); // dResidual, dNormed, dLora, areas
+            elements += cap * (d + maxRank(adapters) + widths[0] + widths[1]);   // dResidual, dLora, areas
         }
         return act.bytesFor(elements) + DType.F32.bytesFor(f32);
     }
@@ -222,6 +232,9 @@ final class TrainingBuffers implements AutoCloseable {
     Tensor droppedBackward(Projection p, int n, int width) {
         return (p == Projection.GATE || p == Projection.UP ? areaA : areaB).view(0, n, width);
     }
+
+    /** The gradient of a normed input: a block norm's in a layer, the final norm's in the loss (see {@link #areaWidths}). */
+    Tensor dNormed(int n) { return areaA.view(capacity * dNormedOffset, n, d); }
 
     Tensor dSwiglu(int n) { return areaA.view(0, n, ff); }
 
