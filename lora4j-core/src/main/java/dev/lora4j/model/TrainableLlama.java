@@ -587,6 +587,8 @@ public final class TrainableLlama implements AutoCloseable {
         backend.rmsNormBackward(buf.residual(L, n), weights.finalNorm(), shape.rmsNormEps(), dHidden, dX,
                 gradOf.get(weights.finalNorm()));
         for (int l = L - 1; l >= lowestTrainableLayer; l--) {
+            // Layer 0's input shares the final hidden state's buffer (see TrainingBuffers): look it up again.
+            if (l == 0) backend.embedding(weights.embedTokens(), in.ids(), buf.residual(0, n));
             // The last layer's activations are still those of the forward pass: nothing ran over them since.
             if (ckpt && l < L - 1) {
                 layerForward(l, buf.residual(l, n), buf.middle(l, n), buf.recomputedOutput(n), buf.layer(l), buf, in, true);

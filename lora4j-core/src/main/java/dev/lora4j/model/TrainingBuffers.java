@@ -32,7 +32,12 @@ final class TrainingBuffers implements AutoCloseable {
     final int capacity;
     final int lossChunkRows;
     final boolean withGradients;
-    /** residual[l] is the input of layer l, residual[L] the final hidden state; one shared tensor in evaluation. */
+    /**
+     * residual[l] is the input of layer l, residual[L] the final hidden state; one shared tensor in evaluation. In
+     * training residual[L] is residual[0]: the embeddings are read by layer 0's forward pass before the final hidden
+     * state exists, and the final hidden state is dead once the loss has its gradient, so layer 0's backward pass looks
+     * the embeddings up again (a gather of n rows) in place of keeping them.
+     */
     private final Tensor[] residual;
     /** The residual stream between a layer's attention and MLP blocks. */
     private final Tensor[] middle;
@@ -70,7 +75,8 @@ final class TrainingBuffers implements AutoCloseable {
         ff = s.intermediateSize();
         try {
             residual = new Tensor[residuals ? L + 1 : 1];
-            for (int i = 0; i < residual.length; i++) residual[i] = own(b.allocate(act, capacity, d));
+            for (int i = 0; i < (residuals ? L : 1); i++) residual[i] = own(b.allocate(act, capacity, d));
+            if (residuals) residual[L] = residual[0];
             middle = new Tensor[residuals && perLayer ? L : 1];
             for (int i = 0; i < middle.length; i++) middle[i] = residuals ? own(b.allocate(act, capacity, d)) : residual[0];
             layers = new LayerActivations[perLayer ? L : 1];
@@ -180,7 +186,7 @@ final class TrainingBuffers implements AutoCloseable {
         long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim(), ff = s.intermediateSize(), cap = capacity;
         boolean residuals = withGradients, perLayer = withGradients && !checkpointing;
         long elements = 0, f32 = 0;
-        elements += (residuals ? L + 1 : 1) * cap * d;                           // residual stream
+        elements += (residuals ? L : 1) * cap * d;                               // residual stream (0 and L share)
         elements += (residuals ? (perLayer ? L : 1) : 0) * cap * d;              // between the blocks
         int layerSets = perLayer ? L : 1;
         elements += layerSets * cap * (2 * qd + 2 * kvd + 2 * ff);               // q, k, v, attended, gate, up
@@ -220,10 +226,10 @@ final class TrainingBuffers implements AutoCloseable {
     LayerActivations layer(int l) { return layers[Math.min(l, layers.length - 1)]; }
 
     /**
-     * Where a recomputed layer (checkpointing) writes its output, which nothing reads: the final hidden state's
-     * buffer, read only by the loss and the final norm's backward, both done before any layer is recomputed.
+     * Where a recomputed layer (checkpointing) writes its output, which nothing reads: the start of area A, which the
+     * forward pass does not use and the layer's backward pass overwrites after.
      */
-    Tensor recomputedOutput(int n) { return residual(residual.length - 1, n); }
+    Tensor recomputedOutput(int n) { return areaA.view(0, n, d); }
 
     /** A view [n, width] for dropout(x) in the forward pass: area B, as no gradient area is in use then. */
     Tensor droppedForward(int n, int width) { return areaB.view(0, n, width); }
