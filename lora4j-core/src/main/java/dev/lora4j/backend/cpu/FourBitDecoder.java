@@ -198,9 +198,9 @@ final class FourBitDecoder {
     void decode(long from, int count, Rounding r, float[] dst, int off, float[] lut) {
         long e = from, end = from + count;
         int o = off;
-        while (e < end) {
-            long b = e / blockSize;
-            int n = (int) (Math.min(end, (b + 1) * blockSize) - e); // elements of block b to decode
+        long b = from / blockSize, next = (b + 1) * blockSize; // one division, not one per block
+        for (; e < end; b++, next += blockSize) {
+            int n = (int) (Math.min(end, next) - e); // elements of block b to decode
             fillTable(b, r, lut);
             if ((e & 1) != 0) { // the low nibble of a byte whose high one is not wanted
                 dst[o++] = lut[packed.get(U8, e >>> 1) & 0x0F];

@@ -8,6 +8,11 @@ import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
+import jdk.incubator.vector.VectorOperators;
+
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
@@ -109,7 +114,7 @@ final class FourBitOps {
         if (chunks > Integer.MAX_VALUE) throw new IllegalArgumentException("dequantize4bit: too many elements in " + q);
         parallel.forRange((int) chunks, 1, (from, to) -> {
             float[] buf = new float[DEQUANT_CHUNK], lut = new float[16];
-            short[] halves = ot == DType.F32 ? null : new short[DEQUANT_CHUNK];
+            short[] halves = ot == DType.F16 ? new short[DEQUANT_CHUNK] : null;
             for (int c = from; c < to; c++) {
                 long start = (long) c * DEQUANT_CHUNK;
                 int len = (int) Math.min(DEQUANT_CHUNK, n - start);
@@ -118,8 +123,12 @@ final class FourBitOps {
                     case F32 -> MemorySegment.copy(buf, 0, o, F32, start * Float.BYTES, len);
                     case BF16 -> {
                         // The values are BF16 already (NaNs quiet): their top halves are the BF16 bits.
-                        for (int i = 0; i < len; i++) halves[i] = (short) (Float.floatToRawIntBits(buf[i]) >>> 16);
-                        MemorySegment.copy(halves, 0, o, I16, start * 2, len);
+                        int i = 0;
+                        for (; i <= len - L; i += L) {
+                            IntVector top = FloatVector.fromArray(VectorShapes.F, buf, i).reinterpretAsInts().lanewise(VectorOperators.LSHR, 16);
+                            ((ShortVector) top.convertShape(VectorOperators.I2S, VectorShapes.H, 0)).intoMemorySegment(o, (start + i) * 2, VectorShapes.LE);
+                        }
+                        for (; i < len; i++) o.setAtIndex(I16, start + i, (short) (Float.floatToRawIntBits(buf[i]) >>> 16));
                     }
                     default -> {
                         for (int i = 0; i < len; i++) halves[i] = Float.floatToFloat16(buf[i]);
