@@ -36,6 +36,9 @@ final class CublasLt {
     static final int CUBLASLT_MATMUL_DESC_TRANSB = 4;
     // cublasLtMatmulPreferenceAttributes_t
     static final int CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1;    // uint64_t
+    static final int CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3;  // uint32_t
+    /** cublasLtReductionScheme_t: split-K partial sums kept in the compute type (FP32) in the workspace. */
+    static final int CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE = 2;
     static final int CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5;  // uint32_t
     static final int CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES = 6;
     static final int CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7;

@@ -205,10 +205,15 @@ final class CublasLtMatmul {
                 MemorySegment u64 = tmp.allocateFrom(JAVA_LONG, WORKSPACE_BYTES);
                 lt.check(lt.preferenceSetAttribute(pref, CublasLt.CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, u64, 8),
                         "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.alignA());
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.alignB());
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignD());
-                setAlignment(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignD());
+                // Split-K may only keep its partial sums in FP32: the in-place and output-type schemes add partial
+                // sums stored in the output's type, which for a BF16 output rounds twice (seen on the H200 as one-ulp
+                // errors in BF16 input gradients of short products).
+                setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                        CublasLt.CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
+                setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.alignA());
+                setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.alignB());
+                setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignD());
+                setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignD());
 
                 MemorySegment result = planArena.allocate(CublasLt.HEURISTIC_RESULT_BYTES, 8);
                 MemorySegment count = tmp.allocate(JAVA_INT);
@@ -242,7 +247,8 @@ final class CublasLtMatmul {
         return out.get(ADDRESS, 0);
     }
 
-    private void setAlignment(Arena tmp, MemorySegment pref, int attribute, int bytes) {
+    /** Sets a uint32_t preference (the alignments, the reduction-scheme mask). */
+    private void setUint32(Arena tmp, MemorySegment pref, int attribute, int bytes) {
         MemorySegment u32 = tmp.allocateFrom(JAVA_INT, bytes);
         lt.check(lt.preferenceSetAttribute(pref, attribute, u32, 4), "cublasLtMatmulPreferenceSetAttribute(" + attribute + ")");
     }
