@@ -1,7 +1,6 @@
 package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.Backends;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.quant.QuantSpec;
@@ -10,10 +9,8 @@ import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -23,7 +20,6 @@ import java.util.Random;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * Every op of a CUDA backend opened with BF16 activations against the CPU backend's F32 op on the same inputs rounded
@@ -45,29 +41,9 @@ class CudaBf16ActivationParityTest {
 
     private static CudaBackend gpu;
     private static CpuBackend cpu;
-    private static String unavailable;
 
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        gpu = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
-        cpu = new CpuBackend();
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(gpu != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (gpu != null) gpu.close();
-        if (cpu != null) cpu.close();
-    }
+    @RegisterExtension
+    static final GpuAndCpu backends = GpuAndCpu.assigning(DType.BF16, (g, c) -> { gpu = g; cpu = c; });
 
     @Test
     void theBackendSaysItsActivationsAreBf16() {

@@ -1,6 +1,5 @@
 package dev.lora4j.cuda;
 
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.model.KvCache;
 import dev.lora4j.model.LlamaModel;
@@ -8,10 +7,8 @@ import dev.lora4j.model.LlamaShape;
 import dev.lora4j.model.ReferenceLlama;
 import dev.lora4j.model.TinyModels;
 import dev.lora4j.tensor.DType;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
@@ -19,7 +16,6 @@ import java.util.Arrays;
 import java.util.stream.Stream;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * Inference ({@link LlamaModel}) on a CUDA backend with BF16 activations against the CPU: a prompt processed in chunks
@@ -35,29 +31,9 @@ class CudaBf16InferenceParityTest {
 
     private static CudaBackend gpu;
     private static CpuBackend cpu;
-    private static String unavailable;
 
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        gpu = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
-        cpu = new CpuBackend();
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(gpu != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (gpu != null) gpu.close();
-        if (cpu != null) cpu.close();
-    }
+    @RegisterExtension
+    static final GpuAndCpu backends = GpuAndCpu.assigning(DType.BF16, (g, c) -> { gpu = g; cpu = c; });
 
     static Stream<Arguments> variants() {
         return Stream.of(

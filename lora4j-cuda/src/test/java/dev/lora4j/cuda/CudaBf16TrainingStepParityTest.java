@@ -1,7 +1,6 @@
 package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.lora.LoraConfig;
@@ -18,10 +17,8 @@ import dev.lora4j.model.TrainingBatch;
 import dev.lora4j.model.TrainingMemory;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -30,7 +27,6 @@ import java.util.List;
 import java.util.stream.Stream;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * Whole training steps of the model code on a CUDA backend with BF16 activations against the same steps on the CPU
@@ -66,29 +62,9 @@ class CudaBf16TrainingStepParityTest {
 
     private static CudaBackend gpu;
     private static CpuBackend cpu;
-    private static String unavailable;
 
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        gpu = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
-        cpu = new CpuBackend();
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(gpu != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (gpu != null) gpu.close();
-        if (cpu != null) cpu.close();
-    }
+    @RegisterExtension
+    static final GpuAndCpu backends = GpuAndCpu.assigning(DType.BF16, (g, c) -> { gpu = g; cpu = c; });
 
     static Stream<Arguments> variants() {
         LoraConfig lora = LoraConfig.defaults().withInitLoraWeights("false");

@@ -1,15 +1,12 @@
 package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -17,7 +14,6 @@ import java.util.Locale;
 import java.util.Random;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The tensor-core training attention of the CUDA backend (head sizes 64 and 128: {@link FlashAttention}) against
@@ -39,29 +35,9 @@ class CudaFlashAttentionParityTest {
 
     private static CudaBackend gpu;
     private static CpuBackend cpu;
-    private static String unavailable;
 
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        gpu = CudaBackend.open();
-        cpu = new CpuBackend();
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(gpu != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (gpu != null) gpu.close();
-        if (cpu != null) cpu.close();
-    }
+    @RegisterExtension
+    static final GpuAndCpu backends = GpuAndCpu.assigning((g, c) -> { gpu = g; cpu = c; });
 
     @ParameterizedTest
     @CsvSource({

@@ -1,7 +1,6 @@
 package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.lora.LoraConfig;
@@ -19,10 +18,8 @@ import dev.lora4j.model.TrainingMemory;
 import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -35,7 +32,6 @@ import java.util.List;
 import java.util.stream.Stream;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * QLoRA training steps on the GPU: the same 4-bit base as the CPU makes, gradients that match the CPU's, gradient
@@ -52,29 +48,9 @@ class CudaQLoraTrainingTest {
 
     private static CudaBackend gpu;
     private static CpuBackend cpu;
-    private static String unavailable;
 
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        gpu = CudaBackend.open();
-        cpu = new CpuBackend();
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(gpu != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (gpu != null) gpu.close();
-        if (cpu != null) cpu.close();
-    }
+    @RegisterExtension
+    static final GpuAndCpu backends = GpuAndCpu.assigning((g, c) -> { gpu = g; cpu = c; });
 
     private static TrainableLlama model(Backend b, FineTuneMethod method) {
         ReferenceLlama.Weights host = TinyModels.randomWeights(SHAPE, DType.BF16, 5);

@@ -1,7 +1,6 @@
 package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.HostConversions;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.quant.DynamicMap;
@@ -13,10 +12,8 @@ import dev.lora4j.quant.QuantizedArrays;
 import dev.lora4j.quant.QuantizedTensor;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -33,7 +30,6 @@ import java.util.Random;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The CUDA backend's 4-bit weights against the host reference ({@link HostQuantizer}) and the CPU backend:
@@ -45,29 +41,9 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 class CudaQuantizationParityTest {
     private static CudaBackend gpu;
     private static CpuBackend cpu;
-    private static String unavailable;
 
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        gpu = CudaBackend.open();
-        cpu = new CpuBackend();
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(gpu != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (gpu != null) gpu.close();
-        if (cpu != null) cpu.close();
-    }
+    @RegisterExtension
+    static final GpuAndCpu backends = GpuAndCpu.assigning((g, c) -> { gpu = g; cpu = c; });
 
     // ---- quantization ---------------------------------------------------------------------------------------
 

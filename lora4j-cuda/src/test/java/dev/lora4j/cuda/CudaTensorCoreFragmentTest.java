@@ -1,18 +1,14 @@
 package dev.lora4j.cuda;
 
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import java.util.Random;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The tensor-core operations behind the attention kernels (common.cuh: mma.sync m16n8k16 on BF16 with FP32
@@ -27,27 +23,9 @@ class CudaTensorCoreFragmentTest {
             "B fragments by ldmatrix from b transposed"};
 
     private static CudaBackend gpu;
-    private static String unavailable;
 
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        gpu = CudaBackend.open();
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(gpu != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (gpu != null) gpu.close();
-    }
+    @RegisterExtension
+    static final GpuAndCpu backends = GpuAndCpu.assigning((g, c) -> gpu = g);
 
     @Test
     void smallIntegersMultiplyExactlyWithEveryElementInItsPlace() {

@@ -1,0 +1,75 @@
+package dev.lora4j.cuda;
+
+import dev.lora4j.backend.BackendProvider;
+import dev.lora4j.backend.cpu.CpuBackend;
+import dev.lora4j.tensor.DType;
+import org.junit.jupiter.api.extension.AfterAllCallback;
+import org.junit.jupiter.api.extension.BeforeAllCallback;
+import org.junit.jupiter.api.extension.BeforeEachCallback;
+import org.junit.jupiter.api.extension.ExtensionContext;
+
+import java.util.function.BiConsumer;
+
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * The backends a GPU test class compares: the CUDA backend (F32 or BF16 activations) and a CPU backend, opened once
+ * before the class and closed after it. Where the CUDA backend cannot run (no GPU, driver or library; no device
+ * emulator in CI) every test of the class is skipped with the probe's one-line reason.
+ *
+ * <pre>
+ * private static CudaBackend gpu;
+ * private static CpuBackend cpu;
+ * &#64;RegisterExtension
+ * static final GpuAndCpu backends = GpuAndCpu.assigning((g, c) -&gt; { gpu = g; cpu = c; });
+ * </pre>
+ */
+final class GpuAndCpu implements BeforeAllCallback, BeforeEachCallback, AfterAllCallback {
+    private final DType activations;
+    private final BiConsumer<CudaBackend, CpuBackend> assign;
+    private CudaBackend gpu;
+    private CpuBackend cpu;
+    private String unavailable;
+
+    private GpuAndCpu(DType activations, BiConsumer<CudaBackend, CpuBackend> assign) {
+        this.activations = activations;
+        this.assign = assign;
+    }
+
+    /** F32 activations on the GPU; {@code assign} receives both backends once they are open. */
+    static GpuAndCpu assigning(BiConsumer<CudaBackend, CpuBackend> assign) {
+        return new GpuAndCpu(DType.F32, assign);
+    }
+
+    /** As {@link #assigning(BiConsumer)}, with the GPU's activations in {@code activations}. */
+    static GpuAndCpu assigning(DType activations, BiConsumer<CudaBackend, CpuBackend> assign) {
+        return new GpuAndCpu(activations, assign);
+    }
+
+    @Override
+    public void beforeAll(ExtensionContext context) {
+        BackendProvider.Availability a = new CudaBackendProvider().probe();
+        if (!a.available()) {
+            unavailable = "CUDA backend unavailable: " + a.detail();
+            return;
+        }
+        gpu = CudaBackend.open(CudaProbe.deviceOrdinal(), activations);
+        cpu = new CpuBackend();
+        assign.accept(gpu, cpu);
+    }
+
+    @Override
+    public void beforeEach(ExtensionContext context) {
+        assumeTrue(gpu != null, unavailable); // each test reports the reason it was skipped
+    }
+
+    @Override
+    public void afterAll(ExtensionContext context) {
+        try {
+            if (gpu != null) gpu.close();
+        } finally {
+            if (cpu != null) cpu.close();
+            assign.accept(null, null);
+        }
+    }
+}
