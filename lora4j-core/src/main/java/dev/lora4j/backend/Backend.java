@@ -93,7 +93,8 @@ public interface Backend extends AutoCloseable {
     /**
      * {@code out = x · wᵀ} (a torch Linear without bias): x is [n, k], w is [m, k], out is [n, m]. With
      * {@code accumulate} the product is added to {@code out} instead of replacing it. w may be a
-     * {@link QuantizedTensor}: it is then dequantized to its compute dtype on the fly (never kept dequantized).
+     * {@link QuantizedTensor}: it is then dequantized on the fly (never kept dequantized) as bitsandbytes multiplies it:
+     * to its original dtype, then cast to its compute dtype (see {@link QuantizedTensor}).
      */
     void matmul(Tensor x, Tensor w, Tensor out, boolean accumulate);
 
