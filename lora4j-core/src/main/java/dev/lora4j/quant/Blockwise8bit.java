@@ -11,8 +11,9 @@ import java.util.Objects;
  * |value|; each value is multiplied by the float {@code 1.0f / absmax} and stored as the index of its nearest code
  * value, found by {@link #nearestCode}; dequantization is {@code code[q] * absmax}.
  *
- * <p>Double quantization uses it for the 4-bit absmax values (blocks of 256, {@link DynamicMap#signed()}); the 8-bit
- * optimizers for their states. Block b of a slice starts at element {@code b * blockSize} of the slice, and the
+ * <p>Double quantization uses it for the 4-bit absmax values (blocks of 256, {@link DynamicMap#signed()}). The 8-bit
+ * optimizers do not: bitsandbytes requantizes their states with another search ({@code quantize_2D}, see
+ * docs/optimizers.md and {@code BitsandbytesAdamKernels}). Block b of a slice starts at element {@code b * blockSize} of the slice, and the
  * last block may be shorter. A block of zeros has absmax 0, so its values become 0 * (1/0) = NaN and get code 0,
  * which dequantizes to {@code code[0] * 0}, as in bitsandbytes.
  *
