@@ -4,13 +4,16 @@ import dev.lora4j.io.ModelConfig;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.TargetModules;
 import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.model.LlamaShape;
 import dev.lora4j.model.RandomModelWriter;
 import dev.lora4j.model.TrainableLlama;
 import dev.lora4j.model.TrainableParameterReport;
+import dev.lora4j.model.TrainablePlan;
 import dev.lora4j.model.TrainingMemory;
 import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.quant.QuantType;
 import dev.lora4j.tensor.DType;
+import dev.lora4j.train.optim.OptimizerType;
 import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -77,6 +80,10 @@ final class PlanCommand implements Callable<Integer> {
             description = "Activations in BF16, as training with bf16: true on CUDA keeps them (default: ${DEFAULT-VALUE}: F32).")
     boolean bf16;
 
+    @Option(names = "--optim", defaultValue = "adamw_torch",
+            description = "adamw_torch, paged_adamw_32bit, adamw_8bit or paged_adamw_8bit: the optimizer whose state is counted (default: ${DEFAULT-VALUE}).")
+    String optim;
+
     @Option(names = "--budget-gib", description = "Say whether the run fits in this much device memory.")
     Double budgetGib;
 
@@ -112,19 +119,23 @@ final class PlanCommand implements Callable<Integer> {
                 batchSize, maxLength, gradientCheckpointing ? "on" : "off");
         System.out.println(params);
         System.out.println();
-        System.out.println("device memory (" + activations + " activations; F32 gradients and AdamW states; backend workspaces"
-                + " come on top)");
+        System.out.println("device memory (" + activations + " activations; F32 gradients; backend workspaces come on top)");
         QuantSpec q = m.quantization();
         row("frozen weights (" + base + (q == null ? "" : ", projections " + q.type() + (q.doubleQuant() ? "+dq" : "")) + ")",
                 mem.frozenWeights());
         row(bf16 && m instanceof FineTuneMethod.Full ? "trainable weights (F32, BF16 working copies)" : "trainable weights (F32)",
                 mem.trainableWeights());
         row("gradients (F32)", mem.gradients());
-        row("AdamW states (F32)", mem.optimizerStates());
+        // The optimizer's own rule per tensor (8-bit states only for tensors of 4096 elements or more, as bitsandbytes).
+        OptimizerType optimizer = OptimizerType.parse(optim);
+        long states = 0;
+        for (long size : TrainablePlan.of(LlamaShape.of(config), m).trainableTensorSizes()) states += optimizer.stateBytes(size);
+        long total = mem.total() - mem.optimizerStates() + states;
+        row(optimizer + " states" + (optimizer.eightBit() ? " (8-bit)" : " (F32)"), states);
         row("activations", mem.activations());
-        row("total", mem.total());
+        row("total", total);
         if (budgetGib != null) {
-            boolean fits = mem.total() <= budgetGib * (1L << 30);
+            boolean fits = total <= budgetGib * (1L << 30);
             System.out.printf(Locale.ROOT, "%s a %s GiB budget%s%n", fits ? "fits in" : "does NOT fit in", trim(budgetGib),
                     fits ? "" : ": try LoRA instead of full, QLoRA instead of LoRA, gradient checkpointing, a smaller micro-batch or a shorter max length");
             return fits ? 0 : 3;

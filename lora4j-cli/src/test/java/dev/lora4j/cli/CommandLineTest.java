@@ -109,7 +109,7 @@ class CommandLineTest {
         CliRun lora = CliRun.of("plan", "--preset", "mistral-7b", "--target-modules", "q_proj,v_proj");
         assertThat(lora.exitCode()).as(lora.err()).isZero();
         assertThat(lora.out()).contains("trainable params: 6,815,744 || all params: 7,248,547,840 || trainable%: 0.0940")
-                .contains("AdamW states (F32)").contains("activations");
+                .contains("adamw_torch states (F32)").contains("activations");
         CliRun full = CliRun.of("plan", "--preset", "mistral-7b", "--method", "full", "--budget-gib", "24");
         assertThat(full.exitCode()).isEqualTo(3);
         assertThat(full.out()).contains("trainable params: 7,241,732,096").contains("does NOT fit in a 24 GiB budget");
@@ -127,6 +127,19 @@ class CommandLineTest {
         double f32Activations = gib(f32.out(), "activations"), f32Trainable = gib(f32.out(), "trainable weights");
         assertThat(gib(bf16.out(), "activations")).isBetween(0.45 * f32Activations, 0.55 * f32Activations);
         assertThat(gib(bf16.out(), "trainable weights")).isBetween(1.48 * f32Trainable, 1.5 * f32Trainable);
+    }
+
+    @Test
+    void planCountsTheStateOfTheChosenOptimizer() {
+        CliRun adamw = CliRun.of("plan", "--preset", "mistral-7b", "--method", "full");
+        CliRun eightBit = CliRun.of("plan", "--preset", "mistral-7b", "--method", "full", "--optim", "paged_adamw_8bit");
+        assertThat(eightBit.exitCode()).as(eightBit.err()).isZero();
+        assertThat(eightBit.out()).contains("paged_adamw_8bit states (8-bit)");
+        // Two bytes per element and two F32 absmax values per block of 256 instead of eight bytes: about a quarter.
+        double f32 = gib(adamw.out(), "adamw_torch states"), q8 = gib(eightBit.out(), "paged_adamw_8bit states");
+        assertThat(q8).isBetween(0.25 * f32, 0.26 * f32);
+        assertThat(gib(adamw.out(), "total") - gib(eightBit.out(), "total")).isCloseTo(f32 - q8, org.assertj.core.api.Assertions.within(0.02));
+        assertThat(CliRun.of("plan", "--preset", "tiny", "--optim", "sgd").exitCode()).isNotZero();
     }
 
     /** The GiB figure of the plan's row that starts with {@code row}. */

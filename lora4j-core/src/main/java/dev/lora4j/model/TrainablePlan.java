@@ -108,6 +108,20 @@ public record TrainablePlan(LlamaShape shape, FineTuneMethod method, List<LoraMo
         throw new IllegalArgumentException("no tensor named " + hfName + " in a Llama-family model");
     }
 
+    /**
+     * The element count of each tensor the optimizer updates (each LoRA A and B, each tensor trained in full): what
+     * an optimizer with per-tensor rules (bitsandbytes' 8-bit states only from 4096 elements) needs to size its state.
+     */
+    public List<Long> trainableTensorSizes() {
+        List<Long> sizes = new java.util.ArrayList<>();
+        for (LoraModule m : loraModules) {
+            sizes.add((long) m.rank() * m.inFeatures());
+            sizes.add((long) m.outFeatures() * m.rank());
+        }
+        for (String name : fullTensors.keySet()) sizes.add(numel(name));
+        return sizes;
+    }
+
     /** Parameters the optimizer updates. */
     public long trainableCount() {
         long n = 0;
