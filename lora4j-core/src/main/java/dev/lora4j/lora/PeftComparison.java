@@ -2,10 +2,10 @@ package dev.lora4j.lora;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.Backends;
 import dev.lora4j.backend.HostConversions;
+import dev.lora4j.io.ComparisonMain;
 import dev.lora4j.io.ModelFolder;
 import dev.lora4j.io.SafetensorsFile;
 import dev.lora4j.io.SafetensorsWriter;
@@ -23,7 +23,6 @@ import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -56,18 +55,7 @@ public final class PeftComparison {
     private PeftComparison() {}
 
     public static void main(String[] args) throws IOException {
-        if (args.length < 1 || args[0].equals("-h") || args[0].equals("--help")) {
-            System.err.println("usage: PeftComparison EXPECTED_JSON [DEVICES, e.g. cpu,cuda] [RESULTS_JSON]");
-            System.exit(2);
-        }
-        Path expectedJson = Path.of(args[0]);
-        List<String> devices = args.length > 1 ? Arrays.asList(args[1].split(",")) : List.of("cpu");
-        Path resultsJson = args.length > 2 ? Path.of(args[2]) : expectedJson.resolveSibling("peft-results.json");
-        List<Row> rows = run(expectedJson, devices);
-        printTable(rows);
-        writeResults(rows, resultsJson);
-        System.out.println("results written to " + resultsJson);
-        System.exit(rows.stream().allMatch(Row::pass) ? 0 : 1);
+        ComparisonMain.main(args, "PeftComparison", "peft-results.json", PeftComparison::run, PeftComparison::printTable, PeftComparison::json, Row::pass);
     }
 
     public static List<Row> run(Path expectedJson, List<String> devices) throws IOException {
@@ -260,20 +248,16 @@ public final class PeftComparison {
         System.out.println(failed == 0 ? "all " + rows.size() + " checks pass" : failed + " of " + rows.size() + " checks FAIL");
     }
 
-    private static void writeResults(List<Row> rows, Path file) throws IOException {
-        List<Map<String, Object>> out = new ArrayList<>();
-        for (Row r : rows) {
-            Map<String, Object> m = new LinkedHashMap<>();
-            m.put("device", r.device());
-            m.put("model", r.model());
-            m.put("check", r.check());
-            m.put("value", Double.isNaN(r.value()) ? null : r.value());
-            m.put("tolerance", r.tolerance());
-            m.put("pass", r.pass());
-            m.put("note", r.note());
-            out.add(m);
-        }
-        if (file.toAbsolutePath().getParent() != null) Files.createDirectories(file.toAbsolutePath().getParent());
-        new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(file.toFile(), out);
+    /** One row as the results JSON has it. */
+    private static Map<String, Object> json(Row r) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("device", r.device());
+        m.put("model", r.model());
+        m.put("check", r.check());
+        m.put("value", Double.isNaN(r.value()) ? null : r.value());
+        m.put("tolerance", r.tolerance());
+        m.put("pass", r.pass());
+        m.put("note", r.note());
+        return m;
     }
 }

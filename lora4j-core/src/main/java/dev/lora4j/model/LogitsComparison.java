@@ -2,10 +2,10 @@ package dev.lora4j.model;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.Backends;
 import dev.lora4j.generate.Generator;
+import dev.lora4j.io.ComparisonMain;
 import dev.lora4j.io.ModelFolder;
 import dev.lora4j.io.SafetensorsFile;
 import dev.lora4j.io.TensorInfo;
@@ -15,7 +15,6 @@ import dev.lora4j.tokenizer.Tokenizer;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -53,18 +52,7 @@ public final class LogitsComparison {
     private LogitsComparison() {}
 
     public static void main(String[] args) throws IOException {
-        if (args.length < 1 || args[0].equals("-h") || args[0].equals("--help")) {
-            System.err.println("usage: LogitsComparison EXPECTED_JSON [DEVICES, e.g. cpu,cuda] [RESULTS_JSON]");
-            System.exit(2);
-        }
-        Path expectedJson = Path.of(args[0]);
-        List<String> devices = args.length > 1 ? Arrays.asList(args[1].split(",")) : List.of("cpu");
-        Path resultsJson = args.length > 2 ? Path.of(args[2]) : expectedJson.resolveSibling("results.json");
-        List<Row> rows = run(expectedJson, devices);
-        printTable(rows);
-        writeResults(rows, resultsJson);
-        System.out.println("results written to " + resultsJson);
-        System.exit(rows.stream().allMatch(Row::pass) ? 0 : 1);
+        ComparisonMain.main(args, "LogitsComparison", "results.json", LogitsComparison::run, LogitsComparison::printTable, LogitsComparison::json, Row::pass);
     }
 
     /** Runs every comparison that expected.json lists on each device. */
@@ -176,27 +164,23 @@ public final class LogitsComparison {
         System.out.println(failed == 0 ? "all " + rows.size() + " comparisons pass" : failed + " of " + rows.size() + " comparisons FAIL");
     }
 
-    private static void writeResults(List<Row> rows, Path file) throws IOException {
-        List<Map<String, Object>> out = new ArrayList<>();
-        for (Row r : rows) {
-            Map<String, Object> m = new LinkedHashMap<>();
-            m.put("device", r.device());
-            m.put("model", r.model());
-            m.put("weights", r.weights());
-            m.put("prompt", r.prompt());
-            m.put("positions", r.positions());
-            m.put("max_abs_diff", Double.isNaN(r.maxAbsDiff()) ? null : r.maxAbsDiff());
-            m.put("tolerance", r.tolerance());
-            m.put("greedy_match", r.greedyMatch());
-            m.put("first_divergence", r.firstDivergence());
-            m.put("reference_gap_at_divergence", Double.isNaN(r.referenceGapAtDivergence()) ? null : r.referenceGapAtDivergence());
-            m.put("tokenization_match", r.tokenizationMatch());
-            m.put("pass", r.pass());
-            m.put("note", r.note());
-            out.add(m);
-        }
-        if (file.toAbsolutePath().getParent() != null) Files.createDirectories(file.toAbsolutePath().getParent());
-        new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(file.toFile(), out);
+    /** One row as the results JSON has it. */
+    private static Map<String, Object> json(Row r) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("device", r.device());
+        m.put("model", r.model());
+        m.put("weights", r.weights());
+        m.put("prompt", r.prompt());
+        m.put("positions", r.positions());
+        m.put("max_abs_diff", Double.isNaN(r.maxAbsDiff()) ? null : r.maxAbsDiff());
+        m.put("tolerance", r.tolerance());
+        m.put("greedy_match", r.greedyMatch());
+        m.put("first_divergence", r.firstDivergence());
+        m.put("reference_gap_at_divergence", Double.isNaN(r.referenceGapAtDivergence()) ? null : r.referenceGapAtDivergence());
+        m.put("tokenization_match", r.tokenizationMatch());
+        m.put("pass", r.pass());
+        m.put("note", r.note());
+        return m;
     }
 
     private static int[] ints(JsonNode array) {
