@@ -3,6 +3,7 @@
 // square root goes through exact.cuh's correctly rounded, never fused operations, in the order the CPU backend
 // (BitsandbytesAdamKernels) performs them, so that both backends write the same bytes. The per-step scalars come
 // from the host (BitsandbytesAdam.Scalars); 1 - beta is one float subtraction on either side.
+#include "code_search.cuh"
 #include "exact.cuh"
 
 // Elements per absmax, and threads per block of the 8-bit kernel: one thread per element of a block.
@@ -15,27 +16,9 @@ __device__ __forceinline__ bool l4j_bnb_finite(float x) {
 
 __device__ __forceinline__ bool l4j_bnb_sign(float x) { return (l4j_float_bits(x) >> 31) != 0; }
 
-// bitsandbytes' quantize_2D: a binary search of the sorted 256-value map for x, from the bounds -1 (signed) or 0
-// (unsigned) below and 1 above, then the nearer neighbour by the midpoint, a tie going to the last probe. NaN ends
-// at code 0, every comparison with it being false.
+// bitsandbytes' quantize_2D (code_search.cuh): bounds -1 (signed) or 0 (unsigned) below and 1 above, kept.
 __device__ __forceinline__ int l4j_bnb_quantize(const float* code, float x, bool is_signed) {
-    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-    float lower = is_signed ? -1.0f : 0.0f, upper = 1.0f;
-    float val = code[pivot];
-    for (int i = 64; i > 0; i >>= 1) {
-        if (x > val) {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += i;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= i;
-        }
-        val = code[pivot];
-    }
-    if (x > val) return x > l4j_mul(l4j_add(upper, val), 0.5f) ? upper_pivot : pivot;
-    return x < l4j_mul(l4j_add(lower, val), 0.5f) ? lower_pivot : pivot;
+    return l4j_code_search(code, x, is_signed ? -1.0f : 0.0f, false);
 }
 
 // One step over n elements; block b of 256 elements is handled by one CUDA block of 256 threads at a time. Lanes past

@@ -7,6 +7,7 @@
 // performs: a block's scale is 1.0f / absmax (an IEEE division), a value is value * scale, the code is found by
 // bitsandbytes' comparisons against the same float thresholds, and a double-quantized absmax is
 // code8[q] * nestedAbsmax + offset with both roundings (never one fused multiply-add).
+#include "code_search.cuh"
 #include "exact.cuh"
 
 #define L4J_QUANT_NF4 0
@@ -72,32 +73,9 @@ __device__ __forceinline__ unsigned l4j_quantize_4bit(float x) {
     return TYPE == L4J_QUANT_NF4 ? l4j_quantize_nf4(x) : l4j_quantize_fp4(x);
 }
 
-// bitsandbytes' dQuantize<0> over a sorted 256-value code: a binary search from the middle in 7 halving steps,
-// then the nearer of the last two candidates by comparison with their midpoint ((a + b) * 0.5f).
+// bitsandbytes' dQuantize<0> over a sorted 256-value code (code_search.cuh).
 __device__ __forceinline__ unsigned l4j_quantize_dynamic(const float* code, float x) {
-    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-    float lower = -1.0f, upper = 1.0f;
-    float val = code[pivot];
-    for (int i = 64; i > 0; i >>= 1) {
-        if (x > val) {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += i;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= i;
-        }
-        val = code[pivot];
-    }
-    if (upper_pivot == 255) upper = code[upper_pivot];
-    if (lower_pivot == 0) lower = code[lower_pivot];
-    if (x > val) {
-        float midpoint = l4j_mul(l4j_add(upper, val), 0.5f);
-        return x > midpoint ? (unsigned) upper_pivot : (unsigned) pivot;
-    }
-    float midpoint = l4j_mul(l4j_add(lower, val), 0.5f);
-    return x < midpoint ? (unsigned) lower_pivot : (unsigned) pivot;
+    return (unsigned) l4j_code_search(code, x, -1.0f, true);
 }
 
 // ---- 4-bit quantization ----------------------------------------------------------------------------------------

@@ -32,8 +32,20 @@ public final class Blockwise8bit {
      * candidate, whichever side it is on. NaN gets index 0.
      */
     public static int nearestCode(float[] code, float x) {
+        return search(code, x, -1.0f, true);
+    }
+
+    /**
+     * bitsandbytes' binary search of a sorted 256-value code, in both of its forms: from index 127 in seven halving
+     * steps, remembering the last code below and above x (starting from {@code lowerBound} below and 1 above), then the
+     * nearer of the final candidate and its neighbour on x's side by their midpoint {@code (a + b) * 0.5f}, a value on
+     * the midpoint keeping the final candidate. {@code dQuantize} ({@link #nearestCode}) starts from -1 and takes the
+     * bounds at the ends of the code from the code itself ({@code boundsFromCode}); the 8-bit optimizers'
+     * {@code quantize_2D} starts from -1 (signed map) or 0 (unsigned) and keeps its bounds. NaN gets index 0.
+     */
+    public static int search(float[] code, float x, float lowerBound, boolean boundsFromCode) {
         int pivot = 127, upperPivot = 255, lowerPivot = 0;
-        float lower = -1.0f, upper = 1.0f;
+        float lower = lowerBound, upper = 1.0f;
         float val = code[pivot];
         for (int i = 64; i > 0; i >>= 1) {
             if (x > val) {
@@ -47,8 +59,10 @@ public final class Blockwise8bit {
             }
             val = code[pivot];
         }
-        if (upperPivot == 255) upper = code[upperPivot];
-        if (lowerPivot == 0) lower = code[lowerPivot];
+        if (boundsFromCode) {
+            if (upperPivot == 255) upper = code[upperPivot];
+            if (lowerPivot == 0) lower = code[lowerPivot];
+        }
         if (x > val) {
             float midpoint = (upper + val) * 0.5f;
             return x > midpoint ? upperPivot : pivot;

@@ -2,6 +2,7 @@ package dev.lora4j.backend.cpu;
 
 import dev.lora4j.backend.BitsandbytesAdam;
 import dev.lora4j.backend.BitsandbytesAdam.Scalars;
+import dev.lora4j.quant.Blockwise8bit;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
@@ -119,27 +120,7 @@ final class BitsandbytesAdamKernels {
      * at code 0, as every comparison with it is false.
      */
     static int quantize(float[] code, float x, boolean signed) {
-        int pivot = 127, upperPivot = 255, lowerPivot = 0;
-        float lower = signed ? -1.0f : 0.0f, upper = 1.0f;
-        float val = code[pivot];
-        for (int i = 64; i > 0; i >>= 1) {
-            if (x > val) {
-                lowerPivot = pivot;
-                lower = val;
-                pivot += i;
-            } else {
-                upperPivot = pivot;
-                upper = val;
-                pivot -= i;
-            }
-            val = code[pivot];
-        }
-        if (x > val) {
-            float midpoint = (upper + val) * 0.5f;
-            return x > midpoint ? upperPivot : pivot;
-        }
-        float midpoint = (lower + val) * 0.5f;
-        return x < midpoint ? lowerPivot : pivot;
+        return Blockwise8bit.search(code, x, signed ? -1.0f : 0.0f, false);
     }
 
     static void adamw32bit(Parallel parallel, Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1,
