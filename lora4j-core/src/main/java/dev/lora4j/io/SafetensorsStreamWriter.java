@@ -6,7 +6,6 @@ import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -67,8 +66,6 @@ public final class SafetensorsStreamWriter {
         void produce(Sink sink) throws IOException;
     }
 
-    private static final long WRITE_CHUNK = 64L << 20;
-
     private SafetensorsStreamWriter() {}
 
     /** Writes {@code file} (atomically) from the tensors {@code producer} puts, which must be exactly {@code entries}. */
@@ -118,7 +115,7 @@ public final class SafetensorsStreamWriter {
                     }
                     shape = new long[] {size / e.dtype().byteSize()};
                 }
-                writeSegment(channel, bytes);
+                SafetensorsWriter.writeSegment(channel, bytes);
                 written.add(new TensorInfo(name, e.dtype(), shape, offset[0], offset[0] + size));
                 offset[0] += size;
             });
@@ -134,20 +131,5 @@ public final class SafetensorsStreamWriter {
             channel.position(0);
             AtomicFiles.writeFully(channel, head);
         });
-    }
-
-    private static void writeSegment(FileChannel channel, MemorySegment segment) throws IOException {
-        boolean viewable = segment.isNative() || segment.heapBase().orElse(null) instanceof byte[];
-        ByteBuffer copy = viewable ? null : ByteBuffer.allocateDirect((int) Math.min(WRITE_CHUNK, Math.max(1, segment.byteSize())));
-        for (long at = 0; at < segment.byteSize(); at += WRITE_CHUNK) {
-            long n = Math.min(WRITE_CHUNK, segment.byteSize() - at);
-            if (viewable) {
-                AtomicFiles.writeFully(channel, segment.asSlice(at, n).asByteBuffer());
-            } else {
-                copy.clear().limit((int) n);
-                MemorySegment.ofBuffer(copy).copyFrom(segment.asSlice(at, n));
-                AtomicFiles.writeFully(channel, copy);
-            }
-        }
     }
 }

@@ -192,10 +192,11 @@ public final class SafetensorsWriter {
         });
     }
 
-    private static void writeSegment(FileChannel channel, MemorySegment segment) throws IOException {
+    /** Writes a tensor's bytes at the channel's position in chunks (shared with {@link SafetensorsStreamWriter}). */
+    static void writeSegment(FileChannel channel, MemorySegment segment) throws IOException {
         // Only native and byte[]-backed segments have ByteBuffer views; others (float[], short[]...) go through a copy.
         boolean viewable = segment.isNative() || segment.heapBase().orElse(null) instanceof byte[];
-        ByteBuffer copy = viewable ? null : ByteBuffer.allocateDirect((int) Math.min(WRITE_CHUNK, segment.byteSize()));
+        ByteBuffer copy = viewable ? null : ByteBuffer.allocateDirect((int) Math.min(WRITE_CHUNK, Math.max(1, segment.byteSize())));
         for (long at = 0; at < segment.byteSize(); at += WRITE_CHUNK) {
             long n = Math.min(WRITE_CHUNK, segment.byteSize() - at);
             if (viewable) {
