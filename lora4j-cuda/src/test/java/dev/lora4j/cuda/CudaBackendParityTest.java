@@ -6,6 +6,7 @@ import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 import org.junit.jupiter.api.Test;
+import dev.lora4j.cuda.GpuAndCpu.Pair;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -184,13 +185,13 @@ class CudaBackendParityTest {
     void rmsNormMatchesTheCpu(int rows, int d, DType weightType) {
         float[] x = random(rows * d, 6, 3f);
         float[] w = random(d, 7, 1f);
-        try (Pair xs = pair(x, DType.F32, rows, d); Pair ws = pair(w, weightType, d);
-             Pair out = zeros(DType.F32, rows, d)) {
-            gpu.rmsNorm(xs.g, ws.g, 1e-5f, out.g);
-            cpu.rmsNorm(xs.c, ws.c, 1e-5f, out.c);
+        try (Pair xs = backends.pair(x, DType.F32, rows, d); Pair ws = backends.pair(w, weightType, d);
+             Pair out = backends.zeros(DType.F32, rows, d)) {
+            gpu.rmsNorm(xs.g(), ws.g(), 1e-5f, out.g());
+            cpu.rmsNorm(xs.c(), ws.c(), 1e-5f, out.c());
             assertClose(out, 1e-5, "rmsNorm");
-            gpu.rmsNorm(xs.g, ws.g, 1e-5f, xs.g); // in place
-            assertThat(gpu.toFloats(xs.g)).containsExactly(gpu.toFloats(out.g));
+            gpu.rmsNorm(xs.g(), ws.g(), 1e-5f, xs.g()); // in place
+            assertThat(gpu.toFloats(xs.g())).containsExactly(gpu.toFloats(out.g()));
         }
     }
 
@@ -204,16 +205,16 @@ class CudaBackendParityTest {
         float[] w = random(m * k, 9, 0.5f);
         // The GPU rounds x to the weight's type for the tensor cores; give the CPU the same rounded x.
         float[] xRounded = wt == DType.F32 ? x : roundTo(x, wt);
-        try (Tensor gx = gpu.fromFloats(x, DType.F32, n, k); Pair ws = pair(w, wt, m, k);
-             Tensor cx = cpu.fromFloats(xRounded, DType.F32, n, k); Pair out = zeros(DType.F32, n, m)) {
-            gpu.matmul(gx, ws.g, out.g);
-            cpu.matmul(cx, ws.c, out.c);
+        try (Tensor gx = gpu.fromFloats(x, DType.F32, n, k); Pair ws = backends.pair(w, wt, m, k);
+             Tensor cx = cpu.fromFloats(xRounded, DType.F32, n, k); Pair out = backends.zeros(DType.F32, n, m)) {
+            gpu.matmul(gx, ws.g(), out.g());
+            cpu.matmul(cx, ws.c(), out.c());
             assertCloseNorm(out, wt == DType.F32 ? 1e-5 : 1e-4, "matmul " + wt);
 
             float[] start = random(n * m, 10, 1f);
-            try (Pair acc = pair(start, DType.F32, n, m)) {
-                gpu.matmul(gx, ws.g, acc.g, true);
-                cpu.matmul(cx, ws.c, acc.c, true);
+            try (Pair acc = backends.pair(start, DType.F32, n, m)) {
+                gpu.matmul(gx, ws.g(), acc.g(), true);
+                cpu.matmul(cx, ws.c(), acc.c(), true);
                 assertCloseNorm(acc, wt == DType.F32 ? 1e-5 : 1e-4, "accumulating matmul " + wt);
             }
         }
@@ -227,10 +228,10 @@ class CudaBackendParityTest {
         float[] w = random((m + 1) * k, 12, 1f);
         float[] xRounded = wt == DType.F32 ? x : roundTo(x, wt);
         try (Tensor gx = gpu.fromFloats(x, DType.F32, n + 1, k); Tensor cx = cpu.fromFloats(xRounded, DType.F32, n + 1, k);
-             Pair ws = pair(w, wt, m + 1, k); Pair out = zeros(DType.F32, n + 1, m)) {
+             Pair ws = backends.pair(w, wt, m + 1, k); Pair out = backends.zeros(DType.F32, n + 1, m)) {
             // Offsets of one row: 33 or 19 floats, 4-byte aligned addresses only.
-            gpu.matmul(gx.rows(1, n), ws.g.rows(1, m), out.g.rows(1, n));
-            cpu.matmul(cx.rows(1, n), ws.c.rows(1, m), out.c.rows(1, n));
+            gpu.matmul(gx.rows(1, n), ws.g().rows(1, m), out.g().rows(1, n));
+            cpu.matmul(cx.rows(1, n), ws.c().rows(1, m), out.c().rows(1, n));
             assertCloseNorm(out, wt == DType.F32 ? 1e-5 : 1e-4, "matmul on views " + wt);
         }
     }
@@ -239,10 +240,10 @@ class CudaBackendParityTest {
     @EnumSource(value = DType.class, names = {"F32", "BF16", "F16"})
     void addBiasMatchesTheCpu(DType biasType) {
         int rows = 13, d = 301;
-        try (Pair x = pair(random(rows * d, 13, 1f), DType.F32, rows, d); Pair b = pair(random(d, 14, 1f), biasType, d)) {
-            gpu.addBias(x.g, b.g);
-            cpu.addBias(x.c, b.c);
-            assertThat(gpu.toFloats(x.g)).containsExactly(cpu.toFloats(x.c));
+        try (Pair x = backends.pair(random(rows * d, 13, 1f), DType.F32, rows, d); Pair b = backends.pair(random(d, 14, 1f), biasType, d)) {
+            gpu.addBias(x.g(), b.g());
+            cpu.addBias(x.c(), b.c());
+            assertThat(gpu.toFloats(x.g())).containsExactly(cpu.toFloats(x.c()));
         }
     }
 
@@ -254,10 +255,10 @@ class CudaBackendParityTest {
         int[] positions = new int[n];
         Random r = new Random(15);
         for (int i = 0; i < n; i++) positions[i] = i == 0 ? 0 : r.nextInt(131072);
-        try (Pair x = pair(random(n * heads * headDim, 16, 2f), DType.F32, n, heads * headDim);
-             Pair f = pair(inv, DType.F32, headDim / 2)) {
-            gpu.rope(x.g, headDim, positions, f.g);
-            cpu.rope(x.c, headDim, positions, f.c);
+        try (Pair x = backends.pair(random(n * heads * headDim, 16, 2f), DType.F32, n, heads * headDim);
+             Pair f = backends.pair(inv, DType.F32, headDim / 2)) {
+            gpu.rope(x.g(), headDim, positions, f.g());
+            cpu.rope(x.c(), headDim, positions, f.c());
             assertClose(x, 1e-5, "rope");
         }
     }
@@ -276,12 +277,12 @@ class CudaBackendParityTest {
             "2, 5, 2, 1, 256, 0, F32"})
     void attentionMatchesTheCpu(int n, int startPos, int nHeads, int nKvHeads, int headDim, int window, DType kvType) {
         int t = startPos + n + 3; // a cache longer than needed: rows past the last position must be ignored
-        try (Pair q = pair(random(n * nHeads * headDim, 17, 1f), DType.F32, n, nHeads * headDim);
-             Pair k = pair(random(t * nKvHeads * headDim, 18, 1f), kvType, t, nKvHeads * headDim);
-             Pair v = pair(random(t * nKvHeads * headDim, 19, 1f), kvType, t, nKvHeads * headDim);
-             Pair out = zeros(DType.F32, n, nHeads * headDim)) {
-            gpu.attention(q.g, k.g, v.g, startPos, nHeads, nKvHeads, headDim, window, out.g);
-            cpu.attention(q.c, k.c, v.c, startPos, nHeads, nKvHeads, headDim, window, out.c);
+        try (Pair q = backends.pair(random(n * nHeads * headDim, 17, 1f), DType.F32, n, nHeads * headDim);
+             Pair k = backends.pair(random(t * nKvHeads * headDim, 18, 1f), kvType, t, nKvHeads * headDim);
+             Pair v = backends.pair(random(t * nKvHeads * headDim, 19, 1f), kvType, t, nKvHeads * headDim);
+             Pair out = backends.zeros(DType.F32, n, nHeads * headDim)) {
+            gpu.attention(q.g(), k.g(), v.g(), startPos, nHeads, nKvHeads, headDim, window, out.g());
+            cpu.attention(q.c(), k.c(), v.c(), startPos, nHeads, nKvHeads, headDim, window, out.c());
             assertClose(out, 1e-5, "attention");
         }
     }
@@ -290,11 +291,11 @@ class CudaBackendParityTest {
     void attentionWithScoresFarApartStaysFinite() {
         int n = 2, headDim = 64, t = 200;
         float[] qv = random(n * headDim, 20, 6f); // scores near 100: exp overflows without the running max
-        try (Pair q = pair(qv, DType.F32, n, headDim); Pair k = pair(random(t * headDim, 21, 6f), DType.F32, t, headDim);
-             Pair v = pair(random(t * headDim, 22, 1f), DType.F32, t, headDim); Pair out = zeros(DType.F32, n, headDim)) {
-            gpu.attention(q.g, k.g, v.g, t - n, 1, 1, headDim, 0, out.g);
-            cpu.attention(q.c, k.c, v.c, t - n, 1, 1, headDim, 0, out.c);
-            for (float f : gpu.toFloats(out.g)) assertThat(Float.isFinite(f)).as("finite output").isTrue();
+        try (Pair q = backends.pair(qv, DType.F32, n, headDim); Pair k = backends.pair(random(t * headDim, 21, 6f), DType.F32, t, headDim);
+             Pair v = backends.pair(random(t * headDim, 22, 1f), DType.F32, t, headDim); Pair out = backends.zeros(DType.F32, n, headDim)) {
+            gpu.attention(q.g(), k.g(), v.g(), t - n, 1, 1, headDim, 0, out.g());
+            cpu.attention(q.c(), k.c(), v.c(), t - n, 1, 1, headDim, 0, out.c());
+            for (float f : gpu.toFloats(out.g())) assertThat(Float.isFinite(f)).as("finite output").isTrue();
             // Scores this large amplify the rounding differences of the two dot products; 1e-4 still catches any error.
             assertClose(out, 1e-4, "attention with large scores");
         }
@@ -303,10 +304,10 @@ class CudaBackendParityTest {
     @Test
     void swigluMatchesTheCpu() {
         int count = 100_003;
-        try (Pair g = pair(random(count, 23, 8f), DType.F32, count); Pair u = pair(random(count, 24, 2f), DType.F32, count);
-             Pair out = zeros(DType.F32, count)) {
-            gpu.swiglu(g.g, u.g, out.g);
-            cpu.swiglu(g.c, u.c, out.c);
+        try (Pair g = backends.pair(random(count, 23, 8f), DType.F32, count); Pair u = backends.pair(random(count, 24, 2f), DType.F32, count);
+             Pair out = backends.zeros(DType.F32, count)) {
+            gpu.swiglu(g.g(), u.g(), out.g());
+            cpu.swiglu(g.c(), u.c(), out.c());
             assertClose(out, 1e-6, "swiglu");
         }
     }
@@ -314,10 +315,10 @@ class CudaBackendParityTest {
     @Test
     void addIsTheSameFloatAdditionAsOnTheCpu() {
         int count = 70_000;
-        try (Pair x = pair(random(count, 25, 3f), DType.F32, 7, count / 7); Pair y = pair(random(count, 26, 1f), DType.F32, count)) {
-            gpu.add(x.g, y.g);
-            cpu.add(x.c, y.c);
-            assertThat(gpu.toFloats(x.g)).containsExactly(cpu.toFloats(x.c));
+        try (Pair x = backends.pair(random(count, 25, 3f), DType.F32, 7, count / 7); Pair y = backends.pair(random(count, 26, 1f), DType.F32, count)) {
+            gpu.add(x.g(), y.g());
+            cpu.add(x.c(), y.c());
+            assertThat(gpu.toFloats(x.g())).containsExactly(cpu.toFloats(x.c()));
         }
     }
 
@@ -332,25 +333,9 @@ class CudaBackendParityTest {
 
     // ---- helpers ------------------------------------------------------------------------------------------
 
-    /** The same values on both backends. */
-    private record Pair(Tensor g, Tensor c) implements AutoCloseable {
-        @Override public void close() {
-            g.close();
-            c.close();
-        }
-    }
-
-    private static Pair pair(float[] values, DType dtype, long... shape) {
-        return new Pair(gpu.fromFloats(values, dtype, shape), cpu.fromFloats(values, dtype, shape));
-    }
-
-    private static Pair zeros(DType dtype, long... shape) {
-        return new Pair(gpu.allocate(dtype, shape), cpu.allocate(dtype, shape));
-    }
-
     /** Largest element difference, relative to the largest reference magnitude. */
     private static void assertClose(Pair p, double tolerance, String what) {
-        float[] got = gpu.toFloats(p.g), want = cpu.toFloats(p.c);
+        float[] got = gpu.toFloats(p.g()), want = cpu.toFloats(p.c());
         double scale = 0;
         for (float w : want) scale = Math.max(scale, Math.abs(w));
         int worst = -1;
@@ -368,7 +353,7 @@ class CudaBackendParityTest {
 
     /** ||got - want|| / ||want|| over the whole tensor: the measure for sums whose order differs. */
     private static void assertCloseNorm(Pair p, double tolerance, String what) {
-        float[] got = gpu.toFloats(p.g), want = cpu.toFloats(p.c);
+        float[] got = gpu.toFloats(p.g()), want = cpu.toFloats(p.c());
         double num = 0, den = 0;
         for (int i = 0; i < want.length; i++) {
             double d = (double) got[i] - want[i];

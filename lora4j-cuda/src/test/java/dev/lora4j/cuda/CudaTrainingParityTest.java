@@ -6,6 +6,7 @@ import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 import org.junit.jupiter.api.Test;
+import dev.lora4j.cuda.GpuAndCpu.Pair;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -51,9 +52,9 @@ class CudaTrainingParityTest {
         float[] start = accumulate ? random(n * k, 3, 1f) : new float[n * k];
         String what = String.format(Locale.ROOT, "matmulBackwardInput n=%d k=%d m=%d %s%s", n, k, m, wt, accumulate ? " accumulate" : "");
         try (Tensor gdy = gpu.fromFloats(dy, DType.F32, n, m); Tensor cdy = cpu.fromFloats(dyRounded, DType.F32, n, m);
-             Pair ws = pair(w, wt, m, k); Pair dx = pair(start, DType.F32, n, k)) {
-            gpu.matmulBackwardInput(gdy, ws.g, dx.g, accumulate);
-            cpu.matmulBackwardInput(cdy, ws.c, dx.c, accumulate);
+             Pair ws = backends.pair(w, wt, m, k); Pair dx = backends.pair(start, DType.F32, n, k)) {
+            gpu.matmulBackwardInput(gdy, ws.g(), dx.g(), accumulate);
+            cpu.matmulBackwardInput(cdy, ws.c(), dx.c(), accumulate);
             assertCloseNorm(dx, 1e-5, what);
         }
     }
@@ -64,12 +65,12 @@ class CudaTrainingParityTest {
             "5, 100, 37, 1000", "1, 64, 96, 64", "17, 33, 130, 3300", "4, 50, 9, 1"})
     void matmulBackwardInputWithF16WeightsAddsUpItsSlices(int n, int k, int m, long sliceElements) {
         float[] dy = random(n * m, 45, 1f), w = random(m * k, 46, 0.5f), start = random(n * k, 47, 1f);
-        try (Pair dys = pair(dy, DType.F32, n, m); Pair ws = pair(w, DType.F16, m, k); Pair dx = pair(start, DType.F32, n, k)) {
-            gpu.matmulBackwardInput(dys.g, ws.g, dx.g, true, sliceElements);
-            cpu.matmulBackwardInput(dys.c, ws.c, dx.c, true);
+        try (Pair dys = backends.pair(dy, DType.F32, n, m); Pair ws = backends.pair(w, DType.F16, m, k); Pair dx = backends.pair(start, DType.F32, n, k)) {
+            gpu.matmulBackwardInput(dys.g(), ws.g(), dx.g(), true, sliceElements);
+            cpu.matmulBackwardInput(dys.c(), ws.c(), dx.c(), true);
             assertCloseNorm(dx, 1e-5, "matmulBackwardInput F16 in slices of " + sliceElements + " elements");
-            gpu.matmulBackwardInput(dys.g, ws.g, dx.g, false, sliceElements);
-            cpu.matmulBackwardInput(dys.c, ws.c, dx.c, false);
+            gpu.matmulBackwardInput(dys.g(), ws.g(), dx.g(), false, sliceElements);
+            cpu.matmulBackwardInput(dys.c(), ws.c(), dx.c(), false);
             assertCloseNorm(dx, 1e-5, "matmulBackwardInput F16 in slices of " + sliceElements + " elements, overwriting");
         }
     }
@@ -85,9 +86,9 @@ class CudaTrainingParityTest {
         float[] x = random(n * k, 5, 1f);
         float[] start = accumulate ? random(m * k, 6, 1f) : new float[m * k];
         String what = String.format(Locale.ROOT, "matmulBackwardWeight n=%d k=%d m=%d x %s%s", n, k, m, xType, accumulate ? " accumulate" : "");
-        try (Pair dys = pair(dy, DType.F32, n, m); Pair xs = pair(x, xType, n, k); Pair dw = pair(start, DType.F32, m, k)) {
-            gpu.matmulBackwardWeight(dys.g, xs.g, dw.g, accumulate);
-            cpu.matmulBackwardWeight(dys.c, xs.c, dw.c, accumulate);
+        try (Pair dys = backends.pair(dy, DType.F32, n, m); Pair xs = backends.pair(x, xType, n, k); Pair dw = backends.pair(start, DType.F32, m, k)) {
+            gpu.matmulBackwardWeight(dys.g(), xs.g(), dw.g(), accumulate);
+            cpu.matmulBackwardWeight(dys.c(), xs.c(), dw.c(), accumulate);
             assertCloseNorm(dw, 1e-5, what);
         }
     }
@@ -95,27 +96,27 @@ class CudaTrainingParityTest {
     @Test
     void matmulBackwardOpsWorkOnViewsThatAreNotAlignedToTiles() {
         int n = 7, k = 33, m = 19;
-        try (Pair dy = pair(random((n + 1) * m, 7, 1f), DType.F32, n + 1, m); Pair w = pair(random((m + 1) * k, 8, 1f), DType.F32, m + 1, k);
-             Pair x = pair(random((n + 1) * k, 9, 1f), DType.F32, n + 1, k);
-             Pair dx = zeros(DType.F32, n + 1, k); Pair dw = zeros(DType.F32, m + 1, k)) {
+        try (Pair dy = backends.pair(random((n + 1) * m, 7, 1f), DType.F32, n + 1, m); Pair w = backends.pair(random((m + 1) * k, 8, 1f), DType.F32, m + 1, k);
+             Pair x = backends.pair(random((n + 1) * k, 9, 1f), DType.F32, n + 1, k);
+             Pair dx = backends.zeros(DType.F32, n + 1, k); Pair dw = backends.zeros(DType.F32, m + 1, k)) {
             // Offsets of one row: 19 or 33 floats, 4-byte aligned addresses only.
-            gpu.matmulBackwardInput(dy.g.rows(1, n), w.g.rows(1, m), dx.g.rows(1, n), false);
-            cpu.matmulBackwardInput(dy.c.rows(1, n), w.c.rows(1, m), dx.c.rows(1, n), false);
-            gpu.matmulBackwardWeight(dy.g.rows(1, n), x.g.rows(1, n), dw.g.rows(1, m), false);
-            cpu.matmulBackwardWeight(dy.c.rows(1, n), x.c.rows(1, n), dw.c.rows(1, m), false);
+            gpu.matmulBackwardInput(dy.g().rows(1, n), w.g().rows(1, m), dx.g().rows(1, n), false);
+            cpu.matmulBackwardInput(dy.c().rows(1, n), w.c().rows(1, m), dx.c().rows(1, n), false);
+            gpu.matmulBackwardWeight(dy.g().rows(1, n), x.g().rows(1, n), dw.g().rows(1, m), false);
+            cpu.matmulBackwardWeight(dy.c().rows(1, n), x.c().rows(1, n), dw.c().rows(1, m), false);
             assertCloseNorm(dx, 1e-5, "matmulBackwardInput on views");
             assertCloseNorm(dw, 1e-5, "matmulBackwardWeight on views");
-            assertThat(Arrays.copyOfRange(gpu.toFloats(dx.g), 0, k)).as("row before the dX view").containsOnly(0f);
-            assertThat(Arrays.copyOfRange(gpu.toFloats(dw.g), 0, k)).as("row before the dW view").containsOnly(0f);
+            assertThat(Arrays.copyOfRange(gpu.toFloats(dx.g()), 0, k)).as("row before the dX view").containsOnly(0f);
+            assertThat(Arrays.copyOfRange(gpu.toFloats(dw.g()), 0, k)).as("row before the dW view").containsOnly(0f);
         }
     }
 
     @ParameterizedTest
     @CsvSource({"1, 1", "3, 17", "4096, 64", "33, 4100", "1000, 1000"})
     void sumRowsAddsColumnSumsAsTheCpuDoes(int rows, int cols) {
-        try (Pair dy = pair(random(rows * cols, 10, 1f), DType.F32, rows, cols); Pair bias = pair(random(cols, 11, 1f), DType.F32, cols)) {
-            gpu.sumRows(dy.g, bias.g);
-            cpu.sumRows(dy.c, bias.c);
+        try (Pair dy = backends.pair(random(rows * cols, 10, 1f), DType.F32, rows, cols); Pair bias = backends.pair(random(cols, 11, 1f), DType.F32, cols)) {
+            gpu.sumRows(dy.g(), bias.g());
+            cpu.sumRows(dy.c(), bias.c());
             assertClose(bias, 1e-5, "sumRows " + rows + "x" + cols);
         }
     }
@@ -133,19 +134,19 @@ class CudaTrainingParityTest {
     void attentionForwardAndBackwardMatchTheCpu(int n, int nHeads, int nKvHeads, int headDim, int window) {
         long qw = (long) nHeads * headDim, kw = (long) nKvHeads * headDim;
         String what = String.format(Locale.ROOT, "attention n=%d heads=%d/%d headDim=%d window=%d", n, nHeads, nKvHeads, headDim, window);
-        try (Pair q = pair(random((int) (n * qw), 12, 1f), DType.F32, n, qw); Pair k = pair(random((int) (n * kw), 13, 1f), DType.F32, n, kw);
-             Pair v = pair(random((int) (n * kw), 14, 1f), DType.F32, n, kw); Pair dOut = pair(random((int) (n * qw), 15, 1f), DType.F32, n, qw);
-             Pair out = zeros(DType.F32, n, qw); Pair lse = zeros(DType.F32, n, nHeads);
-             Pair dq = zeros(DType.F32, n, qw); Pair dk = zeros(DType.F32, n, kw); Pair dv = zeros(DType.F32, n, kw)) {
-            gpu.attentionForward(q.g, k.g, v.g, nHeads, nKvHeads, headDim, window, out.g, lse.g);
-            cpu.attentionForward(q.c, k.c, v.c, nHeads, nKvHeads, headDim, window, out.c, lse.c);
+        try (Pair q = backends.pair(random((int) (n * qw), 12, 1f), DType.F32, n, qw); Pair k = backends.pair(random((int) (n * kw), 13, 1f), DType.F32, n, kw);
+             Pair v = backends.pair(random((int) (n * kw), 14, 1f), DType.F32, n, kw); Pair dOut = backends.pair(random((int) (n * qw), 15, 1f), DType.F32, n, qw);
+             Pair out = backends.zeros(DType.F32, n, qw); Pair lse = backends.zeros(DType.F32, n, nHeads);
+             Pair dq = backends.zeros(DType.F32, n, qw); Pair dk = backends.zeros(DType.F32, n, kw); Pair dv = backends.zeros(DType.F32, n, kw)) {
+            gpu.attentionForward(q.g(), k.g(), v.g(), nHeads, nKvHeads, headDim, window, out.g(), lse.g());
+            cpu.attentionForward(q.c(), k.c(), v.c(), nHeads, nKvHeads, headDim, window, out.c(), lse.c());
             assertClose(out, 1e-5, what + " out");
             assertClose(lse, 1e-5, what + " lse");
             // Each backend differentiates its own forward pass (as training does). Where a query sees one key only
             // (the first position) its dq is 0 up to rounding: the scale has a floor of 0.1, the size of these
             // gradients for inputs of unit size, so that rounding noise is not measured against itself.
-            gpu.attentionBackward(q.g, k.g, v.g, out.g, lse.g, dOut.g, nHeads, nKvHeads, headDim, window, dq.g, dk.g, dv.g);
-            cpu.attentionBackward(q.c, k.c, v.c, out.c, lse.c, dOut.c, nHeads, nKvHeads, headDim, window, dq.c, dk.c, dv.c);
+            gpu.attentionBackward(q.g(), k.g(), v.g(), out.g(), lse.g(), dOut.g(), nHeads, nKvHeads, headDim, window, dq.g(), dk.g(), dv.g());
+            cpu.attentionBackward(q.c(), k.c(), v.c(), out.c(), lse.c(), dOut.c(), nHeads, nKvHeads, headDim, window, dq.c(), dk.c(), dv.c());
             assertClose(dq, 1e-4, 0.1, what + " dq");
             assertClose(dk, 1e-4, 0.1, what + " dk");
             assertClose(dv, 1e-4, 0.1, what + " dv");
@@ -235,11 +236,11 @@ class CudaTrainingParityTest {
             "300, 64, F32, true"})
     void rmsNormBackwardMatchesTheCpu(int rows, int d, DType weightType, boolean weightGradient) {
         String what = "rmsNormBackward rows=" + rows + " d=" + d + " " + weightType;
-        try (Pair x = pair(random(rows * d, 20, 3f), DType.F32, rows, d); Pair w = pair(random(d, 21, 1f), weightType, d);
-             Pair dy = pair(random(rows * d, 22, 1f), DType.F32, rows, d); Pair dx = zeros(DType.F32, rows, d);
-             Pair dw = weightGradient ? pair(random(d, 23, 1f), DType.F32, d) : null) {
-            gpu.rmsNormBackward(x.g, w.g, 1e-5f, dy.g, dx.g, dw == null ? null : dw.g);
-            cpu.rmsNormBackward(x.c, w.c, 1e-5f, dy.c, dx.c, dw == null ? null : dw.c);
+        try (Pair x = backends.pair(random(rows * d, 20, 3f), DType.F32, rows, d); Pair w = backends.pair(random(d, 21, 1f), weightType, d);
+             Pair dy = backends.pair(random(rows * d, 22, 1f), DType.F32, rows, d); Pair dx = backends.zeros(DType.F32, rows, d);
+             Pair dw = weightGradient ? backends.pair(random(d, 23, 1f), DType.F32, d) : null) {
+            gpu.rmsNormBackward(x.g(), w.g(), 1e-5f, dy.g(), dx.g(), dw == null ? null : dw.g());
+            cpu.rmsNormBackward(x.c(), w.c(), 1e-5f, dy.c(), dx.c(), dw == null ? null : dw.c());
             assertClose(dx, 1e-5, what + " dX");
             if (dw != null) assertCloseNorm(dw, 1e-5, what + " dWeight");
         }
@@ -268,12 +269,12 @@ class CudaTrainingParityTest {
         Random r = new Random(27);
         for (int i = 0; i < n; i++) positions[i] = i < 2 ? i : r.nextInt(131072);
         float[] x = random(n * heads * headDim, 28, 2f);
-        try (Pair t = pair(x, DType.F32, n, heads * headDim); Pair f = pair(inv, DType.F32, headDim / 2)) {
-            gpu.ropeBackward(t.g, headDim, positions, f.g);
-            cpu.ropeBackward(t.c, headDim, positions, f.c);
+        try (Pair t = backends.pair(x, DType.F32, n, heads * headDim); Pair f = backends.pair(inv, DType.F32, headDim / 2)) {
+            gpu.ropeBackward(t.g(), headDim, positions, f.g());
+            cpu.ropeBackward(t.c(), headDim, positions, f.c());
             assertClose(t, 1e-5, "ropeBackward");
-            gpu.rope(t.g, headDim, positions, f.g);
-            float[] back = gpu.toFloats(t.g);
+            gpu.rope(t.g(), headDim, positions, f.g());
+            float[] back = gpu.toFloats(t.g());
             for (int i = 0; i < x.length; i++) assertThat(back[i]).as("rope(ropeBackward(x)) element %d", i).isCloseTo(x[i], org.assertj.core.data.Offset.offset(1e-5f));
         }
     }
@@ -286,16 +287,16 @@ class CudaTrainingParityTest {
         gate[1] = 100f;
         gate[2] = 0f;
         gate[3] = -88.5f;
-        try (Pair g = pair(gate, DType.F32, count); Pair u = pair(random(count, 30, 2f), DType.F32, count);
-             Pair dy = pair(random(count, 31, 1f), DType.F32, count); Pair dg = zeros(DType.F32, count); Pair du = zeros(DType.F32, count)) {
-            gpu.swigluBackward(g.g, u.g, dy.g, dg.g, du.g);
-            cpu.swigluBackward(g.c, u.c, dy.c, dg.c, du.c);
+        try (Pair g = backends.pair(gate, DType.F32, count); Pair u = backends.pair(random(count, 30, 2f), DType.F32, count);
+             Pair dy = backends.pair(random(count, 31, 1f), DType.F32, count); Pair dg = backends.zeros(DType.F32, count); Pair du = backends.zeros(DType.F32, count)) {
+            gpu.swigluBackward(g.g(), u.g(), dy.g(), dg.g(), du.g());
+            cpu.swigluBackward(g.c(), u.c(), dy.c(), dg.c(), du.c());
             assertClose(dg, 1e-6, "swigluBackward dGate");
             assertClose(du, 1e-6, "swigluBackward dUp");
-            for (float f : gpu.toFloats(dg.g)) assertThat(Float.isFinite(f)).as("finite dGate").isTrue();
-            gpu.swigluBackward(g.g, u.g, dy.g, g.g, u.g); // gradients over their inputs
-            assertSameFloats("dGate in place of gate", gpu.toFloats(g.g), gpu.toFloats(dg.g));
-            assertSameFloats("dUp in place of up", gpu.toFloats(u.g), gpu.toFloats(du.g));
+            for (float f : gpu.toFloats(dg.g())) assertThat(Float.isFinite(f)).as("finite dGate").isTrue();
+            gpu.swigluBackward(g.g(), u.g(), dy.g(), g.g(), u.g()); // gradients over their inputs
+            assertSameFloats("dGate in place of gate", gpu.toFloats(g.g()), gpu.toFloats(dg.g()));
+            assertSameFloats("dUp in place of up", gpu.toFloats(u.g()), gpu.toFloats(du.g()));
         }
     }
 
@@ -303,11 +304,11 @@ class CudaTrainingParityTest {
     void embeddingBackwardAddsRepeatedTokensRowsAsTheCpuDoes() {
         int vocab = 1000, d = 4096;
         int[] ids = {5, 999, 5, 0, 17, 5, 999, 3, 5};
-        try (Pair dy = pair(random(ids.length * d, 32, 1f), DType.F32, ids.length, d); Pair table = pair(random(vocab * d, 33, 1f), DType.F32, vocab, d)) {
-            gpu.embeddingBackward(ids, dy.g, table.g);
-            cpu.embeddingBackward(ids, dy.c, table.c);
+        try (Pair dy = backends.pair(random(ids.length * d, 32, 1f), DType.F32, ids.length, d); Pair table = backends.pair(random(vocab * d, 33, 1f), DType.F32, vocab, d)) {
+            gpu.embeddingBackward(ids, dy.g(), table.g());
+            cpu.embeddingBackward(ids, dy.c(), table.c());
             assertClose(table, 1e-6, "embeddingBackward");
-            assertThatThrownBy(() -> gpu.embeddingBackward(new int[] {1, 1000, 2, 3, 4, 5, 6, 7, 8}, dy.g, table.g))
+            assertThatThrownBy(() -> gpu.embeddingBackward(new int[] {1, 1000, 2, 3, 4, 5, 6, 7, 8}, dy.g(), table.g()))
                     .isInstanceOf(IndexOutOfBoundsException.class).hasMessageContaining("token id 1000");
         }
     }
@@ -322,17 +323,17 @@ class CudaTrainingParityTest {
         logits[3 * vocab] = 150f; // one dominant logit: e^150 overflows FP32 without the running maximum
         int[] targets = {0, vocab - 1, -100, Math.min(vocab - 1, 7), -1, vocab / 2};
         String what = "crossEntropy vocab=" + vocab;
-        try (Pair l = pair(logits, DType.F32, n, vocab); Pair losses = zeros(DType.F32, n)) {
-            gpu.crossEntropy(l.g, targets, gradScale, losses.g);
-            cpu.crossEntropy(l.c, targets, gradScale, losses.c);
+        try (Pair l = backends.pair(logits, DType.F32, n, vocab); Pair losses = backends.zeros(DType.F32, n)) {
+            gpu.crossEntropy(l.g(), targets, gradScale, losses.g());
+            cpu.crossEntropy(l.c(), targets, gradScale, losses.c());
             assertClose(losses, 1e-6, what + " losses");
             assertClose(l, 1e-6, what + " gradient");
-            float[] grad = gpu.toFloats(l.g), loss = gpu.toFloats(losses.g);
+            float[] grad = gpu.toFloats(l.g()), loss = gpu.toFloats(losses.g());
             for (int row : new int[] {2, 4}) {
                 assertThat(Arrays.copyOfRange(grad, row * vocab, (row + 1) * vocab)).as("%s ignored row %d", what, row).containsOnly(0f);
                 assertThat(loss[row]).as("%s loss of ignored row %d", what, row).isZero();
             }
-            assertThatThrownBy(() -> gpu.crossEntropy(l.g, new int[] {0, vocab, 0, 0, 0, 0}, 1f, losses.g))
+            assertThatThrownBy(() -> gpu.crossEntropy(l.g(), new int[] {0, vocab, 0, 0, 0, 0}, 1f, losses.g()))
                     .isInstanceOf(IndexOutOfBoundsException.class).hasMessageContaining("row 1");
         }
     }
@@ -341,13 +342,13 @@ class CudaTrainingParityTest {
     void adamwStepsAreTheCpusBitForBit() {
         int count = emulated() ? 100_003 : 1_000_003;
         float[] initial = random(count, 35, 0.5f);
-        try (Pair p = pair(initial, DType.F32, count); Pair m = zeros(DType.F32, count); Pair v = zeros(DType.F32, count)) {
+        try (Pair p = backends.pair(initial, DType.F32, count); Pair m = backends.zeros(DType.F32, count); Pair v = backends.zeros(DType.F32, count)) {
             for (int step = 1; step <= 5; step++) {
                 float[] grad = random(count, 36 + step, step == 3 ? 1e-6f : 0.05f);
                 grad[step] = 0f;
-                try (Pair g = pair(grad, DType.F32, count)) {
-                    gpu.adamw(p.g, g.g, m.g, v.g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step);
-                    cpu.adamw(p.c, g.c, m.c, v.c, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step);
+                try (Pair g = backends.pair(grad, DType.F32, count)) {
+                    gpu.adamw(p.g(), g.g(), m.g(), v.g(), 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step);
+                    cpu.adamw(p.c(), g.c(), m.c(), v.c(), 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step);
                 }
                 assertSameBits(p, "adamw param after step " + step);
                 assertSameBits(m, "adamw m after step " + step);
@@ -361,8 +362,8 @@ class CudaTrainingParityTest {
         for (int count : new int[] {1, 255, 256, 257, emulated() ? 300_007 : 4_000_037}) {
             float[] x = random(count, 41, 3f);
             x[0] = 3e19f;
-            try (Pair t = pair(x, DType.F32, count)) {
-                double g = gpu.sumOfSquares(t.g), c = cpu.sumOfSquares(t.c);
+            try (Pair t = backends.pair(x, DType.F32, count)) {
+                double g = gpu.sumOfSquares(t.g()), c = cpu.sumOfSquares(t.c());
                 assertThat(Math.abs(g - c)).as("sumOfSquares of %d values: GPU %s, CPU %s", count, g, c).isLessThanOrEqualTo(1e-12 * c);
             }
         }
@@ -374,13 +375,13 @@ class CudaTrainingParityTest {
     @Test
     void scaleIsTheCpusFloatProductAndZeroClears() {
         int count = 70_001;
-        try (Pair t = pair(random(count, 42, 5f), DType.F32, count); Tensor h = gpu.fromFloats(random(count, 43, 1f), DType.BF16, count)) {
-            gpu.scale(t.g, 0.37f);
-            cpu.scale(t.c, 0.37f);
+        try (Pair t = backends.pair(random(count, 42, 5f), DType.F32, count); Tensor h = gpu.fromFloats(random(count, 43, 1f), DType.BF16, count)) {
+            gpu.scale(t.g(), 0.37f);
+            cpu.scale(t.c(), 0.37f);
             assertSameBits(t, "scale");
-            gpu.zero(t.g);
+            gpu.zero(t.g());
             gpu.zero(h);
-            assertThat(gpu.toFloats(t.g)).containsOnly(0f);
+            assertThat(gpu.toFloats(t.g())).containsOnly(0f);
             assertThat(gpu.toFloats(h)).containsOnly(0f);
         }
     }
@@ -392,10 +393,10 @@ class CudaTrainingParityTest {
         for (long seed : new long[] {0, 1234, -7, Long.MAX_VALUE}) {
             for (float p : new float[] {0.1f, 0.5f}) {
                 String what = "dropout seed=" + seed + " p=" + p;
-                try (Pair xs = pair(x, DType.F32, count); Pair out = zeros(DType.F32, count)) {
-                    gpu.dropout(xs.g, p, seed, out.g);
-                    cpu.dropout(xs.c, p, seed, out.c);
-                    float[] got = gpu.toFloats(out.g);
+                try (Pair xs = backends.pair(x, DType.F32, count); Pair out = backends.zeros(DType.F32, count)) {
+                    gpu.dropout(xs.g(), p, seed, out.g());
+                    cpu.dropout(xs.c(), p, seed, out.c());
+                    float[] got = gpu.toFloats(out.g());
                     float keep = (float) (1.0 / (1.0 - p));
                     for (int i = 0; i < count; i++) {
                         boolean dropped = DropoutHash.uniform(seed, i) < p;
@@ -406,8 +407,8 @@ class CudaTrainingParityTest {
                         }
                     }
                     assertSameBits(out, what + " against the CPU");
-                    gpu.dropout(xs.g, p, seed, xs.g); // in place
-                    assertSameFloats(what + " in place", gpu.toFloats(xs.g), got);
+                    gpu.dropout(xs.g(), p, seed, xs.g()); // in place
+                    assertSameFloats(what + " in place", gpu.toFloats(xs.g()), got);
                 }
             }
         }
@@ -423,22 +424,6 @@ class CudaTrainingParityTest {
         return gpu.description().contains("device emulator");
     }
 
-    /** The same values on both backends. */
-    private record Pair(Tensor g, Tensor c) implements AutoCloseable {
-        @Override public void close() {
-            g.close();
-            c.close();
-        }
-    }
-
-    private static Pair pair(float[] values, DType dtype, long... shape) {
-        return new Pair(gpu.fromFloats(values, dtype, shape), cpu.fromFloats(values, dtype, shape));
-    }
-
-    private static Pair zeros(DType dtype, long... shape) {
-        return new Pair(gpu.allocate(dtype, shape), cpu.allocate(dtype, shape));
-    }
-
     /** Largest element difference, relative to the largest reference magnitude; NaN anywhere fails. */
     private static void assertClose(Pair p, double tolerance, String what) {
         assertClose(p, tolerance, 0, what);
@@ -446,7 +431,7 @@ class CudaTrainingParityTest {
 
     /** As {@link #assertClose(Pair, double, String)}, the magnitude taken as at least {@code minScale}. */
     private static void assertClose(Pair p, double tolerance, double minScale, String what) {
-        float[] got = gpu.toFloats(p.g), want = cpu.toFloats(p.c);
+        float[] got = gpu.toFloats(p.g()), want = cpu.toFloats(p.c());
         double scale = minScale;
         for (float w : want) scale = Math.max(scale, Math.abs(w));
         int worst = -1;
@@ -465,7 +450,7 @@ class CudaTrainingParityTest {
 
     /** ||got - want|| / ||want|| over the whole tensor: the measure for sums whose order differs. */
     private static void assertCloseNorm(Pair p, double tolerance, String what) {
-        float[] got = gpu.toFloats(p.g), want = cpu.toFloats(p.c);
+        float[] got = gpu.toFloats(p.g()), want = cpu.toFloats(p.c());
         double num = 0, den = 0;
         for (int i = 0; i < want.length; i++) {
             double d = (double) got[i] - want[i];
@@ -476,7 +461,7 @@ class CudaTrainingParityTest {
     }
 
     private static void assertSameBits(Pair p, String what) {
-        assertSameFloats(what + " (GPU against CPU)", gpu.toFloats(p.g), cpu.toFloats(p.c));
+        assertSameFloats(what + " (GPU against CPU)", gpu.toFloats(p.g()), cpu.toFloats(p.c()));
     }
 
     /** Bit-for-bit equality, naming the first element that differs (AssertJ's array diff is quadratic). */

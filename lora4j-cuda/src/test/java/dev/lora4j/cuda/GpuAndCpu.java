@@ -3,6 +3,7 @@ package dev.lora4j.cuda;
 import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Tensor;
 import org.junit.jupiter.api.extension.AfterAllCallback;
 import org.junit.jupiter.api.extension.BeforeAllCallback;
 import org.junit.jupiter.api.extension.BeforeEachCallback;
@@ -44,6 +45,27 @@ final class GpuAndCpu implements BeforeAllCallback, BeforeEachCallback, AfterAll
     /** As {@link #assigning(BiConsumer)}, with the GPU's activations in {@code activations}. */
     static GpuAndCpu assigning(DType activations, BiConsumer<CudaBackend, CpuBackend> assign) {
         return new GpuAndCpu(activations, assign);
+    }
+
+    /** The same tensor on both backends: {@code g} on the GPU, {@code c} on the CPU. */
+    record Pair(Tensor g, Tensor c) implements AutoCloseable {
+        @Override public void close() {
+            try {
+                g.close();
+            } finally {
+                c.close();
+            }
+        }
+    }
+
+    /** The same values on both backends. */
+    Pair pair(float[] values, DType dtype, long... shape) {
+        return new Pair(gpu.fromFloats(values, dtype, shape), cpu.fromFloats(values, dtype, shape));
+    }
+
+    /** Fresh tensors of the same dtype and shape on both backends. */
+    Pair zeros(DType dtype, long... shape) {
+        return new Pair(gpu.allocate(dtype, shape), cpu.allocate(dtype, shape));
     }
 
     @Override
