@@ -36,9 +36,18 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 final class CublasLtMatmul {
     /** Workspace cuBLASLt may use for split-K and similar algorithms. */
     static final long WORKSPACE_BYTES = 32L << 20;
+    /** How many of the heuristic's answers {@link GemmAlgorithmChoice#TIMED} times. */
+    static final int CANDIDATES = 12;
+    /** -Dlora4j.cuda.gemm-trials=print writes each timed shape's candidates and times to standard error. */
+    static final String TRIALS_PROPERTY = "lora4j.cuda.gemm-trials";
+    /** Each candidate runs for about this long when timed (after one untimed call). */
+    private static final long TRIAL_NANOS = 1_000_000;
     private static final int MAX_PLANS = 512;
 
     private final CublasLt lt;
+    private final GemmAlgorithmChoice choice;
+    private final Runnable synchronize;
+    private final boolean printTrials = "print".equals(System.getProperty(TRIALS_PROPERTY));
     private final Arena arena = Arena.ofShared();
     private final MemorySegment handle;
     private final long workspace;
@@ -69,9 +78,34 @@ final class CublasLtMatmul {
     private record Key(Form form, long rows, long cols, long inner, long lda, long ldb, long ldd, int alignA, int alignB,
                        int alignD) {}
 
-    /** The layouts of one shape and the algorithm the heuristic chose for it (a cublasLtMatmulHeuristicResult_t). */
-    private record Plan(MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutD, MemorySegment heuristic,
-                        Arena arena) {
+    /**
+     * The layouts of one shape, the heuristic's answers for it (cublasLtMatmulHeuristicResult_t, best first) and the
+     * one in use: the first until {@link GemmAlgorithmChoice#TIMED} has timed them.
+     */
+    private static final class Plan {
+        final MemorySegment layoutA, layoutB, layoutD, results;
+        final int candidates;
+        final Arena arena;
+        int chosen;
+        boolean settled;
+
+        Plan(MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutD, MemorySegment results,
+             int candidates, Arena arena, boolean settled) {
+            this.layoutA = layoutA;
+            this.layoutB = layoutB;
+            this.layoutD = layoutD;
+            this.results = results;
+            this.candidates = candidates;
+            this.arena = arena;
+            this.settled = settled || candidates == 1;
+        }
+
+        MemorySegment algorithm(int index) {
+            return results.asSlice(index * CublasLt.HEURISTIC_RESULT_BYTES + CublasLt.HEURISTIC_ALGO_OFFSET, 64);
+        }
+
+        MemorySegment algorithm() { return algorithm(chosen); }
+
         void destroy(CublasLt lt) {
             lt.matrixLayoutDestroy(layoutA);
             lt.matrixLayoutDestroy(layoutB);
@@ -80,10 +114,15 @@ final class CublasLtMatmul {
         }
     }
 
-    /** Creates the cuBLASLt handle; the context must be current and {@code workspace} hold {@link #WORKSPACE_BYTES}. */
-    CublasLtMatmul(CublasLt lt, long workspace) {
+    /**
+     * Creates the cuBLASLt handle; the context must be current and {@code workspace} hold {@link #WORKSPACE_BYTES}.
+     * {@code synchronize} waits for the stream the products are queued on (the timed choice needs it).
+     */
+    CublasLtMatmul(CublasLt lt, long workspace, GemmAlgorithmChoice choice, Runnable synchronize) {
         this.lt = lt;
         this.workspace = workspace;
+        this.choice = choice;
+        this.synchronize = synchronize;
         MemorySegment out = arena.allocate(ADDRESS);
         try {
             lt.check(lt.create(out), "cublasLtCreate");
@@ -152,8 +191,51 @@ final class CublasLtMatmul {
             plan = plan(key, call);
             plans.put(key, plan);
         }
-        lt.check(lt.matmul(handle, descriptor(form), one, a, plan.layoutA(), b, plan.layoutB(), accumulate ? one : zero,
-                d, plan.layoutD(), d, plan.layoutD(), plan.heuristic(), workspace, WORKSPACE_BYTES, stream), call);
+        // Timing runs the product repeatedly into d, which only a call that overwrites d may do.
+        if (!plan.settled && !accumulate) choose(plan, form, a, b, d, stream, call);
+        lt.check(run(plan, plan.chosen, form, a, b, d, accumulate, stream), call);
+    }
+
+    private int run(Plan plan, int index, Form form, long a, long b, long d, boolean accumulate, MemorySegment stream) {
+        return lt.matmul(handle, descriptor(form), one, a, plan.layoutA, b, plan.layoutB, accumulate ? one : zero,
+                d, plan.layoutD, d, plan.layoutD, plan.algorithm(index), workspace, WORKSPACE_BYTES, stream);
+    }
+
+    /** Times every candidate of {@code plan} on these operands (d overwritten) and keeps the fastest. */
+    private void choose(Plan plan, Form form, long a, long b, long d, MemorySegment stream, String call) {
+        double[] nanos = new double[plan.candidates];
+        double best = Double.MAX_VALUE;
+        for (int i = 0; i < plan.candidates; i++) {
+            nanos[i] = time(plan, i, form, a, b, d, stream);
+            if (nanos[i] < best) {
+                best = nanos[i];
+                plan.chosen = i;
+            }
+        }
+        plan.settled = true;
+        if (printTrials) {
+            StringBuilder line = new StringBuilder("gemm trial ").append(call).append(':');
+            for (int i = 0; i < nanos.length; i++) {
+                line.append(i == plan.chosen ? " *" : " ")
+                        .append(Double.isInfinite(nanos[i]) ? "failed" : String.format(java.util.Locale.ROOT, "%.1f", nanos[i] / 1e3));
+            }
+            System.err.println(line.append(" us"));
+        }
+    }
+
+    /** Nanoseconds per call of candidate {@code index}, or infinity when cuBLASLt refuses to run it. */
+    private double time(Plan plan, int index, Form form, long a, long b, long d, MemorySegment stream) {
+        if (run(plan, index, form, a, b, d, false, stream) != CublasLt.SUCCESS) return Double.POSITIVE_INFINITY;
+        synchronize.run();
+        long t0 = System.nanoTime();
+        lt.check(run(plan, index, form, a, b, d, false, stream), "cublasLtMatmul (timing)");
+        synchronize.run();
+        long once = Math.max(1, System.nanoTime() - t0);
+        int repeats = (int) Math.clamp(TRIAL_NANOS / once, 2, 50);
+        t0 = System.nanoTime();
+        for (int r = 0; r < repeats; r++) lt.check(run(plan, index, form, a, b, d, false, stream), "cublasLtMatmul (timing)");
+        synchronize.run();
+        return (double) (System.nanoTime() - t0) / repeats;
     }
 
     synchronized void close() {
@@ -215,19 +297,20 @@ final class CublasLtMatmul {
                 setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignD());
                 setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignD());
 
-                MemorySegment result = planArena.allocate(CublasLt.HEURISTIC_RESULT_BYTES, 8);
+                int requested = choice == GemmAlgorithmChoice.TIMED ? CANDIDATES : 1;
+                MemorySegment results = planArena.allocate(CublasLt.HEURISTIC_RESULT_BYTES * requested, 8);
                 MemorySegment count = tmp.allocate(JAVA_INT);
                 String what = "cublasLtMatmulAlgoGetHeuristic for " + call;
                 lt.check(lt.algoGetHeuristic(handle, descriptor(form), layoutA, layoutB, layoutD, layoutD, pref,
-                        1, result, count), what);
-                if (count.get(JAVA_INT, 0) < 1 || result.get(JAVA_INT, CublasLt.HEURISTIC_STATE_OFFSET) != CublasLt.SUCCESS) {
+                        requested, results, count), what);
+                int usable = usableAnswers(results, count.get(JAVA_INT, 0));
+                if (usable < 1) {
                     throw new CudaException(what + " found no algorithm for this shape and alignment (alignments "
-                            + key.alignA() + "/" + key.alignB() + "/" + key.alignD() + " bytes)");
+                            + key.alignA() + "/" + key.alignB() + "/" + key.alignD() + " bytes and "
+                            + WORKSPACE_BYTES + " bytes of workspace)");
                 }
-                if (result.get(JAVA_LONG, CublasLt.HEURISTIC_WORKSPACE_OFFSET) > WORKSPACE_BYTES) {
-                    throw new CudaException(what + " chose an algorithm needing more than the workspace");
-                }
-                return new Plan(layoutA, layoutB, layoutD, result.asSlice(CublasLt.HEURISTIC_ALGO_OFFSET), planArena);
+                return new Plan(layoutA, layoutB, layoutD, results, usable, planArena,
+                        choice == GemmAlgorithmChoice.HEURISTIC);
             } finally {
                 lt.preferenceDestroy(pref);
             }
@@ -238,6 +321,18 @@ final class CublasLtMatmul {
             planArena.close();
             throw e;
         }
+    }
+
+    /** How many of the first {@code returned} answers succeeded and fit the workspace (they come first, best first). */
+    private static int usableAnswers(MemorySegment results, int returned) {
+        int usable = 0;
+        while (usable < returned) {
+            long at = usable * CublasLt.HEURISTIC_RESULT_BYTES;
+            if (results.get(JAVA_INT, at + CublasLt.HEURISTIC_STATE_OFFSET) != CublasLt.SUCCESS
+                    || results.get(JAVA_LONG, at + CublasLt.HEURISTIC_WORKSPACE_OFFSET) > WORKSPACE_BYTES) break;
+            usable++;
+        }
+        return usable;
     }
 
     private MemorySegment layout(Arena tmp, int dataType, long rows, long cols, long ld) {

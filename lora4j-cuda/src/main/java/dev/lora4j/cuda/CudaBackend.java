@@ -111,7 +111,9 @@ public final class CudaBackend implements Backend {
             alloc = new DeviceAllocator(cu, () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"));
             kern = new CudaKernels(cu, device.multiprocessors());
             long ws = alloc.allocate(CublasLtMatmul.WORKSPACE_BYTES);
-            this.matmul = new CublasLtMatmul(platform.cublasLt, ws);
+            this.matmul = new CublasLtMatmul(platform.cublasLt, ws,
+                    GemmAlgorithmChoice.fromProperty(GemmAlgorithmChoice.HEURISTIC),
+                    () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"));
         } catch (RuntimeException e) {
             if (kern != null) kern.unload();
             if (alloc != null) alloc.close();
