@@ -21,7 +21,8 @@
 #   qlora-llama3-8b-mb1, qlora-70b-mb1              QLoRA at micro-batch 1: Llama-3-8B, and Llama-2-70B's shape from a
 #                                                   config.json (lora4j only: the reference has no 70B shape)
 # Each command is bounded (BENCH_REF_TIMEOUT, BENCH_LORA4J_TIMEOUT seconds, default 100 and 140) so that one
-# configuration takes at most about four minutes; BENCH_STEPS changes the timed steps (default 2).
+# configuration takes at most about four minutes; BENCH_STEPS changes the timed steps (default 2); BENCH_REFERENCE=0
+# runs lora4j alone (for trying a change; the figures of record come with the reference beside them).
 set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/lora4j-out}/bench
@@ -50,6 +51,7 @@ run() {
     shift 6
     local dir=$out/$name
     mkdir -p "$dir"
+    [ "${BENCH_REFERENCE:-1}" = 0 ] && mode=-
     local start=$SECONDS
     echo "== $name"
     if [ "$mode" != "-" ]; then

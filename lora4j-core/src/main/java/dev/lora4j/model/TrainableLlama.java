@@ -591,7 +591,7 @@ public final class TrainableLlama implements AutoCloseable {
             if (l == 0) backend.embedding(weights.embedTokens(), in.ids(), buf.residual(0, n));
             // The last layer's activations are still those of the forward pass: nothing ran over them since.
             if (ckpt && l < L - 1) {
-                layerForward(l, buf.residual(l, n), buf.middle(l, n), buf.recomputedOutput(n), buf.layer(l), buf, in, true);
+                layerForward(l, buf.residual(l, n), buf.middle(l, n), null, buf.layer(l), buf, in, true, true);
             }
             layerBackward(l, buf.residual(l, n), buf.middle(l, n), buf.layer(l), buf, in, dX);
         }
@@ -695,6 +695,17 @@ public final class TrainableLlama implements AutoCloseable {
      */
     private void layerForward(int l, Tensor in, Tensor mid, Tensor out, TrainingBuffers.LayerActivations a,
                               TrainingBuffers buf, Layout lay, boolean train) {
+        layerForward(l, in, mid, out, a, buf, lay, train, false);
+    }
+
+    /**
+     * {@link #layerForward(int, Tensor, Tensor, Tensor, TrainingBuffers.LayerActivations, TrainingBuffers, Layout,
+     * boolean)}, or, when {@code recompute}, only what the layer's backward pass reads (gradient checkpointing): the
+     * layer's output is already kept as the next layer's input, so the down projection is not run, only its adapter's
+     * hidden activation, which its B gradient needs (a quarter of the layer's product FLOPs saved).
+     */
+    private void layerForward(int l, Tensor in, Tensor mid, Tensor out, TrainingBuffers.LayerActivations a,
+                              TrainingBuffers buf, Layout lay, boolean train, boolean recompute) {
         int n = lay.tokens();
         LlamaWeights.Layer w = weights.layer(l);
         float eps = shape.rmsNormEps();
@@ -726,6 +737,13 @@ public final class TrainableLlama implements AutoCloseable {
         backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
         project(l, Projection.GATE, h, g, a, buf, lay, train);
         project(l, Projection.UP, h, u, a, buf, lay, train);
+        if (recompute) {
+            if (adapters[l][Projection.DOWN.ordinal()] != null) {
+                backend.swiglu(g, u, act);
+                loraHidden(l, Projection.DOWN, act, a, buf, lay, train);
+            }
+            return;
+        }
         backend.swiglu(g, u, act);
         if (out != mid) backend.copy(mid, out);
         projectAdd(l, Projection.DOWN, act, out, h, a, buf, lay, train);
@@ -763,8 +781,15 @@ public final class TrainableLlama implements AutoCloseable {
     /** {@code out += B·(scaling·A·dropout(in))}, keeping scaling·A·dropout(in) for the backward pass. */
     private void addLora(int l, Projection p, Tensor in, Tensor out, TrainingBuffers.LayerActivations a,
                          TrainingBuffers buf, Layout lay, boolean train) {
+        Tensor hidden = loraHidden(l, p, in, a, buf, lay, train);
+        if (hidden != null) backend.matmul(hidden, adapters[l][p.ordinal()].b(), out, true);
+    }
+
+    /** The adapter's hidden activation {@code scaling·A·dropout(in)}, kept for the backward pass; null without one. */
+    private Tensor loraHidden(int l, Projection p, Tensor in, TrainingBuffers.LayerActivations a, TrainingBuffers buf,
+                              Layout lay, boolean train) {
         Adapter ad = adapters[l][p.ordinal()];
-        if (ad == null) return;
+        if (ad == null) return null;
         int n = lay.tokens();
         Tensor src = in;
         if (train && ad.plan().dropout() > 0) {
@@ -774,7 +799,7 @@ public final class TrainableLlama implements AutoCloseable {
         Tensor hidden = a.lora(p, n, ad.plan().rank());
         backend.matmul(src, ad.a(), hidden);
         backend.scale(hidden, ad.scaling());
-        backend.matmul(hidden, ad.b(), out, true);
+        return hidden;
     }
 
     /** Each adapter of each layer draws its own mask, as each PEFT LoRA layer has its own nn.Dropout. */

@@ -225,12 +225,6 @@ final class TrainingBuffers implements AutoCloseable {
 
     LayerActivations layer(int l) { return layers[Math.min(l, layers.length - 1)]; }
 
-    /**
-     * Where a recomputed layer (checkpointing) writes its output, which nothing reads: the start of area A, which the
-     * forward pass does not use and the layer's backward pass overwrites after.
-     */
-    Tensor recomputedOutput(int n) { return areaA.view(0, n, d); }
-
     /** A view [n, width] for dropout(x) in the forward pass: area B, as no gradient area is in use then. */
     Tensor droppedForward(int n, int width) { return areaB.view(0, n, width); }
 
