@@ -20,6 +20,7 @@
 #   lora-all-gc-llama3-8b, qlora-all-gc-llama3-8b   the Llama-3-8B shape (micro-batch 4)
 #   qlora-llama3-8b-mb1, qlora-70b-mb1              QLoRA at micro-batch 1: Llama-3-8B, and Llama-2-70B's shape from a
 #                                                   config.json (lora4j only: the reference has no 70B shape)
+#   seq-sweep-lora-llama3-8b, seq-sweep-qlora-llama3-8b   peak memory against sequence length (see sweep below)
 # Each command is bounded (BENCH_REF_TIMEOUT, BENCH_LORA4J_TIMEOUT seconds, default 100 and 140) so that one
 # configuration takes at most about four minutes; BENCH_STEPS changes the timed steps (default 2); BENCH_REFERENCE=0
 # runs lora4j alone (for trying a change; the figures of record come with the reference beside them).
@@ -82,6 +83,34 @@ run() {
     fi
 }
 
+# sweep NAME METHOD REF_SEQS LORA4J_SEQS: the longest sequence that LoRA or QLoRA (Llama-3-8B shape, all linear layers,
+# gradient checkpointing, micro-batch 1, one micro-batch per step) trains in, for the 24 GiB question: the reference
+# at each length of REF_SEQS (a process each; "-" skips it: bitsandbytes is not installed there for QLoRA), lora4j at
+# each of LORA4J_SEQS in one invocation; every row reports its peak, and tools/bench_summary.py picks the longest
+# that stays within 24 GiB.
+sweep() {
+    local name=$1 method=$2 ref_seqs=$3 seqs=$4
+    local dir=$out/$name
+    mkdir -p "$dir"
+    echo "== $name"
+    : > "$dir/reference.txt"
+    if [ "$ref_seqs" != "-" ] && [ "${BENCH_REFERENCE:-1}" != 0 ]; then
+        for s in ${ref_seqs//,/ }; do
+            local start=$SECONDS
+            echo "\$ python3 hf_peft_bench.py --shape llama3-8b --mode lora-all --gc --micro-batch 1 --seq $s --accum 1 --steps 1 --rank 16" >> "$dir/reference.txt"
+            timeout "$ref_timeout" python3 "$reference" --shape llama3-8b --mode lora-all --gc --micro-batch 1 --seq "$s" \
+                --accum 1 --steps 1 --rank 16 >> "$dir/reference.txt" 2>&1
+            echo "   reference seq $s: exit $? after $((SECONDS - start)) s: $(grep -h '^RESULT' "$dir/reference.txt" | tail -1)"
+        done
+    fi
+    local mid=$SECONDS
+    timeout "$lora4j_timeout" scripts/device-run.sh lora4j bench --preset llama3-8b --method "$method" \
+        --target-modules all-linear --gradient-checkpointing --micro-batch 1 --seq "$seqs" --accum 1 --steps 1 \
+        --warmup-steps 1 --rank 16 --alpha 32 --device cuda --gemm-size 0 --json "$dir/lora4j.json" > "$dir/lora4j.txt" 2>&1
+    echo "   lora4j: exit $? after $((SECONDS - mid)) s"
+    sed -n '/^Memory/,/^$/p' "$dir/lora4j.txt" | sed 's/^/   /'
+}
+
 for c in "${configs[@]}"; do
     case "$c" in
         lora-qv)      run "$c" mistral-7b 4 lora-qv - -- --preset mistral-7b --method lora --target-modules q_proj,v_proj ;;
@@ -94,6 +123,8 @@ for c in "${configs[@]}"; do
         qlora-llama3-8b-mb1)    run "$c" llama3-8b 1 qlora-all gc -- --preset llama3-8b --method qlora --target-modules all-linear ;;
         # One timed step: the figure asked of the 70B shape is its peak memory.
         qlora-70b-mb1)          RUN_STEPS=1 run "$c" llama2-70b 1 - gc -- -m "$llama70b" --random-weights --method qlora --target-modules all-linear ;;
+        seq-sweep-lora-llama3-8b)  sweep "$c" lora 4096,8192,12288,16384 12288,16384,20480,24576 ;;
+        seq-sweep-qlora-llama3-8b) sweep "$c" qlora - 24576,32768,40960,49152 ;;
         *) echo "unknown configuration $c" >&2 ;;
     esac
 done

@@ -3,6 +3,9 @@ hf_peft_bench.py's RESULT line, lora4j.json from `lora4j bench --json`), the two
 the targets of the GPU-performance work. Several bench folders (from separate device commands) may be given.
 
     python3 tools/bench_summary.py OUT/bench [OUT2/bench ...] [--markdown summary.md] [--json summary.json]
+
+Sequence-length sweeps (folders named seq-sweep-*: reference.txt with one RESULT line per length, lora4j.json with
+one row per length) get a second table: the peak at each length, and the longest length within 24 GiB.
 """
 import argparse, json, os, sys
 
@@ -67,6 +70,54 @@ def met(name, ref, ours, rows):
     return None
 
 
+BUDGET_GIB = 24
+
+
+def reference_results(folder):
+    """Every RESULT line of a sweep's reference.txt, by sequence length."""
+    path = os.path.join(folder, "reference.txt")
+    found = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.startswith("RESULT "):
+                    r = json.loads(line[len("RESULT "):])
+                    found[r["seq"]] = r
+    return found
+
+
+def sweep_table(name, folder):
+    """Peak memory by sequence length for both stacks, and the longest length each trains within BUDGET_GIB."""
+    ref = reference_results(folder)
+    ours = {}
+    path = os.path.join(folder, "lora4j.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            for r in json.load(f).get("results", []):
+                ours[r["seq"]] = r
+    lines = ["| %s: seq | reference peak | reference tokens/s | lora4j peak | lora4j tokens/s |" % name,
+             "|---|---|---|---|---|"]
+    for seq in sorted(set(ref) | set(ours)):
+        r, o = ref.get(seq, {}), ours.get(seq, {})
+        lines.append("| %d | %s | %s | %s | %s |" % (
+            seq,
+            r["error"] if "error" in r else fmt(r.get("peak_gib"), ".2f") + " GiB" if r else "-",
+            fmt(r.get("tokens_per_s"), ",") if r else "-",
+            o["error"] if "error" in o else fmt(o.get("peak_gib"), ".2f") + " GiB" if o else "-",
+            fmt(o.get("tokens_per_s"), ",") if o else "-"))
+
+    def longest(rows):
+        ok = [s for s, r in rows.items() if "error" not in r and r.get("peak_gib") is not None
+              and r["peak_gib"] <= BUDGET_GIB]
+        return max(ok) if ok else None
+
+    lines.append("")
+    lines.append("Longest measured sequence within %d GiB: reference %s, lora4j %s." % (
+        BUDGET_GIB, fmt(longest(ref), "d") if ref else "not run", fmt(longest(ours), "d")))
+    return "\n".join(lines) + "\n", {"reference": ref, "lora4j": ours, "longest_reference": longest(ref),
+                                     "longest_lora4j": longest(ours)}
+
+
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -77,11 +128,15 @@ def main():
     p.add_argument("--markdown")
     p.add_argument("--json")
     a = p.parse_args()
-    found = {}
+    found, sweeps = {}, {}
     for top in a.folders:
-        for name in os.listdir(top):
+        for name in sorted(os.listdir(top)):
             folder = os.path.join(top, name)
-            if os.path.isdir(folder):
+            if not os.path.isdir(folder):
+                continue
+            if name.startswith("seq-sweep-"):
+                sweeps[name] = sweep_table(name, folder)
+            else:
                 found[name] = {"reference": reference_result(folder), "lora4j": lora4j_result(folder)}
     # The target table's order first, then the other configurations by name.
     order = [n for n in ORDER if n in found] + sorted(n for n in found if n not in ORDER)
@@ -109,6 +164,9 @@ def main():
             TARGETS.get(name, "-"),
             {True: "yes", False: "no", None: "-"}[ok]))
     table = "\n".join(lines) + "\n"
+    for name, (text, data) in sweeps.items():
+        table += "\n" + text
+        rows[name] = data
     sys.stdout.write(table)
     if a.markdown:
         with open(a.markdown, "w") as f:
