@@ -47,6 +47,7 @@ final class CublasLtMatmul {
     private final CublasLt lt;
     private final GemmAlgorithmChoice choice;
     private final Runnable synchronize;
+    private final DeviceAllocator allocator;
     private final boolean printTrials = "print".equals(System.getProperty(TRIALS_PROPERTY));
     private final Arena arena = Arena.ofShared();
     private final MemorySegment handle;
@@ -116,13 +117,16 @@ final class CublasLtMatmul {
 
     /**
      * Creates the cuBLASLt handle; the context must be current and {@code workspace} hold {@link #WORKSPACE_BYTES}.
-     * {@code synchronize} waits for the stream the products are queued on (the timed choice needs it).
+     * {@code synchronize} waits for the stream the products are queued on, and {@code allocator} lends the timed
+     * choice a scratch output for products that add to theirs.
      */
-    CublasLtMatmul(CublasLt lt, long workspace, GemmAlgorithmChoice choice, Runnable synchronize) {
+    CublasLtMatmul(CublasLt lt, long workspace, GemmAlgorithmChoice choice, Runnable synchronize,
+                   DeviceAllocator allocator) {
         this.lt = lt;
         this.workspace = workspace;
         this.choice = choice;
         this.synchronize = synchronize;
+        this.allocator = allocator;
         MemorySegment out = arena.allocate(ADDRESS);
         try {
             lt.check(lt.create(out), "cublasLtCreate");
@@ -191,8 +195,22 @@ final class CublasLtMatmul {
             plan = plan(key, call);
             plans.put(key, plan);
         }
-        // Timing runs the product repeatedly into d, which only a call that overwrites d may do.
-        if (!plan.settled && !accumulate) choose(plan, form, a, b, d, stream, call);
+        if (!plan.settled) {
+            // Timing runs the product repeatedly into its output: d itself when the call overwrites d, else a scratch
+            // block of d's size and alignment (its contents do not matter to the time).
+            if (!accumulate) {
+                choose(plan, form, a, b, d, false, stream, call);
+            } else {
+                long bytes = (long) form.output().bytesFor(1) * key.ldd() * key.cols() + 256;
+                long scratch = allocator.allocate(bytes);
+                try {
+                    long at = scratch + ((d - scratch) & 255);
+                    choose(plan, form, a, b, at, true, stream, call);
+                } finally {
+                    allocator.release(scratch);
+                }
+            }
+        }
         lt.check(run(plan, plan.chosen, form, a, b, d, accumulate, stream), call);
     }
 
@@ -202,11 +220,12 @@ final class CublasLtMatmul {
     }
 
     /** Times every candidate of {@code plan} on these operands (d overwritten) and keeps the fastest. */
-    private void choose(Plan plan, Form form, long a, long b, long d, MemorySegment stream, String call) {
+    private void choose(Plan plan, Form form, long a, long b, long d, boolean accumulate, MemorySegment stream,
+                        String call) {
         double[] nanos = new double[plan.candidates];
         double best = Double.MAX_VALUE;
         for (int i = 0; i < plan.candidates; i++) {
-            nanos[i] = time(plan, i, form, a, b, d, stream);
+            nanos[i] = time(plan, i, form, a, b, d, accumulate, stream);
             if (nanos[i] < best) {
                 best = nanos[i];
                 plan.chosen = i;
@@ -224,16 +243,19 @@ final class CublasLtMatmul {
     }
 
     /** Nanoseconds per call of candidate {@code index}, or infinity when cuBLASLt refuses to run it. */
-    private double time(Plan plan, int index, Form form, long a, long b, long d, MemorySegment stream) {
-        if (run(plan, index, form, a, b, d, false, stream) != CublasLt.SUCCESS) return Double.POSITIVE_INFINITY;
+    private double time(Plan plan, int index, Form form, long a, long b, long d, boolean accumulate,
+                        MemorySegment stream) {
+        if (run(plan, index, form, a, b, d, accumulate, stream) != CublasLt.SUCCESS) return Double.POSITIVE_INFINITY;
         synchronize.run();
         long t0 = System.nanoTime();
-        lt.check(run(plan, index, form, a, b, d, false, stream), "cublasLtMatmul (timing)");
+        lt.check(run(plan, index, form, a, b, d, accumulate, stream), "cublasLtMatmul (timing)");
         synchronize.run();
         long once = Math.max(1, System.nanoTime() - t0);
         int repeats = (int) Math.clamp(TRIAL_NANOS / once, 2, 50);
         t0 = System.nanoTime();
-        for (int r = 0; r < repeats; r++) lt.check(run(plan, index, form, a, b, d, false, stream), "cublasLtMatmul (timing)");
+        for (int r = 0; r < repeats; r++) {
+            lt.check(run(plan, index, form, a, b, d, accumulate, stream), "cublasLtMatmul (timing)");
+        }
         synchronize.run();
         return (double) (System.nanoTime() - t0) / repeats;
     }

@@ -113,7 +113,7 @@ public final class CudaBackend implements Backend {
             long ws = alloc.allocate(CublasLtMatmul.WORKSPACE_BYTES);
             this.matmul = new CublasLtMatmul(platform.cublasLt, ws,
                     GemmAlgorithmChoice.fromProperty(GemmAlgorithmChoice.HEURISTIC),
-                    () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"));
+                    () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"), alloc);
         } catch (RuntimeException e) {
             if (kern != null) kern.unload();
             if (alloc != null) alloc.close();

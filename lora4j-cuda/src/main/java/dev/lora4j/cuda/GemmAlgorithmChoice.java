@@ -15,10 +15,10 @@ public enum GemmAlgorithmChoice {
     /** The heuristic's first answer: the same algorithm, hence the same bits, on every run. */
     HEURISTIC,
     /**
-     * The fastest of the heuristic's first {@link CublasLtMatmul#CANDIDATES} answers, timed on the first call of the
-     * shape that overwrites its output (a call that adds to its output cannot be repeated without changing it and
-     * runs the heuristic's choice until then). Results can differ from run to run in the last bits when the timing
-     * picks a different split of the sum.
+     * The fastest of the heuristic's first {@link CublasLtMatmul#CANDIDATES} answers, timed on the first call of each
+     * shape: into the call's own output when it overwrites it, else into a scratch block of the same size lent by the
+     * allocator for the time of the trial. Results can differ from run to run in the last bits when the timing picks
+     * a different split of the sum.
      */
     TIMED;
 
