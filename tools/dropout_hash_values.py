@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Values of the dropout hash (DropoutHash.java), computed independently with Python integers.
 
-SplitMix64's finaliser over seed + (index + 1) * golden gamma, modulo 2^64; the top 24 bits scaled by 2^-24
-give the uniform float in [0, 1). DropoutHashTest pins these values, so that the Java and CUDA implementations
-are both checked against the same numbers. Run: python3 tools/dropout_hash_values.py
+SplitMix64's finaliser over seed + (j + 1) * golden gamma, modulo 2^64, serves the pair of elements 2j and 2j + 1:
+element 2j draws the top 24 bits of the output, element 2j + 1 the 24 bits below them (bits 16 to 39); a draw
+scaled by 2^-24 is the uniform float in [0, 1). DropoutHashTest pins these values, so that the Java and CUDA
+implementations are both checked against the same numbers. Run: python3 tools/dropout_hash_values.py
 """
 MASK = (1 << 64) - 1
 
@@ -15,14 +16,22 @@ def mix(seed, index):
     return z ^ (z >> 31)
 
 
+def bits(seed, index):
+    z = mix(seed, index >> 1)
+    return z >> 40 if index % 2 == 0 else (z >> 16) & 0xFFFFFF
+
+
 def uniform(seed, index):
-    return (mix(seed, index) >> 40) / 2.0 ** 24
+    return bits(seed, index) / 2.0 ** 24
 
 
-CASES = [(0, 0), (0, 1), (42, 0), (42, 12345), (-1, 7), (1234567890123, 1 << 33)]
+MIX_CASES = [(0, 0), (0, 1), (42, 0), (42, 12345), (-1, 7), (1234567890123, 1 << 33)]
+BITS_CASES = [(0, 0), (0, 1), (0, 2), (0, 3), (42, 24690), (42, 24691), (-1, 14), (-1, 15),
+              (1234567890123, 1 << 34), (1234567890123, (1 << 34) + 1)]
 
 if __name__ == "__main__":
-    for seed, index in CASES:
-        m = mix(seed & MASK, index)
-        print(f"seed {seed:>14} index {index:>11}: mix 0x{m:016x}, uniform {uniform(seed & MASK, index)!r}"
-              f" = {m >> 40} * 2^-24")
+    for seed, index in MIX_CASES:
+        print(f"mix  seed {seed:>14} index {index:>11}: 0x{mix(seed & MASK, index):016x}")
+    for seed, index in BITS_CASES:
+        b = bits(seed & MASK, index)
+        print(f"bits seed {seed:>14} index {index:>11}: {b:>8} (uniform {uniform(seed & MASK, index)!r})")

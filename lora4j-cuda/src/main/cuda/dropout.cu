@@ -1,5 +1,5 @@
-// Inverted dropout with the counter-based mask of dev.lora4j.backend.DropoutHash: element i is dropped when
-// uniform(seed, i) < p, otherwise multiplied by scale. The mask depends only on the seed and the flat element
+// Inverted dropout with the counter-based mask of dev.lora4j.backend.DropoutHash: element i is dropped when its
+// draw is below the threshold of p (uniform(seed, i) < p), otherwise multiplied by scale. The mask depends only on the seed and the flat element
 // index, so it is the same as the CPU backend's for any grid. out may be x. With BF16 activations the kept value
 // x * scale is formed in FP32 and rounded once: the input of a LoRA A product, written in the type it multiplies in.
 #include "exact.cuh"
@@ -7,17 +7,26 @@
 template <typename T>
 __device__ __forceinline__ void l4j_dropout_all(const T* x, T* out, float p, float scale, unsigned long long seed,
                                                 long long n) {
-    // Eight elements per thread and pass: eight independent hashes to overlap, and 16-byte accesses.
+    const uint32_t threshold = l4j_dropout_threshold(p);
+    // Eight elements per thread and pass: four pairs, so four independent hashes to overlap, and 16-byte accesses.
     l4j_groups_then_rest(
             n, l4j_aligned16(x) && l4j_aligned16(out),
             [&](long long g) {
                 float v[L4J_GROUP];
                 l4j_load8(x, g, v);
 #pragma unroll
-                for (int k = 0; k < L4J_GROUP; k++) v[k] = l4j_dropout(v[k], p, scale, seed, (uint64_t) (g + k));
+                for (int k = 0; k < L4J_GROUP; k += 2) {
+                    uint32_t even, odd;
+                    l4j_dropout_pair_bits(seed, (uint64_t) (g + k) >> 1, even, odd);
+                    v[k] = even < threshold ? 0.0f : l4j_mul(v[k], scale);
+                    v[k + 1] = odd < threshold ? 0.0f : l4j_mul(v[k + 1], scale);
+                }
                 l4j_store8(out, g, v);
             },
-            [&](long long i) { l4j_store(out, i, l4j_dropout(l4j_load(x, i), p, scale, seed, (uint64_t) i)); });
+            [&](long long i) {
+                float v = l4j_load(x, i);
+                l4j_store(out, i, l4j_dropout_bits(seed, (uint64_t) i) < threshold ? 0.0f : l4j_mul(v, scale));
+            });
 }
 
 extern "C" __global__ void lora4j_dropout_f32(const float* x, float* out, float p, float scale,

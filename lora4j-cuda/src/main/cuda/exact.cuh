@@ -1,5 +1,6 @@
 // Arithmetic that must give the same bits on the GPU as on the CPU backend: the dropout hash (a pure function
-// of seed and element index) and the AdamW update (a fixed sequence of correctly rounded float operations).
+// of seed and element index, one mix per pair of elements) and the AdamW update (a fixed sequence of correctly
+// rounded float operations).
 //
 // The functions compile for the device and for the host. On the device, nvcc would fuse a*b+c into one FMA
 // (one rounding instead of two, and the CPU backend rounds twice), so every product and sum goes through the
@@ -35,15 +36,48 @@ L4J_HD uint64_t l4j_dropout_mix(uint64_t seed, uint64_t index) {
     return z ^ (z >> 31);
 }
 
-// DropoutHash.uniform: the top 24 bits as a float in [0, 1); both the conversion and the scaling are exact.
+// DropoutHash.bits for the pair of elements 2j and 2j+1, from one mix: the top 24 bits for 2j, the next 24 for
+// 2j+1. Kernels draw a pair at a time: the two 64-bit multiplies are the dropout mask's whole cost.
+L4J_HD void l4j_dropout_pair_bits(uint64_t seed, uint64_t pair, uint32_t& even, uint32_t& odd) {
+    uint64_t z = l4j_dropout_mix(seed, pair);
+    even = (uint32_t) (z >> 40);
+    odd = (uint32_t) (z >> 16) & 0xffffffu;
+}
+
+// DropoutHash.bits: the 24-bit draw of one element.
+L4J_HD uint32_t l4j_dropout_bits(uint64_t seed, uint64_t index) {
+    uint32_t even, odd;
+    l4j_dropout_pair_bits(seed, index >> 1, even, odd);
+    return (index & 1u) ? odd : even;
+}
+
+// DropoutHash.uniform: the draw as a float in [0, 1); both the conversion and the scaling are exact.
 L4J_HD float l4j_dropout_uniform(uint64_t seed, uint64_t index) {
-    return (float) (uint32_t) (l4j_dropout_mix(seed, index) >> 40) * 5.9604644775390625e-8f;  // 2^-24
+    return (float) l4j_dropout_bits(seed, index) * 5.9604644775390625e-8f;  // 2^-24
+}
+
+// DropoutHash.dropThreshold: a draw below it is dropped (p in [0, 1]; p * 2^24 and its ceiling are exact in float).
+L4J_HD uint32_t l4j_dropout_threshold(float p) {
+    return (uint32_t) ceilf(p * 16777216.0f);
 }
 
 // Inverted dropout of one element: 0 when dropped, x * scale otherwise (scale = 1 / (1 - p) in double, rounded
 // to float, computed by the caller as the CPU backend and torch compute it).
 L4J_HD float l4j_dropout(float x, float p, float scale, uint64_t seed, uint64_t index) {
-    return l4j_dropout_uniform(seed, index) < p ? 0.0f : l4j_mul(x, scale);
+    return l4j_dropout_bits(seed, index) < l4j_dropout_threshold(p) ? 0.0f : l4j_mul(x, scale);
+}
+
+// Which of elements f and f+1 are kept (bit 0: f, bit 1: f+1) for drop threshold `threshold`: one mix when f is
+// even, as the two then form a pair, two otherwise.
+L4J_HD uint32_t l4j_dropout_keep2(uint64_t seed, uint64_t f, uint32_t threshold) {
+    uint32_t a, b;
+    if ((f & 1u) == 0) {
+        l4j_dropout_pair_bits(seed, f >> 1, a, b);
+    } else {
+        a = l4j_dropout_bits(seed, f);
+        b = l4j_dropout_bits(seed, f + 1);
+    }
+    return (uint32_t) (a >= threshold) | ((uint32_t) (b >= threshold) << 1);
 }
 
 // The scalars of one AdamW step that do not depend on the element, computed once on the host (in double, then

@@ -15,8 +15,9 @@ import static org.assertj.core.api.Assertions.assertThat;
 /**
  * The dropout and AdamW kernels compute with the functions of src/main/cuda/exact.cuh, which must give the CPU
  * backend's bits. Those functions also compile for the host, so this test builds them with the machine's C++
- * compiler and checks them, without a GPU: the dropout hash against {@link DropoutHash} over seeds and indices of
- * the whole 64-bit range, and the AdamW step against {@link CpuBackend#adamw} over values of every magnitude.
+ * compiler and checks them, without a GPU: the dropout hash (one element's draw, and the two-element masks of the
+ * LoRA kernels) against {@link DropoutHash} over seeds and indices of the whole 64-bit range, and the AdamW step
+ * against {@link CpuBackend#adamw} over values of every magnitude.
  */
 class KernelExactArithmeticTest {
     private static HostHarness harness;
@@ -46,10 +47,11 @@ class KernelExactArithmeticTest {
         ByteBuffer in = HostHarness.littleEndian(28 * count);
         for (int i = 0; i < count; i++) in.putLong(seed[i]).putLong(index[i]).putFloat(x[i]).putFloat(p[i]).putFloat(CudaBackend.dropoutScale(p[i]));
         ByteBuffer out = harness.run(in.array(), "dropout");
-        assertThat(out.remaining()).isEqualTo(16 * count);
+        assertThat(out.remaining()).isEqualTo(24 * count);
         for (int i = 0; i < count; i++) {
             long mix = out.getLong();
             float u = out.getFloat(), dropped = out.getFloat();
+            int threshold = out.getInt(), keep = out.getInt();
             String what = String.format("seed %d, index %d", seed[i], index[i]);
             assertThat(mix).as("mix, " + what).isEqualTo(DropoutHash.mix(seed[i], index[i]));
             assertThat(Float.floatToRawIntBits(u)).as("uniform, " + what)
@@ -57,6 +59,11 @@ class KernelExactArithmeticTest {
             float want = DropoutHash.uniform(seed[i], index[i]) < p[i] ? 0f : x[i] * CudaBackend.dropoutScale(p[i]);
             assertThat(Float.floatToRawIntBits(dropped)).as("dropout of %s at p=%s, %s", x[i], p[i], what)
                     .isEqualTo(Float.floatToRawIntBits(want));
+            assertThat(threshold).as("threshold of p=%s", p[i]).isEqualTo(DropoutHash.dropThreshold(p[i]));
+            // The two-element mask of the LoRA kernels: one mix for an even index, two for an odd one.
+            int wantKeep = (DropoutHash.bits(seed[i], index[i]) >= threshold ? 1 : 0)
+                    | (DropoutHash.bits(seed[i], index[i] + 1) >= threshold ? 2 : 0);
+            assertThat(keep).as("keep flags of the pair at p=%s, %s", p[i], what).isEqualTo(wantKeep);
         }
     }
 

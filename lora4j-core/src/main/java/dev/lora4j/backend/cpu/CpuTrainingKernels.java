@@ -3,7 +3,9 @@ package dev.lora4j.backend.cpu;
 import dev.lora4j.backend.DropoutHash;
 import jdk.incubator.vector.DoubleVector;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.LongVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -16,7 +18,7 @@ import static dev.lora4j.backend.cpu.VectorShapes.LE;
 import static dev.lora4j.backend.cpu.VectorShapes.f32;
 import static jdk.incubator.vector.VectorOperators.ADD;
 import static jdk.incubator.vector.VectorOperators.F2D;
-import static jdk.incubator.vector.VectorOperators.L2F;
+import static jdk.incubator.vector.VectorOperators.LSHL;
 import static jdk.incubator.vector.VectorOperators.LSHR;
 import static jdk.incubator.vector.VectorOperators.LT;
 import static jdk.incubator.vector.VectorOperators.MAX;
@@ -284,32 +286,41 @@ final class CpuTrainingKernels {
         for (; i < to; i++) x.setAtIndex(F32, i, x.getAtIndex(F32, i) * s);
     }
 
-    /** Longs per vector, and floats of half the bit size: one vector of hash values gives one vector of floats. */
+    /** Longs per vector: each holds one pair's hash, whose two draws then fill two int lanes of the same bit size. */
     private static final VectorSpecies<Long> LONGS = LongVector.SPECIES_PREFERRED;
-    private static final VectorSpecies<Float> FLOATS_OF_LONGS =
-            VectorSpecies.of(float.class, VectorShape.forBitSize(LONGS.vectorBitSize() / 2));
+    private static final VectorSpecies<Float> FLOATS_OF_LONGS = LONGS.withLanes(float.class);
 
     /**
      * out[i] = 0 if uniform(seed, i) < p, else x[i]·keepScale, for i in [from, to): {@link DropoutHash} computed in
-     * 64-bit vector lanes. The top 24 bits of the hash convert to float exactly, so the vector and scalar paths
-     * draw the same numbers.
+     * 64-bit vector lanes, one hash per pair of elements, its two 24-bit draws compared as integers with
+     * {@link DropoutHash#dropThreshold}, so the vector and scalar paths draw the same numbers.
      */
     static void dropout(MemorySegment x, MemorySegment out, float p, float keepScale, long seed, long from, long to) {
-        int lanes = LONGS.length();
+        int threshold = DropoutHash.dropThreshold(p);
+        int pairs = LONGS.length();
         LongVector lane = LongVector.zero(LONGS).addIndex(1);
         long i = from;
-        for (; i + lanes <= to; i += lanes) {
-            LongVector z = lane.add(i + 1).mul(0x9E3779B97F4A7C15L).add(seed);
+        if ((i & 1) != 0 && i < to) { // vectors start on a pair
+            dropoutOne(x, out, keepScale, seed, threshold, i);
+            i++;
+        }
+        for (; i + 2L * pairs <= to; i += 2L * pairs) {
+            LongVector z = lane.add((i >>> 1) + 1).mul(0x9E3779B97F4A7C15L).add(seed);
             z = z.lanewise(XOR, z.lanewise(LSHR, 30)).mul(0xBF58476D1CE4E5B9L);
             z = z.lanewise(XOR, z.lanewise(LSHR, 27)).mul(0x94D049BB133111EBL);
-            z = z.lanewise(XOR, z.lanewise(LSHR, 31)).lanewise(LSHR, 40);
-            FloatVector u = ((FloatVector) z.convertShape(L2F, FLOATS_OF_LONGS, 0)).mul(0x1.0p-24f);
+            z = z.lanewise(XOR, z.lanewise(LSHR, 31));
+            // Element 2j's draw in the low half of lane j, element 2j+1's in the high half: as ints, in element order.
+            LongVector draws = z.lanewise(LSHR, 40).or(z.lanewise(LSHR, 16).and(0xFFFFFFL).lanewise(LSHL, 32));
+            IntVector bits = draws.reinterpretAsInts();
+            VectorMask<Float> drop = bits.compare(LT, threshold).cast(FLOATS_OF_LONGS);
             FloatVector kept = FloatVector.fromMemorySegment(FLOATS_OF_LONGS, x, i * 4, LE).mul(keepScale);
-            kept.blend(0f, u.compare(LT, p)).intoMemorySegment(out, i * 4, LE);
+            kept.blend(0f, drop).intoMemorySegment(out, i * 4, LE);
         }
-        for (; i < to; i++) {
-            float kept = x.getAtIndex(F32, i) * keepScale;
-            out.setAtIndex(F32, i, DropoutHash.uniform(seed, i) < p ? 0f : kept);
-        }
+        for (; i < to; i++) dropoutOne(x, out, keepScale, seed, threshold, i);
+    }
+
+    private static void dropoutOne(MemorySegment x, MemorySegment out, float keepScale, long seed, int threshold, long i) {
+        float kept = x.getAtIndex(F32, i) * keepScale;
+        out.setAtIndex(F32, i, DropoutHash.bits(seed, i) < threshold ? 0f : kept);
     }
 }
