@@ -1,70 +1,117 @@
 // RMSNorm as Hugging Face's LlamaRMSNorm: out = weight * (x * 1/sqrt(mean(x^2) + eps)), FP32 throughout; x and out
 // are activations (F32, or BF16 widened on load and rounded once on store), the weight F32, BF16 or F16.
-// One block per row; the block's threads stride over the row, then reduce the sum of squares.
-#include "common.cuh"
+//
+// One block per row, of T threads: the multiple of 32 at or above groups / L4J_ROW_GROUPS, from 32 to
+// L4J_ROW_MAX_THREADS, for a row of `groups` groups of 8 elements (CudaKernels.rowThreads; every kernel here is launched
+// so). Thread t owns groups t, t+T, t+2T, ..., loads the first L4J_ROW_GROUPS of them at once (16-byte accesses when
+// the rows allow) and keeps them in registers from the sums to the store, so that each element is read from memory
+// once and a block has all its loads in flight together. Blocks are small (128 threads for rows of 4096), so that many
+// rows are in flight on each multiprocessor while others reduce. Only rows longer than L4J_ROW_GROUPS * 8 *
+// L4J_ROW_MAX_THREADS (16384) elements read their remaining groups twice.
+//
+// Every kernel here sums a row's squares in one order: each thread its groups in order, each group's elements in
+// order, with fused multiply-adds, then l4j_block_sum. So the 16-byte and the element-by-element paths give the same
+// bits, and so do the forward pass, the backward pass and the scale the weight gradient uses.
+#include "groups.cuh"
 
-// A row of at most this many bytes (for the backward pass: x's row and dy's together) is first copied into shared
-// memory with 16-byte loads, when its length is a multiple of 8 and it starts on a 16-byte boundary; the host gives
-// every launch whose rows fit this much dynamic shared memory (CudaKernels.ROW_STAGE_BYTES). The sums then read the
-// staged row in exactly the order they read global memory otherwise, so both ways give the same bits.
-#define L4J_ROW_STAGE_BYTES (48 * 1024)
+#define L4J_ROW_GROUPS 4
+#define L4J_ROW_MAX_THREADS 512
 
-// Copies count 16-byte pieces from global src to shared dst with the block's threads (no barrier).
-__device__ __forceinline__ void l4j_stage(l4j_u32x4* dst, const void* src, int count) {
-    const l4j_u32x4* s = reinterpret_cast<const l4j_u32x4*>(src);
-    for (int c = threadIdx.x; c < count; c += blockDim.x) dst[c] = s[c];
+// 1/sqrt(mean(x^2) + eps) from the row's sum of squares: the mean and eps in float, the reciprocal square root in
+// double then rounded once, as the CPU backend computes it.
+__device__ __forceinline__ float l4j_rms_inverse(float ss, int d, float eps) {
+    return (float) (1.0 / sqrt((double) (ss / (float) d + eps)));
 }
 
-// weight[j .. j+7] as floats, with one 16-byte access when the weight is aligned.
-template <typename W>
-__device__ __forceinline__ void l4j_load8_any(const W* w, int j, bool aligned, float v[L4J_GROUP]) {
-    if (aligned) {
-        l4j_load8(w, j, v);
-    } else {
+__device__ __forceinline__ float l4j_add_squares(const float v[8], float ss) {
 #pragma unroll
-        for (int k = 0; k < L4J_GROUP; k++) v[k] = l4j_load(w, j + k);
+    for (int k = 0; k < 8; k++) ss = __fmaf_rn(v[k], v[k], ss);
+    return ss;
+}
+
+__device__ __forceinline__ int l4j_row_groups(int d) { return (int) (((long long) d + L4J_GROUP - 1) / L4J_GROUP); }
+
+// Whether a row kernel may take the 16-byte path: whole groups, and every row of every tensor it touches aligned.
+__device__ __forceinline__ bool l4j_rows_aligned(int d, const void* a, const void* b) {
+    return d % L4J_GROUP == 0 && l4j_aligned16(a) && l4j_aligned16(b);
+}
+
+// Loads the thread's first L4J_ROW_GROUPS groups of the row into held, and returns the sum of the squares of all its
+// groups (those past the held ones read once more here), in the order described above.
+template <bool VEC, typename X>
+__device__ __forceinline__ float l4j_hold_and_square(const X* row, int d, l4j_group<X> held[L4J_ROW_GROUPS]) {
+    const int T = blockDim.x, t = threadIdx.x, groups = l4j_row_groups(d);
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) held[k].template load<VEC>(row, 8LL * (t + k * T), d);
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) {
+            float v[8];
+            held[k].get(v);
+            ss = l4j_add_squares(v, ss);
+        }
+    }
+    for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
+        float v[8];
+        l4j_group_load<VEC>(row, 8LL * q, d, v);
+        ss = l4j_add_squares(v, ss);
+    }
+    return ss;
+}
+
+// The weights of group q (the weight may be at any offset: it is read element by element unless aligned).
+template <bool VEC, typename W>
+__device__ __forceinline__ void l4j_weights(const W* w, int q, int d, bool w_aligned, float wv[8]) {
+    if (VEC && w_aligned) l4j_group_load<true>(w, 8LL * q, d, wv);
+    else l4j_group_load<false>(w, 8LL * q, d, wv);
+}
+
+template <bool VEC, typename X, typename W>
+__device__ __forceinline__ void l4j_rmsnorm_row(const X* row, const W* __restrict__ w, float eps, X* dst, int d) {
+    __shared__ float partial[32];
+    const int T = blockDim.x, t = threadIdx.x, groups = l4j_row_groups(d);
+    l4j_group<X> held[L4J_ROW_GROUPS];
+    const float ss = l4j_block_sum(l4j_hold_and_square<VEC>(row, d, held), partial);
+    const float inv = l4j_rms_inverse(ss, d, eps);
+    // dst may be row: every read of the row happened before the reduction's barriers, or (groups past the held ones)
+    // is made again by the thread that writes it, before it does.
+    const bool w_aligned = l4j_aligned16(w);
+    auto scale = [&](float v[8], int q) {
+        float wv[8];
+        l4j_weights<VEC>(w, q, d, w_aligned, wv);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(wv[k], __fmul_rn(v[k], inv));
+        l4j_group_store<VEC>(dst, 8LL * q, d, v);
+    };
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) {
+            float v[8];
+            held[k].get(v);
+            scale(v, t + k * T);
+        }
+    }
+    for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
+        float v[8];
+        l4j_group_load<VEC>(row, 8LL * q, d, v);
+        scale(v, q);
     }
 }
 
 template <typename X, typename W>
 __device__ __forceinline__ void l4j_rmsnorm(const X* x, const W* __restrict__ w, float eps, X* out, int d) {
-    __shared__ float partial[32];
-    L4J_DYNAMIC_SHARED(l4j_u32x4, stage);
     const X* row = x + (long long) blockIdx.x * d;
     X* dst = out + (long long) blockIdx.x * d;
-    const bool staged = (long long) d * (long long) sizeof(X) <= L4J_ROW_STAGE_BYTES && d % L4J_GROUP == 0
-            && l4j_aligned16(row) && l4j_aligned16(dst);
-    if (staged) {
-        l4j_stage(stage, row, (int) (d * sizeof(X) / 16));
-        __syncthreads();
-        row = reinterpret_cast<const X*>(stage);
-    }
-    float ss = 0.0f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = l4j_load(row, j);
-        ss += v * v;
-    }
-    ss = l4j_block_sum(ss, partial);
-    // The mean and eps in float, the reciprocal square root in double then rounded once: what the CPU backend does.
-    float inv = (float) (1.0 / sqrt((double) (ss / (float) d + eps)));
-    // out may alias x: every read of the row happened before the reduction's barriers.
-    if (staged) {
-        const bool w_aligned = l4j_aligned16(w);
-        for (int j = threadIdx.x * L4J_GROUP; j < d; j += blockDim.x * L4J_GROUP) {
-            float v[L4J_GROUP], wv[L4J_GROUP];
-            l4j_load8(row, j, v);
-            l4j_load8_any(w, j, w_aligned, wv);
-#pragma unroll
-            for (int k = 0; k < L4J_GROUP; k++) v[k] = wv[k] * (v[k] * inv);
-            l4j_store8(dst, j, v);
-        }
-    } else {
-        for (int j = threadIdx.x; j < d; j += blockDim.x) l4j_store(dst, j, l4j_load(w, j) * (l4j_load(row, j) * inv));
-    }
+    if (l4j_rows_aligned(d, row, dst)) l4j_rmsnorm_row<true>(row, w, eps, dst, d);
+    else l4j_rmsnorm_row<false>(row, w, eps, dst, d);
 }
 
 #define L4J_RMSNORM(name, X, W) \
-    extern "C" __global__ void lora4j_rmsnorm_##name(const X* x, const W* w, float eps, X* out, int d) { \
+    extern "C" __global__ void __launch_bounds__(L4J_ROW_MAX_THREADS) \
+    lora4j_rmsnorm_##name(const X* x, const W* w, float eps, X* out, int d) { \
         l4j_rmsnorm<X, W>(x, w, eps, out, d); \
     }
 
@@ -75,67 +122,92 @@ L4J_RMSNORM(bf16act_f32, l4j_bf16, float)
 L4J_RMSNORM(bf16act_bf16, l4j_bf16, l4j_bf16)
 L4J_RMSNORM(bf16act_f16, l4j_bf16, l4j_f16)
 
-// 1/sqrt(mean(x^2) + eps) of each row, exactly as the forward pass computes it.
-__device__ __forceinline__ float l4j_rms_inverse(float ss, int d, float eps) {
-    return (float) (1.0 / sqrt((double) (ss / (float) d + eps)));
-}
-
-// The input gradient of RMSNorm, one block per row. With r = 1/sqrt(mean(x^2) + eps) and y_j = w_j * x_j * r:
-//   dx_j = r * w_j * dy_j - x_j * r^3 / d * sum_k(w_k * dy_k * x_k).
-// dx may alias x or dy: each element is read and written by the same thread, and every read of the row for the
-// sums happens before the reductions' barriers.
-template <typename X, typename W>
-__device__ __forceinline__ void l4j_rmsnorm_backward(const X* x, const W* __restrict__ w, float eps, const X* dy, X* dx,
-                                                     int d) {
+// The input gradient of RMSNorm, one block per row as the forward pass. With r = 1/sqrt(mean(x^2) + eps), y_j =
+// w_j * x_j * r and g_j = w_j * dy_j:
+//   dx_j = r * g_j - x_j * r^3 / d * sum_k(g_k * x_k).
+// Each thread keeps its held groups of x and dy in registers from the sums to the store. dx may alias x or dy: each
+// element is read and written by the same thread, and every read for the sums happens before the reductions' barriers.
+template <bool VEC, typename X, typename W>
+__device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* __restrict__ w, float eps, const X* dyr,
+                                                         X* dxr, int d) {
     __shared__ float partial[32];
-    L4J_DYNAMIC_SHARED(l4j_u32x4, stage);
-    const long long base = (long long) blockIdx.x * d;
-    const X* xr = x + base;
-    const X* dyr = dy + base;
-    X* dxr = dx + base;
-    // Both rows are staged (x's, then dy's), or neither.
-    const bool staged = 2 * (long long) d * (long long) sizeof(X) <= L4J_ROW_STAGE_BYTES && d % L4J_GROUP == 0
-            && l4j_aligned16(xr) && l4j_aligned16(dyr) && l4j_aligned16(dxr);
-    if (staged) {
-        int pieces = (int) (d * sizeof(X) / 16);
-        l4j_stage(stage, xr, pieces);
-        l4j_stage(stage + pieces, dyr, pieces);
-        __syncthreads();
-        xr = reinterpret_cast<const X*>(stage);
-        dyr = reinterpret_cast<const X*>(stage + pieces);
+    const int T = blockDim.x, t = threadIdx.x, groups = l4j_row_groups(d);
+    const bool w_aligned = l4j_aligned16(w);
+    l4j_group<X> hx[L4J_ROW_GROUPS], hdy[L4J_ROW_GROUPS];
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) {
+            hx[k].template load<VEC>(xr, 8LL * (t + k * T), d);
+            hdy[k].template load<VEC>(dyr, 8LL * (t + k * T), d);
+        }
     }
     float ss = 0.0f, dot = 0.0f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = l4j_load(xr, j);
-        ss += v * v;
-        dot += l4j_load(w, j) * l4j_load(dyr, j) * v;
+    auto sums = [&](const float v[8], const float g[8], int q) {
+        float wv[8];
+        l4j_weights<VEC>(w, q, d, w_aligned, wv);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            ss = __fmaf_rn(v[k], v[k], ss);
+            dot = __fmaf_rn(__fmul_rn(wv[k], g[k]), v[k], dot);
+        }
+    };
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) {
+            float v[8], g[8];
+            hx[k].get(v);
+            hdy[k].get(g);
+            sums(v, g, t + k * T);
+        }
+    }
+    for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
+        float v[8], g[8];
+        l4j_group_load<VEC>(xr, 8LL * q, d, v);
+        l4j_group_load<VEC>(dyr, 8LL * q, d, g);
+        sums(v, g, q);
     }
     ss = l4j_block_sum(ss, partial);
     dot = l4j_block_sum(dot, partial);
-    float r = l4j_rms_inverse(ss, d, eps);
-    float c = r * r * r * dot / (float) d;
-    if (staged) {
-        const bool w_aligned = l4j_aligned16(w);
-        for (int j = threadIdx.x * L4J_GROUP; j < d; j += blockDim.x * L4J_GROUP) {
-            float v[L4J_GROUP], g[L4J_GROUP], wv[L4J_GROUP];
-            l4j_load8(xr, j, v);
-            l4j_load8(dyr, j, g);
-            l4j_load8_any(w, j, w_aligned, wv);
+    const float r = l4j_rms_inverse(ss, d, eps);
+    const float c = r * r * r * dot / (float) d;
+    auto gradient = [&](float v[8], const float g[8], int q) {
+        float wv[8];
+        l4j_weights<VEC>(w, q, d, w_aligned, wv);
 #pragma unroll
-            for (int k = 0; k < L4J_GROUP; k++) v[k] = r * (wv[k] * g[k]) - v[k] * c;
-            l4j_store8(dxr, j, v);
+        for (int k = 0; k < 8; k++) v[k] = __fsub_rn(__fmul_rn(r, __fmul_rn(wv[k], g[k])), __fmul_rn(v[k], c));
+        l4j_group_store<VEC>(dxr, 8LL * q, d, v);
+    };
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) {
+            float v[8], g[8];
+            hx[k].get(v);
+            hdy[k].get(g);
+            gradient(v, g, t + k * T);
         }
+    }
+    for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
+        float v[8], g[8];
+        l4j_group_load<VEC>(xr, 8LL * q, d, v);
+        l4j_group_load<VEC>(dyr, 8LL * q, d, g);
+        gradient(v, g, q);
+    }
+}
+
+template <typename X, typename W>
+__device__ __forceinline__ void l4j_rmsnorm_backward(const X* x, const W* __restrict__ w, float eps, const X* dy, X* dx,
+                                                     int d) {
+    const long long base = (long long) blockIdx.x * d;
+    if (l4j_rows_aligned(d, x + base, dy + base) && l4j_aligned16(dx + base)) {
+        l4j_rmsnorm_backward_row<true>(x + base, w, eps, dy + base, dx + base, d);
     } else {
-        for (int j = threadIdx.x; j < d; j += blockDim.x) {
-            float v = l4j_load(xr, j);
-            l4j_store(dxr, j, r * (l4j_load(w, j) * l4j_load(dyr, j)) - v * c);
-        }
+        l4j_rmsnorm_backward_row<false>(x + base, w, eps, dy + base, dx + base, d);
     }
 }
 
 #define L4J_RMSNORM_BACKWARD(name, X, W) \
-    extern "C" __global__ void lora4j_rmsnorm_backward_##name(const X* x, const W* w, float eps, const X* dy, X* dx, \
-                                                              int d) { \
+    extern "C" __global__ void __launch_bounds__(L4J_ROW_MAX_THREADS) \
+    lora4j_rmsnorm_backward_##name(const X* x, const W* w, float eps, const X* dy, X* dx, int d) { \
         l4j_rmsnorm_backward<X, W>(x, w, eps, dy, dx, d); \
     }
 
@@ -146,25 +218,30 @@ L4J_RMSNORM_BACKWARD(bf16act_f32, l4j_bf16, float)
 L4J_RMSNORM_BACKWARD(bf16act_bf16, l4j_bf16, l4j_bf16)
 L4J_RMSNORM_BACKWARD(bf16act_f16, l4j_bf16, l4j_f16)
 
-// inv[row] = 1/sqrt(mean(x^2) + eps), one block per row: what the weight gradient below needs.
-template <typename X>
-__device__ __forceinline__ void l4j_rmsnorm_inverse(const X* __restrict__ x, float eps, float* __restrict__ inv, int d) {
+// inv[row] = 1/sqrt(mean(x^2) + eps), one block per row as above: the scale of the forward and
+// backward passes bit for bit (the same sum), for the weight gradient below.
+template <bool VEC, typename X>
+__device__ __forceinline__ void l4j_rmsnorm_inverse_row(const X* row, float eps, float* __restrict__ inv, int d) {
     __shared__ float partial[32];
-    const X* row = x + (long long) blockIdx.x * d;
-    float ss = 0.0f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = l4j_load(row, j);
-        ss += v * v;
-    }
-    ss = l4j_block_sum(ss, partial);
+    l4j_group<X> held[L4J_ROW_GROUPS];
+    const float ss = l4j_block_sum(l4j_hold_and_square<VEC>(row, d, held), partial);
     if (threadIdx.x == 0) inv[blockIdx.x] = l4j_rms_inverse(ss, d, eps);
 }
 
-extern "C" __global__ void lora4j_rmsnorm_inverse_f32(const float* x, float eps, float* inv, int d) {
+template <typename X>
+__device__ __forceinline__ void l4j_rmsnorm_inverse(const X* x, float eps, float* __restrict__ inv, int d) {
+    const X* row = x + (long long) blockIdx.x * d;
+    if (l4j_rows_aligned(d, row, row)) l4j_rmsnorm_inverse_row<true>(row, eps, inv, d);
+    else l4j_rmsnorm_inverse_row<false>(row, eps, inv, d);
+}
+
+extern "C" __global__ void __launch_bounds__(L4J_ROW_MAX_THREADS)
+lora4j_rmsnorm_inverse_f32(const float* x, float eps, float* inv, int d) {
     l4j_rmsnorm_inverse(x, eps, inv, d);
 }
 
-extern "C" __global__ void lora4j_rmsnorm_inverse_bf16(const l4j_bf16* x, float eps, float* inv, int d) {
+extern "C" __global__ void __launch_bounds__(L4J_ROW_MAX_THREADS)
+lora4j_rmsnorm_inverse_bf16(const l4j_bf16* x, float eps, float* inv, int d) {
     l4j_rmsnorm_inverse(x, eps, inv, d);
 }
 

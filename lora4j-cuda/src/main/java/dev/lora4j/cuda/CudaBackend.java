@@ -319,9 +319,7 @@ public final class CudaBackend implements Backend {
         if (d > Integer.MAX_VALUE) throw new IllegalArgumentException("rmsNorm rows of " + d + " elements are too long");
         long rows = x.rows();
         if (rows == 0 || d == 0) return;
-        int threads = (int) Math.min(1024, Math.max(32, Math.ceilDiv(d, 32) * 32));
-        kernels.launch(CudaKernels.rmsNorm(x.dtype(), weight.dtype()), rows, threads,
-                CudaKernels.rowStageBytes(d, x.dtype(), 1), stream,
+        kernels.launch(CudaKernels.rmsNorm(x.dtype(), weight.dtype()), rows, CudaKernels.rowThreads(d), 0, stream,
                 KernelArgs.start().ptr(cuda(x).address()).ptr(cuda(weight).address()).f32(eps)
                         .ptr(cuda(out).address()).i32((int) d));
         opDone("rmsNorm");
@@ -743,7 +741,7 @@ public final class CudaBackend implements Backend {
         CudaTensor xs = cuda(x), ws = cuda(weight), dys = cuda(dOut), dxs = cuda(dX);
         CudaTensor dws = dWeight == null ? null : cuda(dWeight);
         if (rows == 0 || d == 0) return;
-        int threads = (int) Math.min(1024, Math.max(32, Math.ceilDiv(d, 32) * 32));
+        int threads = CudaKernels.rowThreads(d);
         if (dws != null) {
             // The weight gradient first: dX may overwrite x or dOut.
             long inv = allocator.allocate(4L * rows);
@@ -758,8 +756,7 @@ public final class CudaBackend implements Backend {
                 allocator.release(inv);
             }
         }
-        kernels.launch(CudaKernels.rmsNormBackward(x.dtype(), weight.dtype()), rows, threads,
-                CudaKernels.rowStageBytes(d, x.dtype(), 2), stream,
+        kernels.launch(CudaKernels.rmsNormBackward(x.dtype(), weight.dtype()), rows, threads, 0, stream,
                 KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address()).ptr(dxs.address())
                         .i32((int) d));
         opDone(op);

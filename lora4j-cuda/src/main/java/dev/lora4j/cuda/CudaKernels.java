@@ -32,8 +32,9 @@ final class CudaKernels {
     /** reduce.cu and rmsnorm.cu: column sums take 32 columns per block of 256 threads. */
     static final int COLUMN_SUM_COLUMNS = 32;
     static final int COLUMN_SUM_THREADS = 256;
-    /** rmsnorm.cu: L4J_ROW_STAGE_BYTES, the most dynamic shared memory a row-staging launch asks for. */
-    static final int ROW_STAGE_BYTES = 48 * 1024;
+    /** rmsnorm.cu: L4J_ROW_GROUPS (groups of 8 a thread holds) and L4J_ROW_MAX_THREADS. */
+    static final int ROW_GROUPS = 4;
+    static final int ROW_MAX_THREADS = 512;
     /** reduce.cu: L4J_SQUARES_THREADS and L4J_SQUARES_MAX_BLOCKS. */
     static final int SQUARES_THREADS = 256;
     static final int SQUARES_MAX_BLOCKS = 1024;
@@ -170,13 +171,14 @@ final class CudaKernels {
     }
 
     /**
-     * The dynamic shared memory of an RMSNorm launch that stages {@code rowsStaged} rows of {@code d} elements of type
-     * {@code act} per block (1 forward, 2 backward): all of them, or nothing when they do not fit (the kernel then reads
-     * global memory twice; it decides by the same rule).
+     * Threads of an RMSNorm block (forward, backward and the weight gradient's scale: all must use the same, as it sets
+     * the order of the row's sum): one per {@link #ROW_GROUPS} groups of {@link #GROUP} elements of the row, in whole
+     * warps, at most {@link #ROW_MAX_THREADS}.
      */
-    static int rowStageBytes(long d, DType act, int rowsStaged) {
-        long bytes = rowsStaged * act.bytesFor(d);
-        return bytes <= ROW_STAGE_BYTES ? (int) bytes : 0;
+    static int rowThreads(long d) {
+        long groups = Math.ceilDiv(d, GROUP);
+        long threads = Math.ceilDiv(Math.ceilDiv(groups, ROW_GROUPS), 32) * 32;
+        return (int) Math.max(32, Math.min(ROW_MAX_THREADS, threads));
     }
 
     /** Blocks for a kernel that takes one row per block and walks the rows by a grid-stride loop. */

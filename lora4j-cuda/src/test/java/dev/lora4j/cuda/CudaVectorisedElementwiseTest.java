@@ -221,21 +221,27 @@ class CudaVectorisedElementwiseTest {
         }
     }
 
-    /** Row lengths: staged and vectorised (a multiple of 8), and not a multiple of 8 (element by element). */
+    /**
+     * Row lengths: whole groups (16-byte path) and not (element by element, with a clipped last group); rows a thread
+     * block holds in registers (4 groups per thread) and rows longer than that (16384 elements and more), whose last
+     * groups are read twice.
+     */
     static Stream<Arguments> rowCases() {
         List<Arguments> c = new ArrayList<>();
         for (DType t : List.of(DType.F32, DType.BF16)) {
-            for (int d : new int[] {64, 8 * 5 + 3, 1024}) for (int off : new int[] {0, 1}) c.add(Arguments.of(t, d, off));
+            for (int d : new int[] {64, 8 * 5 + 3, 1024, 4096, 16384 + 8 * 37, 16384 + 8 * 37 + 5}) {
+                for (int off : new int[] {0, 1}) c.add(Arguments.of(t, d, off));
+            }
         }
         return c.stream();
     }
 
     @ParameterizedTest(name = "{0}, rows of {1} at offset {2}")
     @MethodSource("rowCases")
-    void rmsNormGivesTheSameBitsStagedOrNot(DType t, int d, int off) {
-        int rows = 37;
+    void rmsNormAndItsGradientsGiveTheSameBitsOnBothPathsAndMatchDoublePrecision(DType t, int d, int off) {
+        int rows = d >= 4096 ? 5 : 37;
         float[] x = representable(random(rows * d, 11), t), dy = representable(random(rows * d, 12), t);
-        float[] w = random(d, 13);
+        float[] w = random(d, 13), dw0 = random(d, 16);
         long[] shape = {rows, d};
         try (Tensor weight = f32.fromFloats(w, DType.BF16, d); Tensor weight2 = bf16.fromFloats(w, DType.BF16, d)) {
             Tensor wt = t == DType.F32 ? weight : weight2;
@@ -244,21 +250,61 @@ class CudaVectorisedElementwiseTest {
             // Offset 1 is never 16-byte aligned, so it reads global memory element by element.
             float[] plain = run(t, 1, shape, new float[][] {out, x}, v -> backend(t).rmsNorm(v[1], wt, 1e-5f, v[0]))[0];
             assertThat(bits(got)).as("rmsNorm").isEqualTo(bits(plain));
-            float[] gotDx = run(t, off, shape, new float[][] {out, x, dy},
-                    v -> backend(t).rmsNormBackward(v[1], wt, 1e-5f, v[2], v[0], null))[0];
-            float[] plainDx = run(t, 1, shape, new float[][] {out, x, dy},
-                    v -> backend(t).rmsNormBackward(v[1], wt, 1e-5f, v[2], v[0], null))[0];
-            assertThat(bits(gotDx)).as("rmsNormBackward").isEqualTo(bits(plainDx));
-            // And the forward result is the normalised row: within rounding of the double-precision one.
-            for (int r = 0; r < rows; r++) {
-                double ss = 0;
-                for (int j = 0; j < d; j++) ss += (double) x[r * d + j] * x[r * d + j];
-                double inv = 1 / Math.sqrt(ss / d + 1e-5);
-                for (int j = 0; j < d; j++) {
-                    double want = Half.bf16ToFloat(Half.floatToBf16(w[j])) * x[r * d + j] * inv;
-                    assertThat((double) got[r * d + j]).as("row %d, element %d", r, j).isCloseTo(want,
-                            org.assertj.core.data.Offset.offset((t == DType.BF16 ? 0x1p-8 : 0x1p-20) * Math.abs(want) + 1e-6));
+            float[] inPlace = run(t, off, shape, new float[][] {x}, v -> backend(t).rmsNorm(v[0], wt, 1e-5f, v[0]))[0];
+            assertThat(bits(inPlace)).as("rmsNorm in place").isEqualTo(bits(got));
+            float[][] gotGrads = new float[2][];
+            for (int path : new int[] {off, 1}) {
+                float[] dx, dw;
+                try (Tensor dWeight = backend(t).fromFloats(dw0, DType.F32, d)) {
+                    dx = run(t, path, shape, new float[][] {out, x, dy},
+                            v -> backend(t).rmsNormBackward(v[1], wt, 1e-5f, v[2], v[0], dWeight))[0];
+                    dw = backend(t).toFloats(dWeight);
                 }
+                if (path == off) {
+                    gotGrads = new float[][] {dx, dw};
+                } else {
+                    assertThat(bits(gotGrads[0])).as("rmsNormBackward dX").isEqualTo(bits(dx));
+                    assertThat(bits(gotGrads[1])).as("rmsNormBackward dWeight").isEqualTo(bits(dw));
+                }
+            }
+            // dX may be dOut.
+            float[] dxInPlace = run(t, off, shape, new float[][] {dy, x},
+                    v -> backend(t).rmsNormBackward(v[1], wt, 1e-5f, v[0], v[0], null))[0];
+            assertThat(bits(dxInPlace)).as("rmsNormBackward into dOut").isEqualTo(bits(gotGrads[0]));
+            // And each result is the double-precision one, within the activation type's rounding and FP32 sums.
+            double[] dwWant = new double[d], dwScale = new double[d];
+            for (int r = 0; r < rows; r++) {
+                double ss = 0, dot = 0, rowMax = 0;
+                for (int j = 0; j < d; j++) {
+                    int i = r * d + j;
+                    double wj = Half.bf16ToFloat(Half.floatToBf16(w[j]));
+                    ss += (double) x[i] * x[i];
+                    dot += wj * dy[i] * x[i];
+                }
+                double inv = 1 / Math.sqrt(ss / d + 1e-5), c = inv * inv * inv * dot / d;
+                double[] dxWant = new double[d];
+                for (int j = 0; j < d; j++) {
+                    int i = r * d + j;
+                    double wj = Half.bf16ToFloat(Half.floatToBf16(w[j]));
+                    double want = wj * x[i] * inv;
+                    assertThat((double) got[i]).as("row %d, element %d", r, j).isCloseTo(want,
+                            org.assertj.core.data.Offset.offset((t == DType.BF16 ? 0x1p-8 : 0x1p-20) * Math.abs(want) + 1e-6));
+                    dxWant[j] = inv * wj * dy[i] - x[i] * c;
+                    rowMax = Math.max(rowMax, Math.abs(dxWant[j]));
+                    dwWant[j] += dy[i] * x[i] * inv;
+                    dwScale[j] += Math.abs(dy[i] * x[i] * inv);
+                }
+                for (int j = 0; j < d; j++) {
+                    // The two terms of dX cancel in part: FP32's error is relative to the row's largest gradient.
+                    double tolerance = (t == DType.BF16 ? 0x1p-8 * Math.abs(dxWant[j]) : 0) + 1e-5 * rowMax;
+                    assertThat((double) gotGrads[0][r * d + j]).as("dX row %d, element %d", r, j)
+                            .isCloseTo(dxWant[j], org.assertj.core.data.Offset.offset(tolerance));
+                }
+            }
+            for (int j = 0; j < d; j++) {
+                double want = dw0[j] + dwWant[j];
+                assertThat((double) gotGrads[1][j]).as("dWeight %d", j).isCloseTo(want,
+                        org.assertj.core.data.Offset.offset(1e-5 * (dwScale[j] + Math.abs(dw0[j]))));
             }
         }
     }
