@@ -202,6 +202,47 @@ public interface Backend extends AutoCloseable {
      */
     void dropout(Tensor x, float p, long seed, Tensor out);
 
+    // ---- LoRA's down projection ----------------------------------------------------------------------------
+    // y = x·Wᵀ + B·(scaling·A·dropout(x)): the frozen product and B's are ordinary products; A's side, with the
+    // dropout and the scaling, is one op each way, so that a backend can draw the mask on the fly instead of storing
+    // dropout(x), and read x once.
+
+    /**
+     * The down half of a LoRA adapter with its dropout and scaling: {@code hidden = scaling · dropout(x) · aᵀ}, with
+     * x [n, k] an activation, a [r, k] the adapter's A (F32), hidden [n, r] an activation of x's dtype (overwritten),
+     * and dropout exactly {@link #dropout}'s for (p, seed) over x's elements (element i·k + c; p = 0: none).
+     *
+     * <p>Rounding. The default composes {@link #dropout} into a temporary tensor, {@link #matmul} and {@link #scale}:
+     * dropout(x), the product and hidden are each rounded to x's dtype. A backend that implements the op itself never
+     * forms dropout(x): it sums the kept products x·a in FP32 (a dropped element adds nothing, a kept one adds x·a
+     * unscaled), multiplies the sum by {@code scaling · keep} (keep = 1/(1-p) computed in double and rounded to float,
+     * as dropout's; their product rounded to float) and rounds hidden once. Products of BF16 activations may round a to
+     * BF16 first, as {@link #matmul} does.
+     */
+    default void loraDown(Tensor x, Tensor a, float scaling, float p, long seed, Tensor hidden) {
+        LoraComposition.down(this, x, a, scaling, p, seed, hidden);
+    }
+
+    /**
+     * The gradients of {@link #loraDown} (same x, a, scaling, p, seed) given dHidden [n, r], the gradient of hidden,
+     * an activation of x's dtype: {@code gradA += scaling · dHiddenᵀ · dropout(x)} (gradA F32 [r, k], always
+     * accumulated) and {@code dX (+)= dropout'(scaling · dHidden · a)}, where dropout' applies the forward pass's mask
+     * and 1/(1-p) to the incoming gradient; dX [n, k] is an activation of x's dtype, overwritten unless accumulate.
+     *
+     * <p>Rounding. The default composes {@link #copy}, {@link #scale}, {@link #dropout} into a temporary tensor and
+     * the two backward products: scaling·dHidden, dropout(x), dHidden·a and its dropout are each rounded to x's dtype,
+     * and dX once more when accumulated. A backend that implements the op itself, per element of x: draws the mask
+     * once, sums dHidden·a over the r ranks in FP32, multiplies a kept element's sum by {@code scaling · keep} (as in
+     * {@link #loraDown}), adds dX's old value and rounds once; for gradA it sums dHidden·x over the kept elements in
+     * FP32 and adds the sum times {@code scaling · keep} to gradA. Products of BF16 activations may round a to BF16
+     * first, and the CUDA backend rounds dX once per group of ranks it handles together (64, or 16 in FP32) when r
+     * is larger.
+     */
+    default void loraDownBackward(Tensor x, Tensor a, float scaling, float p, long seed, Tensor dHidden, Tensor gradA,
+                                  Tensor dX, boolean accumulate) {
+        LoraComposition.downBackward(this, x, a, scaling, p, seed, dHidden, gradA, dX, accumulate);
+    }
+
     /**
      * One step of bitsandbytes' 8-bit blockwise AdamW (its CUDA kernel kOptimizerStatic8bit2StateBlockwise for
      * "adam", with decoupled weight decay after the step), as docs/optimizers.md states it. param and grad are F32

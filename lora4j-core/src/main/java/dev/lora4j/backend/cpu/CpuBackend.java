@@ -422,6 +422,28 @@ public final class CpuBackend implements Backend {
     @Override
     public void dropout(Tensor x, float p, long seed, Tensor out) { training().dropout(x, p, seed, out); }
 
+    private volatile CpuLoraOps lora;
+
+    private CpuLoraOps lora() {
+        CpuLoraOps l = lora;
+        if (l == null) lora = l = new CpuLoraOps(parallel); // stateless, as training()
+        return l;
+    }
+
+    /** Fused (see {@link CpuLoraOps}) for an F32 adapter; other adapter dtypes take the composition of other ops. */
+    @Override
+    public void loraDown(Tensor x, Tensor a, float scaling, float p, long seed, Tensor hidden) {
+        if (a.dtype() != DType.F32) Backend.super.loraDown(x, a, scaling, p, seed, hidden);
+        else lora().down(x, a, scaling, p, seed, hidden);
+    }
+
+    @Override
+    public void loraDownBackward(Tensor x, Tensor a, float scaling, float p, long seed, Tensor dHidden, Tensor gradA,
+                                 Tensor dX, boolean accumulate) {
+        if (a.dtype() != DType.F32) Backend.super.loraDownBackward(x, a, scaling, p, seed, dHidden, gradA, dX, accumulate);
+        else lora().downBackward(x, a, scaling, p, seed, dHidden, gradA, dX, accumulate);
+    }
+
     @Override
     public void adamw8bit(Tensor param, Tensor grad, Tensor m8, Tensor v8, Tensor absmaxM, Tensor absmaxV, Tensor codeSigned,
                           Tensor codeUnsigned, float lr, float beta1, float beta2, float eps, float weightDecay, long step) {
