@@ -13,8 +13,10 @@
 // query rows, dk and dv by blocks of key rows per query head; where several query heads share a KV head, each head's
 // dk and dv go to a slice of a scratch buffer and lora4j_flash_attention_group_sum adds the slices in head order.
 //
-// Blocks of 4 warps; a block owns 64 query rows (forward, dq) or 64 key rows (dk, dv), 16 per warp. The other
-// operand streams through shared memory in 64-row tiles, double-buffered with cp.async. Shared tiles are [64][D + 8]
+// Blocks of 4 warps; a block owns 64 query rows (forward, dq) or 64 key rows (dk, dv). In the forward pass each warp
+// takes 32 query rows against half of every key tile (so that each fragment it loads serves two 16-row m-tiles),
+// and the two warps of a row range merge their softmax statistics at the end; in the backward passes each warp takes
+// 16 rows. The other operand streams through shared memory in 64-row tiles, double-buffered with cp.async. Shared tiles are [64][D + 8]
 // bf16: the 16 bytes of padding put the 8 rows an ldmatrix reads in different banks. Tiles wholly outside the causal
 // band or the window are skipped; only tiles that straddle its edges (or the end of the sequence) are masked.
 #include "common.cuh"
@@ -141,16 +143,46 @@ __device__ __forceinline__ bool l4j_fa_needs_mask(int q0, int k0, int n, int win
            || q0 + L4J_FA_ROWS > n || k0 + L4J_FA_ROWS > n;
 }
 
+// Whether the 32 x 32 block of queries row0.. and keys c0.. has nothing to compute: every key after every query,
+// or (with a window) too far before every query, or every query past the sequence's end.
+__device__ __forceinline__ bool l4j_fa_skips(int row0, int c0, int n, int window) {
+    return c0 > row0 + 31 || row0 >= n || (window > 0 && row0 - (c0 + 31) >= window);
+}
+
+// Whether some (query, key) of that block is outside the mask. Keys past the sequence's end need no test of their
+// own: they come after every query that is stored.
+__device__ __forceinline__ bool l4j_fa_needs_mask32(int row0, int c0, int window) {
+    return c0 + 31 > row0 || (window > 0 && row0 + 31 - c0 >= window);
+}
+
+// 2^x for x <= 0 (or -inf, giving 0): ex2.approx.ftz on the GPU, one MUFU instruction (exp2f adds a denormal range
+// fix-up around it); results under FLT_MIN flush to zero in both places.
+__device__ __forceinline__ float l4j_fa_exp2(float x) {
+#if defined(__CUDA_ARCH__)
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+#else
+    const float y = exp2f(x);
+    return y < 1.17549435e-38f ? 0.0f : y;
+#endif
+}
+
 // ---- forward ------------------------------------------------------------------------------------------------
 
-// One block per (64-row query tile, query head), the tiles with the most keys first. Scores are kept in base-2
-// units (scale_log2 = scale * log2(e)) so that every exponential is one exp2f.
+// One block per (64-row query tile, query head), the tiles with the most keys first. Each warp holds 32 query rows
+// (two 16-row m-tiles, whose fragments stay in registers) against one half of every 64-key tile: warps 0 and 1 take
+// rows 0-31 and 32-63 with keys 0-31, warps 2 and 3 the same rows with keys 32-63. Every K and V fragment a warp
+// loads from shared memory thus serves two m-tiles, and the 32 x 32 score block of a warp takes 32 registers. Each
+// warp keeps its own running maximum and sum per row; at the end the two warps of a row range merge theirs through
+// shared memory, in a fixed order. Scores are kept in base-2 units (scale_log2 = scale * log2(e)) so that every
+// exponential is one ex2.
 template <int D, typename O>
 __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
                                                   const uint16_t* __restrict__ v, O* __restrict__ out,
                                                   float* __restrict__ lse, int n, int n_heads, int n_kv_heads,
                                                   int window, float scale_log2) {
-    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD;
+    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD, DT = D / 8;
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* qs = reinterpret_cast<uint16_t*>(smem);
     uint16_t* ks = qs + TILE;      // [2][64][LD]
@@ -162,100 +194,204 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
     const int kvh = h / (n_heads / n_kv_heads);
     const long long q_stride = (long long) n_heads * D, kv_stride = (long long) n_kv_heads * D;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const uint16_t* kh = k + (long long) kvh * D;
-    const uint16_t* vh = v + (long long) kvh * D;
+    const int rh = warp & 1, kh = warp >> 1;  // row half and key half of this warp
+    const uint16_t* kh_src = k + (long long) kvh * D;
+    const uint16_t* vh_src = v + (long long) kvh * D;
 
     const int j_last = (min(n, q0 + L4J_FA_ROWS) - 1) / L4J_FA_ROWS;
     const int j_first = window > 0 ? max(0, q0 - window + 1) / L4J_FA_ROWS : 0;
 
     l4j_fa_load_tile<D>(qs, q + (long long) h * D, q0, n, q_stride);
-    l4j_fa_load_tile<D>(ks, kh, j_last * L4J_FA_ROWS, n, kv_stride);
-    l4j_fa_load_tile<D>(vs, vh, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_fa_load_tile<D>(ks, kh_src, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_fa_load_tile<D>(vs, vh_src, j_last * L4J_FA_ROWS, n, kv_stride);
     l4j_cp_async_commit();
 
-    // This thread's accumulator rows: query q0 + 16 warp + g (elements 0, 1) and 8 rows further (elements 2, 3).
-    const int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    float o[D / 8][4];
+    // This thread's accumulator rows: m-tile mt, element pair r: query r0 + 16 mt + 8 r + g.
+    const int r0 = q0 + rh * 32 + g;
+    float o[2][DT][4];
 #pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY};  // running maximum of each row's scores (base 2)
-    float l[2] = {0.0f, 0.0f};            // this thread's part of the running sum of exp2(score - m)
-    uint32_t qf[D / 16][4];
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.0f;
+    }
+    float m[2][2], l[2][2];  // running maximum (base 2) and this thread's part of the running sum, per row
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+    // The query fragments stay in registers where they fit beside o (D = 64); for D = 128 they would spill, and are
+    // read from the query tile for every key tile instead.
+    constexpr bool Q_IN_REGISTERS = D <= 64;
+    uint32_t qf[2][Q_IN_REGISTERS ? D / 16 : 1][4];
 
-    // The diagonal tile first: it holds every row's own key, so each running maximum is finite from the start.
+    // The diagonal tile first: it holds the last rows' own keys, so most running maxima are final early.
     for (int j = j_last, it = 0; j >= j_first; j--, it++) {
         l4j_cp_async_wait<0>();
         __syncthreads();  // this tile is in; every warp is done with the previous one, whose buffers refill now
         const l4j_shared_address kt = l4j_shared(ks + (it & 1) * TILE);
         const l4j_shared_address vt = l4j_shared(vs + (it & 1) * TILE);
         if (j > j_first) {
-            l4j_fa_load_tile<D>(ks + ((it + 1) & 1) * TILE, kh, (j - 1) * L4J_FA_ROWS, n, kv_stride);
-            l4j_fa_load_tile<D>(vs + ((it + 1) & 1) * TILE, vh, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_fa_load_tile<D>(ks + ((it + 1) & 1) * TILE, kh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_fa_load_tile<D>(vs + ((it + 1) & 1) * TILE, vh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
             l4j_cp_async_commit();
         }
-        if (it == 0) {
+        if (Q_IN_REGISTERS && it == 0) {
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) l4j_fa_frag_a<LD>(qf[kk], l4j_shared(qs), warp * 16, kk * 16);
+            for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    l4j_fa_frag_a<LD>(qf[mt][Q_IN_REGISTERS ? kk : 0], l4j_shared(qs), rh * 32 + mt * 16, kk * 16);
+                }
+            }
+        }
+        const int c0 = j * L4J_FA_ROWS + kh * 32;  // this warp's first key
+        if (l4j_fa_skips(r0 - g, c0, n, window)) continue;
+
+        float s[2][4][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
+        }
+#pragma unroll 4  // fully unrolled, ptxas loads fragments so far ahead that D = 128 spills
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int qk = Q_IN_REGISTERS ? kk : 0;
+            if (!Q_IN_REGISTERS) {
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) l4j_fa_frag_a<LD>(qf[mt][0], l4j_shared(qs), rh * 32 + mt * 16, kk * 16);
+            }
+#pragma unroll
+            for (int np = 0; np < 2; np++) {
+                uint32_t b[4];
+                l4j_fa_frag_b<LD>(b, kt, kh * 32 + np * 16, kk * 16);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    l4j_mma_m16n8k16_bf16(s[mt][2 * np], qf[mt][qk], b, s[mt][2 * np]);
+                    l4j_mma_m16n8k16_bf16(s[mt][2 * np + 1], qf[mt][qk], b + 2, s[mt][2 * np + 1]);
+                }
+            }
         }
 
-        float s[8][4];
+        const bool masked = l4j_fa_needs_mask32(r0 - g, c0, window);
+        uint32_t pa[2][2][4];  // P rounded to BF16, as the A fragments of P v: [m-tile][16-key step]
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-        l4j_fa_frags_times_tile_t<D, 8>(s, qf, kt, 0);
-
-        const int k0 = j * L4J_FA_ROWS;
-        const bool masked = l4j_fa_needs_mask(q0, k0, n, window);
+        for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
+            for (int r = 0; r < 2; r++) {
+                const int row = r0 + mt * 16 + r * 8;
+                float mx = -INFINITY;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = s[nt][e] * scale_log2;
-                if (masked && !l4j_fa_attends(rows[e >> 1], k0 + nt * 8 + 2 * t + (e & 1), window)) x = -INFINITY;
-                s[nt][e] = x;
+                for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        // A product rounded on its own: the maximum's own exponent is then exactly exp2(0) = 1.
+                        float x = __fmul_rn(s[mt][nt][2 * r + e], scale_log2);
+                        if (masked && !l4j_fa_attends(row, c0 + nt * 8 + 2 * t + e, window)) x = -INFINITY;
+                        s[mt][nt][2 * r + e] = x;
+                        mx = fmaxf(mx, x);
+                    }
+                }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a quad share the row
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m[mt][r], mx);
+                const float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing unmasked yet stays at 0
+                const float correction = l4j_fa_exp2(m[mt][r] - base);
+                m[mt][r] = m_new;
+                float sum = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+                    s[mt][nt][2 * r] = l4j_fa_exp2(s[mt][nt][2 * r] - base);
+                    s[mt][nt][2 * r + 1] = l4j_fa_exp2(s[mt][nt][2 * r + 1] - base);
+                    sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+                }
+                l[mt][r] = l[mt][r] * correction + sum;
+#pragma unroll
+                for (int dt = 0; dt < DT; dt++) {
+                    o[mt][dt][2 * r] *= correction;
+                    o[mt][dt][2 * r + 1] *= correction;
+                }
+            }
+#pragma unroll
+            for (int ks2 = 0; ks2 < 2; ks2++) {
+                pa[mt][ks2][0] = l4j_pack_bf16x2(s[mt][2 * ks2][0], s[mt][2 * ks2][1]);
+                pa[mt][ks2][1] = l4j_pack_bf16x2(s[mt][2 * ks2][2], s[mt][2 * ks2][3]);
+                pa[mt][ks2][2] = l4j_pack_bf16x2(s[mt][2 * ks2 + 1][0], s[mt][2 * ks2 + 1][1]);
+                pa[mt][ks2][3] = l4j_pack_bf16x2(s[mt][2 * ks2 + 1][2], s[mt][2 * ks2 + 1][3]);
             }
         }
+        // o += P v over this warp's 32 keys.
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float mx = -INFINITY;
+        for (int ks2 = 0; ks2 < 2; ks2++) {
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a quad share the row
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m[r], mx);
-            const float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing unmasked yet stays at 0
-            const float correction = exp2f(m[r] - base);
-            m[r] = m_new;
-            float sum = 0.0f;
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t b[4];
+                l4j_fa_frag_bt<LD>(b, vt, kh * 32 + ks2 * 16, dp * 16);
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
-                s[nt][2 * r] = exp2f(s[nt][2 * r] - base);
-                s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - base);
-                sum += s[nt][2 * r] + s[nt][2 * r + 1];
-            }
-            l[r] = l[r] * correction + sum;
-#pragma unroll
-            for (int dt = 0; dt < D / 8; dt++) {
-                o[dt][2 * r] *= correction;
-                o[dt][2 * r + 1] *= correction;
+                for (int mt = 0; mt < 2; mt++) {
+                    l4j_mma_m16n8k16_bf16(o[mt][2 * dp], pa[mt][ks2], b, o[mt][2 * dp]);
+                    l4j_mma_m16n8k16_bf16(o[mt][2 * dp + 1], pa[mt][ks2], b + 2, o[mt][2 * dp + 1]);
+                }
             }
         }
-        l4j_fa_block_times_tile<D, 8>(o, s, vt, 0);
     }
 
+    // Merge the two key halves of each row: warp (rh, kh) hands m-tile 1 - kh of its rows to its partner and takes
+    // m-tile kh of the partner's, through shared memory that no copy writes any more (the last tile needed none).
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        if (rows[r] >= n) continue;
-        const float inv = 1.0f / l[r];
-        O* dst = out + (long long) rows[r] * q_stride + (long long) h * D + 2 * t;
+    for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) {
-            l4j_store(dst, dt * 8, o[dt][2 * r] * inv);
-            l4j_store(dst, dt * 8 + 1, o[dt][2 * r + 1] * inv);
+        for (int r = 0; r < 2; r++) {
+            l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
+            l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
         }
-        // Natural log: lse = ln(sum exp(scale s)) = (m + log2(l)) ln 2.
-        if (t == 0) lse[(long long) rows[r] * n_heads + h] = (m[r] + log2f(l[r])) * 0.69314718055994531f;
+    }
+    __syncthreads();
+    // [row half][m-tile][DT * 4 + 4 values][32 lanes]: lane-minor, so that every access is conflict-free.
+    constexpr int SLOT = (DT * 4 + 4) * 32;
+    float* xs = smem;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        if (mt == kh) continue;  // m-tile 1 - kh goes to the partner
+        float* dst = xs + (rh * 2 + mt) * SLOT + lane;
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) dst[(dt * 4 + e) * 32] = o[mt][dt][e];
+        }
+        dst[(DT * 4 + 0) * 32] = m[mt][0];
+        dst[(DT * 4 + 1) * 32] = m[mt][1];
+        dst[(DT * 4 + 2) * 32] = l[mt][0];
+        dst[(DT * 4 + 3) * 32] = l[mt][1];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        if (mt != kh) continue;  // m-tile kh is this warp's to finish
+        const float* src = xs + (rh * 2 + mt) * SLOT + lane;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            // Key half 0 first in either warp, so that every row merges in the same order.
+            const float m_other = src[(DT * 4 + r) * 32], l_other = src[(DT * 4 + 2 + r) * 32];
+            const float m_a = kh == 0 ? m[mt][r] : m_other, m_b = kh == 0 ? m_other : m[mt][r];
+            const float l_a = kh == 0 ? l[mt][r] : l_other, l_b = kh == 0 ? l_other : l[mt][r];
+            const float m_all = fmaxf(m_a, m_b);
+            const float base = m_all == -INFINITY ? 0.0f : m_all;
+            const float ca = l4j_fa_exp2(m_a - base), cb = l4j_fa_exp2(m_b - base);
+            const float l_all = __fadd_rn(__fmul_rn(l_a, ca), __fmul_rn(l_b, cb));
+            const int row = r0 + mt * 16 + r * 8;
+            if (row >= n) continue;
+            const float inv = 1.0f / l_all;
+            O* dst = out + (long long) row * q_stride + (long long) h * D + 2 * t;
+#pragma unroll
+            for (int dt = 0; dt < DT; dt++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float mine = o[mt][dt][2 * r + e], other = src[(dt * 4 + 2 * r + e) * 32];
+                    const float oa = kh == 0 ? mine : other, ob = kh == 0 ? other : mine;
+                    l4j_store(dst, dt * 8 + e, __fadd_rn(__fmul_rn(oa, ca), __fmul_rn(ob, cb)) * inv);
+                }
+            }
+            // Natural log: lse = ln(sum exp(scale s)) = (m + log2(l)) ln 2.
+            if (t == 0) lse[(long long) row * n_heads + h] = (m_all + log2f(l_all)) * 0.69314718055994531f;
+        }
     }
 }
 
