@@ -924,6 +924,38 @@ public final class CudaBackend implements Backend {
         return p == 1f ? 0f : (float) (1.0 / (1.0 - p));
     }
 
+    // ---- LoRA's down projection (CudaLora, lora.cu) ------------------------------------------------------
+
+    private final CudaLora lora = new CudaLora(this);
+
+    /**
+     * Fused for an F32 adapter (see {@link CudaLora}): BF16 activations on the tensor cores with a rounded to BF16,
+     * F32 ones on the CUDA cores in FP32. Other adapter dtypes take the composition of other ops.
+     */
+    @Override
+    public void loraDown(Tensor x, Tensor a, float scaling, float p, long seed, Tensor hidden) {
+        bind();
+        if (!CudaLora.serves(a, device.maxSharedPerBlock())) {
+            Backend.super.loraDown(x, a, scaling, p, seed, hidden);
+            return;
+        }
+        lora.down(cuda(x), cuda(a), scaling, p, seed, cuda(hidden));
+        opDone("loraDown");
+    }
+
+    /** As {@link #loraDown}; with more ranks than one pass takes (64 in BF16, 16 in F32) dX is rounded after each pass. */
+    @Override
+    public void loraDownBackward(Tensor x, Tensor a, float scaling, float p, long seed, Tensor dHidden, Tensor gradA,
+                                 Tensor dX, boolean accumulate) {
+        bind();
+        if (!CudaLora.serves(a, device.maxSharedPerBlock())) {
+            Backend.super.loraDownBackward(x, a, scaling, p, seed, dHidden, gradA, dX, accumulate);
+            return;
+        }
+        lora.downBackward(cuda(x), cuda(a), scaling, p, seed, cuda(dHidden), cuda(gradA), cuda(dX), accumulate);
+        opDone("loraDownBackward");
+    }
+
     private void zeroBytes(CudaTensor t) {
         if (t.byteSize() > 0) cu.check(cu.memsetD8Async(t.address(), (byte) 0, t.byteSize(), stream), "cuMemsetD8Async");
     }

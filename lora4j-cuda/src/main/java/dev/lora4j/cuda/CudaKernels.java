@@ -332,6 +332,7 @@ final class CudaKernels {
         }
         n.add(add(DType.BF16, DType.F32));
         n.addAll(FlashAttention.kernelNames());
+        n.addAll(CudaLora.kernelNames());
         n.addAll(List.of(SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW, ADAMW_8BIT, ADAMW_32BIT,
                 QUANTIZE_ABSMAX_8BIT));
         return List.copyOf(n);
