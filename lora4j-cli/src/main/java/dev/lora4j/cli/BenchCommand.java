@@ -3,14 +3,17 @@ package dev.lora4j.cli;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.Backends;
 import dev.lora4j.tensor.DType;
+import dev.lora4j.train.bench.BenchInputs;
 import dev.lora4j.train.bench.BenchMethod;
 import dev.lora4j.train.bench.BenchReport;
 import dev.lora4j.train.bench.BenchResult;
 import dev.lora4j.train.bench.BenchSettings;
 import dev.lora4j.train.bench.FineTuneBenchmark;
 import dev.lora4j.train.bench.GemmPeak;
+import dev.lora4j.train.bench.InitialAdapter;
 import dev.lora4j.train.bench.ModelSource;
 import dev.lora4j.train.bench.ReferenceResult;
+import dev.lora4j.train.bench.TokenBatches;
 import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -39,7 +42,11 @@ import java.util.concurrent.Callable;
                 "BF16 GEMM measured at start-up. Comma lists in --method, --seq, --micro-batch",
                 "and --gradient-checkpointing (and a repeated --target-modules) run every",
                 "combination, each on a fresh backend. Exit status 3 when a configuration",
-                "failed (out of memory, ...); its row says why."})
+                "failed (out of memory, ...); its row says why.",
+                "With --tokens and --init-adapter it trains on given token batches from a given",
+                "PEFT adapter, so that its per-step losses (printed, and in --json) can be",
+                "compared with another implementation's on the same data",
+                "(tools/same_data_losses.py)."})
 final class BenchCommand implements Callable<Integer> {
 
     @ArgGroup(multiplicity = "1")
@@ -119,6 +126,17 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--gemm-size", description = "Size of the BF16 GEMM measured for MFU; 0 skips it (default: 8192 on a GPU, 1024 on the CPU).")
     Integer gemmSize;
 
+    @Option(names = "--tokens", paramLabel = "FILE",
+            description = "Train on these token ids instead of synthetic ones: a JSON array of micro-batches, each an array of"
+                    + " --micro-batch sequences of --seq ids (or an object with that array as \"micro_batches\"), used in"
+                    + " order, from the start again when the run needs more.")
+    Path tokens;
+
+    @Option(names = "--init-adapter", paramLabel = "DIR",
+            description = "Start the adapters from this PEFT adapter folder (e.g. saved right after get_peft_model) instead"
+                    + " of lora4j's random A and zero B; its r, lora_alpha and target modules must be the benchmark's.")
+    Path initAdapter;
+
     @Option(names = "--json", paramLabel = "FILE", description = "Write every figure as JSON.")
     Path json;
 
@@ -133,7 +151,13 @@ final class BenchCommand implements Callable<Integer> {
         if (randomWeights && source.model == null) throw new IllegalArgumentException("--random-weights goes with -m (a model folder's config.json)");
         ModelSource model = source.preset != null ? ModelSource.preset(source.preset) : ModelSource.folder(source.model, randomWeights);
         List<BenchSettings> configurations = configurations();
-        for (BenchSettings s : configurations) FineTuneBenchmark.check(s, model);
+        BenchInputs inputs = new BenchInputs(tokens == null ? null : TokenBatches.read(tokens),
+                initAdapter == null ? null : InitialAdapter.load(initAdapter));
+        Set<String> notes = new LinkedHashSet<>();
+        for (BenchSettings s : configurations) {
+            String note = FineTuneBenchmark.check(s, model, inputs);
+            if (note != null) notes.add(note);
+        }
         List<ReferenceResult> references = compare == null ? List.of() : ReferenceResult.read(compare);
         String backendName = backendName();
 
@@ -149,11 +173,16 @@ final class BenchCommand implements Callable<Integer> {
         DType activations = backendName.equals("cuda") && bf16 ? DType.BF16 : DType.F32;
         String about = model.shapeName() + " (" + (model.random() ? "random weights" : "weights of " + source.model) + ")";
         out.println("model: " + about + ", " + configurations.size() + " configuration" + (configurations.size() == 1 ? "" : "s"));
+        if (inputs.tokens() != null) out.println("token batches: " + inputs.tokens());
+        if (inputs.initialAdapter() != null) out.println("initial adapter: " + inputs.initialAdapter().folder());
+        for (String note : notes) out.println("note: " + note);
 
         List<BenchResult> results = new ArrayList<>();
         for (BenchSettings s : configurations) {
-            BenchResult r = FineTuneBenchmark.run(s, model, () -> open(backendName, activations), peak, line -> err.println("  " + line));
+            BenchResult r = FineTuneBenchmark.run(s, model, () -> open(backendName, activations), peak,
+                    line -> err.println("  " + line), inputs);
             results.add(r);
+            if (!r.losses().isEmpty()) out.println(s.label() + ": " + r.stepLossLine());
             if (r.failed()) {
                 out.printf(Locale.ROOT, "%s: failed: %s%n", s.label(), r.error());
             } else {

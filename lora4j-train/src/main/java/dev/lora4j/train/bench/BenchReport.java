@@ -280,6 +280,16 @@ public final class BenchReport {
             if (Double.isFinite(l)) losses.add(round(l, 4));
             else losses.addNull();
         }
+        // Unrounded, for comparing with another implementation's losses on the same data step by step.
+        ArrayNode stepLosses = o.putArray("step_losses");
+        for (double l : r.losses()) exact(stepLosses, l);
+        ArrayNode microLosses = o.putArray("micro_batch_losses");
+        for (List<Double> step : r.microBatchLosses()) {
+            ArrayNode a = microLosses.addArray();
+            for (double l : step) exact(a, l);
+        }
+        o.put("tokens", r.tokens());
+        o.put("init_adapter", r.initialAdapter());
         ArrayNode times = o.putArray("step_seconds");
         for (double t : r.stepSeconds()) times.add(round(t, 4));
         o.put("model_flops_per_step", r.flops().perStep());
@@ -316,6 +326,11 @@ public final class BenchReport {
         Path parent = file.toAbsolutePath().getParent();
         if (parent != null) Files.createDirectories(parent);
         Files.writeString(file, new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValueAsString(json()) + "\n");
+    }
+
+    private static void exact(ArrayNode a, double v) {
+        if (Double.isFinite(v)) a.add(v);
+        else a.addNull();
     }
 
     /** JSON has no NaN or infinity: those become null. */

@@ -33,6 +33,10 @@ import java.util.function.Supplier;
  *
  * <p>The gradients are those of the mean token loss of the whole optimizer step, as lora4j's trainer computes them;
  * AdamW steps at a constant learning rate.
+ *
+ * <p>With {@link BenchInputs} the batches come from a file and the adapters start from a saved PEFT adapter, so that
+ * the losses of every step and micro-batch, which the result keeps, can be compared with another implementation's
+ * on the same data ({@code tools/same_data_losses.py}).
  */
 public final class FineTuneBenchmark {
 
@@ -43,8 +47,19 @@ public final class FineTuneBenchmark {
      * touching a device: so that a mistake in the settings stops the command before minutes of other runs.
      */
     public static void check(BenchSettings s, ModelSource source) {
-        TrainablePlan.of(LlamaShape.of(source.config()), s.fineTuneMethod());
+        check(s, source, BenchInputs.NONE);
+    }
+
+    /**
+     * As {@link #check(BenchSettings, ModelSource)}, and that the token file and initial adapter fit the configuration.
+     *
+     * @return a note worth printing, or null
+     */
+    public static String check(BenchSettings s, ModelSource source, BenchInputs inputs) {
+        LlamaShape shape = LlamaShape.of(source.config());
+        TrainablePlan.of(shape, s.fineTuneMethod());
         optimizerType(s);
+        return inputs.checkFits(s, shape);
     }
 
     /**
@@ -56,6 +71,15 @@ public final class FineTuneBenchmark {
      */
     public static BenchResult run(BenchSettings s, ModelSource source, Supplier<Backend> backends, GemmPeak peak,
                                   Consumer<String> log) {
+        return run(s, source, backends, peak, log, BenchInputs.NONE);
+    }
+
+    /**
+     * As {@link #run(BenchSettings, ModelSource, Supplier, GemmPeak, Consumer)}, on the given token batches and from
+     * the given initial adapter (checked with {@link #check(BenchSettings, ModelSource, BenchInputs)} first).
+     */
+    public static BenchResult run(BenchSettings s, ModelSource source, Supplier<Backend> backends, GemmPeak peak,
+                                  Consumer<String> log, BenchInputs inputs) {
         Consumer<String> say = log == null ? line -> {} : log;
         FineTuneMethod method = s.fineTuneMethod();
         LlamaShape shape = LlamaShape.of(source.config());
@@ -66,6 +90,7 @@ public final class FineTuneBenchmark {
         DType storage = s.method() == BenchMethod.FULL ? DType.F32 : DType.BF16;
         String precision = precision(s.method(), storage, quantization);
         List<Double> losses = new ArrayList<>(), times = new ArrayList<>();
+        List<List<Double>> microBatchLosses = new ArrayList<>();
         String device = null;
         long loadBytes = 0, peakBytes = 0;
         double loadSeconds = Double.NaN;
@@ -83,18 +108,31 @@ public final class FineTuneBenchmark {
                 // Measured by the model after its base is on the device and, for QLoRA, quantized; before adapters.
                 loadBytes = model.baseMemoryAtLoad();
                 model.setGradientCheckpointing(s.gradientCheckpointing());
+                if (inputs.initialAdapter() != null) {
+                    inputs.initialAdapter().applyTo(model);
+                    say.accept(s.label() + ": initial adapter from " + inputs.initialAdapter().folder());
+                }
                 AdamW.Hyperparameters d = AdamW.Hyperparameters.defaults();
                 try (Optimizer optimizer = Optimizer.create(optimizerType(s), backend, model.parameters(),
                         new AdamW.Hyperparameters(d.beta1(), d.beta2(), d.eps(), s.weightDecay()))) {
-                    int[][][] ids = syntheticBatches(s, shape.vocabSize());
+                    int[][][] synthetic = inputs.tokens() == null ? syntheticBatches(s, shape.vocabSize()) : null;
                     long targets = (long) s.samplesPerStep() * (s.seq() - 1);
                     for (int step = 0; step < s.warmupSteps() + s.steps(); step++) {
                         boolean timed = step >= s.warmupSteps();
+                        int[][][] ids = synthetic != null ? synthetic : inputs.tokens().forStep(step, s.accum());
                         long start = System.nanoTime();
-                        double loss = step(model, optimizer, ids, targets, s, step);
+                        List<LossSum> parts = step(model, optimizer, ids, targets, s, step);
                         backend.synchronize();
                         double seconds = (System.nanoTime() - start) / 1e9;
+                        LossSum total = LossSum.ZERO;
+                        List<Double> each = new ArrayList<>();
+                        for (LossSum part : parts) {
+                            total = total.plus(part);
+                            each.add(part.mean());
+                        }
+                        double loss = total.mean();
                         losses.add(loss);
+                        microBatchLosses.add(each);
                         if (timed) times.add(seconds);
                         say.accept(String.format(Locale.ROOT, "%s: %s step %d: %.3f s, loss %.4f", s.label(),
                                 timed ? "timed" : "warm-up", timed ? step - s.warmupSteps() + 1 : step + 1, seconds, loss));
@@ -105,12 +143,14 @@ public final class FineTuneBenchmark {
                 }
             }
             return new BenchResult(s, source.shapeName(), device, precision, loadBytes, peakBytes, params.trainable(),
-                    params.all(), loadSeconds, losses, times, flops, mfu(flops, times, peak), memory, optimizerState, null);
+                    params.all(), loadSeconds, losses, microBatchLosses, times, flops, mfu(flops, times, peak), memory,
+                    optimizerState, inputs.tokensSource(), inputs.initialAdapterSource(), null);
         } catch (RuntimeException | OutOfMemoryError e) {
             String why = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
             say.accept(s.label() + ": failed: " + why);
             return new BenchResult(s, source.shapeName(), device, precision, loadBytes, peakBytes, params.trainable(),
-                    params.all(), loadSeconds, losses, List.of(), flops, Double.NaN, memory, optimizerState, why);
+                    params.all(), loadSeconds, losses, microBatchLosses, List.of(), flops, Double.NaN, memory, optimizerState,
+                    inputs.tokensSource(), inputs.initialAdapterSource(), why);
         }
     }
 
@@ -123,19 +163,19 @@ public final class FineTuneBenchmark {
         }
     }
 
-    /** One optimizer step; returns its mean token loss. */
-    private static double step(TrainableLlama model, Optimizer optimizer, int[][][] ids, long targets, BenchSettings s,
-                               int step) {
+    /** One optimizer step; returns the loss of each micro-batch, in order. */
+    private static List<LossSum> step(TrainableLlama model, Optimizer optimizer, int[][][] ids, long targets, BenchSettings s,
+                                      int step) {
         model.zeroGrad();
-        LossSum loss = LossSum.ZERO;
+        List<LossSum> losses = new ArrayList<>(ids.length);
         for (int i = 0; i < ids.length; i++) {
             // Each micro-batch of each step draws its own dropout masks, as a training run does.
             TrainingBatch batch = TrainingBatch.languageModelling(ids[i], s.seed() * 1_000_003L + (long) step * ids.length + i);
-            loss = loss.plus(model.forwardBackward(batch, (float) (1.0 / targets)));
+            losses.add(model.forwardBackward(batch, (float) (1.0 / targets)));
         }
         if (s.maxGradNorm() > 0) GradientClipping.clip(model.backend(), model.parameters(), s.maxGradNorm());
         optimizer.step(s.learningRate());
-        return loss.mean();
+        return losses;
     }
 
     /**

@@ -63,7 +63,7 @@ class ReferenceResultTest {
     }
 
     static BenchResult result(BenchSettings s, String shape) {
-        return new BenchResult(s, shape, "test", "BF16", 1, 2, 3, 4, 0, List.of(10.0), List.of(1.0),
-                new TrainingFlops(1, 1, 0, s.tokensPerStep(), s.samplesPerStep()), Double.NaN, null, null, null);
+        return new BenchResult(s, shape, "test", "BF16", 1, 2, 3, 4, 0, List.of(10.0), List.of(List.of(10.0)), List.of(1.0),
+                new TrainingFlops(1, 1, 0, s.tokensPerStep(), s.samplesPerStep()), Double.NaN, null, null, null, null, null);
     }
 }
