@@ -1,9 +1,17 @@
 // Rotary position embedding in place, Hugging Face's rotate_half layout: within each head, element j pairs with
-// element j + headDim/2. One thread per (row, pair j), or per (row, 8 adjacent pairs) when 16-byte accesses are
-// possible; it computes the angles once and rotates those pairs in every head. The backward pass rotates by the
-// opposite angle (the transpose of a rotation is its inverse). BF16 activations are widened, rotated in FP32 and
-// rounded once.
-#include "common.cuh"
+// element j + headDim/2. The backward pass rotates by the opposite angle (the transpose of a rotation is its inverse).
+// BF16 activations are widened, rotated in FP32 and rounded once.
+//
+// A block takes a tile of `rows_per_block` rows by `heads_per_block` heads (CudaBackend.rotate picks them so that a
+// tile holds about one group of 8 pairs per thread: one row of 32 heads of 128, or 4 rows of 8 heads). Each thread
+// first issues the loads of its group of pairs (16-byte accesses to both halves of the head when every group is
+// aligned), while the block computes the cosines and sines of its rows' angles once into shared memory; then it
+// rotates and stores. So every angle is computed once per block rather than once per head, and a block's loads are
+// all in flight together.
+#include "groups.cuh"
+
+// Threads per block (CudaKernels.ROPE_THREADS).
+#define L4J_ROPE_THREADS 256
 
 // One pair rotated by (c, s). Explicit roundings keep the compiler from fusing these into FMAs, so they round as the
 // CPU's do.
@@ -21,77 +29,106 @@ __device__ __forceinline__ void l4j_rotate(float& a, float& b, float c, float s)
     b = rb;
 }
 
-// The angle of pair j at a position is an FP32 product, as torch computes it; cosf/sinf are the accurate ones (no fast
-// math), which matters because positions times frequencies reach tens of thousands of radians.
-__device__ __forceinline__ float l4j_rope_angle(int position, float inv_freq) {
-    return __fmul_rn((float) position, inv_freq);
+// The cosine and sine of pair j's angle at a position, as the CPU backend computes them: the angle is an FP32
+// product, as torch computes it; its cosine and sine are taken in double and rounded once, which matters because
+// positions times frequencies reach tens of thousands of radians.
+__device__ __forceinline__ void l4j_rope_cos_sin(int position, float inv_freq, float& c, float& s) {
+    double dc, ds;
+    sincos((double) __fmul_rn((float) position, inv_freq), &ds, &dc);  // one range reduction for both
+    c = (float) dc;
+    s = (float) ds;
+}
+
+template <bool INVERSE, bool VEC, typename T>
+__device__ __forceinline__ void l4j_rope_tile(T* x, const int* __restrict__ positions, const float* __restrict__ inv_freq,
+                                              int n, int width, int head_dim, int rows_per_block, int heads_per_block) {
+    // The cosines of the tile's rows (rows_per_block x half), then their sines; used when a head's groups fit the
+    // block (heads of up to 4096), otherwise each thread computes its own.
+    L4J_DYNAMIC_SHARED(float, table);
+    const int half = head_dim / 2, heads = width / head_dim;
+    const int groups = (half + L4J_GROUP - 1) / L4J_GROUP;
+    const int chunks = (heads + heads_per_block - 1) / heads_per_block;
+    const long long r0 = (long long) (blockIdx.x / chunks) * rows_per_block;
+    const int h0 = (int) (blockIdx.x % chunks) * heads_per_block;
+    const int rows = (int) min((long long) rows_per_block, (long long) n - r0);
+    const int hs = min(heads_per_block, heads - h0);
+    const int items = rows * hs * groups;
+    const bool tabled = groups <= L4J_ROPE_THREADS;
+    const int sines = rows_per_block * half;
+
+    // Item i: group g of head h0 + h of row r0 + rl.
+    auto start = [&](int i, int& rl, int& j) {
+        rl = i / (hs * groups);
+        int rest = i - rl * (hs * groups), h = rest / groups;
+        j = (rest - h * groups) * L4J_GROUP;
+        return x + (r0 + rl) * (long long) width + (long long) (h0 + h) * head_dim + j;
+    };
+    auto rotate = [&](T* p, int rl, int j, const l4j_group<T>& ga, const l4j_group<T>& gb) {
+        float a[8], b[8];
+        ga.get(a);
+        gb.get(b);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            if (!VEC && j + k >= half) break;  // past the end of a head whose half is not a whole number of groups
+            float c, s;
+            if (tabled) {
+                c = table[rl * half + j + k];
+                s = table[sines + rl * half + j + k];
+            } else {
+                l4j_rope_cos_sin(positions[r0 + rl], inv_freq[j + k], c, s);
+            }
+            l4j_rotate<INVERSE>(a[k], b[k], c, s);
+        }
+        l4j_group_store<VEC>(p, 0, half - j, a);
+        l4j_group_store<VEC>(p + half, 0, half - j, b);
+    };
+
+    int i = threadIdx.x, rl = 0, j = 0;
+    T* p = nullptr;
+    l4j_group<T> ga, gb;
+    if (i < items) {
+        p = start(i, rl, j);
+        ga.template load<VEC>(p, 0, half - j);
+        gb.template load<VEC>(p + half, 0, half - j);
+    }
+    if (tabled) {
+        for (int e = threadIdx.x; e < rows * half; e += blockDim.x) {
+            int er = e / half;
+            l4j_rope_cos_sin(positions[r0 + er], inv_freq[e - er * half], table[e], table[sines + e]);
+        }
+    }
+    __syncthreads();
+    if (i >= items) return;
+    rotate(p, rl, j, ga, gb);
+    for (i += blockDim.x; i < items; i += blockDim.x) {
+        p = start(i, rl, j);
+        ga.template load<VEC>(p, 0, half - j);
+        gb.template load<VEC>(p + half, 0, half - j);
+        rotate(p, rl, j, ga, gb);
+    }
 }
 
 template <bool INVERSE, typename T>
 __device__ __forceinline__ void l4j_rope(T* x, const int* __restrict__ positions, const float* __restrict__ inv_freq,
-                                         int n, int width, int head_dim) {
-    int half = head_dim / 2;
-    int heads = width / head_dim;
-    if (half % L4J_GROUP == 0 && l4j_aligned16(x)) {
-        // Eight adjacent pairs per thread: 16-byte accesses to both halves of each head (rows stay aligned, as width
-        // is a multiple of head_dim and so of 16).
-        int groups = half / L4J_GROUP;
-        L4J_FOR_EACH(idx, (long long) n * groups) {
-            long long r = idx / groups;
-            int j = (int) (idx - r * groups) * L4J_GROUP;
-            float c[L4J_GROUP], s[L4J_GROUP];
-#pragma unroll
-            for (int k = 0; k < L4J_GROUP; k++) {
-                float angle = l4j_rope_angle(positions[r], inv_freq[j + k]);
-                c[k] = cosf(angle);
-                s[k] = sinf(angle);
-            }
-            T* base = x + r * width + j;
-            for (int h = 0; h < heads; h++) {
-                T* p = base + (long long) h * head_dim;
-                float a[L4J_GROUP], b[L4J_GROUP];
-                l4j_load8(p, 0, a);
-                l4j_load8(p, half, b);
-#pragma unroll
-                for (int k = 0; k < L4J_GROUP; k++) l4j_rotate<INVERSE>(a[k], b[k], c[k], s[k]);
-                l4j_store8(p, 0, a);
-                l4j_store8(p, half, b);
-            }
-        }
-        return;
-    }
-    L4J_FOR_EACH(idx, (long long) n * half) {
-        long long r = idx / half;
-        int j = (int) (idx - r * half);
-        float angle = l4j_rope_angle(positions[r], inv_freq[j]);
-        float c = cosf(angle), s = sinf(angle);
-        T* base = x + r * width + j;
-        for (int h = 0; h < heads; h++) {
-            T* p = base + (long long) h * head_dim;
-            float a = l4j_load(p, 0), b = l4j_load(p, half);
-            l4j_rotate<INVERSE>(a, b, c, s);
-            l4j_store(p, 0, a);
-            l4j_store(p, half, b);
-        }
+                                         int n, int width, int head_dim, int rows_per_block, int heads_per_block) {
+    // Rows are aligned when x is, as width is a multiple of head_dim and so of 16.
+    if ((head_dim / 2) % L4J_GROUP == 0 && l4j_aligned16(x)) {
+        l4j_rope_tile<INVERSE, true>(x, positions, inv_freq, n, width, head_dim, rows_per_block, heads_per_block);
+    } else {
+        l4j_rope_tile<INVERSE, false>(x, positions, inv_freq, n, width, head_dim, rows_per_block, heads_per_block);
     }
 }
 
-extern "C" __global__ void lora4j_rope_f32(float* x, const int* positions, const float* inv_freq, int n, int width,
-                                           int head_dim) {
-    l4j_rope<false>(x, positions, inv_freq, n, width, head_dim);
-}
+// Four blocks of L4J_ROPE_THREADS per multiprocessor at least: the double-precision cosine and sine must not cost
+// the occupancy that keeps the loads in flight.
+#define L4J_ROPE(name, INVERSE, T) \
+    extern "C" __global__ void __launch_bounds__(L4J_ROPE_THREADS, 4) \
+    name(T* x, const int* positions, const float* inv_freq, int n, int width, int head_dim, int rows_per_block, \
+         int heads_per_block) { \
+        l4j_rope<INVERSE>(x, positions, inv_freq, n, width, head_dim, rows_per_block, heads_per_block); \
+    }
 
-extern "C" __global__ void lora4j_rope_backward_f32(float* x, const int* positions, const float* inv_freq, int n,
-                                                    int width, int head_dim) {
-    l4j_rope<true>(x, positions, inv_freq, n, width, head_dim);
-}
-
-extern "C" __global__ void lora4j_rope_bf16(l4j_bf16* x, const int* positions, const float* inv_freq, int n, int width,
-                                            int head_dim) {
-    l4j_rope<false>(x, positions, inv_freq, n, width, head_dim);
-}
-
-extern "C" __global__ void lora4j_rope_backward_bf16(l4j_bf16* x, const int* positions, const float* inv_freq, int n,
-                                                     int width, int head_dim) {
-    l4j_rope<true>(x, positions, inv_freq, n, width, head_dim);
-}
+L4J_ROPE(lora4j_rope_f32, false, float)
+L4J_ROPE(lora4j_rope_backward_f32, true, float)
+L4J_ROPE(lora4j_rope_bf16, false, l4j_bf16)
+L4J_ROPE(lora4j_rope_backward_bf16, true, l4j_bf16)

@@ -399,12 +399,21 @@ public final class CudaBackend implements Backend {
             convert(invAddress, inv.dtype(), invF32, DType.F32, inv.numel());
             invAddress = invF32;
         }
+        // A block rotates a tile of rows by heads holding about one group of 8 pairs per thread: whole rows when they
+        // are narrow (several per block), else as many whole heads of one row as fit.
+        int half = headDim / 2, threads = CudaKernels.ROPE_THREADS;
+        long groups = Math.ceilDiv(half, CudaKernels.GROUP), heads = width / headDim;
+        int headsPerBlock = (int) Math.max(1, Math.min(heads, threads / groups));
+        int rowsPerBlock = headsPerBlock < heads ? 1
+                : (int) Math.min(positions.length, Math.max(1, threads / (heads * groups)));
+        long blocks = Math.ceilDiv(positions.length, rowsPerBlock) * Math.ceilDiv(heads, headsPerBlock);
+        // The tile's cosines and sines in shared memory (at most 16 KiB), when a head's groups fit the block.
+        int tableBytes = groups <= threads ? rowsPerBlock * half * 2 * Float.BYTES : 0;
         long pos = uploadInts(positions);
         try {
-            kernels.launch(kernel, kernels.groupGrid((long) positions.length * (headDim / 2)),
-                    CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+            kernels.launch(kernel, blocks, threads, tableBytes, stream,
                     KernelArgs.start().ptr(xs.address()).ptr(pos).ptr(invAddress).i32(positions.length).i32((int) width)
-                            .i32(headDim));
+                            .i32(headDim).i32(rowsPerBlock).i32(headsPerBlock));
         } finally {
             allocator.release(pos);
             if (invF32 != 0) allocator.release(invF32);

@@ -194,7 +194,8 @@ class CudaBf16ActivationParityTest {
              Tensor gf = gpu.fromFloats(invFreq, DType.F32, invFreq.length); Tensor cf = cpu.fromFloats(invFreq, DType.F32, invFreq.length)) {
             gpu.rope(gx, headDim, positions, gf);
             cpu.rope(cx, headDim, positions, cf);
-            // cosf and sinf are within 2 ulp on the GPU: a few FP32 ulps of the pair's size.
+            // The GPU takes the cosine and sine in double as the CPU does, and may differ in their last bit: a few FP32
+            // ulps of the pair's size at most.
             assertWithinOneRounding(gpu.toFloats(gx), cpu.toFloats(cx), 8 * U32, "rope");
             try (Tensor cBack = cpu.fromFloats(gpu.toFloats(gx), DType.F32, n, width)) {
                 gpu.ropeBackward(gx, headDim, positions, gf);

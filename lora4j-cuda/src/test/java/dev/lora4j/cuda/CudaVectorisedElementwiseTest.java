@@ -309,23 +309,29 @@ class CudaVectorisedElementwiseTest {
         }
     }
 
-    /** Heads whose halves are a multiple of 8 (vectorised) and not (element by element). */
+    /**
+     * Heads whose halves are a multiple of 8 (vectorised) and not (element by element, the last group clipped); a block
+     * tile of several rows (few narrow heads), of whole rows, and of part of a row (40 heads of 128: 32 and 8); heads
+     * too long for the block's table of cosines (a half of 2056 pairs: 257 groups), which compute their own.
+     */
     static Stream<Arguments> ropeCases() {
         List<Arguments> c = new ArrayList<>();
+        int[][] shapes = {{16, 3}, {128, 3}, {12, 3}, {128, 8}, {128, 40}, {6, 7}, {2 * 2056, 1}};
         for (DType t : List.of(DType.F32, DType.BF16)) {
-            for (int hd : new int[] {16, 128, 12}) for (int off : new int[] {0, 1}) c.add(Arguments.of(t, hd, off));
+            for (int[] shape : shapes) for (int off : new int[] {0, 1}) c.add(Arguments.of(t, shape[0], shape[1], off));
         }
         return c.stream();
     }
 
-    @ParameterizedTest(name = "{0}, heads of {1} at offset {2}")
+    @ParameterizedTest(name = "{0}, {2} heads of {1} at offset {3}")
     @MethodSource("ropeCases")
-    void ropeGivesTheSameBitsVectorisedOrNot(DType t, int headDim, int off) {
-        int rows = 29, heads = 3, width = heads * headDim;
+    void ropeGivesTheSameBitsVectorisedOrNotAndTheCpuFormula(DType t, int headDim, int heads, int off) {
+        int rows = headDim > 1024 ? 3 : 29, width = heads * headDim, half = headDim / 2;
         float[] x = representable(random(rows * width, 14), t);
         int[] positions = new int[rows];
         for (int i = 0; i < rows; i++) positions[i] = 1000 + 37 * i;
-        float[] inv = new float[headDim / 2];
+        positions[rows - 1] = 131071; // angles of up to 131071 radians
+        float[] inv = new float[half];
         for (int i = 0; i < inv.length; i++) inv[i] = (float) Math.pow(10000.0, -2.0 * i / headDim);
         long[] shape = {rows, width};
         try (Tensor freq = backend(t).fromFloats(inv, DType.F32, inv.length)) {
@@ -337,15 +343,21 @@ class CudaVectorisedElementwiseTest {
                 float[] got = run(t, off, shape, new float[][] {x}, op)[0];
                 float[] plain = run(t, 1, shape, new float[][] {x}, op)[0];
                 assertThat(bits(got)).as(backward ? "ropeBackward" : "rope").isEqualTo(bits(plain));
-                // A rotation keeps each pair's length.
-                int half = headDim / 2;
+                // The CPU backend's formula: an FP32 angle, its cosine and sine in double rounded to float, FP32
+                // products and sums rounded once to the activation type. The GPU's cosine and sine may differ in the
+                // last bit of a double, so at most by one rounding of the result.
                 for (int r = 0; r < rows; r++) {
-                    for (int h = 0; h < heads; h++) {
-                        for (int j = 0; j < half; j++) {
+                    for (int j = 0; j < half; j++) {
+                        float angle = positions[r] * inv[j];
+                        float cos = (float) Math.cos(angle), sin = (backward ? -1 : 1) * (float) Math.sin(angle);
+                        for (int h = 0; h < heads; h++) {
                             int a = r * width + h * headDim + j, b = a + half;
-                            double before = Math.hypot(x[a], x[b]), after = Math.hypot(got[a], got[b]);
-                            assertThat(after).isCloseTo(before, org.assertj.core.data.Offset.offset(
-                                    (t == DType.BF16 ? 0x1p-7 : 0x1p-20) * before + 1e-6));
+                            float wantA = round(x[a] * cos - x[b] * sin, t), wantB = round(x[b] * cos + x[a] * sin, t);
+                            double tolerance = (t == DType.BF16 ? 0x1p-8 : 0x1p-23) * Math.hypot(x[a], x[b]);
+                            assertThat((double) got[a]).as("row %d, head %d, pair %d (first)", r, h, j)
+                                    .isCloseTo(wantA, org.assertj.core.data.Offset.offset(tolerance));
+                            assertThat((double) got[b]).as("row %d, head %d, pair %d (second)", r, h, j)
+                                    .isCloseTo(wantB, org.assertj.core.data.Offset.offset(tolerance));
                         }
                     }
                 }
