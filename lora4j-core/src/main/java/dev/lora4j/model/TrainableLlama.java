@@ -790,15 +790,9 @@ public final class TrainableLlama implements AutoCloseable {
                               Layout lay, boolean train) {
         Adapter ad = adapters[l][p.ordinal()];
         if (ad == null) return null;
-        int n = lay.tokens();
-        Tensor src = in;
-        if (train && ad.plan().dropout() > 0) {
-            src = buf.droppedForward(n, ad.plan().inFeatures());
-            backend.dropout(in, (float) ad.plan().dropout(), dropoutSeed(lay, l, p), src);
-        }
-        Tensor hidden = a.lora(p, n, ad.plan().rank());
-        backend.matmul(src, ad.a(), hidden);
-        backend.scale(hidden, ad.scaling());
+        Tensor hidden = a.lora(p, lay.tokens(), ad.plan().rank());
+        float pDrop = train ? (float) ad.plan().dropout() : 0f;
+        backend.loraDown(in, ad.a(), ad.scaling(), pDrop, dropoutSeed(lay, l, p), hidden);
         return hidden;
     }
 
@@ -907,27 +901,12 @@ public final class TrainableLlama implements AutoCloseable {
         if (gb != null) backend.sumRows(dY, gb);
         Adapter ad = adapters[l][p.ordinal()];
         if (ad == null) return;
-        int n = lay.tokens(), r = ad.plan().rank(), width = ad.plan().inFeatures();
-        float pDrop = (float) ad.plan().dropout();
+        int n = lay.tokens(), r = ad.plan().rank();
         backend.matmulBackwardWeight(dY, a.lora(p, n, r), ad.gradB(), true);
-        Tensor dHidden = buf.dLora(n, r);
+        Tensor dHidden = buf.dLora(n, r); // the gradient of scaling·A·dropout(in): dY·B
         backend.matmulBackwardInput(dY, ad.b(), dHidden, false);
-        backend.scale(dHidden, ad.scaling());
-        Tensor src = in;
-        if (pDrop > 0) {
-            src = buf.droppedBackward(p, n, width);
-            backend.dropout(in, pDrop, dropoutSeed(lay, l, p), src);
-        }
-        backend.matmulBackwardWeight(dHidden, src, ad.gradA(), true);
-        if (pDrop == 0) {
-            backend.matmulBackwardInput(dHidden, ad.a(), dIn, true);
-        } else {
-            // Dropout's gradient is the same mask and scale applied to the incoming gradient.
-            Tensor t = buf.droppedBackward(p, n, width);
-            backend.matmulBackwardInput(dHidden, ad.a(), t, false);
-            backend.dropout(t, pDrop, dropoutSeed(lay, l, p), t);
-            backend.add(dIn, t);
-        }
+        backend.loraDownBackward(in, ad.a(), ad.scaling(), (float) ad.plan().dropout(), dropoutSeed(lay, l, p), dHidden,
+                ad.gradA(), dIn, true);
     }
 
     // ---- adapters ---------------------------------------------------------------------------------------------

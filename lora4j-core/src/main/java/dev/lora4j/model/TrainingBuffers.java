@@ -10,13 +10,13 @@ import java.util.List;
 /**
  * The activation and gradient buffers of {@link TrainableLlama}, sized for {@code capacity} tokens and computed from
  * the shape and the adapters before anything runs. What a layer's backward pass needs is kept per layer
- * ({@link LayerActivations}); the normalised inputs of each block, the SwiGLU product and dropped-out inputs are
- * recomputed instead, as they cost one cheap op each. With gradient checkpointing only each layer's input is kept
+ * ({@link LayerActivations}); the normalised inputs of each block and the SwiGLU product are recomputed instead, as
+ * they cost one cheap op each. With gradient checkpointing only each layer's input is kept
  * and one set of layer activations is recomputed per layer during the backward pass. Evaluation keeps nothing: one
  * residual stream and one set of layer buffers serve every layer, so it runs in the training buffers when they exist.
- * Buffers whose lifetimes do not overlap share memory (see {@link #areaWidths}): no adapter keeps a dropped-out copy of
- * its input, and the scratch that dropout(x) is formed in for a product shares an area with gradients that are dead
- * at that point, so lora_dropout costs no activation memory unless an adapted input is wider than the MLP.
+ * Buffers whose lifetimes do not overlap share memory (see {@link #areaWidths}). lora_dropout costs no activation
+ * memory: dropout(x) is never formed, as {@link Backend#loraDown} and {@link Backend#loraDownBackward} draw the mask
+ * where they use it.
  */
 final class TrainingBuffers implements AutoCloseable {
 
@@ -48,7 +48,7 @@ final class TrainingBuffers implements AutoCloseable {
     final Tensor dResidual;
     private final Tensor dLora;
     /**
-     * The gradients that live only within one block's backward pass, and the dropout scratch, share two areas by
+     * The gradients that live only within one block's backward pass share two areas by
      * phase (see {@link #areaWidths}); the rows of each view are a prefix of the capacity, so any token count fits.
      */
     private final Tensor areaA, areaB;
@@ -98,9 +98,9 @@ final class TrainingBuffers implements AutoCloseable {
             lossChunkRows = lossChunkRows(s, capacity, lossChunkBytes);
             logits = own(b.allocate(DType.F32, lossChunkRows, s.vocabSize()));
             losses = own(b.allocate(DType.F32, capacity));
-            dNormedOffset = dNormedWidthOffset(s, adapters);
+            dNormedOffset = dNormedWidthOffset(s);
             if (withGradients) {
-                long[] widths = areaWidths(s, adapters);
+                long[] widths = areaWidths(s);
                 dResidual = own(b.allocate(act, capacity, d));
                 dLora = own(b.allocate(act, (long) capacity * maxRank(adapters)));
                 areaA = own(b.allocate(act, capacity * widths[0]));
@@ -119,33 +119,28 @@ final class TrainingBuffers implements AutoCloseable {
      * needs at once decides where it lives:
      * <ol>
      * <li>down_proj: its input (the SwiGLU product, in {@link #swiglu}) and gate and up are read, dSwiglu is written
-     *     (area A) and down's dropout scratch, as wide as its input, is used (area B);</li>
+     *     (area A);</li>
      * <li>SwiGLU's backward reads gate, up and dSwiglu and writes dGate into {@link #swiglu} (the product is not read
-     *     again) and dUp into area B (the dropout scratch is dead);</li>
+     *     again) and dUp into area B;</li>
      * <li>gate_proj and up_proj read dGate and dUp and write the normed input's gradient dNormed, which lives in area A
-     *     past the place of the attention gradients; their dropout scratch, of the hidden size, takes the start of area
-     *     A (dSwiglu is dead); then the norm's input gradient (dScratch) takes the start of area A too;</li>
+     *     past the place of the attention gradients; then the norm's input gradient (dScratch) takes the start of area
+     *     A (dSwiglu is dead);</li>
      * <li>the attention block: dAttended, dQuery, dKey, dValue side by side at the start of area A (every MLP gradient
-     *     is dead), the projections' dropout scratch in area B, q_proj, k_proj and v_proj write dNormed past them, and
-     *     last the norm's dScratch takes the start of area A again (the attention gradients are dead by then).</li>
+     *     is dead), q_proj, k_proj and v_proj write dNormed past them, and last the norm's dScratch takes the start of
+     *     area A again (the attention gradients are dead by then).</li>
      * </ol>
      * Before the layers, the loss writes dNormed, the gradient of the normed final hidden state, when nothing else
-     * is in use.
-     * The forward pass (also the recomputed one under checkpointing) holds none of these gradients, so its dropout
-     * scratch takes area B. Against one buffer each this saves dGate, the attention gradients, dScratch and a dropout
-     * scratch as wide as the widest adapted input.
+     * is in use. Against one buffer each this saves dGate, the attention gradients and dScratch.
      */
-    private static long[] areaWidths(LlamaShape s, List<TrainablePlan.LoraModule> adapters) {
-        long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim(), ff = s.intermediateSize();
-        long a = Math.max(ff, dNormedWidthOffset(s, adapters) + d);
-        long b = Math.max(ff, droppedWidth(adapters, Projection.values()));
-        return new long[]{a, b};
+    private static long[] areaWidths(LlamaShape s) {
+        long d = s.hiddenSize(), ff = s.intermediateSize();
+        return new long[]{Math.max(ff, dNormedWidthOffset(s) + d), ff};
     }
 
-    /** Where dNormed starts in area A, per token: past the attention gradients, dScratch and gate's and up's dropout scratch. */
-    private static long dNormedWidthOffset(LlamaShape s, List<TrainablePlan.LoraModule> adapters) {
+    /** Where dNormed starts in area A, per token: past the attention gradients and dScratch. */
+    private static long dNormedWidthOffset(LlamaShape s) {
         long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim();
-        return Math.max(2 * qd + 2 * kvd, Math.max(d, droppedWidth(adapters, Projection.GATE, Projection.UP)));
+        return Math.max(2 * qd + 2 * kvd, d);
     }
 
     private static int lossChunkRows(LlamaShape s, int capacity, long lossChunkBytes) {
@@ -201,19 +196,10 @@ final class TrainingBuffers implements AutoCloseable {
         elements += cap * d + cap * ff;                                            // normed, swiglu
         f32 += (long) lossChunkRows(s, capacity, lossChunkBytes) * s.vocabSize() + cap; // logits chunk, losses
         if (withGradients) {
-            long[] widths = areaWidths(s, adapters);
+            long[] widths = areaWidths(s);
             elements += cap * (d + maxRank(adapters) + widths[0] + widths[1]);   // dResidual, dLora, areas
         }
         return act.bytesFor(elements) + DType.F32.bytesFor(f32);
-    }
-
-    /** The widest input of an adapter with dropout on one of these projections (0: none). */
-    private static int droppedWidth(List<TrainablePlan.LoraModule> adapters, Projection... projections) {
-        int w = 0;
-        for (TrainablePlan.LoraModule m : adapters) {
-            if (m.dropout() > 0 && List.of(projections).contains(m.projection())) w = Math.max(w, m.inFeatures());
-        }
-        return w;
     }
 
     boolean checkpointing() { return checkpointing; }
@@ -224,14 +210,6 @@ final class TrainingBuffers implements AutoCloseable {
     Tensor middle(int l, int n) { return middle[Math.min(l, middle.length - 1)].rows(0, n); }
 
     LayerActivations layer(int l) { return layers[Math.min(l, layers.length - 1)]; }
-
-    /** A view [n, width] for dropout(x) in the forward pass: area B, as no gradient area is in use then. */
-    Tensor droppedForward(int n, int width) { return areaB.view(0, n, width); }
-
-    /** A view [n, width] for dropout(x) and its gradient in the backward pass of projection p (see {@link #areaWidths}). */
-    Tensor droppedBackward(Projection p, int n, int width) {
-        return (p == Projection.GATE || p == Projection.UP ? areaA : areaB).view(0, n, width);
-    }
 
     /** The gradient of a normed input: a block norm's in a layer, the final norm's in the loss (see {@link #areaWidths}). */
     Tensor dNormed(int n) { return areaA.view(capacity * dNormedOffset, n, d); }

@@ -54,8 +54,8 @@ class TrainingMemoryTest {
     }
 
     @Test
-    void loraDropoutTakesNoActivationMemoryBeyondTheMlpWidth() {
-        // The dropped-out inputs are formed again in the backward pass, in memory shared with dead gradients.
+    void loraDropoutTakesNoActivationMemory() {
+        // dropout(x) is never formed: the LoRA ops draw the mask where they use it.
         LlamaShape shape = TinyModels.mistral(0);
         LoraConfig lora = LoraConfig.defaults().withR(4).withTargetModules(TargetModules.allLinear());
         long[] held = new long[2];
