@@ -88,10 +88,13 @@ def shapes():
         "mistral-7b-2l": lambda: mistral(2),
         "tiny": lambda: LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                                     num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048),
+        # Small enough to keep in the repository: the recorded run that lora4j's tests reproduce on the CPU.
+        "micro": lambda: LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256),
     }
 
 
-SHAPE_NAMES = ["mistral-7b", "llama3-8b", "mistral-7b-2l", "tiny"]
+SHAPE_NAMES = ["mistral-7b", "llama3-8b", "mistral-7b-2l", "tiny", "micro"]
 
 
 # ---- reference --------------------------------------------------------------------------------------------------
@@ -172,6 +175,8 @@ def reference(a):
                 if ".lora_B." in name:
                     p.copy_(torch.randn(p.shape, generator=gb, dtype=torch.float32) * a.nonzero_b)
     model.save_pretrained(adapter_dir)
+    if os.path.isfile(os.path.join(adapter_dir, "README.md")):
+        os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's empty model card
     params = [p for p in model.parameters() if p.requires_grad]
     say(f"initial adapter ({len(params)} tensors, {sum(p.numel() for p in params):,} parameters, dtype"
         f" {params[0].dtype}) saved to {adapter_dir}")

@@ -1,5 +1,6 @@
 package dev.lora4j.train.bench;
 
+import dev.lora4j.lora.LlamaModules;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.PeftAdapter;
 import dev.lora4j.lora.TargetModules;
@@ -67,7 +68,10 @@ public record InitialAdapter(Path folder, PeftAdapter adapter) {
         if (!mine.equals(theirs)) {
             List<String> missing = new ArrayList<>(mine);
             missing.removeAll(theirs);
-            List<String> extra = new ArrayList<>(theirs);
+            // In the model's order, so that the message names the first layer's first module, not the file's.
+            List<String> extra = new ArrayList<>();
+            for (LlamaModules.Module m : LlamaModules.of(plan.shape())) if (theirs.contains(m.path())) extra.add(m.path());
+            for (String t : theirs) if (!extra.contains(t)) extra.add(t);
             extra.removeAll(mine);
             throw new IllegalArgumentException(folder + " adapts " + theirs.size() + " modules (target_modules "
                     + describe(c) + ") but --target-modules " + s.targetModules() + " adapts " + mine.size()
