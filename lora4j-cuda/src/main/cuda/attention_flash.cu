@@ -12,13 +12,17 @@
 // Every output element has one writer and sums in a fixed order, so results repeat bit for bit: dq by blocks of
 // query rows, dk and dv by blocks of key rows per query head; where several query heads share a KV head, each head's
 // dk and dv go to a slice of a scratch buffer and lora4j_flash_attention_group_sum adds the slices in head order.
+// The dk/dv pass computes dS for every (key, query) pair; where FlashAttention can spare the memory it stores dS
+// (BF16, as the products use it) and the dq pass is one product, dS k, instead of three (S, dP and dS k again).
 //
 // Blocks of 4 warps; a block owns 64 query rows (forward, dq) or 64 key rows (dk, dv). In the forward pass each warp
-// takes 32 query rows against half of every key tile (so that each fragment it loads serves two 16-row m-tiles),
-// and the two warps of a row range merge their softmax statistics at the end; in the backward passes each warp takes
-// 16 rows. The other operand streams through shared memory in 64-row tiles, double-buffered with cp.async. Shared tiles are [64][D + 8]
-// bf16: the 16 bytes of padding put the 8 rows an ldmatrix reads in different banks. Tiles wholly outside the causal
-// band or the window are skipped; only tiles that straddle its edges (or the end of the sequence) are masked.
+// takes 32 query rows against half of every key tile (so that each fragment it loads serves two 16-row m-tiles), and
+// the two warps of a row range merge their softmax statistics at the end; the dq pass from stored dS splits its
+// block into 32 rows by D/2 columns per warp; the dk/dv pass, and the dq pass that recomputes dS, take 16 rows per
+// warp. The other operand streams through shared memory in 64-row tiles, double-buffered with cp.async. Shared
+// tiles are [64][D + 8] bf16: the 16 bytes of padding put the 8 rows an ldmatrix reads in different banks. Tiles
+// wholly outside the causal band or the window are skipped; only tiles that straddle its edges (or the end of the
+// sequence) are masked.
 #include "common.cuh"
 
 #define L4J_FA_THREADS 128
@@ -43,6 +47,13 @@ __device__ __forceinline__ void l4j_fa_load_tile(uint16_t* tile, const uint16_t*
         const int row = row0 + r;
         const bool valid = row < n;
         l4j_cp_async_16(tile + r * (D + 8) + c, src + (long long) (valid ? row : 0) * stride + c, valid);
+    }
+}
+
+// One stored 64 x 64 dS tile (8 KiB, contiguous) into shared memory as it is, with cp.async.
+__device__ __forceinline__ void l4j_fa_load_ds_tile(uint16_t* tile, const uint16_t* src) {
+    for (int idx = threadIdx.x; idx < L4J_FA_ROWS * L4J_FA_ROWS / 8; idx += L4J_FA_THREADS) {
+        l4j_cp_async_16(tile + idx * 8, src + idx * 8, true);
     }
 }
 
@@ -397,6 +408,35 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
 
 // ---- backward -----------------------------------------------------------------------------------------------
 
+// Where the score gradients dS can be kept (FlashAttention decides by their size), the dk/dv pass stores them, BF16
+// as it multiplies them, and the dq pass reads them back instead of recomputing S and dP: per query head, the tiles
+// (query tile i, key tile kb) of the band kb_lo(i) <= kb <= i in row order, where a row holds min(i + 1, band) tiles
+// (band: the most key tiles a query tile sees, ceil((window - 1) / 64) + 1 or all of them). A tile is the
+// 64 x 64 dS^T (keys by queries) as 8 x 8 blocks of 128 bytes, block (key / 8, query / 8) at 8 (key / 8) + query / 8,
+// each 8 rows of keys by 8 queries: the dk/dv pass writes one block per warp-wide store and ldmatrix reads one
+// block per matrix, bank-conflict free, with no padding.
+#define L4J_FA_DS_TILE (L4J_FA_ROWS * L4J_FA_ROWS)  // bf16 elements
+
+// Tiles of the band before query tile i.
+__host__ __device__ __forceinline__ long long l4j_fa_ds_row(int i, int band) {
+    return i <= band ? (long long) i * (i + 1) / 2 : (long long) band * (band + 1) / 2 + (long long) (i - band) * band;
+}
+
+__host__ __device__ __forceinline__ long long l4j_fa_ds_tiles(int tiles, int band) {
+    return l4j_fa_ds_row(tiles, band);
+}
+
+// The most key tiles one query tile sees: all of them, or with a window, those it reaches.
+__device__ __forceinline__ int l4j_fa_band(int tiles, int window) {
+    if (window <= 0) return tiles;
+    const long long reach = ((long long) window - 1 + L4J_FA_ROWS - 1) / L4J_FA_ROWS + 1;
+    return reach < tiles ? (int) reach : tiles;
+}
+
+__host__ __device__ __forceinline__ long long l4j_fa_ds_slot(int i, int kb, int band) {
+    return l4j_fa_ds_row(i, band) + kb - (i + 1 - (i + 1 < band ? i + 1 : band));  // kb - kb_lo(i)
+}
+
 // dsum[w] = sum_d bf16(dO[w, d]) * O[w, d] for each (row, head) w, and F32 dO rounded to BF16 for the products
 // (d_out_bf16, null for BF16 dO): Dsum from the same rounded dO as dP = dO v^T, so that where P puts all its weight
 // on one key dP - Dsum cancels. One warp per (row, head); out and d_out are [n, heads*headDim], so w starts at
@@ -428,8 +468,8 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
                                                        const uint16_t* __restrict__ d_out,
                                                        const float* __restrict__ lse, const float* __restrict__ dsum,
                                                        G* __restrict__ dk, G* __restrict__ dv,
-                                                       long long head_slice, int n, int n_heads, int n_kv_heads,
-                                                       int window, float scale, float scale_log2) {
+                                                       uint16_t* __restrict__ ds_out, int n, int n_heads,
+                                                       int n_kv_heads, int window, int head0, float scale) {
     constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD;
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* ks = reinterpret_cast<uint16_t*>(smem);
@@ -439,8 +479,12 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
     float* lse_s = reinterpret_cast<float*>(dos + 2 * TILE);  // [2][64], base 2
     float* dsum_s = lse_s + 2 * L4J_FA_ROWS;                  // [2][64]
 
-    const int h = (int) (blockIdx.x % n_heads);
-    const int k0 = (int) (blockIdx.x / n_heads) * L4J_FA_ROWS;
+    const int tiles = (n + L4J_FA_ROWS - 1) / L4J_FA_ROWS, band = l4j_fa_band(tiles, window);
+    const int heads = (int) (gridDim.x / tiles);  // the launch's query heads, head0..
+    const int h = head0 + (int) (blockIdx.x % heads);
+    const int kb = (int) (blockIdx.x / heads), k0 = kb * L4J_FA_ROWS;
+    const long long head_slice = (long long) n * n_kv_heads * D;  // one query head's dk or dv
+    const float scale_log2 = __fmul_rn(scale, 1.4426950408889634f);  // as FlashAttention computes it
     const int group = n_heads / n_kv_heads, kvh = h / group;
     const long long q_stride = (long long) n_heads * D, kv_stride = (long long) n_kv_heads * D;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -492,6 +536,9 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
             }
         }
         const int q0 = i * L4J_FA_ROWS;
+        uint32_t* ds_tile = ds_out == nullptr ? nullptr
+                : reinterpret_cast<uint32_t*>(ds_out + ((long long) (h - head0) * l4j_fa_ds_tiles(tiles, band)
+                                                        + l4j_fa_ds_slot(i, kb, band)) * L4J_FA_DS_TILE);
 
         const bool masked = l4j_fa_needs_mask(q0, k0, n, window);
         // Half the query tile at a time, so that P^T and dS^T of the warp's 16 keys take 16 registers each.
@@ -507,7 +554,7 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
                 for (int e = 0; e < 4; e++) {
                     const int c = c0 + nt * 8 + 2 * t + (e & 1);
                     const bool live = !masked || (q0 + c < n && l4j_fa_attends(q0 + c, keys[e >> 1], window));
-                    p[nt][e] = live ? exp2f(p[nt][e] * scale_log2 - lse_t[c]) : 0.0f;
+                    p[nt][e] = live ? l4j_fa_exp2(p[nt][e] * scale_log2 - lse_t[c]) : 0.0f;
                 }
             }
             // dP^T = v dO^T, then dS^T = P^T (dP^T - Dsum) in place.
@@ -519,6 +566,18 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
             for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) ds[nt][e] = p[nt][e] * (ds[nt][e] - dsum_t[c0 + nt * 8 + 2 * t + (e & 1)]);
+            }
+            if (ds_tile != nullptr) {
+                // dS^T rounded as the product below rounds it, into the 8 x 8 blocks of (key rows g, g + 8 of this
+                // warp) x (queries c0 + 8 nt ..): one whole 128-byte block per store.
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        ds_tile[((2 * warp + r) * 8 + c0 / 8 + nt) * 32 + lane] =
+                                l4j_pack_bf16x2(ds[nt][2 * r], ds[nt][2 * r + 1]);
+                    }
+                }
             }
             l4j_fa_block_times_tile<D, 4>(av, p, dot, c0);  // dv += P^T dO
             l4j_fa_block_times_tile<D, 4>(ak, ds, qt, c0);  // dk += dS^T q
@@ -645,6 +704,97 @@ __device__ __forceinline__ void l4j_flash_backward_dq(const uint16_t* __restrict
     }
 }
 
+// dq from the stored dS: one block per (64-row query tile, query head of the launch's heads head0..), the longest
+// rows first; dq = scale sum_kb dS(i, kb) k(kb) over the band's key tiles in a fixed order, the dS and key tiles
+// double-buffered in shared memory. Warp (rh, dh) takes query rows 32 rh.. and columns D/2 dh.. (two m-tiles
+// against every key fragment it loads).
+template <int D, typename G>
+__device__ __forceinline__ void l4j_flash_backward_dq_stored(const uint16_t* __restrict__ k,
+                                                             const uint16_t* __restrict__ ds, G* __restrict__ dq,
+                                                             int n, int n_heads, int n_kv_heads, int window,
+                                                             int head0, float scale) {
+    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD, NT = D / 16;  // NT: 8-column n-tiles of a warp's D/2 columns
+    L4J_DYNAMIC_SHARED(float, smem);
+    uint16_t* ks = reinterpret_cast<uint16_t*>(smem);  // [2][64][LD]
+    uint16_t* dss = ks + 2 * TILE;                       // [2][64 x 64], as stored
+
+    const int tiles = (n + L4J_FA_ROWS - 1) / L4J_FA_ROWS, band = l4j_fa_band(tiles, window);
+    const int heads = (int) (gridDim.x / tiles);  // the launch's query heads, head0..
+    const int hl = (int) (blockIdx.x % heads), h = head0 + hl;
+    const int i = tiles - 1 - (int) (blockIdx.x / heads), q0 = i * L4J_FA_ROWS;
+    const int kvh = h / (n_heads / n_kv_heads);
+    const long long q_stride = (long long) n_heads * D, kv_stride = (long long) n_kv_heads * D;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int rh = warp & 1, dh = warp >> 1;
+    const uint16_t* kh = k + (long long) kvh * D;
+
+    const int j_last = (min(n, q0 + L4J_FA_ROWS) - 1) / L4J_FA_ROWS;
+    const int j_first = window > 0 ? max(0, q0 - window + 1) / L4J_FA_ROWS : 0;
+    // The row's tiles are consecutive, key tile j_first first.
+    const uint16_t* ds_row = ds + ((long long) hl * l4j_fa_ds_tiles(tiles, band) + l4j_fa_ds_slot(i, j_first, band))
+                                          * L4J_FA_DS_TILE;
+
+    l4j_fa_load_tile<D>(ks, kh, j_first * L4J_FA_ROWS, n, kv_stride);
+    l4j_fa_load_ds_tile(dss, ds_row);
+    l4j_cp_async_commit();
+
+    float acc[2][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+    }
+    const int mi = lane >> 3;
+    for (int j = j_first, it = 0; j <= j_last; j++, it++) {
+        l4j_cp_async_wait<0>();
+        __syncthreads();
+        const int buf = it & 1;
+        const l4j_shared_address kt = l4j_shared(ks + buf * TILE);
+        const l4j_shared_address dst = l4j_shared(dss + buf * L4J_FA_DS_TILE);
+        if (j < j_last) {
+            l4j_fa_load_tile<D>(ks + (buf ^ 1) * TILE, kh, (j + 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_fa_load_ds_tile(dss + (buf ^ 1) * L4J_FA_DS_TILE, ds_row + (long long) (it + 1) * L4J_FA_DS_TILE);
+            l4j_cp_async_commit();
+        }
+#pragma unroll 2  // fully unrolled it spills at 4 blocks per SM
+        for (int kk = 0; kk < L4J_FA_ROWS / 16; kk++) {
+            // A = dS (queries by keys) from the stored dS^T: matrix mi is the block of keys 16 kk + 8 (mi / 2) and
+            // queries 32 rh + 16 mt + 8 (mi % 2), transposed as it loads.
+            uint32_t a[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                const int block = (2 * kk + (mi >> 1)) * 8 + rh * 4 + mt * 2 + (mi & 1);
+                l4j_ldmatrix_x4_trans(a[mt], dst + 2 * (block * 64 + (lane & 7) * 8));
+            }
+#pragma unroll
+            for (int dp = 0; dp < NT / 2; dp++) {
+                uint32_t b[4];
+                l4j_fa_frag_bt<LD>(b, kt, kk * 16, dh * (D / 2) + dp * 16);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    l4j_mma_m16n8k16_bf16(acc[mt][2 * dp], a[mt], b, acc[mt][2 * dp]);
+                    l4j_mma_m16n8k16_bf16(acc[mt][2 * dp + 1], a[mt], b + 2, acc[mt][2 * dp + 1]);
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int row = q0 + rh * 32 + mt * 16 + r * 8 + g;
+            if (row >= n) continue;
+            G* out = dq + (long long) row * q_stride + (long long) h * D + dh * (D / 2) + 2 * t;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                l4j_store(out, nt * 8, acc[mt][nt][2 * r] * scale);
+                l4j_store(out, nt * 8 + 1, acc[mt][nt][2 * r + 1] * scale);
+            }
+        }
+    }
+}
+
 // dst[i] = parts[i] + parts[count + i] + ... over `group` slices, in slice order (the query heads of a KV head).
 template <typename G>
 __device__ __forceinline__ void l4j_flash_group_sum(const float* __restrict__ parts, G* __restrict__ dst,
@@ -672,15 +822,21 @@ extern "C" __global__ void lora4j_flash_attention_copy_bf16(const uint16_t* __re
     } \
     extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS) lora4j_flash_attention_backward_dkv_##D##_##name( \
             const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* d_out, const float* lse, \
-            const float* dsum, T* dk, T* dv, long long head_slice, int n, int n_heads, int n_kv_heads, int window, \
-            float scale, float scale_log2) { \
-        l4j_flash_backward_dkv<D, T>(q, k, v, d_out, lse, dsum, dk, dv, head_slice, n, n_heads, n_kv_heads, window, \
-                                     scale, scale_log2); \
+            const float* dsum, T* dk, T* dv, uint16_t* ds, int n, int n_heads, int n_kv_heads, int window, int head0, \
+            float scale) { \
+        l4j_flash_backward_dkv<D, T>(q, k, v, d_out, lse, dsum, dk, dv, ds, n, n_heads, n_kv_heads, window, head0, \
+                                     scale); \
     } \
     extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS) lora4j_flash_attention_backward_dq_##D##_##name( \
             const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* d_out, const float* lse, \
             const float* dsum, T* dq, int n, int n_heads, int n_kv_heads, int window, float scale, float scale_log2) { \
         l4j_flash_backward_dq<D, T>(q, k, v, d_out, lse, dsum, dq, n, n_heads, n_kv_heads, window, scale, scale_log2); \
+    } \
+    extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS, 4) \
+    lora4j_flash_attention_backward_dq_stored_##D##_##name(const uint16_t* k, const uint16_t* ds, T* dq, int n, \
+                                                           int n_heads, int n_kv_heads, int window, int head0, \
+                                                           float scale) { \
+        l4j_flash_backward_dq_stored<D, T>(k, ds, dq, n, n_heads, n_kv_heads, window, head0, scale); \
     }
 
 L4J_FLASH_ATTENTION(64, f32, float)

@@ -11,7 +11,9 @@ import java.util.List;
  * 64 and 128, tiled flash-attention style so that no [n, n] matrix exists. q, k, v and dOut are multiplied as BF16
  * (F32 activations are rounded to nearest even once, into scratch copies; BF16 activations are used as they are),
  * with FP32 accumulation and FP32 softmax statistics; outputs and gradients are stored in the activations' type, lse
- * as F32. Every output element has one writer and a fixed order of summation, so results repeat bit for bit.
+ * as F32. Every output element has one writer and a fixed order of summation, so results repeat bit for bit. The
+ * backward pass keeps the score gradients dS of the dk/dv pass for the dq pass where they fit {@link #DS_BUDGET_BYTES}
+ * (query heads in chunks), and otherwise has dq recompute them.
  *
  * <p>The other head sizes, and GPUs whose blocks cannot have the backward kernels' shared memory, use the FP32
  * kernels of attention.cu and attention_backward.cu.
@@ -48,6 +50,22 @@ final class FlashAttention {
     /** The larger of l4j_fa_dq_shared (six tiles) and l4j_fa_dkv_shared (six tiles, two buffers of lse and Dsum rows). */
     static int backwardSharedBytes(int headDim) { return 6 * tileBytes(headDim) + 4 * TILE_ROWS * Float.BYTES; }
 
+    /** l4j_flash_backward_dq_stored: two key tiles and two stored dS tiles. */
+    static int dqStoredSharedBytes(int headDim) { return 2 * tileBytes(headDim) + 2 * DS_TILE_BYTES; }
+
+    /** L4J_FA_DS_TILE in bytes: one 64 x 64 tile of BF16 score gradients. */
+    static final int DS_TILE_BYTES = TILE_ROWS * TILE_ROWS * 2;
+
+    /**
+     * The most scratch memory the backward pass spends on stored score gradients dS (which spare the dq pass two of
+     * its three products): query heads go in chunks whose dS fits, and where chunks would have too few blocks to
+     * fill a GPU, dq recomputes S and dP instead. 128 MiB keeps all 32 heads of a 1024-token sequence (36 MB) in one
+     * chunk and those of a 2048-token one (138 MB) in two.
+     */
+    static final long DS_BUDGET_BYTES = 128L << 20;
+    /** Fewer blocks than this per chunk leave GPUs of a hundred or more SMs partly idle behind the longest block. */
+    static final long MIN_CHUNK_BLOCKS = 512;
+
     /** The activation types the kernels store: F32 and BF16. */
     private static final List<DType> TYPES = List.of(DType.F32, DType.BF16);
 
@@ -64,6 +82,10 @@ final class FlashAttention {
         return "lora4j_flash_attention_backward_dq_" + headDim + "_" + CudaKernels.suffix(type);
     }
 
+    static String dqStoredKernel(int headDim, DType type) {
+        return "lora4j_flash_attention_backward_dq_stored_" + headDim + "_" + CudaKernels.suffix(type);
+    }
+
     static String prepKernel(DType type) { return "lora4j_flash_attention_backward_prep_" + CudaKernels.suffix(type); }
 
     static String groupSumKernel(DType type) { return "lora4j_flash_attention_group_sum_" + CudaKernels.suffix(type); }
@@ -78,6 +100,7 @@ final class FlashAttention {
                 names.add(forwardKernel(d, t));
                 names.add(dkvKernel(d, t));
                 names.add(dqKernel(d, t));
+                names.add(dqStoredKernel(d, t));
             }
             names.add(prepKernel(t));
             names.add(groupSumKernel(t));
@@ -138,6 +161,16 @@ final class FlashAttention {
      */
     void backward(long q, long k, long v, DType type, long out, long lse, long dOut, long dq, long dk, long dv, int n,
                   int nHeads, int nKvHeads, int headDim, int window) {
+        backward(q, k, v, type, out, lse, dOut, dq, dk, dv, n, nHeads, nKvHeads, headDim, window,
+                dsChunkHeads(n, nHeads, window, DS_BUDGET_BYTES));
+    }
+
+    /**
+     * {@link #backward} with the score gradients stored for {@code dsChunk} query heads at a time, or with dq
+     * recomputing them where {@code dsChunk} is 0: every path, for tests.
+     */
+    void backward(long q, long k, long v, DType type, long out, long lse, long dOut, long dq, long dk, long dv, int n,
+                  int nHeads, int nKvHeads, int headDim, int window, int dsChunk) {
         requireActivationType(type);
         List<Long> scratch = new ArrayList<>();
         try {
@@ -161,11 +194,8 @@ final class FlashAttention {
                     KernelArgs.start().ptr(out).ptr(dOut).ptr(dOutCopy).ptr(dsum).i64(rowsHeads).i32(headDim));
 
             float scale = scale(headDim), scaleLog2 = scale * LOG2_E;
-            long tiles = Math.ceilDiv(n, TILE_ROWS);
+            int tiles = Math.ceilDiv(n, TILE_ROWS);
             int shared = backwardSharedBytes(headDim);
-            kernels.launch(dqKernel(headDim, type), tiles * nHeads, THREADS, shared, stream,
-                    KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(dOutB).ptr(lse).ptr(dsum).ptr(dq).i32(n)
-                            .i32(nHeads).i32(nKvHeads).i32(window).f32(scale).f32(scaleLog2));
 
             // One query head per KV head writes dk and dv directly; a group writes one F32 slice per head (scratch of
             // n·nHeads·headDim floats each), summed after in head order.
@@ -179,9 +209,30 @@ final class FlashAttention {
                 scratch.add(dvParts);
                 partType = DType.F32;
             }
-            kernels.launch(dkvKernel(headDim, partType), tiles * nHeads, THREADS, shared, stream,
-                    KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(dOutB).ptr(lse).ptr(dsum).ptr(dkParts).ptr(dvParts)
-                            .i64(kvCount).i32(n).i32(nHeads).i32(nKvHeads).i32(window).f32(scale).f32(scaleLog2));
+            int band = dsBand(tiles, window);
+            int chunk = Math.min(dsChunk, nHeads);
+            long ds = 0;
+            if (chunk > 0) {
+                ds = allocator.allocate((long) chunk * dsTiles(tiles, band) * DS_TILE_BYTES);
+                scratch.add(ds);
+            }
+            for (int head0 = 0; head0 < nHeads; head0 += chunk > 0 ? chunk : nHeads) {
+                int heads = chunk > 0 ? Math.min(chunk, nHeads - head0) : nHeads;
+                kernels.launch(dkvKernel(headDim, partType), (long) tiles * heads, THREADS, shared, stream,
+                        KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(dOutB).ptr(lse).ptr(dsum).ptr(dkParts)
+                                .ptr(dvParts).ptr(ds).i32(n).i32(nHeads).i32(nKvHeads).i32(window).i32(head0)
+                                .f32(scale));
+                if (chunk > 0) {
+                    kernels.launch(dqStoredKernel(headDim, type), (long) tiles * heads, THREADS,
+                            dqStoredSharedBytes(headDim), stream,
+                            KernelArgs.start().ptr(kb).ptr(ds).ptr(dq).i32(n).i32(nHeads).i32(nKvHeads).i32(window)
+                                    .i32(head0).f32(scale));
+                } else {
+                    kernels.launch(dqKernel(headDim, type), (long) tiles * nHeads, THREADS, shared, stream,
+                            KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(dOutB).ptr(lse).ptr(dsum).ptr(dq).i32(n)
+                                    .i32(nHeads).i32(nKvHeads).i32(window).f32(scale).f32(scaleLog2));
+                }
+            }
             if (group > 1) {
                 for (long[] parts : new long[][] {{dkParts, dk}, {dvParts, dv}}) {
                     kernels.launch(groupSumKernel(type), CudaKernels.gridFor(kvCount), CudaKernels.ELEMENTWISE_THREADS, 0,
@@ -201,6 +252,37 @@ final class FlashAttention {
      */
     void fragmentProbe(long a, long b, long c, long d) {
         kernels.launch(FRAGMENT_PROBE, 1, 32, 3 * 16 * 24 * 2, stream, KernelArgs.start().ptr(a).ptr(b).ptr(c).ptr(d));
+    }
+
+    /**
+     * The most key tiles one query tile sees (attention_flash.cu's band): all {@code tiles}, or with a window, the
+     * tiles that its window reaches.
+     */
+    static int dsBand(int tiles, int window) {
+        if (window <= 0) return tiles;
+        return (int) Math.min(tiles, Math.ceilDiv((long) window - 1, TILE_ROWS) + 1);
+    }
+
+    /** l4j_fa_ds_tiles: the dS tiles of one query head, the band's rows of min(i + 1, band) tiles. */
+    static long dsTiles(int tiles, int band) {
+        long full = Math.min(tiles, band);
+        return full * (full + 1) / 2 + (tiles - full) * band;
+    }
+
+    /**
+     * Query heads per chunk of stored dS within {@code budgetBytes}, chunks as even as possible; 0 where dq is to
+     * recompute S and dP: not even one head's dS fits, or chunks would be too small to fill a GPU.
+     */
+    static int dsChunkHeads(int n, int nHeads, int window, long budgetBytes) {
+        int tiles = Math.ceilDiv(n, TILE_ROWS);
+        long perHead = dsTiles(tiles, dsBand(tiles, window)) * DS_TILE_BYTES;
+        long fit = Math.min(nHeads, budgetBytes / perHead);
+        if (fit < 1) return 0;
+        int chunks = (int) Math.ceilDiv(nHeads, fit);
+        int chunk = Math.ceilDiv(nHeads, chunks);
+        int smallest = nHeads - (chunks - 1) * chunk;
+        if (chunks > 1 && (long) smallest * tiles < MIN_CHUNK_BLOCKS) return 0;
+        return chunk;
     }
 
     /** 1/sqrt(headDim) in FP32, as every backend scales the scores. */

@@ -158,6 +158,49 @@ class CudaFlashAttentionParityTest {
         assertThat(narrow.dv).as("dv").containsExactly(roundToBf16(wideOnNarrowOut.dv));
     }
 
+    @ParameterizedTest
+    @CsvSource({
+            // n, nHeads, nKvHeads, headDim, window, query heads per chunk of stored dS (0: dq recomputes it)
+            "150, 4, 2, 128, 0, 0",
+            "150, 4, 2, 64, 0, 3",    // chunks of 3 heads and 1
+            "130, 2, 2, 64, 40, 1",   // a window shorter than a tile: the band's rows hold 1, 2, 2 tiles
+            "300, 2, 1, 64, 150, 1"}) // rows of 1, 2, 3, 4, 4 tiles
+    void everyWayOfGettingDqMatchesTheCpuAndLeavesDkAndDvAlone(int n, int nHeads, int nKvHeads, int headDim,
+                                                               int window, int dsChunk) {
+        // Stored or recomputed, dS is the same BF16 product of the same P and dP; only the order in which dq sums
+        // its key tiles differs. dk and dv do not depend on how dq is made.
+        Shape s = new Shape(n, nHeads, nKvHeads, headDim, window);
+        float[] q = gaussian(n * s.qw(), 21, true), k = gaussian(n * s.kw(), 22, true);
+        float[] v = gaussian(n * s.kw(), 23, true), dOut = gaussian(n * s.qw(), 24, true);
+        Results c = results(cpu, s, q, k, v, dOut);
+        Bounds b = bounds(s, q, k, v, dOut, c);
+        Results chunked = flash(s, DType.F32, q, k, v, dOut, null, 0, dsChunk);
+        Results whole = flash(s, DType.F32, q, k, v, dOut, null, 0, nHeads);
+        String what = s + ", dS chunk " + dsChunk;
+        assertWithin(what + " dq", chunked.dq, c.dq, b.dq);
+        assertThat(chunked.dk).as(what + " dk").containsExactly(whole.dk);
+        assertThat(chunked.dv).as(what + " dv").containsExactly(whole.dv);
+        assertWithin(what + " dk", chunked.dk, c.dk, b.dk);
+        assertWithin(what + " dv", chunked.dv, c.dv, b.dv);
+    }
+
+    @Test
+    void scoreGradientsAreStoredWhereTheyFitTheBudgetInChunksThatStillFillAGpu() {
+        // 32 heads of 1024 tokens: 136 tiles of 8 KiB per head, 36 MB in all; of 2048: 138 MB, two chunks of 16.
+        assertThat(FlashAttention.dsChunkHeads(1024, 32, 0, FlashAttention.DS_BUDGET_BYTES)).isEqualTo(32);
+        assertThat(FlashAttention.dsChunkHeads(2048, 32, 0, FlashAttention.DS_BUDGET_BYTES)).isEqualTo(16);
+        // 4096 tokens: 17 MB per head, chunks of 7 heads would be 448 blocks at most: dq recomputes.
+        assertThat(FlashAttention.dsChunkHeads(4096, 32, 0, FlashAttention.DS_BUDGET_BYTES)).isZero();
+        // A window bounds the band: 8192 tokens with a window of 4096 see 65 key tiles at most.
+        assertThat(FlashAttention.dsTiles(128, FlashAttention.dsBand(128, 4096))).isEqualTo(65 * 66 / 2 + 63 * 65);
+        assertThat(FlashAttention.dsBand(16, Integer.MAX_VALUE)).isEqualTo(16);
+        assertThat(FlashAttention.dsBand(16, 1)).isEqualTo(1);
+        assertThat(FlashAttention.dsBand(16, 65)).isEqualTo(2);
+        assertThat(FlashAttention.dsBand(16, 66)).isEqualTo(3);
+        // Small problems fit whole, however few their blocks.
+        assertThat(FlashAttention.dsChunkHeads(100, 8, 0, FlashAttention.DS_BUDGET_BYTES)).isEqualTo(8);
+    }
+
     // ---- helpers ------------------------------------------------------------------------------------------
 
     /**
@@ -167,6 +210,13 @@ class CudaFlashAttentionParityTest {
      */
     private static Results flash(Shape s, DType type, float[] q, float[] k, float[] v, float[] dOut, float[] givenOut,
                                  int offset) {
+        return flash(s, type, q, k, v, dOut, givenOut, offset,
+                FlashAttention.dsChunkHeads(s.n, s.nHeads, s.window, FlashAttention.DS_BUDGET_BYTES));
+    }
+
+    /** {@link #flash} with dS stored for {@code dsChunk} query heads at a time (0: recomputed by dq). */
+    private static Results flash(Shape s, DType type, float[] q, float[] k, float[] v, float[] dOut, float[] givenOut,
+                                 int offset, int dsChunk) {
         int n = s.n;
         FlashAttention fa = gpu.flashAttention();
         try (Tensor qt = gpu.fromFloats(shifted(q, offset), type, offset + q.length);
@@ -183,7 +233,7 @@ class CudaFlashAttentionParityTest {
             try (Tensor o = givenOut == null ? null : gpu.fromFloats(givenOut, type, n, s.qw())) {
                 fa.backward(address(qt) + skip, address(kt) + skip, address(vt) + skip, type,
                         address(o == null ? out : o), address(lse), address(dOutT) + skip, address(dq), address(dk),
-                        address(dv), n, s.nHeads, s.nKvHeads, s.headDim, s.window);
+                        address(dv), n, s.nHeads, s.nKvHeads, s.headDim, s.window, dsChunk);
             }
             return new Results(outValues, gpu.toFloats(lse), gpu.toFloats(dq), gpu.toFloats(dk), gpu.toFloats(dv));
         }
