@@ -50,6 +50,11 @@ __device__ __forceinline__ void l4j_fa_load_tile(uint16_t* tile, const uint16_t*
     }
 }
 
+// Two floats read as one 8-byte access.
+struct alignas(8) l4j_fa_pair {
+    float x, y;
+};
+
 // One stored 64 x 64 dS tile (8 KiB, contiguous) into shared memory as it is, with cp.async.
 __device__ __forceinline__ void l4j_fa_load_ds_tile(uint16_t* tile, const uint16_t* src) {
     for (int idx = threadIdx.x; idx < L4J_FA_ROWS * L4J_FA_ROWS / 8; idx += L4J_FA_THREADS) {
@@ -99,6 +104,31 @@ __device__ __forceinline__ void l4j_fa_rows_times_tile_t(float acc[NT][4], l4j_s
             l4j_fa_frag_b<LD>(b, x_tile, x_row0 + np * 16, kk * 16);
             l4j_mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
             l4j_mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
+        }
+    }
+}
+
+// The same for two products at once, acc += A X^T and acc2 += A2 X2^T: twice the independent accumulators in flight.
+template <int D, int NT>
+__device__ __forceinline__ void l4j_fa_two_rows_times_tiles_t(float acc[NT][4], float acc2[NT][4],
+                                                              l4j_shared_address a_tile, l4j_shared_address a2_tile,
+                                                              int a_row0, l4j_shared_address x_tile,
+                                                              l4j_shared_address x2_tile, int x_row0) {
+    constexpr int LD = D + 8;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t a[4], a2[4];
+        l4j_fa_frag_a<LD>(a, a_tile, a_row0, kk * 16);
+        l4j_fa_frag_a<LD>(a2, a2_tile, a_row0, kk * 16);
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t b[4], b2[4];
+            l4j_fa_frag_b<LD>(b, x_tile, x_row0 + np * 16, kk * 16);
+            l4j_fa_frag_b<LD>(b2, x2_tile, x_row0 + np * 16, kk * 16);
+            l4j_mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
+            l4j_mma_m16n8k16_bf16(acc2[2 * np], a2, b2, acc2[2 * np]);
+            l4j_mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
+            l4j_mma_m16n8k16_bf16(acc2[2 * np + 1], a2, b2 + 2, acc2[2 * np + 1]);
         }
     }
 }
@@ -544,28 +574,28 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
         // Half the query tile at a time, so that P^T and dS^T of the warp's 16 keys take 16 registers each.
 #pragma unroll 1
         for (int c0 = 0; c0 < L4J_FA_ROWS; c0 += 32) {
-            float p[4][4];  // P^T
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
-            l4j_fa_rows_times_tile_t<D, 4>(p, l4j_shared(ks), warp * 16, qt, c0);
+            // S^T = k q^T and dP^T = v dO^T side by side: eight independent accumulator chains instead of four.
+            float p[4][4], ds[4][4];  // P^T; dP^T, then dS^T = P^T (dP^T - Dsum) in place
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
+                p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
+                ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
+            }
+            l4j_fa_two_rows_times_tiles_t<D, 4>(p, ds, l4j_shared(ks), l4j_shared(vs), warp * 16, qt, dot, c0);
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+                // This thread's two query columns c, c + 1 of n-tile nt.
+                const int c = c0 + nt * 8 + 2 * t;
+                const l4j_fa_pair lse2 = *reinterpret_cast<const l4j_fa_pair*>(lse_t + c);
+                const l4j_fa_pair dsum2 = *reinterpret_cast<const l4j_fa_pair*>(dsum_t + c);
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int c = c0 + nt * 8 + 2 * t + (e & 1);
-                    const bool live = !masked || (q0 + c < n && l4j_fa_attends(q0 + c, keys[e >> 1], window));
-                    p[nt][e] = live ? l4j_fa_exp2(p[nt][e] * scale_log2 - lse_t[c]) : 0.0f;
+                    const int col = c + (e & 1);
+                    const bool live = !masked || (q0 + col < n && l4j_fa_attends(q0 + col, keys[e >> 1], window));
+                    const float x = l4j_fa_exp2(p[nt][e] * scale_log2 - ((e & 1) ? lse2.y : lse2.x));
+                    p[nt][e] = live ? x : 0.0f;
+                    ds[nt][e] = p[nt][e] * (ds[nt][e] - ((e & 1) ? dsum2.y : dsum2.x));
                 }
-            }
-            // dP^T = v dO^T, then dS^T = P^T (dP^T - Dsum) in place.
-            float ds[4][4];
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
-            l4j_fa_rows_times_tile_t<D, 4>(ds, l4j_shared(vs), warp * 16, dot, c0);
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) ds[nt][e] = p[nt][e] * (ds[nt][e] - dsum_t[c0 + nt * 8 + 2 * t + (e & 1)]);
             }
             if (ds_tile != nullptr) {
                 // dS^T rounded as the product below rounds it, into the 8 x 8 blocks of (key rows g, g + 8 of this
