@@ -121,8 +121,8 @@ def reference(a):
     made = {"shape": a.shape, "seed": a.seed, "dtype": "bfloat16"}
     marker = os.path.join(model_dir, "same_data_model.json")
     if os.path.isfile(marker) and json.load(open(marker)) == made:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": device})
-        model.config._attn_implementation = "sdpa"
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": device},
+                                                     attn_implementation="sdpa")
         action = "loaded from"
     else:
         torch.manual_seed(a.seed)
