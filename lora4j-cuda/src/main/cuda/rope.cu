@@ -3,14 +3,15 @@
 // BF16 activations are widened, rotated in FP32 and rounded once.
 //
 // A block takes a tile of `rows_per_block` rows by `heads_per_block` heads (CudaBackend.rotate picks them so that a
-// tile holds about one group of 8 pairs per thread: one row of 32 heads of 128, or 4 rows of 8 heads). Each thread
-// first issues the loads of its group of pairs (16-byte accesses to both halves of the head when every group is
-// aligned), while the block computes the cosines and sines of its rows' angles once into shared memory; then it
+// tile holds about 64 bytes of pairs per thread: for BF16, 2 rows of 32 heads of 128 or 8 rows of 8 heads). Each
+// thread first issues the loads of its groups of pairs (16-byte accesses to both halves of the head when every group
+// is aligned), while the block computes the cosines and sines of its rows' angles once into shared memory; then it
 // rotates and stores. So every angle is computed once per block rather than once per head, and a block's loads are
 // all in flight together.
 #include "groups.cuh"
 
-// Threads per block (CudaKernels.ROPE_THREADS).
+// Threads per block (CudaKernels.ROPE_THREADS), and groups of 8 pairs a thread loads at once: 64 bytes of pairs, two
+// groups of BF16 or one of F32 (CudaKernels.ropeGroupsPerBlock).
 #define L4J_ROPE_THREADS 256
 
 // One pair rotated by (c, s). Explicit roundings keep the compiler from fusing these into FMAs, so they round as the
@@ -42,8 +43,8 @@ __device__ __forceinline__ void l4j_rope_cos_sin(int position, float inv_freq, f
 template <bool INVERSE, bool VEC, typename T>
 __device__ __forceinline__ void l4j_rope_tile(T* x, const int* __restrict__ positions, const float* __restrict__ inv_freq,
                                               int n, int width, int head_dim, int rows_per_block, int heads_per_block) {
-    // The cosines of the tile's rows (rows_per_block x half), then their sines; used when a head's groups fit the
-    // block (heads of up to 4096), otherwise each thread computes its own.
+    // The cosines of the tile's rows (rows_per_block x half), then their sines; used when a head's groups fit one
+    // pass of the block (heads of up to 8192), otherwise each thread computes its own.
     L4J_DYNAMIC_SHARED(float, table);
     const int half = head_dim / 2, heads = width / head_dim;
     const int groups = (half + L4J_GROUP - 1) / L4J_GROUP;
@@ -53,7 +54,8 @@ __device__ __forceinline__ void l4j_rope_tile(T* x, const int* __restrict__ posi
     const int rows = (int) min((long long) rows_per_block, (long long) n - r0);
     const int hs = min(heads_per_block, heads - h0);
     const int items = rows * hs * groups;
-    const bool tabled = groups <= L4J_ROPE_THREADS;
+    constexpr int ITEMS = 4 / (int) sizeof(T);
+    const bool tabled = groups <= L4J_ROPE_THREADS * ITEMS;
     const int sines = rows_per_block * half;
 
     // Item i: group g of head h0 + h of row r0 + rl.
@@ -83,28 +85,32 @@ __device__ __forceinline__ void l4j_rope_tile(T* x, const int* __restrict__ posi
         l4j_group_store<VEC>(p + half, 0, half - j, b);
     };
 
-    int i = threadIdx.x, rl = 0, j = 0;
-    T* p = nullptr;
-    l4j_group<T> ga, gb;
-    if (i < items) {
-        p = start(i, rl, j);
-        ga.template load<VEC>(p, 0, half - j);
-        gb.template load<VEC>(p + half, 0, half - j);
-    }
-    if (tabled) {
-        for (int e = threadIdx.x; e < rows * half; e += blockDim.x) {
-            int er = e / half;
-            l4j_rope_cos_sin(positions[r0 + er], inv_freq[e - er * half], table[e], table[sines + e]);
+    // ITEMS groups per thread and pass, all loaded before any is rotated; the first pass's loads are in
+    // flight while the table is made.
+    for (int first = 0; first < items; first += ITEMS * blockDim.x) {
+        T* p[ITEMS];
+        int rl[ITEMS], j[ITEMS];
+        l4j_group<T> ga[ITEMS], gb[ITEMS];
+#pragma unroll
+        for (int k = 0; k < ITEMS; k++) {
+            int i = first + k * blockDim.x + threadIdx.x;
+            if (i < items) {
+                p[k] = start(i, rl[k], j[k]);
+                ga[k].template load<VEC>(p[k], 0, half - j[k]);
+                gb[k].template load<VEC>(p[k] + half, 0, half - j[k]);
+            }
         }
-    }
-    __syncthreads();
-    if (i >= items) return;
-    rotate(p, rl, j, ga, gb);
-    for (i += blockDim.x; i < items; i += blockDim.x) {
-        p = start(i, rl, j);
-        ga.template load<VEC>(p, 0, half - j);
-        gb.template load<VEC>(p + half, 0, half - j);
-        rotate(p, rl, j, ga, gb);
+        if (tabled && first == 0) {  // every thread makes the first pass (items > 0), so all reach the barrier
+            for (int e = threadIdx.x; e < rows * half; e += blockDim.x) {
+                int er = e / half;
+                l4j_rope_cos_sin(positions[r0 + er], inv_freq[e - er * half], table[e], table[sines + e]);
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int k = 0; k < ITEMS; k++) {
+            if (first + k * blockDim.x + threadIdx.x < items) rotate(p[k], rl[k], j[k], ga[k], gb[k]);
+        }
     }
 }
 

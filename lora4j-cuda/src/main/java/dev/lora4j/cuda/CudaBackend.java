@@ -399,19 +399,19 @@ public final class CudaBackend implements Backend {
             convert(invAddress, inv.dtype(), invF32, DType.F32, inv.numel());
             invAddress = invF32;
         }
-        // A block rotates a tile of rows by heads holding about one group of 8 pairs per thread: whole rows when they
-        // are narrow (several per block), else as many whole heads of one row as fit.
-        int half = headDim / 2, threads = CudaKernels.ROPE_THREADS;
+        // A block rotates a tile of rows by heads of up to `capacity` groups of 8 pairs: whole rows when they are narrow
+        // (several per block), else as many whole heads of one row as fit.
+        int half = headDim / 2, capacity = CudaKernels.ropeGroupsPerBlock(x.dtype());
         long groups = Math.ceilDiv(half, CudaKernels.GROUP), heads = width / headDim;
-        int headsPerBlock = (int) Math.max(1, Math.min(heads, threads / groups));
+        int headsPerBlock = (int) Math.max(1, Math.min(heads, capacity / groups));
         int rowsPerBlock = headsPerBlock < heads ? 1
-                : (int) Math.min(positions.length, Math.max(1, threads / (heads * groups)));
+                : (int) Math.min(positions.length, Math.max(1, capacity / (heads * groups)));
         long blocks = Math.ceilDiv(positions.length, rowsPerBlock) * Math.ceilDiv(heads, headsPerBlock);
-        // The tile's cosines and sines in shared memory (at most 16 KiB), when a head's groups fit the block.
-        int tableBytes = groups <= threads ? rowsPerBlock * half * 2 * Float.BYTES : 0;
+        // The tile's cosines and sines in shared memory (at most capacity x 64 bytes), when a head's groups fit a tile.
+        int tableBytes = groups <= capacity ? rowsPerBlock * half * 2 * Float.BYTES : 0;
         long pos = uploadInts(positions);
         try {
-            kernels.launch(kernel, blocks, threads, tableBytes, stream,
+            kernels.launch(kernel, blocks, CudaKernels.ROPE_THREADS, tableBytes, stream,
                     KernelArgs.start().ptr(xs.address()).ptr(pos).ptr(invAddress).i32(positions.length).i32((int) width)
                             .i32(headDim).i32(rowsPerBlock).i32(headsPerBlock));
         } finally {

@@ -183,6 +183,14 @@ final class CudaKernels {
         return (int) Math.max(32, Math.min(ROW_MAX_THREADS, threads));
     }
 
+    /**
+     * Groups of {@link #GROUP} pairs a RoPE block of {@link #ROPE_THREADS} threads rotates in one pass: each thread loads
+     * 64 bytes of pairs at once (rope.cu: two groups of BF16, one of F32).
+     */
+    static int ropeGroupsPerBlock(DType act) {
+        return ROPE_THREADS * (int) (4 / act.bytesFor(1));
+    }
+
     /** Blocks for a kernel that takes one row per block and walks the rows by a grid-stride loop. */
     long rowGrid(long rows) {
         return Math.max(1, Math.min(rows, (long) multiprocessors * RESIDENT_BLOCKS_PER_SM));
