@@ -196,7 +196,10 @@ __device__ __forceinline__ bool l4j_fa_needs_mask32(int row0, int c0, int window
     return c0 + 31 > row0 || (window > 0 && row0 + 31 - c0 >= window);
 }
 
-// 2^x for x <= 0 (or -inf, giving 0): ex2.approx.ftz on the GPU, one MUFU instruction (exp2f adds a denormal range
+// How far (base 2) a row's maximum may grow past the running maximum before o and l are rescaled to it.
+#define L4J_FA_RESCALE_SLACK 8.0f
+
+// 2^x for small or negative x (or -inf, giving 0): ex2.approx.ftz on the GPU, one MUFU instruction (exp2f adds a denormal range
 // fix-up around it); results under FLT_MIN flush to zero in both places.
 __device__ __forceinline__ float l4j_fa_exp2(float x) {
 #if defined(__CUDA_ARCH__)
@@ -313,12 +316,15 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
 
         const bool masked = l4j_fa_needs_mask32(r0 - g, c0, window);
         uint32_t pa[2][2][4];  // P rounded to BF16, as the A fragments of P v: [m-tile][16-key step]
+        // Scaled and masked scores, and each row's maximum over the tile.
+        float mx[2][2];
+        bool grows = false;
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const int row = r0 + mt * 16 + r * 8;
-                float mx = -INFINITY;
+                float x_max = -INFINITY;
 #pragma unroll
                 for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
@@ -327,15 +333,41 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
                         float x = __fmul_rn(s[mt][nt][2 * r + e], scale_log2);
                         if (masked && !l4j_fa_attends(row, c0 + nt * 8 + 2 * t + e, window)) x = -INFINITY;
                         s[mt][nt][2 * r + e] = x;
-                        mx = fmaxf(mx, x);
+                        x_max = fmaxf(x_max, x);
                     }
                 }
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a quad share the row
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(m[mt][r], mx);
-                const float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing unmasked yet stays at 0
-                const float correction = l4j_fa_exp2(m[mt][r] - base);
-                m[mt][r] = m_new;
+                x_max = fmaxf(x_max, __shfl_xor_sync(0xffffffffu, x_max, 1));  // the 4 lanes of a quad share the row
+                x_max = fmaxf(x_max, __shfl_xor_sync(0xffffffffu, x_max, 2));
+                mx[mt][r] = x_max;
+                grows |= x_max > m[mt][r] + L4J_FA_RESCALE_SLACK;  // always where m is still -inf and x_max is not
+            }
+        }
+        // The running maxima move, and o and l are rescaled, only when some row's maximum grows by more than the
+        // slack: until then exponents stay <= slack (P <= 2^slack, far from FP32's range), and the 128 multiplies
+        // per thread of a rescale are skipped on most tiles. The whole warp decides, so that it stays converged.
+        if (__any_sync(0xffffffffu, grows)) {
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const float m_new = fmaxf(m[mt][r], mx[mt][r]);
+                    const float base = m_new == -INFINITY ? 0.0f : m_new;  // nothing unmasked yet: stays at 0
+                    const float correction = l4j_fa_exp2(m[mt][r] - base);
+                    m[mt][r] = m_new;
+                    l[mt][r] *= correction;
+#pragma unroll
+                    for (int dt = 0; dt < DT; dt++) {
+                        o[mt][dt][2 * r] *= correction;
+                        o[mt][dt][2 * r + 1] *= correction;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const float base = m[mt][r] == -INFINITY ? 0.0f : m[mt][r];
                 float sum = 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < 4; nt++) {
@@ -343,12 +375,7 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
                     s[mt][nt][2 * r + 1] = l4j_fa_exp2(s[mt][nt][2 * r + 1] - base);
                     sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
                 }
-                l[mt][r] = l[mt][r] * correction + sum;
-#pragma unroll
-                for (int dt = 0; dt < DT; dt++) {
-                    o[mt][dt][2 * r] *= correction;
-                    o[mt][dt][2 * r + 1] *= correction;
-                }
+                l[mt][r] += sum;
             }
 #pragma unroll
             for (int ks2 = 0; ks2 < 2; ks2++) {

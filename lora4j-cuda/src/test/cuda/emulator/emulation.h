@@ -76,6 +76,18 @@ inline T __shfl_xor_sync(unsigned, T value, int lane_mask) {
     return result;
 }
 
+// Whether the predicate holds in any lane. Every lane of the warp must call it, as for the shuffles (the mask is not
+// looked at).
+inline bool __any_sync(unsigned, bool predicate) {
+    uint64_t* slots = l4j_emu::warp_slots();
+    slots[l4j_emu::lane()] = predicate ? 1 : 0;
+    l4j_emu::sync_warp();
+    bool any = false;
+    for (int i = 0; i < 32; i++) any = any || slots[i] != 0;
+    l4j_emu::sync_warp();  // every lane has read before the slots are written again
+    return any;
+}
+
 // One host thread runs every fiber and switches only at barriers, so a plain read-modify-write is atomic.
 inline float atomicAdd(float* address, float value) {
     float old = *address;
