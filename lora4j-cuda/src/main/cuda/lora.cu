@@ -33,8 +33,10 @@
 __host__ __device__ __forceinline__ int l4j_lora_forward_shared(int rg) {
     return 2 * (L4J_LORA_FWD_ROWS + 16 * rg) * L4J_LORA_FWD_LD * 2;
 }
-__host__ __device__ __forceinline__ int l4j_lora_backward_shared(int rg) {
-    return (16 * rg * L4J_LORA_BWD_LD + 2 * L4J_LORA_BWD_ROWS * L4J_LORA_BWD_LD + 2 * L4J_LORA_BWD_ROWS * (16 * rg + 8)) * 2;
+// The backward kernel's; with `old` also two tiles of dX's old values (the vector path when it accumulates).
+__host__ __device__ __forceinline__ int l4j_lora_backward_shared(int rg, bool old) {
+    return (16 * rg * L4J_LORA_BWD_LD + (old ? 4 : 2) * L4J_LORA_BWD_ROWS * L4J_LORA_BWD_LD
+            + 2 * L4J_LORA_BWD_ROWS * (16 * rg + 8)) * 2;
 }
 
 #ifdef L4J_DEVICE_CODE
@@ -161,7 +163,9 @@ __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x
 
 // ---- backward on the tensor cores ----------------------------------------------------------------------------
 // Block (split s, 128-column tile): rows [s * block_rows, min(n, (s + 1) * block_rows)), 64 per step; a's 128 columns
-// are rounded to bf16 into shared memory once. Each step:
+// are rounded to bf16 into shared memory once. The next step's x tile (and, on the vector path when dX accumulates,
+// its tile of dX) comes in by cp.async while a step computes, so every read of global memory is one step ahead.
+// Each step:
 //   dX:    warp w computes rows 16 (w % 4) .. + 15, columns 64 (w / 4) .. + 63 of dHidden a (K = the R ranks), draws
 //          the mask of each adjacent pair of columns it holds, writes dX = kept ? factor * sum : 0 (+ dX) rounded once,
 //          and zeroes the dropped elements of the x tile in shared memory;
@@ -178,6 +182,8 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
     uint16_t* as = reinterpret_cast<uint16_t*>(smem);  // [R][LD]
     uint16_t* xs = as + R * LD;                        // [2][64][LD]
     uint16_t* hs = xs + 2 * XT;                        // [2][64][HLD]
+    uint16_t* ds = hs + 2 * HT;                        // [2][64][LD]: dX's old values (VEC and accumulate only)
+    const bool old_in_shared = VEC && accumulate;
 
     const int col_tiles = (k + L4J_LORA_BWD_COLS - 1) / L4J_LORA_BWD_COLS;
     const int split = (int) (blockIdx.x / col_tiles);
@@ -195,12 +201,14 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
     auto load_x = [&](int buf, int i0) {
         uint16_t* tile = xs + buf * XT;
         if (VEC) {
-            // 64 rows of 16 16-byte pieces: 4 per thread.
+            // 64 rows of 16 16-byte pieces: 4 per thread, and as many of dX.
 #pragma unroll
             for (int q = 0; q < 4; q++) {
                 const int id = tid + q * L4J_LORA_THREADS, row = id >> 4, cc = (id & 15) * 8;
                 const bool valid = i0 + row < r_end && c0 + cc < k;
-                l4j_cp_async_16(tile + row * LD + cc, x + (valid ? (long long) (i0 + row) * k + c0 + cc : 0), valid);
+                const long long e = valid ? (long long) (i0 + row) * k + c0 + cc : 0;
+                l4j_cp_async_16(tile + row * LD + cc, x + e, valid);
+                if (old_in_shared) l4j_cp_async_16(ds + buf * XT + row * LD + cc, dx + e, valid);
             }
         } else {
             for (int id = tid; id < L4J_LORA_BWD_ROWS * L4J_LORA_BWD_COLS; id += L4J_LORA_THREADS) {
@@ -287,7 +295,7 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
                 if (VEC) {  // e is even and dx 16-byte aligned: the pair is one 4-byte word
                     uint32_t* d = reinterpret_cast<uint32_t*>(dx + e);
                     if (accumulate) {
-                        const uint32_t old = *d;
+                        const uint32_t old = *reinterpret_cast<const uint32_t*>(ds + buf * XT + lrow * LD + lc);
                         v0 = l4j_add(v0, l4j_bf16_to_float((uint16_t) (old & 0xffffu)));
                         v1 = l4j_add(v1, l4j_bf16_to_float((uint16_t) (old >> 16)));
                     }

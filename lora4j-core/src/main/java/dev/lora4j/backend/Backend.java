@@ -235,8 +235,8 @@ public interface Backend extends AutoCloseable {
      * once, sums dHidden·a over the r ranks in FP32, multiplies a kept element's sum by {@code scaling · keep} (as in
      * {@link #loraDown}), adds dX's old value and rounds once; for gradA it sums dHidden·x over the kept elements in
      * FP32 and adds the sum times {@code scaling · keep} to gradA. Products of BF16 activations may round a to BF16
-     * first, and the CUDA backend rounds dX once per group of ranks it handles together (64, or 16 in FP32) when r
-     * is larger.
+     * first; with more ranks than a backend takes at once (the CUDA backend: 64 with BF16 activations, 16 with F32),
+     * dX is rounded after each group of ranks.
      */
     default void loraDownBackward(Tensor x, Tensor a, float scaling, float p, long seed, Tensor dHidden, Tensor gradA,
                                   Tensor dX, boolean accumulate) {

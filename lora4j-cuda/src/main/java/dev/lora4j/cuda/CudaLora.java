@@ -43,8 +43,9 @@ final class CudaLora {
     /** Shared bytes of the tensor-core kernels with {@code rg} groups of 16 ranks (lora.cu's l4j_lora_*_shared). */
     static int forwardSharedBytes(int rg) { return 2 * (FORWARD_ROWS + 16 * rg) * FORWARD_LD * 2; }
 
-    static int backwardSharedBytes(int rg) {
-        return (16 * rg * BACKWARD_LD + 2 * BACKWARD_ROWS * BACKWARD_LD + 2 * BACKWARD_ROWS * (16 * rg + 8)) * 2;
+    /** With {@code old}, also two tiles of dX's old values: the vector path prefetches them when dX accumulates. */
+    static int backwardSharedBytes(int rg, boolean old) {
+        return (16 * rg * BACKWARD_LD + (old ? 4 : 2) * BACKWARD_ROWS * BACKWARD_LD + 2 * BACKWARD_ROWS * (16 * rg + 8)) * 2;
     }
 
     /** CUDA-core backward: each warp's 16 x 64 gradA sums, added in warp order. */
@@ -52,7 +53,7 @@ final class CudaLora {
 
     /** Whether these kernels take the call: an F32 adapter on a GPU whose blocks may have the largest tile's memory. */
     static boolean serves(Tensor a, int maxSharedPerBlock) {
-        return a.dtype() == DType.F32 && backwardSharedBytes(4) <= maxSharedPerBlock;
+        return a.dtype() == DType.F32 && backwardSharedBytes(4, true) <= maxSharedPerBlock;
     }
 
     /** The columns (forward) or rows (backward) of one block's sums for an adapter of rank r. */
@@ -160,9 +161,10 @@ final class CudaLora {
                 long grid = (long) Math.ceilDiv(k, BACKWARD_COLUMNS) * splits;
                 for (int j0 = 0; j0 < r; j0 += MMA_RANKS) {
                     int ranks = Math.min(MMA_RANKS, r - j0), rg = rankGroups(ranks);
-                    kernels.launch(backwardKernel(rg, vector), grid, THREADS, backwardSharedBytes(rg), backend.stream(),
-                            backwardArgs(x, a, dHidden, dX, partial, s, j0, ranks, split, elements, seed, threshold,
-                                    factor, accumulate || j0 > 0));
+                    boolean add = accumulate || j0 > 0;
+                    kernels.launch(backwardKernel(rg, vector), grid, THREADS, backwardSharedBytes(rg, vector && add),
+                            backend.stream(), backwardArgs(x, a, dHidden, dX, partial, s, j0, ranks, split, elements, seed,
+                                    threshold, factor, add));
                 }
             } else {
                 long grid = (long) Math.ceilDiv(k, CORE_BACKWARD_COLUMNS) * splits;
