@@ -1,30 +1,65 @@
 // Embedding lookup: out[i, :] = table[ids[i], :] in the activation type (F32, or BF16 rounded to nearest even). The
 // ids were checked against the vocabulary on the host.
-#include "common.cuh"
+//
+// A block of 256 threads copies a tile of `rows_per_block` whole rows (CudaBackend.embedding: about
+// L4J_EMBEDDING_ITEMS groups of 8 elements per thread, so two rows of 4096 or several narrow ones), each thread loading
+// all its groups of a pass before it stores any, so that a block's loads are in flight together; 16-byte accesses when
+// rows are aligned.
+#include "groups.cuh"
 
-template <typename T, typename O>
-__device__ __forceinline__ void l4j_embedding(const T* __restrict__ table, const int* __restrict__ ids,
-                                              O* __restrict__ out, int n, long long d) {
-    // Blocks walk the rows, threads the columns: one id read per row, 16-byte accesses when rows are aligned.
-    const bool aligned = d % L4J_GROUP == 0 && l4j_aligned16(table) && l4j_aligned16(out);
-    for (long long i = blockIdx.x; i < n; i += gridDim.x) {
-        const T* src = table + (long long) ids[i] * d;
-        O* dst = out + i * d;
-        if (aligned) {
-            for (long long j = (long long) threadIdx.x * L4J_GROUP; j < d; j += (long long) blockDim.x * L4J_GROUP) {
-                float v[L4J_GROUP];
-                l4j_load8(src, j, v);
-                l4j_store8(dst, j, v);
+// Groups of 8 elements a thread loads at once on the 16-byte path (CudaKernels.EMBEDDING_ITEMS); the element path,
+// for odd views only, takes one at a time.
+#define L4J_EMBEDDING_ITEMS 4
+
+template <bool VEC, typename T, typename O>
+__device__ __forceinline__ void l4j_embedding_tile(const T* __restrict__ table, const int* __restrict__ ids,
+                                                   O* __restrict__ out, int n, long long d, int rows_per_block) {
+    const long long groups = (d + L4J_GROUP - 1) / L4J_GROUP;
+    const long long r0 = (long long) blockIdx.x * rows_per_block;
+    const int rows = (int) min((long long) rows_per_block, (long long) n - r0);
+    const long long items = rows * groups;
+    constexpr int ITEMS = VEC ? L4J_EMBEDDING_ITEMS : 1;
+    for (long long first = 0; first < items; first += ITEMS * blockDim.x) {
+        l4j_group<T> g[ITEMS];
+        O* dst[ITEMS];
+        long long rest[ITEMS];  // elements from the group's start to the row's end
+#pragma unroll
+        for (int k = 0; k < ITEMS; k++) {
+            long long i = first + k * blockDim.x + threadIdx.x;
+            if (i < items) {
+                // Tiles of several rows have few groups per row: the division is of ints.
+                int rl = rows_per_block == 1 ? 0 : (int) i / (int) groups;
+                long long j = (i - rl * groups) * L4J_GROUP;
+                dst[k] = out + (r0 + rl) * d + j;
+                rest[k] = d - j;
+                g[k].template load<VEC>(table + (long long) ids[r0 + rl] * d + j, 0, rest[k]);
             }
-        } else {
-            for (long long j = threadIdx.x; j < d; j += blockDim.x) l4j_store(dst, j, l4j_load(src, j));
+        }
+#pragma unroll
+        for (int k = 0; k < ITEMS; k++) {
+            if (first + k * blockDim.x + threadIdx.x < items) {
+                float v[8];
+                g[k].get(v);
+                l4j_group_store<VEC>(dst[k], 0, rest[k], v);
+            }
         }
     }
 }
 
+template <typename T, typename O>
+__device__ __forceinline__ void l4j_embedding(const T* __restrict__ table, const int* __restrict__ ids,
+                                              O* __restrict__ out, int n, long long d, int rows_per_block) {
+    if (d % L4J_GROUP == 0 && l4j_aligned16(table) && l4j_aligned16(out)) {
+        l4j_embedding_tile<true>(table, ids, out, n, d, rows_per_block);
+    } else {
+        l4j_embedding_tile<false>(table, ids, out, n, d, rows_per_block);
+    }
+}
+
 #define L4J_EMBEDDING(name, T, O) \
-    extern "C" __global__ void lora4j_embedding_##name(const T* table, const int* ids, O* out, int n, long long d) { \
-        l4j_embedding<T, O>(table, ids, out, n, d); \
+    extern "C" __global__ void lora4j_embedding_##name(const T* table, const int* ids, O* out, int n, long long d, \
+                                                       int rows_per_block) { \
+        l4j_embedding<T, O>(table, ids, out, n, d, rows_per_block); \
     }
 
 L4J_EMBEDDING(f32, float, float)

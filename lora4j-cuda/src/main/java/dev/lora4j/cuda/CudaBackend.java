@@ -296,11 +296,15 @@ public final class CudaBackend implements Backend {
             }
         }
         if (ids.length == 0 || d == 0) return;
+        // A block copies whole rows, about EMBEDDING_ITEMS groups of 8 elements per thread.
+        int rowsPerBlock = (int) Math.max(1, Math.min(ids.length,
+                CudaKernels.ELEMENTWISE_THREADS * CudaKernels.EMBEDDING_ITEMS / Math.ceilDiv(d, CudaKernels.GROUP)));
         long idsOnDevice = uploadInts(ids);
         try {
-            kernels.launch(CudaKernels.embedding(out.dtype(), table.dtype()), kernels.rowGrid(ids.length),
+            kernels.launch(CudaKernels.embedding(out.dtype(), table.dtype()), Math.ceilDiv(ids.length, rowsPerBlock),
                     CudaKernels.ELEMENTWISE_THREADS, 0, stream,
-                    KernelArgs.start().ptr(tab.address()).ptr(idsOnDevice).ptr(o.address()).i32(ids.length).i64(d));
+                    KernelArgs.start().ptr(tab.address()).ptr(idsOnDevice).ptr(o.address()).i32(ids.length).i64(d)
+                            .i32(rowsPerBlock));
         } finally {
             allocator.release(idsOnDevice);
         }

@@ -35,6 +35,8 @@ final class CudaKernels {
     /** rmsnorm.cu: L4J_ROW_GROUPS (groups of 8 a thread holds) and L4J_ROW_MAX_THREADS. */
     static final int ROW_GROUPS = 4;
     static final int ROW_MAX_THREADS = 512;
+    /** embedding.cu: L4J_EMBEDDING_ITEMS, groups of 8 elements a thread of a lookup block copies at once. */
+    static final int EMBEDDING_ITEMS = 4;
     /** rope.cu: L4J_ROPE_THREADS. */
     static final int ROPE_THREADS = 256;
     /** reduce.cu: L4J_SQUARES_THREADS and L4J_SQUARES_MAX_BLOCKS. */
