@@ -50,6 +50,40 @@ __device__ __forceinline__ void l4j_fa_load_tile(uint16_t* tile, const uint16_t*
     }
 }
 
+// A 4-byte asynchronous copy (cp.async.ca; .cg takes 16 bytes only), zero-filled where not valid, waited for as
+// l4j_cp_async_16's copies are. The emulator copies at once, as it does those.
+__device__ __forceinline__ void l4j_fa_cp_async_4(void* shared_dst, const void* global_src, bool valid) {
+#if defined(__CUDA_ARCH__)
+    unsigned address = (unsigned) __cvta_generic_to_shared(shared_dst);
+    int bytes = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(address), "l"(global_src), "r"(bytes)
+                 : "memory");
+#else
+    if (valid) {
+        memcpy(shared_dst, global_src, 4);
+    } else {
+        memset(shared_dst, 0, 4);
+    }
+#endif
+}
+
+// lse and Dsum of rows row0 .. row0 + 63 of head h ([n][n_heads] each) into lse_dst[64] and dsum_dst[64], zeros past
+// the sequence's end: asynchronous, like the tiles, so that no thread waits for them before the product that needs
+// them (a plain load stalls its warp at the store into shared memory).
+__device__ __forceinline__ void l4j_fa_load_row_stats(float* lse_dst, float* dsum_dst, const float* lse,
+                                                      const float* dsum, int row0, int n, int n_heads, int h) {
+    if (threadIdx.x < 2 * L4J_FA_ROWS) {
+        const int r = threadIdx.x % L4J_FA_ROWS, row = row0 + r;
+        const bool valid = row < n;
+        const long long at = (long long) (valid ? row : 0) * n_heads + h;
+        if (threadIdx.x < L4J_FA_ROWS) {
+            l4j_fa_cp_async_4(lse_dst + r, lse + at, valid);
+        } else {
+            l4j_fa_cp_async_4(dsum_dst + r, dsum + at, valid);
+        }
+    }
+}
+
 // Two floats read as one 8-byte access.
 struct alignas(8) l4j_fa_pair {
     float x, y;
@@ -533,7 +567,7 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
     uint16_t* vs = ks + TILE;
     uint16_t* qs = vs + TILE;       // [2][64][LD]
     uint16_t* dos = qs + 2 * TILE;  // [2][64][LD]
-    float* lse_s = reinterpret_cast<float*>(dos + 2 * TILE);  // [2][64], base 2
+    float* lse_s = reinterpret_cast<float*>(dos + 2 * TILE);  // [2][64], natural log
     float* dsum_s = lse_s + 2 * L4J_FA_ROWS;                  // [2][64]
 
     const int tiles = (n + L4J_FA_ROWS - 1) / L4J_FA_ROWS, band = l4j_fa_band(tiles, window);
@@ -558,12 +592,8 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
     l4j_fa_load_tile<D>(vs, v + (long long) kvh * D, k0, n, kv_stride);
     l4j_fa_load_tile<D>(qs, qh, i_first * L4J_FA_ROWS, n, q_stride);
     l4j_fa_load_tile<D>(dos, doh, i_first * L4J_FA_ROWS, n, q_stride);
+    l4j_fa_load_row_stats(lse_s, dsum_s, lse, dsum, i_first * L4J_FA_ROWS, n, n_heads, h);
     l4j_cp_async_commit();
-    if (threadIdx.x < L4J_FA_ROWS) {
-        const int i = i_first * L4J_FA_ROWS + threadIdx.x;
-        lse_s[threadIdx.x] = i < n ? lse[(long long) i * n_heads + h] * LOG2E : 0.0f;
-        dsum_s[threadIdx.x] = i < n ? dsum[(long long) i * n_heads + h] : 0.0f;
-    }
 
     const int keys[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
     float ak[D / 8][4], av[D / 8][4];
@@ -585,12 +615,8 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
             const int nb = buf ^ 1, next0 = (i + 1) * L4J_FA_ROWS;
             l4j_fa_load_tile<D>(qs + nb * TILE, qh, next0, n, q_stride);
             l4j_fa_load_tile<D>(dos + nb * TILE, doh, next0, n, q_stride);
+            l4j_fa_load_row_stats(lse_s + nb * L4J_FA_ROWS, dsum_s + nb * L4J_FA_ROWS, lse, dsum, next0, n, n_heads, h);
             l4j_cp_async_commit();
-            if (threadIdx.x < L4J_FA_ROWS) {
-                const int r = next0 + threadIdx.x;
-                lse_s[nb * L4J_FA_ROWS + threadIdx.x] = r < n ? lse[(long long) r * n_heads + h] * LOG2E : 0.0f;
-                dsum_s[nb * L4J_FA_ROWS + threadIdx.x] = r < n ? dsum[(long long) r * n_heads + h] : 0.0f;
-            }
         }
         const int q0 = i * L4J_FA_ROWS;
         uint32_t* ds_tile = ds_out == nullptr ? nullptr
@@ -619,7 +645,7 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
                 for (int e = 0; e < 4; e++) {
                     const int col = c + (e & 1);
                     const bool live = !masked || (q0 + col < n && l4j_fa_attends(q0 + col, keys[e >> 1], window));
-                    const float x = l4j_fa_exp2(p[nt][e] * scale_log2 - ((e & 1) ? lse2.y : lse2.x));
+                    const float x = l4j_fa_exp2(p[nt][e] * scale_log2 - ((e & 1) ? lse2.y : lse2.x) * LOG2E);
                     p[nt][e] = live ? x : 0.0f;
                     ds[nt][e] = p[nt][e] * (ds[nt][e] - ((e & 1) ? dsum2.y : dsum2.x));
                 }
