@@ -403,21 +403,23 @@ public final class CudaBackend implements Backend {
             convert(invAddress, inv.dtype(), invF32, DType.F32, inv.numel());
             invAddress = invF32;
         }
-        // A block rotates a tile of rows by heads of up to `capacity` groups of 8 pairs: whole rows when they are narrow
-        // (several per block), else as many whole heads of one row as fit.
+        // A block rotates a tile of up to `capacity` groups of 8 pairs: whole rows when they are narrow (several per
+        // block), else as many whole heads of one row as fit, or part of one head (heads of over 8192).
         int half = headDim / 2, capacity = CudaKernels.ropeGroupsPerBlock(x.dtype());
         long groups = Math.ceilDiv(half, CudaKernels.GROUP), heads = width / headDim;
+        int groupsPerBlock = (int) Math.min(groups, capacity);
         int headsPerBlock = (int) Math.max(1, Math.min(heads, capacity / groups));
         int rowsPerBlock = headsPerBlock < heads ? 1
                 : (int) Math.min(positions.length, Math.max(1, capacity / (heads * groups)));
-        long blocks = Math.ceilDiv(positions.length, rowsPerBlock) * Math.ceilDiv(heads, headsPerBlock);
-        // The tile's cosines and sines in shared memory (at most capacity x 64 bytes), when a head's groups fit a tile.
-        int tableBytes = groups <= capacity ? rowsPerBlock * half * 2 * Float.BYTES : 0;
+        long blocks = Math.ceilDiv(positions.length, rowsPerBlock) * Math.ceilDiv(heads, headsPerBlock)
+                * Math.ceilDiv(groups, groupsPerBlock);
+        // The cosines and sines of the tile's rows and pairs, in shared memory (at most capacity x 64 bytes).
+        int tableBytes = rowsPerBlock * (int) Math.min(half, groupsPerBlock * (long) CudaKernels.GROUP) * 2 * Float.BYTES;
         long pos = uploadInts(positions);
         try {
             kernels.launch(kernel, blocks, CudaKernels.ROPE_THREADS, tableBytes, stream,
                     KernelArgs.start().ptr(xs.address()).ptr(pos).ptr(invAddress).i32(positions.length).i32((int) width)
-                            .i32(headDim).i32(rowsPerBlock).i32(headsPerBlock));
+                            .i32(headDim).i32(rowsPerBlock).i32(headsPerBlock).i32(groupsPerBlock));
         } finally {
             allocator.release(pos);
             if (invF32 != 0) allocator.release(invF32);

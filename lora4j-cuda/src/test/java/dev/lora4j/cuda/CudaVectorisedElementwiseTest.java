@@ -311,12 +311,12 @@ class CudaVectorisedElementwiseTest {
 
     /**
      * Heads whose halves are a multiple of 8 (vectorised) and not (element by element, the last group clipped); a block
-     * tile of several rows (few narrow heads), of whole rows, and of part of a row (40 heads of 128: 32 and 8); heads
-     * too long for the block's table of cosines (a half of 2056 pairs: 257 groups), which compute their own.
+     * tile of several rows (few narrow heads), of whole rows, of part of a row (40 heads of 128: 32 and 8) and of part
+     * of a head (halves of 4104 and 4100 pairs: 513 groups, over one tile of either type).
      */
     static Stream<Arguments> ropeCases() {
         List<Arguments> c = new ArrayList<>();
-        int[][] shapes = {{16, 3}, {128, 3}, {12, 3}, {128, 8}, {128, 40}, {6, 7}, {2 * 2056, 1}};
+        int[][] shapes = {{16, 3}, {128, 3}, {12, 3}, {128, 8}, {128, 40}, {6, 7}, {2 * 4104, 2}, {2 * 4100, 1}};
         for (DType t : List.of(DType.F32, DType.BF16)) {
             for (int[] shape : shapes) for (int off : new int[] {0, 1}) c.add(Arguments.of(t, shape[0], shape[1], off));
         }
