@@ -122,27 +122,9 @@ __device__ __forceinline__ void l4j_fa_frag_bt(uint32_t b[4], l4j_shared_address
     l4j_ldmatrix_x4_trans(b, tile + 2 * ((k0 + (mi & 1) * 8 + (l & 7)) * LD + n0 + (mi >> 1) * 8));
 }
 
-// acc[NT][4] += A X^T for a warp: A the 16 x D rows a_row0.. of a row-major shared tile, X the 8 NT rows x_row0..
-// of another (NT even): a 16 x 8NT block of scores, or of dP.
-template <int D, int NT>
-__device__ __forceinline__ void l4j_fa_rows_times_tile_t(float acc[NT][4], l4j_shared_address a_tile, int a_row0,
-                                                         l4j_shared_address x_tile, int x_row0) {
-    constexpr int LD = D + 8;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        uint32_t a[4];
-        l4j_fa_frag_a<LD>(a, a_tile, a_row0, kk * 16);
-#pragma unroll
-        for (int np = 0; np < NT / 2; np++) {
-            uint32_t b[4];
-            l4j_fa_frag_b<LD>(b, x_tile, x_row0 + np * 16, kk * 16);
-            l4j_mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
-            l4j_mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
-        }
-    }
-}
-
-// The same for two products at once, acc += A X^T and acc2 += A2 X2^T: twice the independent accumulators in flight.
+// acc[NT][4] += A X^T and acc2[NT][4] += A2 X2^T for a warp, side by side (twice the independent accumulators in
+// flight): A, A2 the 16 x D rows a_row0.. of two row-major shared tiles, X, X2 the 8 NT rows x_row0.. of two others
+// (NT even): 16 x 8NT blocks of scores and of dP, or of their transposes.
 template <int D, int NT>
 __device__ __forceinline__ void l4j_fa_two_rows_times_tiles_t(float acc[NT][4], float acc2[NT][4],
                                                               l4j_shared_address a_tile, l4j_shared_address a2_tile,
@@ -163,23 +145,6 @@ __device__ __forceinline__ void l4j_fa_two_rows_times_tiles_t(float acc[NT][4], 
             l4j_mma_m16n8k16_bf16(acc2[2 * np], a2, b2, acc2[2 * np]);
             l4j_mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
             l4j_mma_m16n8k16_bf16(acc2[2 * np + 1], a2, b2 + 2, acc2[2 * np + 1]);
-        }
-    }
-}
-
-// The same with A's fragments already in registers.
-template <int D, int NT>
-__device__ __forceinline__ void l4j_fa_frags_times_tile_t(float acc[NT][4], const uint32_t af[D / 16][4],
-                                                          l4j_shared_address x_tile, int x_row0) {
-    constexpr int LD = D + 8;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-#pragma unroll
-        for (int np = 0; np < NT / 2; np++) {
-            uint32_t b[4];
-            l4j_fa_frag_b<LD>(b, x_tile, x_row0 + np * 16, kk * 16);
-            l4j_mma_m16n8k16_bf16(acc[2 * np], af[kk], b, acc[2 * np]);
-            l4j_mma_m16n8k16_bf16(acc[2 * np + 1], af[kk], b + 2, acc[2 * np + 1]);
         }
     }
 }
@@ -748,10 +713,28 @@ __device__ __forceinline__ void l4j_flash_backward_dq(const uint16_t* __restrict
         // Half the key tile at a time, so that P and dS of the warp's 16 rows take 16 registers each.
 #pragma unroll 1
         for (int c0 = 0; c0 < L4J_FA_ROWS; c0 += 32) {
-            float p[4][4];
+            // S = q k^T and dP = dO v^T side by side (eight independent accumulator chains); dS = P (dP - Dsum).
+            float p[4][4], ds[4][4];
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
-            l4j_fa_frags_times_tile_t<D, 4>(p, qf, kt, c0);
+            for (int nt = 0; nt < 4; nt++) {
+                p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
+                ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t a2[4];
+                l4j_fa_frag_a<LD>(a2, l4j_shared(dos), warp * 16, kk * 16);
+#pragma unroll
+                for (int np = 0; np < 2; np++) {
+                    uint32_t b[4], b2[4];
+                    l4j_fa_frag_b<LD>(b, kt, c0 + np * 16, kk * 16);
+                    l4j_fa_frag_b<LD>(b2, vt, c0 + np * 16, kk * 16);
+                    l4j_mma_m16n8k16_bf16(p[2 * np], qf[kk], b, p[2 * np]);
+                    l4j_mma_m16n8k16_bf16(ds[2 * np], a2, b2, ds[2 * np]);
+                    l4j_mma_m16n8k16_bf16(p[2 * np + 1], qf[kk], b + 2, p[2 * np + 1]);
+                    l4j_mma_m16n8k16_bf16(ds[2 * np + 1], a2, b2 + 2, ds[2 * np + 1]);
+                }
+            }
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
@@ -759,17 +742,9 @@ __device__ __forceinline__ void l4j_flash_backward_dq(const uint16_t* __restrict
                     const int r = e >> 1;
                     const bool live = !masked
                             || (rows[r] < n && l4j_fa_attends(rows[r], k0 + c0 + nt * 8 + 2 * t + (e & 1), window));
-                    p[nt][e] = live ? exp2f(p[nt][e] * scale_log2 - lse2[r]) : 0.0f;
+                    p[nt][e] = live ? l4j_fa_exp2(p[nt][e] * scale_log2 - lse2[r]) : 0.0f;
+                    ds[nt][e] = p[nt][e] * (ds[nt][e] - dsm[r]);
                 }
-            }
-            float ds[4][4];
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
-            l4j_fa_rows_times_tile_t<D, 4>(ds, l4j_shared(dos), warp * 16, vt, c0);  // dP = dO v^T
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) ds[nt][e] = p[nt][e] * (ds[nt][e] - dsm[e >> 1]);
             }
             l4j_fa_block_times_tile<D, 4>(acc, ds, kt, c0);  // dq += dS k
         }
