@@ -63,6 +63,8 @@ final class FlashAttention {
      * chunk and those of a 2048-token one (138 MB) in two.
      */
     static final long DS_BUDGET_BYTES = 128L << 20;
+    /** System property: another budget for stored dS, in bytes (0: dq always recomputes), to compare the two paths. */
+    static final String DS_BUDGET_PROPERTY = "lora4j.cuda.attention-ds-budget";
     /** Fewer blocks than this per chunk leave GPUs of a hundred or more SMs partly idle behind the longest block. */
     static final long MIN_CHUNK_BLOCKS = 512;
 
@@ -162,7 +164,7 @@ final class FlashAttention {
     void backward(long q, long k, long v, DType type, long out, long lse, long dOut, long dq, long dk, long dv, int n,
                   int nHeads, int nKvHeads, int headDim, int window) {
         backward(q, k, v, type, out, lse, dOut, dq, dk, dv, n, nHeads, nKvHeads, headDim, window,
-                dsChunkHeads(n, nHeads, window, DS_BUDGET_BYTES));
+                dsChunkHeads(n, nHeads, window, dsBudgetBytes()));
     }
 
     /**
@@ -252,6 +254,33 @@ final class FlashAttention {
      */
     void fragmentProbe(long a, long b, long c, long d) {
         kernels.launch(FRAGMENT_PROBE, 1, 32, 3 * 16 * 24 * 2, stream, KernelArgs.start().ptr(a).ptr(b).ptr(c).ptr(d));
+    }
+
+    /** The budget for stored dS in effect: {@link #DS_BUDGET_PROPERTY}, or {@link #DS_BUDGET_BYTES}. */
+    static long dsBudgetBytes() {
+        String value = System.getProperty(DS_BUDGET_PROPERTY);
+        if (value == null || value.isBlank()) return DS_BUDGET_BYTES;
+        try {
+            long bytes = Long.parseLong(value.strip());
+            if (bytes >= 0) return bytes;
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new IllegalArgumentException("-D" + DS_BUDGET_PROPERTY + "=" + value
+                + ": expected a number of bytes, 0 or more (0: dq recomputes the score gradients)");
+    }
+
+    /**
+     * How the backward pass of this shape gets dq, for reports: from stored dS (and how much scratch it takes) or by
+     * recomputing it.
+     */
+    static String dqPlan(int n, int nHeads, int window) {
+        int chunk = dsChunkHeads(n, nHeads, window, dsBudgetBytes());
+        if (chunk == 0) return "dq recomputes S and dP";
+        int tiles = Math.ceilDiv(n, TILE_ROWS);
+        long bytes = (long) chunk * dsTiles(tiles, dsBand(tiles, window)) * DS_TILE_BYTES;
+        return String.format(java.util.Locale.ROOT, "dq from stored dS, %d of %d query heads at a time (%.1f MiB)",
+                chunk, nHeads, bytes / 1048576.0);
     }
 
     /**

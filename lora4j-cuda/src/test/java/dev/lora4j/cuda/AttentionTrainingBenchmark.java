@@ -15,6 +15,10 @@ import java.util.SplittableRandom;
  *
  * <pre>java ... dev.lora4j.cuda.AttentionTrainingBenchmark [sequences 4] [n 1024] [heads 32] [kvHeads 8]
  *     [headDim 128] [window 0] [iterations 20] [dtype F32|BF16]</pre>
+ *
+ * F32 activations include their rounding to BF16 copies on every call; training with BF16 activations
+ * ({@code -Dlora4j.cuda.activations=bf16}) passes them as they are. {@code -Dlora4j.cuda.attention-ds-budget=0} times
+ * the backward pass whose dq recomputes the score gradients instead of reading them back.
  */
 public final class AttentionTrainingBenchmark {
     public static void main(String[] args) {
@@ -38,6 +42,9 @@ public final class AttentionTrainingBenchmark {
             System.out.printf(Locale.ROOT, "%s%nattention: %d x %d tokens, %d/%d heads of %d, window %d, %s activations, "
                             + "%s kernels%n", gpu.description(), sequences, n, heads, kvHeads, headDim, window, type,
                     gpu.attentionOnTensorCores(headDim) ? "tensor-core (BF16 operands)" : "FP32");
+            if (gpu.attentionOnTensorCores(headDim)) {
+                System.out.printf(Locale.ROOT, "backward: %s%n", FlashAttention.dqPlan(n, heads, window));
+            }
             double forward = Double.MAX_VALUE, backward = Double.MAX_VALUE, total = 0;
             for (int it = -3; it < iterations; it++) { // 3 rounds of warm-up: kernel loading, allocator, clocks
                 gpu.synchronize();
