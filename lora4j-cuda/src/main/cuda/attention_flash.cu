@@ -198,8 +198,8 @@ __device__ __forceinline__ bool l4j_fa_needs_mask32(int row0, int c0, int window
 // How far (base 2) a row's maximum may grow past the running maximum before o and l are rescaled to it.
 #define L4J_FA_RESCALE_SLACK 8.0f
 
-// 2^x for small or negative x (or -inf, giving 0): ex2.approx.ftz on the GPU, one MUFU instruction (exp2f adds a denormal range
-// fix-up around it); results under FLT_MIN flush to zero in both places.
+// 2^x for x up to a few units (or -inf, giving 0): ex2.approx.ftz on the GPU, one MUFU instruction (exp2f adds a
+// denormal range fix-up around it); results under FLT_MIN flush to zero in both places.
 __device__ __forceinline__ float l4j_fa_exp2(float x) {
 #if defined(__CUDA_ARCH__)
     float y;
@@ -214,12 +214,12 @@ __device__ __forceinline__ float l4j_fa_exp2(float x) {
 // ---- forward ------------------------------------------------------------------------------------------------
 
 // One block per (64-row query tile, query head), the tiles with the most keys first. Each warp holds 32 query rows
-// (two 16-row m-tiles, whose fragments stay in registers) against one half of every 64-key tile: warps 0 and 1 take
-// rows 0-31 and 32-63 with keys 0-31, warps 2 and 3 the same rows with keys 32-63. Every K and V fragment a warp
-// loads from shared memory thus serves two m-tiles, and the 32 x 32 score block of a warp takes 32 registers. Each
-// warp keeps its own running maximum and sum per row; at the end the two warps of a row range merge theirs through
-// shared memory, in a fixed order. Scores are kept in base-2 units (scale_log2 = scale * log2(e)) so that every
-// exponential is one ex2.
+// (two 16-row m-tiles) against one half of every 64-key tile: warps 0 and 1 take rows 0-31 and 32-63 with keys
+// 0-31, warps 2 and 3 the same rows with keys 32-63. Every K and V fragment a warp loads from shared memory thus
+// serves two m-tiles, and the 32 x 32 score block of a warp takes 32 registers. Each warp keeps its own running
+// maximum (moved only past a slack, L4J_FA_RESCALE_SLACK) and sum per row; at the end the two warps of a row range
+// merge theirs through shared memory, in a fixed order. Scores are kept in base-2 units (scale_log2 = scale *
+// log2(e)) so that every exponential is one ex2.
 template <int D, typename O>
 __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
                                                   const uint16_t* __restrict__ v, O* __restrict__ out,
