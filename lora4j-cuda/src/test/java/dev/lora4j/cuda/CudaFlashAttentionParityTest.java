@@ -65,7 +65,7 @@ class CudaFlashAttentionParityTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"200, 4, 2, 128", "200, 2, 1, 64"})
+    @CsvSource({"160, 4, 2, 128", "160, 2, 1, 64"})
     void matchesTheCpuWhenScoresSpreadFarBeyondTheForwardPassRescaleSlack(int n, int nHeads, int nKvHeads,
                                                                           int headDim) {
         // q and k 8 times larger (still BF16 values): scores of standard deviation ~90 in base 2, so that a row's
