@@ -245,36 +245,89 @@ lora4j_rmsnorm_inverse_bf16(const l4j_bf16* x, float eps, float* inv, int d) {
     l4j_rmsnorm_inverse(x, eps, inv, d);
 }
 
-// The weight gradient of RMSNorm: dw[j] += sum over rows of dy[r, j] * (x[r, j] * inv[r]), dw F32. Same layout as
-// lora4j_sum_rows_f32 (256 threads: 32 columns by 8 row lanes), and like it deterministic. It runs before the
-// input gradient, which may overwrite x or dy.
-template <typename X>
-__device__ __forceinline__ void l4j_rmsnorm_weight_grad(const X* __restrict__ x, const X* __restrict__ dy,
-                                                        const float* __restrict__ inv, float* __restrict__ dw,
-                                                        long long rows, int d) {
-    __shared__ float partial[8][32];
-    const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-    const int j = blockIdx.x * 32 + tx;
-    float s = 0.0f;
+// The weight gradient of RMSNorm, dw[j] += sum over rows of dy[r, j] * x[r, j] * inv[r] (dw F32), in two steps with
+// a fixed order, so deterministic and the same on every GPU. It runs before the input gradient, which may overwrite x
+// or dy.
+//
+// First, partial[c, j] = the sum over chunk c's L4J_WGRAD_ROWS rows. A block of 256 threads takes 256 columns of one
+// chunk: 32 lanes of 8 columns (16-byte loads when rows are aligned) by 8 row lanes, each of which adds its rows in
+// order, L4J_WGRAD_BATCH rows' loads at a time; the row lanes' sums are then added in order. Blocks are numbered
+// column tile first. Then lora4j_rmsnorm_weight_grad_sum adds the chunks' partial sums to dw in chunk order.
+#define L4J_WGRAD_ROWS 64
+#define L4J_WGRAD_BATCH 4
+
+template <bool VEC, typename X>
+__device__ __forceinline__ void l4j_rmsnorm_weight_partial(const X* x, const X* dy, const float* __restrict__ inv,
+                                                           float* __restrict__ partial, long long rows, int d) {
+    __shared__ float sums[8][256];
+    const int tiles = (d + 255) / 256;
+    const int tile = (int) (blockIdx.x % tiles);
+    const long long chunk = blockIdx.x / tiles;
+    const int lane = threadIdx.x % 32, ry = threadIdx.x / 32;
+    const long long j = (long long) tile * 256 + lane * L4J_GROUP;
+    float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     if (j < d) {
-        for (long long r = ty; r < rows; r += 8) s += l4j_load(dy, r * d + j) * (l4j_load(x, r * d + j) * inv[r]);
+        for (int b = 0; b < L4J_WGRAD_ROWS / 8; b += L4J_WGRAD_BATCH) {
+            l4j_group<X> gx[L4J_WGRAD_BATCH], gdy[L4J_WGRAD_BATCH];
+            float r[L4J_WGRAD_BATCH];
+#pragma unroll
+            for (int k = 0; k < L4J_WGRAD_BATCH; k++) {
+                long long row = chunk * L4J_WGRAD_ROWS + ry + 8 * (b + k);
+                if (row < rows) {
+                    gx[k].template load<VEC>(x + row * d, j, d);
+                    gdy[k].template load<VEC>(dy + row * d, j, d);
+                    r[k] = inv[row];
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < L4J_WGRAD_BATCH; k++) {
+                if (chunk * L4J_WGRAD_ROWS + ry + 8 * (b + k) < rows) {
+                    float v[8], g[8];
+                    gx[k].get(v);
+                    gdy[k].get(g);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[e] = __fmaf_rn(__fmul_rn(g[e], v[e]), r[k], acc[e]);
+                }
+            }
+        }
     }
-    partial[ty][tx] = s;
+#pragma unroll
+    for (int e = 0; e < 8; e++) sums[ry][lane * L4J_GROUP + e] = acc[e];
     __syncthreads();
-    if (ty == 0 && j < d) {
-        float total = partial[0][tx];
-        for (int y = 1; y < 8; y++) total += partial[y][tx];
-        dw[j] += total;
+    const long long column = (long long) tile * 256 + threadIdx.x;
+    if (column < d) {
+        float total = sums[0][threadIdx.x];
+        for (int y = 1; y < 8; y++) total = __fadd_rn(total, sums[y][threadIdx.x]);
+        partial[chunk * d + column] = total;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-lora4j_rmsnorm_weight_grad_f32(const float* x, const float* dy, const float* inv, float* dw, long long rows, int d) {
-    l4j_rmsnorm_weight_grad(x, dy, inv, dw, rows, d);
+template <typename X>
+__device__ __forceinline__ void l4j_rmsnorm_weight_grad(const X* x, const X* dy, const float* __restrict__ inv,
+                                                        float* __restrict__ partial, long long rows, int d) {
+    if (l4j_rows_aligned(d, x, dy)) l4j_rmsnorm_weight_partial<true>(x, dy, inv, partial, rows, d);
+    else l4j_rmsnorm_weight_partial<false>(x, dy, inv, partial, rows, d);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-lora4j_rmsnorm_weight_grad_bf16(const l4j_bf16* x, const l4j_bf16* dy, const float* inv, float* dw, long long rows,
-                                int d) {
-    l4j_rmsnorm_weight_grad(x, dy, inv, dw, rows, d);
+lora4j_rmsnorm_weight_grad_f32(const float* x, const float* dy, const float* inv, float* partial, long long rows,
+                               int d) {
+    l4j_rmsnorm_weight_grad(x, dy, inv, partial, rows, d);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+lora4j_rmsnorm_weight_grad_bf16(const l4j_bf16* x, const l4j_bf16* dy, const float* inv, float* partial,
+                                long long rows, int d) {
+    l4j_rmsnorm_weight_grad(x, dy, inv, partial, rows, d);
+}
+
+// dw[j] += the sum of partial[c, j] over the chunks c in order; one thread per column.
+extern "C" __global__ void lora4j_rmsnorm_weight_grad_sum(const float* __restrict__ partial, float* __restrict__ dw,
+                                                          int chunks, int d) {
+    const long long j = (long long) blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    float total = partial[j];
+#pragma unroll 16
+    for (int c = 1; c < chunks; c++) total = __fadd_rn(total, partial[(long long) c * d + j]);
+    dw[j] = __fadd_rn(dw[j], total);
 }

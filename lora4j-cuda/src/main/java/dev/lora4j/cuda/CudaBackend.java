@@ -758,17 +758,25 @@ public final class CudaBackend implements Backend {
         if (rows == 0 || d == 0) return;
         int threads = CudaKernels.rowThreads(d);
         if (dws != null) {
-            // The weight gradient first: dX may overwrite x or dOut.
+            // The weight gradient first: dX may overwrite x or dOut. Each chunk of rows sums into its own row of
+            // partial sums, which are then added to dWeight in order: deterministic.
+            long chunks = Math.ceilDiv(rows, CudaKernels.WEIGHT_GRAD_ROWS);
             long inv = allocator.allocate(4L * rows);
+            long partial = 0;
             try {
+                partial = allocator.allocate(4L * chunks * d);
                 kernels.launch(CudaKernels.rmsNormInverse(x.dtype()), rows, threads, 0, stream,
                         KernelArgs.start().ptr(xs.address()).f32(eps).ptr(inv).i32((int) d));
-                kernels.launch(CudaKernels.rmsNormWeightGrad(x.dtype()), Math.ceilDiv(d, CudaKernels.COLUMN_SUM_COLUMNS),
-                        CudaKernels.COLUMN_SUM_THREADS, 0, stream,
-                        KernelArgs.start().ptr(xs.address()).ptr(dys.address()).ptr(inv).ptr(dws.address()).i64(rows)
+                kernels.launch(CudaKernels.rmsNormWeightGrad(x.dtype()),
+                        chunks * Math.ceilDiv(d, CudaKernels.WEIGHT_GRAD_COLUMNS), CudaKernels.WEIGHT_GRAD_COLUMNS, 0,
+                        stream, KernelArgs.start().ptr(xs.address()).ptr(dys.address()).ptr(inv).ptr(partial).i64(rows)
                                 .i32((int) d));
+                kernels.launch(CudaKernels.RMSNORM_WEIGHT_GRAD_SUM, Math.ceilDiv(d, CudaKernels.ELEMENTWISE_THREADS),
+                        CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                        KernelArgs.start().ptr(partial).ptr(dws.address()).i32((int) chunks).i32((int) d));
             } finally {
                 allocator.release(inv);
+                if (partial != 0) allocator.release(partial);
             }
         }
         kernels.launch(CudaKernels.rmsNormBackward(x.dtype(), weight.dtype()), rows, threads, 0, stream,

@@ -29,12 +29,18 @@ final class CudaKernels {
     static final int[] ATTENTION_BACKWARD_HEAD_DIMS = {64, 128, 256};
     static final int ATTENTION_BACKWARD_THREADS = 256;
     static final int ATTENTION_BACKWARD_TILE = 32;
-    /** reduce.cu and rmsnorm.cu: column sums take 32 columns per block of 256 threads. */
+    /** reduce.cu: column sums take 32 columns per block of 256 threads. */
     static final int COLUMN_SUM_COLUMNS = 32;
     static final int COLUMN_SUM_THREADS = 256;
     /** rmsnorm.cu: L4J_ROW_GROUPS (groups of 8 a thread holds) and L4J_ROW_MAX_THREADS. */
     static final int ROW_GROUPS = 4;
     static final int ROW_MAX_THREADS = 512;
+    /**
+     * rmsnorm.cu: L4J_WGRAD_ROWS, the rows of a chunk of the weight gradient's partial sums, and the columns (and
+     * threads) of one of its blocks.
+     */
+    static final int WEIGHT_GRAD_ROWS = 64;
+    static final int WEIGHT_GRAD_COLUMNS = 256;
     /** embedding.cu: L4J_EMBEDDING_ITEMS, groups of 8 elements a thread of a lookup block copies at once. */
     static final int EMBEDDING_ITEMS = 4;
     /** rope.cu: L4J_ROPE_THREADS. */
@@ -291,6 +297,7 @@ final class CudaKernels {
 
     static String dropout(DType act) { return "lora4j_dropout_" + of(act); }
 
+    static final String RMSNORM_WEIGHT_GRAD_SUM = "lora4j_rmsnorm_weight_grad_sum";
     static final String SUM_SQUARES_PARTIAL = "lora4j_sum_squares_partial_f32";
     static final String SUM_SQUARES_TOTAL = "lora4j_sum_squares_total";
     static final String CROSS_ENTROPY = "lora4j_cross_entropy_f32";
@@ -346,7 +353,7 @@ final class CudaKernels {
         n.addAll(FlashAttention.kernelNames());
         n.addAll(CudaLora.kernelNames());
         n.addAll(List.of(SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW, ADAMW_8BIT, ADAMW_32BIT,
-                QUANTIZE_ABSMAX_8BIT));
+                QUANTIZE_ABSMAX_8BIT, RMSNORM_WEIGHT_GRAD_SUM));
         return List.copyOf(n);
     }
 }

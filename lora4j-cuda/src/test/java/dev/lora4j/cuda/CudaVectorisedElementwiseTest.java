@@ -309,6 +309,54 @@ class CudaVectorisedElementwiseTest {
         }
     }
 
+    static Stream<Arguments> weightGradientCases() {
+        List<Arguments> c = new ArrayList<>();
+        for (DType t : List.of(DType.F32, DType.BF16)) {
+            for (int d : new int[] {1000, 1003}) for (int off : new int[] {0, 1}) c.add(Arguments.of(t, d, off));
+        }
+        return c.stream();
+    }
+
+    /**
+     * The weight gradient sums chunks of 64 rows, then the chunks in order: 200 rows make three whole chunks and a
+     * part; rows of 1000 columns end in a part of a 256-column tile, rows of 1003 take the element path.
+     */
+    @ParameterizedTest(name = "{0}, rows of {1} at offset {2}")
+    @MethodSource("weightGradientCases")
+    void rmsNormWeightGradientIsTheSameOnBothPathsAndEveryRunAndMatchesDoublePrecision(DType t, int d, int off) {
+        int rows = 200;
+        float[] x = representable(random(rows * d, 17), t), dy = representable(random(rows * d, 18), t);
+        float[] w = random(d, 19), dw0 = random(d, 20);
+        long[] shape = {rows, d};
+        try (Tensor weight = backend(t).fromFloats(w, DType.F32, d)) {
+            float[][] runs = new float[3][];
+            int[] offsets = {off, off, 1};
+            for (int k = 0; k < runs.length; k++) {
+                try (Tensor dWeight = backend(t).fromFloats(dw0, DType.F32, d)) {
+                    run(t, offsets[k], shape, new float[][] {new float[rows * d], x, dy},
+                            v -> backend(t).rmsNormBackward(v[1], weight, 1e-5f, v[2], v[0], dWeight));
+                    runs[k] = backend(t).toFloats(dWeight);
+                }
+            }
+            assertThat(bits(runs[1])).as("a second run").isEqualTo(bits(runs[0]));
+            assertThat(bits(runs[2])).as("the element path").isEqualTo(bits(runs[0]));
+            double[] want = new double[d], scale = new double[d];
+            for (int r = 0; r < rows; r++) {
+                double ss = 0;
+                for (int j = 0; j < d; j++) ss += (double) x[r * d + j] * x[r * d + j];
+                double inv = 1 / Math.sqrt(ss / d + 1e-5);
+                for (int j = 0; j < d; j++) {
+                    want[j] += (double) dy[r * d + j] * x[r * d + j] * inv;
+                    scale[j] += Math.abs((double) dy[r * d + j] * x[r * d + j] * inv);
+                }
+            }
+            for (int j = 0; j < d; j++) {
+                assertThat((double) runs[0][j]).as("dWeight %d", j).isCloseTo(dw0[j] + want[j],
+                        org.assertj.core.data.Offset.offset(1e-5 * (scale[j] + Math.abs(dw0[j]))));
+            }
+        }
+    }
+
     /**
      * Heads whose halves are a multiple of 8 (vectorised) and not (element by element, the last group clipped); a block
      * tile of several rows (few narrow heads), of whole rows, of part of a row (40 heads of 128: 32 and 8) and of part
