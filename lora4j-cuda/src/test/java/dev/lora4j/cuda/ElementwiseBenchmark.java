@@ -10,7 +10,8 @@ import java.util.SplittableRandom;
  * Times each memory-bound op of a training step on the GPU, on activations of a Mistral-7B layer (4096 x 4096, the
  * hidden size, and 4096 x 14336, the MLP's), and prints microseconds per call and the bandwidth it reached: the bytes
  * the op must read and write once, divided by its time. Each op runs back to back {@code iterations} times between two
- * synchronisations, after 3 untimed calls.
+ * synchronisations, after as many untimed calls (at least 10), so that the host side of each call (argument checks,
+ * uploads of positions and ids) is compiled by then and its first calls' costs are not counted.
  *
  * <pre>java ... dev.lora4j.cuda.ElementwiseBenchmark [dtype BF16|F32] [iterations 50] [rows 4096]</pre>
  */
@@ -48,6 +49,7 @@ public final class ElementwiseBenchmark {
              Tensor d = gpu.allocate(type, rows, width); Tensor f = gpu.allocate(type, rows, width);
              Tensor wide = gpu.allocate(type == DType.F32 ? DType.BF16 : DType.F32, rows, width);
              Tensor weight = gpu.fromFloats(random(width, 4), DType.BF16, width);
+             Tensor dWeight = gpu.allocate(DType.F32, width);
              Tensor freq = gpu.fromFloats(invFreq, DType.F32, invFreq.length);
              Tensor table = gpu.fromFloats(random((long) VOCAB * width, 5), DType.BF16, VOCAB, width)) {
             time(gpu, "add", shape, 3 * n * e, iterations, () -> gpu.add(d, a));
@@ -58,6 +60,9 @@ public final class ElementwiseBenchmark {
             time(gpu, "rmsNorm", shape, 2 * n * e + 2L * width, iterations, () -> gpu.rmsNorm(a, weight, 1e-5f, d));
             time(gpu, "rmsNormBackward", shape, 3 * n * e + 2L * width, iterations,
                     () -> gpu.rmsNormBackward(a, weight, 1e-5f, b, d, null));
+            // Full fine-tuning's form, which also adds the weight's gradient (the same bytes at least).
+            time(gpu, "rmsNormBackward+dW", shape, 3 * n * e + 2L * width, iterations,
+                    () -> gpu.rmsNormBackward(a, weight, 1e-5f, b, d, dWeight));
             time(gpu, "rope", shape, 2 * n * e, iterations, () -> gpu.rope(d, HEAD_DIM, positions, freq));
             time(gpu, "ropeBackward", shape, 2 * n * e, iterations, () -> gpu.ropeBackward(d, HEAD_DIM, positions, freq));
             time(gpu, "embedding", shape, n * 2 + n * e, iterations, () -> gpu.embedding(table, ids, d));
@@ -67,7 +72,7 @@ public final class ElementwiseBenchmark {
     }
 
     private static void time(CudaBackend gpu, String op, String shape, long bytes, int iterations, Runnable call) {
-        for (int i = 0; i < 3; i++) call.run();
+        for (int i = 0; i < Math.max(10, iterations); i++) call.run();
         gpu.synchronize();
         long t0 = System.nanoTime();
         for (int i = 0; i < iterations; i++) call.run();
