@@ -98,7 +98,9 @@ gencode+=(-gencode "arch=compute_$ptx_arch,code=compute_$ptx_arch")
 version=$("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p' | head -n 1)
 echo "lora4j: compiling CUDA kernels with $nvcc ${version:+(CUDA $version) }for sm_${archs// /, sm_} + compute_$ptx_arch PTX"
 start=$(date +%s)
-"$nvcc" -fatbin -O3 -std=c++17 -lineinfo --threads 0 -I"$src_dir" "${gencode[@]}" -o "$fatbin.tmp" "$unit"
+# -no-compress: nvcc 13 compresses large fatbins by default; stored plain, the image can be checked for every kernel
+# (KernelImageTest), and the jar that carries it deflates it anyway.
+"$nvcc" -fatbin -O3 -std=c++17 -lineinfo -no-compress --threads 0 -I"$src_dir" "${gencode[@]}" -o "$fatbin.tmp" "$unit"
 mv -f "$fatbin.tmp" "$fatbin"
 echo "$signature" > "$stamp"
 sm_list=""
