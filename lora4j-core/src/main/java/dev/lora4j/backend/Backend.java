@@ -164,7 +164,11 @@ public interface Backend extends AutoCloseable {
     /** The gradient of {@link #rope}: the inverse rotation of dx, in place (same positions and frequencies). */
     void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq);
 
-    /** The gradients of {@link #swiglu}: dGate and dUp (overwritten) from gate, up and dOut. */
+    /**
+     * The gradients of {@link #swiglu}: dGate and dUp (overwritten) from gate, up and dOut. dGate may be gate and dUp
+     * may be up (each element is read before it is written), so a backward pass whose gate and up activations are
+     * dead after this op can write their gradients over them.
+     */
     void swigluBackward(Tensor gate, Tensor up, Tensor dOut, Tensor dGate, Tensor dUp);
 
     /** The gradient of {@link #embedding}: {@code dTable[ids[i], :] += dOut[i, :]}; dTable is F32 [vocab, d]. */

@@ -590,10 +590,12 @@ public final class TrainableLlama implements AutoCloseable {
             // Layer 0's input shares the final hidden state's buffer (see TrainingBuffers): look it up again.
             if (l == 0) backend.embedding(weights.embedTokens(), in.ids(), buf.residual(0, n));
             // The last layer's activations are still those of the forward pass: nothing ran over them since.
-            if (ckpt && l < L - 1) {
+            boolean recomputed = ckpt && l < L - 1;
+            if (recomputed) {
                 layerForward(l, buf.residual(l, n), buf.middle(l, n), null, buf.layer(l), buf, in, true, true);
             }
-            layerBackward(l, buf.residual(l, n), buf.middle(l, n), buf.layer(l), buf, in, dX);
+            layerBackward(l, buf.residual(l, n), buf.middle(l, n), buf.layer(l), buf, in, dX, recomputed,
+                    recomputed ? adapters[l][Projection.DOWN.ordinal()] != null : l == L - 1);
         }
         if (embeddingTrains) backend.embeddingBackward(in.ids(), dX, gradOf.get(weights.embedTokens()));
         return loss;
@@ -843,20 +845,25 @@ public final class TrainableLlama implements AutoCloseable {
     // ---- backward ---------------------------------------------------------------------------------------------
 
     /** Turns dX from the gradient of the layer's output into the gradient of its input, adding parameter gradients. */
+    /**
+     * {@code normedMidReady}: the block norm of mid is still in the normed buffer (the recomputed forward pass ended
+     * with it); {@code swigluReady}: the SwiGLU product is still in its buffer (computed by the recomputed pass for the
+     * down adapter, or by the forward pass of the last layer, after which nothing wrote it).
+     */
     private void layerBackward(int l, Tensor in, Tensor mid, TrainingBuffers.LayerActivations a, TrainingBuffers buf,
-                               Layout lay, Tensor dX) {
+                               Layout lay, Tensor dX, boolean normedMidReady, boolean swigluReady) {
         int n = lay.tokens();
         LlamaWeights.Layer w = weights.layer(l);
         float eps = shape.rmsNormEps();
         int hd = shape.headDim();
         Tensor h = buf.normed.rows(0, n), act = buf.swiglu.rows(0, n);
         Tensor g = a.gate().rows(0, n), u = a.up().rows(0, n);
-        Tensor dAct = buf.dSwiglu(n), dG = buf.dGate(n), dU = buf.dUp(n);
+        Tensor dAct = buf.dSwiglu(n), dG = buf.dGate(n), dU = buf.dUp(a, n);
         Tensor dH = buf.dNormed(n), dTmp = buf.dScratch(n);
 
         // MLP block: out = mid + down(silu(gate(h')) * up(h')), h' = rmsnorm(mid)
-        backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
-        backend.swiglu(g, u, act);
+        if (!normedMidReady) backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
+        if (!swigluReady) backend.swiglu(g, u, act);
         linearBackward(l, Projection.DOWN, act, dX, dAct, false, a, buf, lay);
         backend.swigluBackward(g, u, dAct, dG, dU);
         linearBackward(l, Projection.GATE, h, dG, dH, false, a, buf, lay);

@@ -14,7 +14,7 @@ import java.util.List;
  * they cost one cheap op each. With gradient checkpointing only each layer's input is kept
  * and one set of layer activations is recomputed per layer during the backward pass. Evaluation keeps nothing: one
  * residual stream and one set of layer buffers serve every layer, so it runs in the training buffers when they exist.
- * Buffers whose lifetimes do not overlap share memory (see {@link #areaWidths}). lora_dropout costs no activation
+ * Buffers whose lifetimes do not overlap share memory (see {@link #areaWidth}). lora_dropout costs no activation
  * memory: dropout(x) is never formed, as {@link Backend#loraDown} and {@link Backend#loraDownBackward} draw the mask
  * where they use it.
  */
@@ -48,10 +48,10 @@ final class TrainingBuffers implements AutoCloseable {
     final Tensor dResidual;
     private final Tensor dLora;
     /**
-     * The gradients that live only within one block's backward pass share two areas by
-     * phase (see {@link #areaWidths}); the rows of each view are a prefix of the capacity, so any token count fits.
+     * The gradients that live only within one block's backward pass share one area by phase (see
+     * {@link #areaWidth}); the rows of each view are a prefix of the capacity, so any token count fits.
      */
-    private final Tensor areaA, areaB;
+    private final Tensor areaA;
     private final int d, qd, kvd, ff;
     private final long dNormedOffset;
     private final List<Tensor> owned = new ArrayList<>();
@@ -100,13 +100,11 @@ final class TrainingBuffers implements AutoCloseable {
             losses = own(b.allocate(DType.F32, capacity));
             dNormedOffset = dNormedWidthOffset(s);
             if (withGradients) {
-                long[] widths = areaWidths(s);
                 dResidual = own(b.allocate(act, capacity, d));
                 dLora = own(b.allocate(act, (long) capacity * maxRank(adapters)));
-                areaA = own(b.allocate(act, capacity * widths[0]));
-                areaB = own(b.allocate(act, capacity * widths[1]));
+                areaA = own(b.allocate(act, capacity * areaWidth(s)));
             } else {
-                dResidual = dLora = areaA = areaB = null;
+                dResidual = dLora = areaA = null;
             }
         } catch (RuntimeException | OutOfMemoryError e) {
             close();
@@ -115,13 +113,13 @@ final class TrainingBuffers implements AutoCloseable {
     }
 
     /**
-     * The widths (elements per token) of the two gradient areas. A layer's backward pass runs in phases, and what each
-     * needs at once decides where it lives:
+     * The width (elements per token) of the gradient area. A layer's backward pass runs in phases, and what each needs
+     * at once decides where it lives:
      * <ol>
      * <li>down_proj: its input (the SwiGLU product, in {@link #swiglu}) and gate and up are read, dSwiglu is written
      *     (area A);</li>
      * <li>SwiGLU's backward reads gate, up and dSwiglu and writes dGate into {@link #swiglu} (the product is not read
-     *     again) and dUp into area B;</li>
+     *     again) and dUp over the up activation itself (read by nothing after);</li>
      * <li>gate_proj and up_proj read dGate and dUp and write the normed input's gradient dNormed, which lives in area A
      *     past the place of the attention gradients; then the norm's input gradient (dScratch) takes the start of area
      *     A (dSwiglu is dead);</li>
@@ -130,11 +128,11 @@ final class TrainingBuffers implements AutoCloseable {
      *     area A again (the attention gradients are dead by then).</li>
      * </ol>
      * Before the layers, the loss writes dNormed, the gradient of the normed final hidden state, when nothing else
-     * is in use. Against one buffer each this saves dGate, the attention gradients and dScratch.
+     * is in use. Against one buffer each this saves dGate, dUp, the attention gradients and dScratch.
      */
-    private static long[] areaWidths(LlamaShape s) {
+    private static long areaWidth(LlamaShape s) {
         long d = s.hiddenSize(), ff = s.intermediateSize();
-        return new long[]{Math.max(ff, dNormedWidthOffset(s) + d), ff};
+        return Math.max(ff, dNormedWidthOffset(s) + d);
     }
 
     /** Where dNormed starts in area A, per token: past the attention gradients and dScratch. */
@@ -196,8 +194,7 @@ final class TrainingBuffers implements AutoCloseable {
         elements += cap * d + cap * ff;                                            // normed, swiglu
         f32 += (long) lossChunkRows(s, capacity, lossChunkBytes) * s.vocabSize() + cap; // logits chunk, losses
         if (withGradients) {
-            long[] widths = areaWidths(s);
-            elements += cap * (d + maxRank(adapters) + widths[0] + widths[1]);   // dResidual, dLora, areas
+            elements += cap * (d + maxRank(adapters) + areaWidth(s));            // dResidual, dLora, area
         }
         return act.bytesFor(elements) + DType.F32.bytesFor(f32);
     }
@@ -211,7 +208,7 @@ final class TrainingBuffers implements AutoCloseable {
 
     LayerActivations layer(int l) { return layers[Math.min(l, layers.length - 1)]; }
 
-    /** The gradient of a normed input: a block norm's in a layer, the final norm's in the loss (see {@link #areaWidths}). */
+    /** The gradient of a normed input: a block norm's in a layer, the final norm's in the loss (see {@link #areaWidth}). */
     Tensor dNormed(int n) { return areaA.view(capacity * dNormedOffset, n, d); }
 
     Tensor dSwiglu(int n) { return areaA.view(0, n, ff); }
@@ -219,7 +216,7 @@ final class TrainingBuffers implements AutoCloseable {
     /** In the SwiGLU product's buffer: the product is dead once down_proj's backward has read it. */
     Tensor dGate(int n) { return swiglu.view(0, n, ff); }
 
-    Tensor dUp(int n) { return areaB.view(0, n, ff); }
+    Tensor dUp(LayerActivations a, int n) { return a.up().rows(0, n); }
 
     /** A block norm's input gradient before it is added to the residual gradient. */
     Tensor dScratch(int n) { return areaA.view(0, n, d); }

@@ -424,6 +424,22 @@ public abstract class TrainingOpsContract {
     }
 
     @Test
+    void swigluBackwardMayWriteItsGradientsOverGateAndUp() {
+        RandomTensors random = new RandomTensors(143);
+        for (int count : new int[] {1, 17, 1000, 70_001}) {
+            float[] gate = random.uniform(count, -6, 6), up = random.uniform(count, -3, 3), dy = random.uniform(count, -1, 1);
+            try (Tensor g = backend.fromFloats(gate, DType.F32, count); Tensor u = backend.fromFloats(up, DType.F32, count);
+                 Tensor d = backend.fromFloats(dy, DType.F32, count); Tensor dg = backend.allocate(DType.F32, count);
+                 Tensor du = backend.allocate(DType.F32, count)) {
+                backend.swigluBackward(g, u, d, dg, du);
+                backend.swigluBackward(g, u, d, g, u);
+                assertThat(backend.toFloats(g)).as("dGate over gate, count=" + count).containsExactly(backend.toFloats(dg));
+                assertThat(backend.toFloats(u)).as("dUp over up, count=" + count).containsExactly(backend.toFloats(du));
+            }
+        }
+    }
+
+    @Test
     void embeddingBackwardAddsEachRowsGradientToItsTokensRowRepeatsIncluded() {
         RandomTensors random = new RandomTensors(151);
         for (int d : new int[] {1, 7, 16, 300, 1100}) {
