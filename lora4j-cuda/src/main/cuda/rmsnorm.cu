@@ -129,7 +129,7 @@ L4J_RMSNORM(bf16act_f16, l4j_bf16, l4j_f16)
 // element is read and written by the same thread, and every read for the sums happens before the reductions' barriers.
 template <bool VEC, typename X, typename W>
 __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* __restrict__ w, float eps, const X* dyr,
-                                                         X* dxr, int d) {
+                                                         X* dxr, int d, bool accumulate) {
     __shared__ float partial[32];
     const int T = blockDim.x, t = threadIdx.x, groups = l4j_row_groups(d);
     const bool w_aligned = l4j_aligned16(w);
@@ -175,6 +175,13 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
         l4j_weights<VEC>(w, q, d, w_aligned, wv);
 #pragma unroll
         for (int k = 0; k < 8; k++) v[k] = __fsub_rn(__fmul_rn(r, __fmul_rn(wv[k], g[k])), __fmul_rn(v[k], c));
+        if (accumulate) {
+            // The residual stream's gradient: the old value plus this one, rounded once.
+            float old[8];
+            l4j_group_load<VEC>(dxr, 8LL * q, d, old);
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] = __fadd_rn(old[k], v[k]);
+        }
         l4j_group_store<VEC>(dxr, 8LL * q, d, v);
     };
 #pragma unroll
@@ -196,19 +203,20 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
 
 template <typename X, typename W>
 __device__ __forceinline__ void l4j_rmsnorm_backward(const X* x, const W* __restrict__ w, float eps, const X* dy, X* dx,
-                                                     int d) {
+                                                     int d, bool accumulate) {
     const long long base = (long long) blockIdx.x * d;
     if (l4j_rows_aligned(d, x + base, dy + base) && l4j_aligned16(dx + base)) {
-        l4j_rmsnorm_backward_row<true>(x + base, w, eps, dy + base, dx + base, d);
+        l4j_rmsnorm_backward_row<true>(x + base, w, eps, dy + base, dx + base, d, accumulate);
     } else {
-        l4j_rmsnorm_backward_row<false>(x + base, w, eps, dy + base, dx + base, d);
+        l4j_rmsnorm_backward_row<false>(x + base, w, eps, dy + base, dx + base, d, accumulate);
     }
 }
 
+// accumulate != 0: dx += the gradient (dx then neither x nor dy).
 #define L4J_RMSNORM_BACKWARD(name, X, W) \
     extern "C" __global__ void __launch_bounds__(L4J_ROW_MAX_THREADS) \
-    lora4j_rmsnorm_backward_##name(const X* x, const W* w, float eps, const X* dy, X* dx, int d) { \
-        l4j_rmsnorm_backward<X, W>(x, w, eps, dy, dx, d); \
+    lora4j_rmsnorm_backward_##name(const X* x, const W* w, float eps, const X* dy, X* dx, int d, int accumulate) { \
+        l4j_rmsnorm_backward<X, W>(x, w, eps, dy, dx, d, accumulate != 0); \
     }
 
 L4J_RMSNORM_BACKWARD(f32, float, float)

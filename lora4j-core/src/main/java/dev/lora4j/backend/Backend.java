@@ -161,6 +161,24 @@ public interface Backend extends AutoCloseable {
      */
     void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight);
 
+    /**
+     * {@link #rmsNormBackward(Tensor, Tensor, float, Tensor, Tensor, Tensor)}, adding the input gradient to dX when
+     * {@code accumulate} (the residual stream's gradient, which a block's norm adds to) instead of overwriting it; dX
+     * must then be neither x nor dOut. This default forms the gradient in a scratch tensor and adds it; backends fuse
+     * the addition into the kernel's store.
+     */
+    default void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight,
+                                 boolean accumulate) {
+        if (!accumulate) {
+            rmsNormBackward(x, weight, eps, dOut, dX, dWeight);
+            return;
+        }
+        try (Tensor t = allocate(dX.dtype(), dX.shape())) {
+            rmsNormBackward(x, weight, eps, dOut, t, dWeight);
+            add(dX, t);
+        }
+    }
+
     /** The gradient of {@link #rope}: the inverse rotation of dx, in place (same positions and frequencies). */
     void ropeBackward(Tensor dx, int headDim, int[] positions, Tensor invFreq);
 

@@ -859,7 +859,7 @@ public final class TrainableLlama implements AutoCloseable {
         Tensor h = buf.normed.rows(0, n), act = buf.swiglu.rows(0, n);
         Tensor g = a.gate().rows(0, n), u = a.up().rows(0, n);
         Tensor dAct = buf.dSwiglu(n), dG = buf.dGate(n), dU = buf.dUp(a, n);
-        Tensor dH = buf.dNormed(n), dTmp = buf.dScratch(n);
+        Tensor dH = buf.dNormed(n);
 
         // MLP block: out = mid + down(silu(gate(h')) * up(h')), h' = rmsnorm(mid)
         if (!normedMidReady) backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
@@ -868,8 +868,7 @@ public final class TrainableLlama implements AutoCloseable {
         backend.swigluBackward(g, u, dAct, dG, dU);
         linearBackward(l, Projection.GATE, h, dG, dH, false, a, buf, lay);
         linearBackward(l, Projection.UP, h, dU, dH, true, a, buf, lay);
-        backend.rmsNormBackward(mid, w.postAttentionNorm(), eps, dH, dTmp, gradOf.get(w.postAttentionNorm()));
-        backend.add(dX, dTmp);
+        backend.rmsNormBackward(mid, w.postAttentionNorm(), eps, dH, dX, gradOf.get(w.postAttentionNorm()), true);
 
         // Attention block: mid = in + o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(in)
         Tensor q = a.q().rows(0, n), k = a.k().rows(0, n), v = a.v().rows(0, n), att = a.attended().rows(0, n);
@@ -888,8 +887,7 @@ public final class TrainableLlama implements AutoCloseable {
         linearBackward(l, Projection.Q, h, dq, dH, false, a, buf, lay);
         linearBackward(l, Projection.K, h, dk, dH, true, a, buf, lay);
         linearBackward(l, Projection.V, h, dv, dH, true, a, buf, lay);
-        backend.rmsNormBackward(in, w.inputNorm(), eps, dH, dTmp, gradOf.get(w.inputNorm()));
-        backend.add(dX, dTmp);
+        backend.rmsNormBackward(in, w.inputNorm(), eps, dH, dX, gradOf.get(w.inputNorm()), true);
     }
 
     /**

@@ -121,24 +121,21 @@ final class TrainingBuffers implements AutoCloseable {
      * <li>SwiGLU's backward reads gate, up and dSwiglu and writes dGate into {@link #swiglu} (the product is not read
      *     again) and dUp over the up activation itself (read by nothing after);</li>
      * <li>gate_proj and up_proj read dGate and dUp and write the normed input's gradient dNormed, which lives in area A
-     *     past the place of the attention gradients; then the norm's input gradient (dScratch) takes the start of area
-     *     A (dSwiglu is dead);</li>
+     *     past the place of the attention gradients; the norm's backward adds the input gradient to the residual's;</li>
      * <li>the attention block: dAttended, dQuery, dKey, dValue side by side at the start of area A (every MLP gradient
-     *     is dead), q_proj, k_proj and v_proj write dNormed past them, and last the norm's dScratch takes the start of
-     *     area A again (the attention gradients are dead by then).</li>
+     *     is dead), q_proj, k_proj and v_proj write dNormed past them, and the norm adds to the residual's gradient.</li>
      * </ol>
      * Before the layers, the loss writes dNormed, the gradient of the normed final hidden state, when nothing else
-     * is in use. Against one buffer each this saves dGate, dUp, the attention gradients and dScratch.
+     * is in use. Against one buffer each this saves dGate, dUp and the attention gradients.
      */
     private static long areaWidth(LlamaShape s) {
         long d = s.hiddenSize(), ff = s.intermediateSize();
         return Math.max(ff, dNormedWidthOffset(s) + d);
     }
 
-    /** Where dNormed starts in area A, per token: past the attention gradients and dScratch. */
+    /** Where dNormed starts in area A, per token: past the attention gradients. */
     private static long dNormedWidthOffset(LlamaShape s) {
-        long d = s.hiddenSize(), qd = s.queryDim(), kvd = s.kvDim();
-        return Math.max(2 * qd + 2 * kvd, d);
+        return 2L * s.queryDim() + 2L * s.kvDim();
     }
 
     private static int lossChunkRows(LlamaShape s, int capacity, long lossChunkBytes) {
@@ -217,9 +214,6 @@ final class TrainingBuffers implements AutoCloseable {
     Tensor dGate(int n) { return swiglu.view(0, n, ff); }
 
     Tensor dUp(LayerActivations a, int n) { return a.up().rows(0, n); }
-
-    /** A block norm's input gradient before it is added to the residual gradient. */
-    Tensor dScratch(int n) { return areaA.view(0, n, d); }
 
     Tensor dAttended(int n) { return areaA.view(0, n, qd); }
 

@@ -737,6 +737,12 @@ public final class CudaBackend implements Backend {
 
     @Override
     public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight) {
+        rmsNormBackward(x, weight, eps, dOut, dX, dWeight, false);
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight,
+                                boolean accumulate) {
         bind();
         String op = "rmsNormBackward";
         requireActivation(x, op + " x");
@@ -781,7 +787,7 @@ public final class CudaBackend implements Backend {
         }
         kernels.launch(CudaKernels.rmsNormBackward(x.dtype(), weight.dtype()), rows, threads, 0, stream,
                 KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address()).ptr(dxs.address())
-                        .i32((int) d));
+                        .i32((int) d).i32(accumulate ? 1 : 0));
         opDone(op);
     }
 

@@ -389,7 +389,13 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight) {
-        training().rmsNormBackward(x, weight, eps, dOut, dX, dWeight);
+        training().rmsNormBackward(x, weight, eps, dOut, dX, dWeight, false);
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight,
+                                boolean accumulate) {
+        training().rmsNormBackward(x, weight, eps, dOut, dX, dWeight, accumulate);
     }
 
     @Override

@@ -67,10 +67,10 @@ final class CpuTrainingKernels {
 
     /**
      * dX of one row of y = w·x·r, r = 1/sqrt(mean(x²)+eps): with g = w·dy,
-     * {@code dx = r·g - x · r³/d · Σ g·x}.
+     * {@code dx = r·g - x · r³/d · Σ g·x}, stored, or added to dX when {@code accumulate}.
      */
     static void rmsNormBackwardRow(MemorySegment x, MemorySegment w, MemorySegment dOut, MemorySegment dX, long base,
-                                   int d, float r) {
+                                   int d, float r, boolean accumulate) {
         long b = base * Float.BYTES;
         FloatVector acc = FloatVector.zero(F);
         int j = 0;
@@ -85,11 +85,14 @@ final class CpuTrainingKernels {
         for (; j + L <= d; j += L) {
             long o = (long) j * 4;
             FloatVector g = f32(w, o).mul(f32(dOut, b + o));
-            g.mul(r).sub(f32(x, b + o).mul(c)).intoMemorySegment(dX, b + o, LE);
+            FloatVector dx = g.mul(r).sub(f32(x, b + o).mul(c));
+            if (accumulate) dx = f32(dX, b + o).add(dx);
+            dx.intoMemorySegment(dX, b + o, LE);
         }
         for (; j < d; j++) {
             float g = w.getAtIndex(F32, j) * dOut.getAtIndex(F32, base + j);
-            dX.setAtIndex(F32, base + j, g * r - x.getAtIndex(F32, base + j) * c);
+            float dx = g * r - x.getAtIndex(F32, base + j) * c;
+            dX.setAtIndex(F32, base + j, accumulate ? dX.getAtIndex(F32, base + j) + dx : dx);
         }
     }
 

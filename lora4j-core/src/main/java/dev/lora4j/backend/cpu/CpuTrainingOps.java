@@ -171,7 +171,7 @@ final class CpuTrainingOps {
 
     // ---- per-row and element-wise backward forms ------------------------------------------------------------
 
-    void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight) {
+    void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dOut, Tensor dX, Tensor dWeight, boolean accumulate) {
         requireF32(x, "rmsNormBackward x");
         requireF32(dOut, "rmsNormBackward dOut");
         requireF32(dX, "rmsNormBackward dX");
@@ -192,7 +192,7 @@ final class CpuTrainingOps {
             parallel.forRange(rows, grainRows(width), (from, to) -> {
                 for (int row = from; row < to; row++) {
                     r[row] = CpuTrainingKernels.inverseRms(xs, (long) row * width, width, eps);
-                    CpuTrainingKernels.rmsNormBackwardRow(xs, w, dy, dx, (long) row * width, width, r[row]);
+                    CpuTrainingKernels.rmsNormBackwardRow(xs, w, dy, dx, (long) row * width, width, r[row], accumulate);
                 }
             });
             return;
@@ -204,7 +204,7 @@ final class CpuTrainingOps {
         MemorySegment dw = seg(dWeight);
         forColumns(width, (from, to) -> CpuTrainingKernels.rmsNormWeightGradient(xs, dy, r, width, dw, from, to));
         parallel.forRange(rows, grainRows(width), (from, to) -> {
-            for (int row = from; row < to; row++) CpuTrainingKernels.rmsNormBackwardRow(xs, w, dy, dx, (long) row * width, width, r[row]);
+            for (int row = from; row < to; row++) CpuTrainingKernels.rmsNormBackwardRow(xs, w, dy, dx, (long) row * width, width, r[row], accumulate);
         });
     }
 

@@ -321,6 +321,26 @@ public abstract class TrainingOpsContract {
         }
     }
 
+    @Test
+    void rmsNormBackwardCanAddTheInputGradientToTheResidualsGradient() {
+        RandomTensors random = new RandomTensors(123);
+        for (int d : new int[] {1, 17, 256, 1100}) {
+            int rows = 5;
+            float[] x = random.uniform(rows * d, -3, 3), w = random.uniform(d, 0.5, 1.5), dy = random.uniform(rows * d, -1, 1);
+            float[] old = random.uniform(rows * d, -2, 2);
+            try (Tensor xt = backend.fromFloats(x, DType.F32, rows, d); Tensor wt = backend.fromFloats(w, DType.F32, d);
+                 Tensor dyt = backend.fromFloats(dy, DType.F32, rows, d); Tensor alone = backend.allocate(DType.F32, rows, d);
+                 Tensor added = backend.fromFloats(old, DType.F32, rows, d)) {
+                backend.rmsNormBackward(xt, wt, 1e-5f, dyt, alone, null, false);
+                backend.rmsNormBackward(xt, wt, 1e-5f, dyt, added, null, true);
+                float[] gradient = backend.toFloats(alone), sum = backend.toFloats(added);
+                float[] expected = new float[sum.length];
+                for (int i = 0; i < expected.length; i++) expected[i] = old[i] + gradient[i];
+                assertThat(sum).as("dX += the gradient, d=" + d).containsExactly(expected);
+            }
+        }
+    }
+
     private void checkRmsNormBackward(RandomTensors random, int rows, int d, DType weightType, boolean withWeightGradient, float eps) {
         float[] x = random.uniform(rows * d, -3, 3), w = random.uniform(d, 0.5, 1.5, weightType);
         float[] dy = random.uniform(rows * d, -1, 1), before = random.uniform(d, -1, 1);
