@@ -123,7 +123,7 @@ for c in "${configs[@]}"; do
         qlora-llama3-8b-mb1)    run "$c" llama3-8b 1 qlora-all gc -- --preset llama3-8b --method qlora --target-modules all-linear ;;
         # One timed step: the figure asked of the 70B shape is its peak memory.
         qlora-70b-mb1)          RUN_STEPS=1 run "$c" llama2-70b 1 - gc -- -m "$llama70b" --random-weights --method qlora --target-modules all-linear ;;
-        seq-sweep-lora-llama3-8b)  sweep "$c" lora 4096,8192,12288,16384 12288,16384,20480,24576 ;;
+        seq-sweep-lora-llama3-8b)  sweep "$c" lora 4096,8192,12288 12288,16384,20480,24576 ;;
         seq-sweep-qlora-llama3-8b) sweep "$c" qlora - 24576,32768,40960,49152 ;;
         *) echo "unknown configuration $c" >&2 ;;
     esac
