@@ -17,9 +17,10 @@
 //
 // Blocks of 4 warps; a block owns 64 query rows (forward, dq) or 64 key rows (dk, dv). In the forward pass each warp
 // takes 32 query rows against half of every key tile (so that each fragment it loads serves two 16-row m-tiles), and
-// the two warps of a row range merge their softmax statistics at the end; the dq pass from stored dS splits its
-// block into 32 rows by D/2 columns per warp; the dk/dv pass, and the dq pass that recomputes dS, take 16 rows per
-// warp. The other operand streams through shared memory in 64-row tiles, double-buffered with cp.async. Shared
+// the two warps of a row range merge their softmax statistics at the end (a forward block may also take the same
+// rows of two query heads of one KV head, 8 warps, so that each key and value tile it loads serves both); the dq pass
+// from stored dS splits its block into 32 rows by D/2 columns per warp; the dk/dv pass, and the dq pass that
+// recomputes dS, take 16 rows per warp. The other operand streams through shared memory in 64-row tiles, double-buffered with cp.async. Shared
 // tiles are [64][D + 8] bf16: the 16 bytes of padding put the 8 rows an ldmatrix reads in different banks. Tiles
 // wholly outside the causal band or the window are skipped; only tiles that straddle its edges (or the end of the
 // sequence) are masked.
@@ -30,19 +31,20 @@
 
 // Shared memory of each kernel, in bytes (CudaBackend's FlashAttention mirrors these).
 __host__ __device__ __forceinline__ int l4j_fa_tile_bytes(int d) { return L4J_FA_ROWS * (d + 8) * 2; }
-__host__ __device__ __forceinline__ int l4j_fa_forward_shared(int d) { return 5 * l4j_fa_tile_bytes(d); }
+// The forward pass of hg query heads per block: a query tile per head and two buffers each of key and value tiles.
+__host__ __device__ __forceinline__ int l4j_fa_forward_shared(int d, int hg) { return (hg + 4) * l4j_fa_tile_bytes(d); }
 __host__ __device__ __forceinline__ int l4j_fa_dq_shared(int d) { return 6 * l4j_fa_tile_bytes(d); }
 __host__ __device__ __forceinline__ int l4j_fa_dkv_shared(int d) {
     return 6 * l4j_fa_tile_bytes(d) + 4 * L4J_FA_ROWS * (int) sizeof(float);
 }
 
 // Rows [row0, row0 + 64) of a row-major bf16 matrix (row stride `stride` elements, `src` at the head's first column)
-// into tile[64][D + 8] with cp.async; rows at or past n become zeros.
-template <int D>
+// into tile[64][D + 8] with cp.async by the THREADS threads of the block; rows at or past n become zeros.
+template <int D, int THREADS = L4J_FA_THREADS>
 __device__ __forceinline__ void l4j_fa_load_tile(uint16_t* tile, const uint16_t* src, int row0, int n,
                                                  long long stride) {
     constexpr int CHUNKS = D / 8;  // 16-byte pieces of a row
-    for (int idx = threadIdx.x; idx < L4J_FA_ROWS * CHUNKS; idx += L4J_FA_THREADS) {
+    for (int idx = threadIdx.x; idx < L4J_FA_ROWS * CHUNKS; idx += THREADS) {
         const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8;
         const int row = row0 + r;
         const bool valid = row < n;
@@ -220,33 +222,42 @@ __device__ __forceinline__ float l4j_fa_exp2(float x) {
 // maximum (moved only past a slack, L4J_FA_RESCALE_SLACK) and sum per row; at the end the two warps of a row range
 // merge theirs through shared memory, in a fixed order. Scores are kept in base-2 units (scale_log2 = scale *
 // log2(e)) so that every exponential is one ex2.
-template <int D, typename O>
+//
+// With grouped-query attention a block may own the same 64 query rows of HG query heads of one KV head (HG dividing
+// n_heads / n_kv_heads): 4 HG warps, warps 4 hg .. 4 hg + 3 doing for head hg exactly what the 4 warps of a one-head
+// block do, so every row is computed in the same order and results are the same bits. Each key and value tile that
+// the block loads then serves HG heads: 1/HG of the copies from global memory into shared memory per query row.
+template <int D, int HG, typename O>
 __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
                                                   const uint16_t* __restrict__ v, O* __restrict__ out,
                                                   float* __restrict__ lse, int n, int n_heads, int n_kv_heads,
                                                   int window, float scale_log2) {
-    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD, DT = D / 8;
+    constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD, DT = D / 8, THREADS = HG * L4J_FA_THREADS;
     L4J_DYNAMIC_SHARED(float, smem);
-    uint16_t* qs = reinterpret_cast<uint16_t*>(smem);
-    uint16_t* ks = qs + TILE;      // [2][64][LD]
-    uint16_t* vs = ks + 2 * TILE;  // [2][64][LD]
+    uint16_t* qs_all = reinterpret_cast<uint16_t*>(smem);  // [HG][64][LD]
+    uint16_t* ks = qs_all + HG * TILE;  // [2][64][LD]
+    uint16_t* vs = ks + 2 * TILE;       // [2][64][LD]
 
     const int tiles = (n + L4J_FA_ROWS - 1) / L4J_FA_ROWS;
-    const int h = (int) (blockIdx.x % n_heads);
-    const int q0 = (tiles - 1 - (int) (blockIdx.x / n_heads)) * L4J_FA_ROWS;
-    const int kvh = h / (n_heads / n_kv_heads);
+    const int head_blocks = n_heads / HG;  // blocks per query tile
+    const int h0 = (int) (blockIdx.x % head_blocks) * HG;  // the block's first query head
+    const int q0 = (tiles - 1 - (int) (blockIdx.x / head_blocks)) * L4J_FA_ROWS;
+    const int kvh = h0 / (n_heads / n_kv_heads);
     const long long q_stride = (long long) n_heads * D, kv_stride = (long long) n_kv_heads * D;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int hg = (int) (threadIdx.x >> 7), h = h0 + hg;  // this warp's query head
     const int rh = warp & 1, kh = warp >> 1;  // row half and key half of this warp
+    uint16_t* qs = qs_all + hg * TILE;
     const uint16_t* kh_src = k + (long long) kvh * D;
     const uint16_t* vh_src = v + (long long) kvh * D;
 
     const int j_last = (min(n, q0 + L4J_FA_ROWS) - 1) / L4J_FA_ROWS;
     const int j_first = window > 0 ? max(0, q0 - window + 1) / L4J_FA_ROWS : 0;
 
-    l4j_fa_load_tile<D>(qs, q + (long long) h * D, q0, n, q_stride);
-    l4j_fa_load_tile<D>(ks, kh_src, j_last * L4J_FA_ROWS, n, kv_stride);
-    l4j_fa_load_tile<D>(vs, vh_src, j_last * L4J_FA_ROWS, n, kv_stride);
+#pragma unroll
+    for (int i = 0; i < HG; i++) l4j_fa_load_tile<D, THREADS>(qs_all + i * TILE, q + (long long) (h0 + i) * D, q0, n, q_stride);
+    l4j_fa_load_tile<D, THREADS>(ks, kh_src, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_fa_load_tile<D, THREADS>(vs, vh_src, j_last * L4J_FA_ROWS, n, kv_stride);
     l4j_cp_async_commit();
 
     // This thread's accumulator rows: m-tile mt, element pair r: query r0 + 16 mt + 8 r + g.
@@ -272,8 +283,8 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
         const l4j_shared_address kt = l4j_shared(ks + (it & 1) * TILE);
         const l4j_shared_address vt = l4j_shared(vs + (it & 1) * TILE);
         if (j > j_first) {
-            l4j_fa_load_tile<D>(ks + ((it + 1) & 1) * TILE, kh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
-            l4j_fa_load_tile<D>(vs + ((it + 1) & 1) * TILE, vh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_fa_load_tile<D, THREADS>(ks + ((it + 1) & 1) * TILE, kh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_fa_load_tile<D, THREADS>(vs + ((it + 1) & 1) * TILE, vh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
             l4j_cp_async_commit();
         }
         if (Q_IN_REGISTERS && it == 0) {
@@ -402,6 +413,7 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
 
     // Merge the two key halves of each row: warp (rh, kh) hands m-tile 1 - kh of its rows to its partner and takes
     // m-tile kh of the partner's, through shared memory that no copy writes any more (the last tile needed none).
+    // The heads of a block take turns: one head's exchange fills the space of more than three tiles.
 #pragma unroll
     for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
@@ -410,54 +422,61 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
             l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
         }
     }
-    __syncthreads();
     // [row half][m-tile][DT * 4 + 4 values][32 lanes]: lane-minor, so that every access is conflict-free.
     constexpr int SLOT = (DT * 4 + 4) * 32;
     float* xs = smem;
+#pragma unroll 1
+    for (int turn = 0; turn < HG; turn++) {
+        __syncthreads();  // every warp is done with the tiles, or the previous head with the exchange
+        if (HG == 1 || hg == turn) {
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        if (mt == kh) continue;  // m-tile 1 - kh goes to the partner
-        float* dst = xs + (rh * 2 + mt) * SLOT + lane;
+            for (int mt = 0; mt < 2; mt++) {
+                if (mt == kh) continue;  // m-tile 1 - kh goes to the partner
+                float* dst = xs + (rh * 2 + mt) * SLOT + lane;
 #pragma unroll
-        for (int dt = 0; dt < DT; dt++) {
+                for (int dt = 0; dt < DT; dt++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) dst[(dt * 4 + e) * 32] = o[mt][dt][e];
+                    for (int e = 0; e < 4; e++) dst[(dt * 4 + e) * 32] = o[mt][dt][e];
+                }
+                dst[(DT * 4 + 0) * 32] = m[mt][0];
+                dst[(DT * 4 + 1) * 32] = m[mt][1];
+                dst[(DT * 4 + 2) * 32] = l[mt][0];
+                dst[(DT * 4 + 3) * 32] = l[mt][1];
+            }
         }
-        dst[(DT * 4 + 0) * 32] = m[mt][0];
-        dst[(DT * 4 + 1) * 32] = m[mt][1];
-        dst[(DT * 4 + 2) * 32] = l[mt][0];
-        dst[(DT * 4 + 3) * 32] = l[mt][1];
-    }
-    __syncthreads();
+        __syncthreads();
+        if (HG == 1 || hg == turn) {
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        if (mt != kh) continue;  // m-tile kh is this warp's to finish
-        const float* src = xs + (rh * 2 + mt) * SLOT + lane;
+            for (int mt = 0; mt < 2; mt++) {
+                if (mt != kh) continue;  // m-tile kh is this warp's to finish
+                const float* src = xs + (rh * 2 + mt) * SLOT + lane;
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            // Key half 0 first in either warp, so that every row merges in the same order.
-            const float m_other = src[(DT * 4 + r) * 32], l_other = src[(DT * 4 + 2 + r) * 32];
-            const float m_a = kh == 0 ? m[mt][r] : m_other, m_b = kh == 0 ? m_other : m[mt][r];
-            const float l_a = kh == 0 ? l[mt][r] : l_other, l_b = kh == 0 ? l_other : l[mt][r];
-            const float m_all = fmaxf(m_a, m_b);
-            const float base = m_all == -INFINITY ? 0.0f : m_all;
-            const float ca = l4j_fa_exp2(m_a - base), cb = l4j_fa_exp2(m_b - base);
-            const float l_all = __fadd_rn(__fmul_rn(l_a, ca), __fmul_rn(l_b, cb));
-            const int row = r0 + mt * 16 + r * 8;
-            if (row >= n) continue;
-            const float inv = 1.0f / l_all;
-            O* dst = out + (long long) row * q_stride + (long long) h * D + 2 * t;
+                for (int r = 0; r < 2; r++) {
+                    // Key half 0 first in either warp, so that every row merges in the same order.
+                    const float m_other = src[(DT * 4 + r) * 32], l_other = src[(DT * 4 + 2 + r) * 32];
+                    const float m_a = kh == 0 ? m[mt][r] : m_other, m_b = kh == 0 ? m_other : m[mt][r];
+                    const float l_a = kh == 0 ? l[mt][r] : l_other, l_b = kh == 0 ? l_other : l[mt][r];
+                    const float m_all = fmaxf(m_a, m_b);
+                    const float base = m_all == -INFINITY ? 0.0f : m_all;
+                    const float ca = l4j_fa_exp2(m_a - base), cb = l4j_fa_exp2(m_b - base);
+                    const float l_all = __fadd_rn(__fmul_rn(l_a, ca), __fmul_rn(l_b, cb));
+                    const int row = r0 + mt * 16 + r * 8;
+                    if (row >= n) continue;
+                    const float inv = 1.0f / l_all;
+                    O* dst = out + (long long) row * q_stride + (long long) h * D + 2 * t;
 #pragma unroll
-            for (int dt = 0; dt < DT; dt++) {
+                    for (int dt = 0; dt < DT; dt++) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const float mine = o[mt][dt][2 * r + e], other = src[(dt * 4 + 2 * r + e) * 32];
-                    const float oa = kh == 0 ? mine : other, ob = kh == 0 ? other : mine;
-                    l4j_store(dst, dt * 8 + e, __fadd_rn(__fmul_rn(oa, ca), __fmul_rn(ob, cb)) * inv);
+                        for (int e = 0; e < 2; e++) {
+                            const float mine = o[mt][dt][2 * r + e], other = src[(dt * 4 + 2 * r + e) * 32];
+                            const float oa = kh == 0 ? mine : other, ob = kh == 0 ? other : mine;
+                            l4j_store(dst, dt * 8 + e, __fadd_rn(__fmul_rn(oa, ca), __fmul_rn(ob, cb)) * inv);
+                        }
+                    }
+                    // Natural log: lse = ln(sum exp(scale s)) = (m + log2(l)) ln 2.
+                    if (t == 0) lse[(long long) row * n_heads + h] = (m_all + log2f(l_all)) * 0.69314718055994531f;
                 }
             }
-            // Natural log: lse = ln(sum exp(scale s)) = (m + log2(l)) ln 2.
-            if (t == 0) lse[(long long) row * n_heads + h] = (m_all + log2f(l_all)) * 0.69314718055994531f;
         }
     }
 }
@@ -871,12 +890,19 @@ extern "C" __global__ void lora4j_flash_attention_copy_bf16(const uint16_t* __re
 }
 
 // Kernels by head size D and by the type T of the activations (F32 or BF16): outputs and gradients are stored as T;
-// dk and dv as F32 slices (G = float) where a KV head has several query heads.
+// dk and dv as F32 slices (G = float) where a KV head has several query heads. The forward pass comes in blocks of one
+// query head and (_x2) of two query heads of a KV head. Four heads would take 512 threads, which the register file
+// holds only at 128 registers a thread (the kernel needs about 250).
 #define L4J_FLASH_ATTENTION(D, name, T) \
     extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS) lora4j_flash_attention_forward_##D##_##name( \
             const uint16_t* q, const uint16_t* k, const uint16_t* v, T* out, float* lse, int n, int n_heads, \
             int n_kv_heads, int window, float scale_log2) { \
-        l4j_flash_forward<D, T>(q, k, v, out, lse, n, n_heads, n_kv_heads, window, scale_log2); \
+        l4j_flash_forward<D, 1, T>(q, k, v, out, lse, n, n_heads, n_kv_heads, window, scale_log2); \
+    } \
+    extern "C" __global__ void __launch_bounds__(2 * L4J_FA_THREADS) lora4j_flash_attention_forward_##D##_##name##_x2( \
+            const uint16_t* q, const uint16_t* k, const uint16_t* v, T* out, float* lse, int n, int n_heads, \
+            int n_kv_heads, int window, float scale_log2) { \
+        l4j_flash_forward<D, 2, T>(q, k, v, out, lse, n, n_heads, n_kv_heads, window, scale_log2); \
     } \
     extern "C" __global__ void __launch_bounds__(L4J_FA_THREADS) lora4j_flash_attention_backward_dkv_##D##_##name( \
             const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* d_out, const float* lse, \

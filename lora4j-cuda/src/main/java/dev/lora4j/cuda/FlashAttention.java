@@ -44,8 +44,22 @@ final class FlashAttention {
     /** attention_flash.cu's l4j_fa_tile_bytes: 64 rows of headDim + 8 bf16 (the padding spreads ldmatrix over banks). */
     static int tileBytes(int headDim) { return TILE_ROWS * (headDim + 8) * 2; }
 
-    /** l4j_fa_forward_shared: the query tile and two buffers each of key and value tiles. */
-    static int forwardSharedBytes(int headDim) { return 5 * tileBytes(headDim); }
+    /** l4j_fa_forward_shared: a query tile per head of the block and two buffers each of key and value tiles. */
+    static int forwardSharedBytes(int headDim, int headsPerBlock) { return (headsPerBlock + 4) * tileBytes(headDim); }
+
+    /**
+     * System property: query heads per forward block, 1 or 2 (of one KV head, sharing its key and value tiles), to
+     * compare the two on a GPU; where the heads of a KV head do not split so, blocks take one head.
+     */
+    static final String HEADS_PER_BLOCK_PROPERTY = "lora4j.cuda.attention-heads-per-block";
+    /** Forward blocks of 1 or 2 query heads: the kernels attention_flash.cu has. */
+    static final List<Integer> HEADS_PER_BLOCK_CHOICES = List.of(1, 2);
+    /**
+     * Two heads per block where the grouping allows: every key and value tile is copied into shared memory once for
+     * both, and the block's 8 warps use the registers that two blocks of 4 would (about 250 a thread: 8 warps per SM
+     * either way).
+     */
+    static final int DEFAULT_HEADS_PER_BLOCK = 2;
 
     /** The larger of l4j_fa_dq_shared (six tiles) and l4j_fa_dkv_shared (six tiles, two buffers of lse and Dsum rows). */
     static int backwardSharedBytes(int headDim) { return 6 * tileBytes(headDim) + 4 * TILE_ROWS * Float.BYTES; }
@@ -72,8 +86,12 @@ final class FlashAttention {
     private static final List<DType> TYPES = List.of(DType.F32, DType.BF16);
 
     /** The forward kernel of head size {@code headDim} storing out as {@code type}. */
-    static String forwardKernel(int headDim, DType type) {
-        return "lora4j_flash_attention_forward_" + headDim + "_" + CudaKernels.suffix(type);
+    static String forwardKernel(int headDim, DType type) { return forwardKernel(headDim, type, 1); }
+
+    /** The forward kernel whose blocks take {@code headsPerBlock} query heads of one KV head. */
+    static String forwardKernel(int headDim, DType type, int headsPerBlock) {
+        return "lora4j_flash_attention_forward_" + headDim + "_" + CudaKernels.suffix(type)
+                + (headsPerBlock == 1 ? "" : "_x" + headsPerBlock);
     }
 
     static String dkvKernel(int headDim, DType type) {
@@ -99,7 +117,7 @@ final class FlashAttention {
         List<String> names = new ArrayList<>();
         for (DType t : TYPES) {
             for (int d : new int[] {64, 128}) {
-                names.add(forwardKernel(d, t));
+                for (int hg : HEADS_PER_BLOCK_CHOICES) names.add(forwardKernel(d, t, hg));
                 names.add(dkvKernel(d, t));
                 names.add(dqKernel(d, t));
                 names.add(dqStoredKernel(d, t));
@@ -140,15 +158,30 @@ final class FlashAttention {
      */
     void forward(long q, long k, long v, DType type, long out, long lse, int n, int nHeads, int nKvHeads, int headDim,
                  int window) {
+        forward(q, k, v, type, out, lse, n, nHeads, nKvHeads, headDim, window,
+                headsPerBlock(nHeads, nKvHeads, headsPerBlockSetting()));
+    }
+
+    /**
+     * {@link #forward} with blocks of {@code headsPerBlock} query heads (one of {@link #HEADS_PER_BLOCK_CHOICES},
+     * dividing nHeads / nKvHeads): the same bits whatever the choice, for tests and comparisons.
+     */
+    void forward(long q, long k, long v, DType type, long out, long lse, int n, int nHeads, int nKvHeads, int headDim,
+                 int window, int headsPerBlock) {
         requireActivationType(type);
+        if (!HEADS_PER_BLOCK_CHOICES.contains(headsPerBlock) || (nHeads / nKvHeads) % headsPerBlock != 0) {
+            throw new IllegalArgumentException("attention forward blocks of " + headsPerBlock + " query heads: expected "
+                    + HEADS_PER_BLOCK_CHOICES + " dividing the " + nHeads / nKvHeads + " query heads of a KV head");
+        }
         List<Long> scratch = new ArrayList<>();
         try {
             long qb = bf16(q, type, (long) n * nHeads * headDim, scratch);
             long kb = bf16(k, type, (long) n * nKvHeads * headDim, scratch);
             long vb = bf16(v, type, (long) n * nKvHeads * headDim, scratch);
             float scaleLog2 = scale(headDim) * LOG2_E;
-            kernels.launch(forwardKernel(headDim, type), (long) Math.ceilDiv(n, TILE_ROWS) * nHeads, THREADS,
-                    forwardSharedBytes(headDim), stream,
+            kernels.launch(forwardKernel(headDim, type, headsPerBlock),
+                    (long) Math.ceilDiv(n, TILE_ROWS) * (nHeads / headsPerBlock), THREADS * headsPerBlock,
+                    forwardSharedBytes(headDim, headsPerBlock), stream,
                     KernelArgs.start().ptr(qb).ptr(kb).ptr(vb).ptr(out).ptr(lse).i32(n).i32(nHeads).i32(nKvHeads)
                             .i32(window).f32(scaleLog2));
         } finally {
@@ -254,6 +287,32 @@ final class FlashAttention {
      */
     void fragmentProbe(long a, long b, long c, long d) {
         kernels.launch(FRAGMENT_PROBE, 1, 32, 3 * 16 * 24 * 2, stream, KernelArgs.start().ptr(a).ptr(b).ptr(c).ptr(d));
+    }
+
+    /** The heads per forward block asked for: {@link #HEADS_PER_BLOCK_PROPERTY}, or {@link #DEFAULT_HEADS_PER_BLOCK}. */
+    static int headsPerBlockSetting() {
+        String value = System.getProperty(HEADS_PER_BLOCK_PROPERTY);
+        if (value == null || value.isBlank()) return DEFAULT_HEADS_PER_BLOCK;
+        try {
+            int heads = Integer.parseInt(value.strip());
+            if (HEADS_PER_BLOCK_CHOICES.contains(heads)) return heads;
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new IllegalArgumentException("-D" + HEADS_PER_BLOCK_PROPERTY + "=" + value + ": expected one of "
+                + HEADS_PER_BLOCK_CHOICES + " (query heads of a KV head per forward block)");
+    }
+
+    /**
+     * The most query heads per forward block, up to {@code wanted}, that divide the query heads of a KV head (so that
+     * a block's heads share their keys and values).
+     */
+    static int headsPerBlock(int nHeads, int nKvHeads, int wanted) {
+        int group = nHeads / nKvHeads, best = 1;
+        for (int hg : HEADS_PER_BLOCK_CHOICES) {
+            if (hg <= wanted && group % hg == 0) best = Math.max(best, hg);
+        }
+        return best;
     }
 
     /** The budget for stored dS in effect: {@link #DS_BUDGET_PROPERTY}, or {@link #DS_BUDGET_BYTES}. */

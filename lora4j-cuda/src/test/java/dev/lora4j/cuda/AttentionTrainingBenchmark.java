@@ -18,7 +18,9 @@ import java.util.SplittableRandom;
  *
  * F32 activations include their rounding to BF16 copies on every call; training with BF16 activations
  * ({@code -Dlora4j.cuda.activations=bf16}) passes them as they are. {@code -Dlora4j.cuda.attention-ds-budget=0} times
- * the backward pass whose dq recomputes the score gradients instead of reading them back.
+ * the backward pass whose dq recomputes the score gradients instead of reading them back;
+ * {@code -Dlora4j.cuda.attention-heads-per-block=1|2} the forward pass with blocks of one query head or of two that
+ * share their KV head's tiles.
  */
 public final class AttentionTrainingBenchmark {
     public static void main(String[] args) {
@@ -43,6 +45,8 @@ public final class AttentionTrainingBenchmark {
                             + "%s kernels%n", gpu.description(), sequences, n, heads, kvHeads, headDim, window, type,
                     gpu.attentionOnTensorCores(headDim) ? "tensor-core (BF16 operands)" : "FP32");
             if (gpu.attentionOnTensorCores(headDim)) {
+                System.out.printf(Locale.ROOT, "forward: %d query head(s) per block%n",
+                        FlashAttention.headsPerBlock(heads, kvHeads, FlashAttention.headsPerBlockSetting()));
                 System.out.printf(Locale.ROOT, "backward: %s%n", FlashAttention.dqPlan(n, heads, window));
             }
             double forward = Double.MAX_VALUE, backward = Double.MAX_VALUE, total = 0;

@@ -14,6 +14,7 @@ import java.util.Locale;
 import java.util.Random;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /**
  * The tensor-core training attention of the CUDA backend (head sizes 64 and 128: {@link FlashAttention}) against
@@ -206,6 +207,43 @@ class CudaFlashAttentionParityTest {
         assertWithin(what + " dv", chunked.dv, c.dv, b.dv);
     }
 
+    @ParameterizedTest
+    @CsvSource({
+            // n, nHeads, nKvHeads, headDim, window, type, scale of q and k
+            "130, 4, 2, 128, 0, F32, 1",    // causal, n two rows past the tiles
+            "130, 4, 2, 128, 0, BF16, 8",   // scores far beyond the rescale slack
+            "200, 4, 1, 64, 0, BF16, 1",    // four query heads on one KV head: two blocks of two
+            "150, 4, 2, 128, 40, F32, 1",   // a window shorter than n
+            "97, 4, 2, 64, 17, BF16, 8",    // a window inside one tile
+            "64, 4, 2, 64, 0, F32, 1",      // exactly one tile
+            "1, 4, 2, 128, 0, BF16, 1"})
+    void forwardBlocksOfTwoQueryHeadsGiveTheSameBitsAsBlocksOfOne(int n, int nHeads, int nKvHeads, int headDim,
+                                                                  int window, DType type, float qkScale) {
+        // The warps of each head in a two-head block compute their rows exactly as a one-head block does; only the
+        // key and value tiles are shared.
+        Shape s = new Shape(n, nHeads, nKvHeads, headDim, window);
+        float[] q = gaussian(n * s.qw(), 29, true), k = gaussian(n * s.kw(), 30, true);
+        float[] v = gaussian(n * s.kw(), 31, true);
+        for (int i = 0; i < q.length; i++) q[i] *= qkScale;
+        for (int i = 0; i < k.length; i++) k[i] *= qkScale;
+        float[][] one = flashForward(s, type, q, k, v, 1), two = flashForward(s, type, q, k, v, 2);
+        assertThat(two[0]).as(s + " out").containsExactly(one[0]);
+        assertThat(two[1]).as(s + " lse").containsExactly(one[1]);
+        for (float x : two[0]) assertThat(x).as(s + " out").isFinite();
+    }
+
+    @Test
+    void forwardBlocksTakeTwoQueryHeadsOnlyWhereTheHeadsOfAKvHeadSplitSo() {
+        assertThat(FlashAttention.headsPerBlock(32, 8, 2)).isEqualTo(2);
+        assertThat(FlashAttention.headsPerBlock(32, 8, 1)).isEqualTo(1);
+        assertThat(FlashAttention.headsPerBlock(12, 4, 2)).as("three heads per KV head").isEqualTo(1);
+        assertThat(FlashAttention.headsPerBlock(8, 8, 2)).as("one head per KV head").isEqualTo(1);
+        assertThat(FlashAttention.forwardSharedBytes(128, 2)).isEqualTo(6 * 64 * 136 * 2);
+        FlashAttention fa = gpu.flashAttention();
+        assertThatThrownBy(() -> fa.forward(0, 0, 0, DType.F32, 0, 0, 64, 12, 4, 128, 0, 2))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("3 query heads of a KV head");
+    }
+
     @Test
     void scoreGradientsAreStoredWhereTheyFitTheBudgetInChunksThatStillFillAGpu() {
         // 32 heads of 1024 tokens: 136 tiles of 8 KiB per head, 36 MB in all; of 2048: 138 MB, two chunks of 16.
@@ -258,6 +296,19 @@ class CudaFlashAttentionParityTest {
                         address(dv), n, s.nHeads, s.nKvHeads, s.headDim, s.window, dsChunk);
             }
             return new Results(outValues, gpu.toFloats(lse), gpu.toFloats(dq), gpu.toFloats(dk), gpu.toFloats(dv));
+        }
+    }
+
+    /** out and lse of the forward kernel with blocks of {@code headsPerBlock} query heads, on activations of type. */
+    private static float[][] flashForward(Shape s, DType type, float[] q, float[] k, float[] v, int headsPerBlock) {
+        int n = s.n;
+        FlashAttention fa = gpu.flashAttention();
+        try (Tensor qt = gpu.fromFloats(q, type, n, s.qw()); Tensor kt = gpu.fromFloats(k, type, n, s.kw());
+             Tensor vt = gpu.fromFloats(v, type, n, s.kw()); Tensor out = gpu.allocate(type, n, s.qw());
+             Tensor lse = gpu.allocate(DType.F32, n, s.nHeads)) {
+            fa.forward(address(qt), address(kt), address(vt), type, address(out), address(lse), n, s.nHeads,
+                    s.nKvHeads, s.headDim, s.window, headsPerBlock);
+            return new float[][] {gpu.toFloats(out), gpu.toFloats(lse)};
         }
     }
 
