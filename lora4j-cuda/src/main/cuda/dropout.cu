@@ -1,25 +1,28 @@
 // Inverted dropout with the counter-based mask of dev.lora4j.backend.DropoutHash: element i is dropped when its
-// draw is below the threshold of p (uniform(seed, i) < p), otherwise multiplied by scale. The mask depends only on the seed and the flat element
-// index, so it is the same as the CPU backend's for any grid. out may be x. With BF16 activations the kept value
-// x * scale is formed in FP32 and rounded once: the input of a LoRA A product, written in the type it multiplies in.
+// 16-bit draw is below the threshold of p (uniform(seed, i) < p), otherwise multiplied by scale. The mask depends
+// only on the seed and the flat element index, so it is the same as the CPU backend's for any grid. out may be x.
+// With BF16 activations the kept value x * scale is formed in FP32 and rounded once: the input of a LoRA A product,
+// written in the type it multiplies in.
 #include "exact.cuh"
 
 template <typename T>
 __device__ __forceinline__ void l4j_dropout_all(const T* x, T* out, float p, float scale, unsigned long long seed,
                                                 long long n) {
     const uint32_t threshold = l4j_dropout_threshold(p);
-    // Eight elements per thread and pass: four pairs, so four independent hashes to overlap, and 16-byte accesses.
+    // Eight elements per thread and pass: two groups of four, so two independent hashes to overlap, and 16-byte
+    // accesses. g is a multiple of 8, so each half of the eight is one group.
     l4j_groups_then_rest(
             n, l4j_aligned16(x) && l4j_aligned16(out),
             [&](long long g) {
                 float v[L4J_GROUP];
                 l4j_load8(x, g, v);
 #pragma unroll
-                for (int k = 0; k < L4J_GROUP; k += 2) {
-                    uint32_t even, odd;
-                    l4j_dropout_pair_bits(seed, (uint64_t) (g + k) >> 1, even, odd);
-                    v[k] = even < threshold ? 0.0f : l4j_mul(v[k], scale);
-                    v[k + 1] = odd < threshold ? 0.0f : l4j_mul(v[k + 1], scale);
+                for (int h = 0; h < L4J_GROUP; h += 4) {
+                    const uint64_t z = l4j_dropout_mix(seed, (uint64_t) (g + h) >> 2);
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        v[h + q] = l4j_dropout_draw(z, (uint32_t) q) < threshold ? 0.0f : l4j_mul(v[h + q], scale);
+                    }
                 }
                 l4j_store8(out, g, v);
             },

@@ -1,5 +1,5 @@
 // Arithmetic that must give the same bits on the GPU as on the CPU backend: the dropout hash (a pure function
-// of seed and element index, one mix per pair of elements) and the AdamW update (a fixed sequence of correctly
+// of seed and element index, one mix per group of four elements) and the AdamW update (a fixed sequence of correctly
 // rounded float operations).
 //
 // The functions compile for the device and for the host. On the device, nvcc would fuse a*b+c into one FMA
@@ -36,29 +36,25 @@ L4J_HD uint64_t l4j_dropout_mix(uint64_t seed, uint64_t index) {
     return z ^ (z >> 31);
 }
 
-// DropoutHash.bits for the pair of elements 2j and 2j+1, from one mix: the top 24 bits for 2j, the next 24 for
-// 2j+1. Kernels draw a pair at a time: the two 64-bit multiplies are the dropout mask's whole cost.
-L4J_HD void l4j_dropout_pair_bits(uint64_t seed, uint64_t pair, uint32_t& even, uint32_t& odd) {
-    uint64_t z = l4j_dropout_mix(seed, pair);
-    even = (uint32_t) (z >> 40);
-    odd = (uint32_t) (z >> 16) & 0xffffffu;
+// Draw k (0 to 3) of a group's hash z (DropoutHash.draw): bits 16k .. 16k + 15, the draw of element 4j + k.
+L4J_HD uint32_t l4j_dropout_draw(uint64_t z, uint32_t k) {
+    return (uint32_t) (z >> (16u * k)) & 0xffffu;
 }
 
-// DropoutHash.bits: the 24-bit draw of one element.
+// DropoutHash.bits: the 16-bit draw of one element, from its group's hash (one per four elements). Kernels draw a
+// group, or half of one, at a time: the two 64-bit multiplies of a hash are the dropout mask's whole cost.
 L4J_HD uint32_t l4j_dropout_bits(uint64_t seed, uint64_t index) {
-    uint32_t even, odd;
-    l4j_dropout_pair_bits(seed, index >> 1, even, odd);
-    return (index & 1u) ? odd : even;
+    return l4j_dropout_draw(l4j_dropout_mix(seed, index >> 2), (uint32_t) (index & 3u));
 }
 
 // DropoutHash.uniform: the draw as a float in [0, 1); both the conversion and the scaling are exact.
 L4J_HD float l4j_dropout_uniform(uint64_t seed, uint64_t index) {
-    return (float) l4j_dropout_bits(seed, index) * 5.9604644775390625e-8f;  // 2^-24
+    return (float) l4j_dropout_bits(seed, index) * 1.52587890625e-5f;  // 2^-16
 }
 
-// DropoutHash.dropThreshold: a draw below it is dropped (p in [0, 1]; p * 2^24 and its ceiling are exact in float).
+// DropoutHash.dropThreshold: a draw below it is dropped (p in [0, 1]; p * 2^16 and its ceiling are exact in float).
 L4J_HD uint32_t l4j_dropout_threshold(float p) {
-    return (uint32_t) ceilf(p * 16777216.0f);
+    return (uint32_t) ceilf(p * 65536.0f);
 }
 
 // Inverted dropout of one element: 0 when dropped, x * scale otherwise (scale = 1 / (1 - p) in double, rounded
@@ -67,12 +63,21 @@ L4J_HD float l4j_dropout(float x, float p, float scale, uint64_t seed, uint64_t 
     return l4j_dropout_bits(seed, index) < l4j_dropout_threshold(p) ? 0.0f : l4j_mul(x, scale);
 }
 
-// Which of elements f and f+1 are kept (bit 0: f, bit 1: f+1) for drop threshold `threshold`: one mix when f is
-// even, as the two then form a pair, two otherwise.
+// Keep flags (bit 0: the first element, bit 1: the second) of two elements whose draws are the low and high 16 bits
+// of `draws`: a 32-bit half of a group's hash holds the draws of elements 4j, 4j+1 (low half) or 4j+2, 4j+3.
+L4J_HD uint32_t l4j_dropout_keep_half(uint32_t draws, uint32_t threshold) {
+    return (uint32_t) ((draws & 0xffffu) >= threshold) | ((uint32_t) ((draws >> 16) >= threshold) << 1);
+}
+
+// Which of elements f and f+1 are kept (bit 0: f, bit 1: f+1) for drop threshold `threshold`: one mix when both
+// are in one group of four (f % 4 != 3), two otherwise.
 L4J_HD uint32_t l4j_dropout_keep2(uint64_t seed, uint64_t f, uint32_t threshold) {
     uint32_t a, b;
-    if ((f & 1u) == 0) {
-        l4j_dropout_pair_bits(seed, f >> 1, a, b);
+    const uint32_t q = (uint32_t) (f & 3u);
+    if (q != 3u) {
+        const uint64_t z = l4j_dropout_mix(seed, f >> 2);
+        a = l4j_dropout_draw(z, q);
+        b = l4j_dropout_draw(z, q + 1u);
     } else {
         a = l4j_dropout_bits(seed, f);
         b = l4j_dropout_bits(seed, f + 1);

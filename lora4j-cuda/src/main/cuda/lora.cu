@@ -1,8 +1,8 @@
 // LoRA's down projection fused with its dropout and scaling (Backend.loraDown and loraDownBackward):
 //   forward:  hidden = scaling * dropout(x) a^T                         x [n, k], a [r, k] (F32), hidden [n, r]
 //   backward: gradA += scaling * dHidden^T dropout(x);  dX (+)= dropout'(scaling * dHidden a)
-// The dropout mask is drawn from (seed, element index) where it is used (exact.cuh: one hash per pair of elements)
-// and never stored, so each call reads x once; the backward pass draws it once for dX and gradA together. A kept
+// The dropout mask is drawn from (seed, element index) where it is used (exact.cuh: one hash per group of four
+// elements) and never stored, so each call reads x once; the backward pass draws it once for dX and gradA together. A kept
 // element enters the sums unscaled, and the sums are multiplied once by factor = scaling * 1/(1-p) (rounded to float
 // by the caller) in FP32.
 //
@@ -25,7 +25,7 @@
 #define L4J_LORA_BWD_ROWS 64
 #define L4J_LORA_BWD_COLS 128
 #define L4J_LORA_BWD_LD 136   // 128 + 8
-// CUDA-core kernels (F32): 16 ranks per pass; each lane owns two adjacent columns (one mask hash) of a 64-column step.
+// CUDA-core kernels (F32): 16 ranks per pass; each lane owns two adjacent columns (half a mask hash) of a 64-column step.
 #define L4J_LORA_CORE_RANKS 16
 #define L4J_LORA_CORE_ROWS 4  // rows of x per warp in the forward pass: 32 per block
 
@@ -46,11 +46,28 @@ __device__ __forceinline__ uint32_t l4j_lora_keep_word(uint32_t keep2) {
     return ((keep2 & 1u) ? 0x0000ffffu : 0u) | ((keep2 & 2u) ? 0xffff0000u : 0u);
 }
 
+// Keep flags (l4j_dropout_keep2's) of the two pairs of elements this lane holds at flat indices e0 and e1, where lane
+// l ^ 1 holds the other halves of the same two groups of four: this lane's pairs begin their groups (e % 4 == 0) when
+// `upper` is false and end them (e % 4 == 2) when it is true, the partner's the other way. Each lane hashes one of
+// the groups (the lower lane e0's, the upper lane e1's) and hands its partner the half of the hash the partner's pair
+// draws from: one hash per lane for two pairs. Every lane of the warp calls it together.
+__device__ __forceinline__ void l4j_lora_keep2_shared(unsigned long long seed, unsigned long long e0,
+                                                      unsigned long long e1, uint32_t threshold, bool upper,
+                                                      uint32_t& keep0, uint32_t& keep1) {
+    const uint64_t z = l4j_dropout_mix(seed, (upper ? e1 : e0) >> 2);
+    const uint32_t low = (uint32_t) z, high = (uint32_t) (z >> 32);
+    const uint32_t own = upper ? high : low;
+    const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? low : high, 1);
+    keep0 = l4j_dropout_keep_half(upper ? got : own, threshold);
+    keep1 = l4j_dropout_keep_half(upper ? own : got, threshold);
+}
+
 // ---- forward on the tensor cores -----------------------------------------------------------------------------
 // Block (split s, 128-row tile): columns [s * split_cols, min(k, (s + 1) * split_cols)), 64 per step. The x tile
 // comes in by cp.async (16-byte rows: VEC) or element by element, double-buffered; a's 64 columns are read as F32,
 // rounded to bf16 into shared memory while the previous step computes. Warp w multiplies its 16 rows by the R ranks:
-// the mask is applied to the A fragments in registers (a fragment register holds two adjacent columns: one hash).
+// the mask is applied to the A fragments in registers (a fragment register holds two adjacent columns, half a group
+// of four; with k % 4 == 0 lanes 2m and 2m + 1 hold the two halves of a group and share its hash).
 // The 16 x R sums of each warp go to partial[s][row][j] (row stride partial_stride, the full rank).
 template <int RG, bool VEC>
 __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x, const float* __restrict__ a,
@@ -115,6 +132,7 @@ __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x
     }
     const int mr = warp * 16;  // this warp's rows in the tile
     const int ra = row0 + mr + g, rb = ra + 8;
+    const bool quads = (k & 3) == 0 && (c_begin & 3) == 0;  // column 2t starts a group for even t
     for (int s = 0; s < steps; s++) {
         const int c0 = c_begin + s * L4J_LORA_FWD_COLS, buf = s & 1;
         l4j_cp_async_wait<0>();
@@ -131,10 +149,19 @@ __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x
             l4j_ldmatrix_x4(af, xt + 2 * ((mr + (mi & 1) * 8 + (l & 7)) * LD + kk * 16 + (mi >> 1) * 8));
             if (threshold != 0) {
                 const unsigned long long ca = (unsigned long long) (c0 + kk * 16 + 2 * t), cb = ca + 8;
-                af[0] &= l4j_lora_keep_word(l4j_dropout_keep2(seed, (unsigned long long) ra * k + ca, threshold));
-                af[1] &= l4j_lora_keep_word(l4j_dropout_keep2(seed, (unsigned long long) rb * k + ca, threshold));
-                af[2] &= l4j_lora_keep_word(l4j_dropout_keep2(seed, (unsigned long long) ra * k + cb, threshold));
-                af[3] &= l4j_lora_keep_word(l4j_dropout_keep2(seed, (unsigned long long) rb * k + cb, threshold));
+                const unsigned long long ea = (unsigned long long) ra * k, eb = (unsigned long long) rb * k;
+                uint32_t keep[4];
+                if (quads) {
+                    l4j_lora_keep2_shared(seed, ea + ca, eb + ca, threshold, (t & 1) != 0, keep[0], keep[1]);
+                    l4j_lora_keep2_shared(seed, ea + cb, eb + cb, threshold, (t & 1) != 0, keep[2], keep[3]);
+                } else {
+                    keep[0] = l4j_dropout_keep2(seed, ea + ca, threshold);
+                    keep[1] = l4j_dropout_keep2(seed, eb + ca, threshold);
+                    keep[2] = l4j_dropout_keep2(seed, ea + cb, threshold);
+                    keep[3] = l4j_dropout_keep2(seed, eb + cb, threshold);
+                }
+#pragma unroll
+                for (int q = 0; q < 4; q++) af[q] &= l4j_lora_keep_word(keep[q]);
             }
 #pragma unroll
             for (int np = 0; np < RG; np++) {
@@ -167,7 +194,8 @@ __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x
 // its tile of dX) comes in by cp.async while a step computes, so every read of global memory is one step ahead.
 // Each step:
 //   dX:    warp w computes rows 16 (w % 4) .. + 15, columns 64 (w / 4) .. + 63 of dHidden a (K = the R ranks), draws
-//          the mask of each adjacent pair of columns it holds, writes dX = kept ? factor * sum : 0 (+ dX) rounded once,
+//          the mask of each adjacent pair of columns it holds (with k % 4 == 0 lanes 2m and 2m + 1 share the hash of
+//          a group of four), writes dX = kept ? factor * sum : 0 (+ dX) rounded once,
 //          and zeroes the dropped elements of the x tile in shared memory;
 //   gradA: warp w adds dHidden^T times the masked x tile to its 16 columns of the R x 128 sums (K = the 64 rows).
 // At the end the R x 128 sums go to partial[s][j][c] (rank stride k: the partial of the whole gradA).
@@ -247,6 +275,7 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
     }
     const l4j_shared_address at = l4j_shared(as);
     const int mt = warp & 3, ch = warp >> 2;  // dX: this warp's 16 rows and 64 columns of the step's tile
+    const bool quads = (k & 3) == 0;            // column c0 + 2t (c0 a multiple of 128) starts a group for even t
     for (int s = 0; s < steps; s++) {
         const int i0 = r_begin + s * L4J_LORA_BWD_ROWS, buf = s & 1;
         l4j_cp_async_wait<0>();
@@ -275,6 +304,20 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
                 l4j_mma_m16n8k16_bf16(dacc[2 * np + 1], af, bf + 2, dacc[2 * np + 1]);
             }
         }
+        uint32_t keeps[2][8];  // [h][nt]: the mask of rows g and g + 8 of this warp's 16
+        if (threshold != 0) {
+            const unsigned long long e0 = (unsigned long long) (i0 + mt * 16 + g) * k, e1 = e0 + 8ull * k;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                const unsigned long long c = (unsigned long long) (c0 + ch * 64 + nt * 8 + 2 * t);
+                if (quads) {
+                    l4j_lora_keep2_shared(seed, e0 + c, e1 + c, threshold, (t & 1) != 0, keeps[0][nt], keeps[1][nt]);
+                } else {
+                    keeps[0][nt] = l4j_dropout_keep2(seed, e0 + c, threshold);
+                    keeps[1][nt] = l4j_dropout_keep2(seed, e1 + c, threshold);
+                }
+            }
+        }
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int lrow = mt * 16 + g + 8 * h, row = i0 + lrow;
@@ -284,7 +327,7 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
                 const int lc = ch * 64 + nt * 8 + 2 * t, c = c0 + lc;
                 uint32_t keep = 3u;
                 if (threshold != 0) {
-                    keep = l4j_dropout_keep2(seed, (unsigned long long) row * k + c, threshold);
+                    keep = keeps[h][nt];
                     uint32_t* word = reinterpret_cast<uint32_t*>(xtile + lrow * LD + lc);
                     *word &= l4j_lora_keep_word(keep);
                 }
@@ -390,7 +433,7 @@ __device__ __forceinline__ void l4j_lora_warp_reduce_scatter64(float v[64]) {
 
 // hidden's partial sums over one split of the columns, 16 ranks [r <= 16 of them valid] per pass. Block: 8 warps
 // of 4 rows (32 rows) x one split; each step a lane takes 2 adjacent columns of 64: x's 4 x 2 values, their masks
-// (4 hashes) and a's 16 x 2 values, 128 FMAs. At the end each warp's 4 x 16 sums are added over its lanes.
+// (2 hashes, shared with the neighbouring lane, when k % 4 == 0; else 4) and a's 16 x 2 values, 128 FMAs. At the end each warp's 4 x 16 sums are added over its lanes.
 extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_cores_f32(
         const float* __restrict__ x, const float* __restrict__ a, float* __restrict__ partial, int n, int k, int r,
         int partial_stride, int split_cols, unsigned long long seed, unsigned threshold) {
@@ -399,6 +442,7 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_
     const int split = (int) (blockIdx.x / row_groups);
     const int row0 = (int) (blockIdx.x % row_groups) * 8 * Q + (threadIdx.x >> 5) * Q;
     const int c_begin = split * split_cols, c_end = min(k, c_begin + split_cols), l = threadIdx.x & 31;
+    const bool quads = (k & 3) == 0 && (c_begin & 3) == 0;  // column c0 + 2l starts a group for even l
     float acc[Q * J];
 #pragma unroll
     for (int i = 0; i < Q * J; i++) acc[i] = 0.0f;
@@ -411,15 +455,27 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_
             a0[j] = j < r && in0 ? a[(long long) j * k + c] : 0.0f;
             a1[j] = j < r && in1 ? a[(long long) j * k + c + 1] : 0.0f;
         }
+        uint32_t keep[Q];
+        if (threshold != 0) {
+#pragma unroll
+            for (int q = 0; q < Q; q += 2) {
+                const unsigned long long e0 = (unsigned long long) (row0 + q) * k + c, e1 = e0 + k;
+                if (quads) {
+                    l4j_lora_keep2_shared(seed, e0, e1, threshold, (l & 1) != 0, keep[q], keep[q + 1]);
+                } else {
+                    keep[q] = l4j_dropout_keep2(seed, e0, threshold);
+                    keep[q + 1] = l4j_dropout_keep2(seed, e1, threshold);
+                }
+            }
+        }
 #pragma unroll
         for (int q = 0; q < Q; q++) {
             const int row = row0 + q;
             const long long e = (long long) row * k + c;
             float x0 = row < n && in0 ? x[e] : 0.0f, x1 = row < n && in1 ? x[e + 1] : 0.0f;
             if (threshold != 0) {
-                const uint32_t keep = l4j_dropout_keep2(seed, (unsigned long long) e, threshold);
-                if (!(keep & 1u)) x0 = 0.0f;
-                if (!(keep & 2u)) x1 = 0.0f;
+                if (!(keep[q] & 1u)) x0 = 0.0f;
+                if (!(keep[q] & 2u)) x1 = 0.0f;
             }
 #pragma unroll
             for (int j = 0; j < J; j++) acc[q * J + j] = fmaf(x1, a1[j], fmaf(x0, a0[j], acc[q * J + j]));
@@ -436,8 +492,9 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_
 
 // dX for 16 ranks [r <= 16 valid] and gradA's partial sums over one split of the rows. Block: 64 columns (a lane's 2
 // adjacent ones: a's 16 x 2 values stay in registers) x one split of rows, which the 8 warps take in turn (warp w:
-// rows w, w + 8, ...). Per row a lane draws its pair's mask once, forms dX and adds dHidden times the masked x to
-// its 16 x 2 gradA sums; at the end the warps' sums are added in warp order through shared memory.
+// rows w, w + 8, ...). Per row a lane draws its pair's mask once (with k % 4 == 0 lanes 2m and 2m + 1 hold a group of
+// four: every other row each hashes one of the groups of rows row and row + 8 and they swap halves), forms dX and
+// adds dHidden times the masked x to its 16 x 2 gradA sums; at the end the warps' sums are added in warp order through shared memory.
 extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_backward_cores_f32(
         const float* __restrict__ x, const float* __restrict__ a, const float* __restrict__ dh, float* __restrict__ dx,
         float* __restrict__ partial, int n, int k, int r, int dh_stride, int block_rows, long long partial_split_stride,
@@ -456,7 +513,20 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_
         a1[j] = j < r && in1 ? a[(long long) j * k + c + 1] : 0.0f;
         g0[j] = g1[j] = 0.0f;
     }
-    for (int row = r_begin + warp; row < r_end; row += 8) {
+    const bool quads = (k & 3) == 0;  // c_tile is a multiple of 64
+    uint32_t keep_next = 3u;          // row + 8's mask, drawn with this row's
+    for (int row = r_begin + warp, it = 0; row < r_end; row += 8, it++) {
+        uint32_t keep = 3u;
+        if (threshold != 0) {
+            const unsigned long long e0 = (unsigned long long) row * k + c;
+            if (!quads) {
+                keep = l4j_dropout_keep2(seed, e0, threshold);
+            } else if ((it & 1) == 0) {  // the warp's rows are uniform, so all its lanes shuffle together
+                l4j_lora_keep2_shared(seed, e0, e0 + 8ull * k, threshold, (l & 1) != 0, keep, keep_next);
+            } else {
+                keep = keep_next;
+            }
+        }
         float h[J];
 #pragma unroll
         for (int j = 0; j < J; j++) h[j] = j < r ? dh[(long long) row * dh_stride + j] : 0.0f;
@@ -467,7 +537,6 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_
             d1 = fmaf(h[j], a1[j], d1);
         }
         const long long e = (long long) row * k + c;
-        const uint32_t keep = threshold != 0 ? l4j_dropout_keep2(seed, (unsigned long long) e, threshold) : 3u;
         const float x0 = in0 && (keep & 1u) ? x[e] : 0.0f, x1 = in1 && (keep & 2u) ? x[e + 1] : 0.0f;
 #pragma unroll
         for (int j = 0; j < J; j++) {

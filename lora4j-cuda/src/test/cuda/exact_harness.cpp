@@ -5,7 +5,8 @@
 //
 //   exact_harness dropout   stdin: records {u64 seed, u64 index, f32 x, f32 p, f32 scale}
 //                           stdout: records {u64 mix, f32 uniform, f32 dropout(x), u32 drop threshold of p,
-//                                   u32 keep flags of elements index and index + 1}
+//                                   u32 keep flags of elements index and index + 1, u32 keep flags of the low and
+//                                   u32 of the high half of the hash of index's group of four}
 //   exact_harness adamw     stdin: 7 f32 scalars (decay, 1-beta1, beta2, 1-beta2, -step size, sqrt of bias
 //                           correction 2, eps), then records {f32 param, f32 grad, f32 m, f32 v}
 //                           stdout: records {f32 param, f32 m, f32 v} after one step
@@ -29,11 +30,16 @@ static int dropout() {
         float out = l4j_dropout(x, p, scale, seed, index);
         uint32_t threshold = l4j_dropout_threshold(p);
         uint32_t keep = l4j_dropout_keep2(seed, index, threshold);
+        uint64_t group = l4j_dropout_mix(seed, index >> 2);
+        uint32_t keep_low = l4j_dropout_keep_half((uint32_t) group, threshold);
+        uint32_t keep_high = l4j_dropout_keep_half((uint32_t) (group >> 32), threshold);
         fwrite(&mix, 8, 1, stdout);
         fwrite(&u, 4, 1, stdout);
         fwrite(&out, 4, 1, stdout);
         fwrite(&threshold, 4, 1, stdout);
         fwrite(&keep, 4, 1, stdout);
+        fwrite(&keep_low, 4, 1, stdout);
+        fwrite(&keep_high, 4, 1, stdout);
     }
     return 0;
 }

@@ -220,7 +220,8 @@ public interface Backend extends AutoCloseable {
     /**
      * Inverted dropout, the same on every backend for the same seed: element i of x is dropped when
      * {@code u(seed, i) < p} and otherwise scaled by 1/(1-p), where u is {@link DropoutHash#uniform(long, long)}.
-     * out may be x.
+     * u is a multiple of 2^-16, so an element is dropped with probability p rounded up to a multiple of 2^-16: at
+     * least p and less than p + 2^-16 ({@link DropoutHash#dropThreshold}); the scale stays 1/(1-p). out may be x.
      */
     void dropout(Tensor x, float p, long seed, Tensor out);
 

@@ -27,37 +27,43 @@ class DropoutHashTest {
     }
 
     @Test
-    void elementsTwoJAndTwoJPlusOneDrawTheTopAndTheNext24BitsOfOneMix() {
-        assertThat(DropoutHash.bits(0, 0)).isEqualTo(14819496).isEqualTo((int) (0xe220a8397b1dcdafL >>> 40));
-        assertThat(DropoutHash.bits(0, 1)).isEqualTo(3767069).isEqualTo(0x397b1d);
-        assertThat(DropoutHash.bits(0, 2)).isEqualTo(7239838);
-        assertThat(DropoutHash.bits(0, 3)).isEqualTo(6988217);
-        assertThat(DropoutHash.bits(42, 24690)).isEqualTo(12473955);
-        assertThat(DropoutHash.bits(42, 24691)).isEqualTo(11141173);
-        assertThat(DropoutHash.bits(-1, 14)).isEqualTo(4218276);
-        assertThat(DropoutHash.bits(-1, 15)).isEqualTo(3711902);
-        assertThat(DropoutHash.bits(1234567890123L, 1L << 34)).isEqualTo(15200617);
-        assertThat(DropoutHash.bits(1234567890123L, (1L << 34) + 1)).isEqualTo(14676707);
+    void elementFourJPlusKDrawsBits16KTo16KPlus15OfTheGroupsMix() {
+        assertThat(DropoutHash.bits(0, 0)).isEqualTo(52655).isEqualTo(0xcdaf); // mix(0, 0) = 0xe220a8397b1dcdaf
+        assertThat(DropoutHash.bits(0, 1)).isEqualTo(31517).isEqualTo(0x7b1d);
+        assertThat(DropoutHash.bits(0, 2)).isEqualTo(43065).isEqualTo(0xa839);
+        assertThat(DropoutHash.bits(0, 3)).isEqualTo(57888).isEqualTo(0xe220);
+        assertThat(DropoutHash.bits(0, 4)).isEqualTo(26100); // the next group: mix(0, 1)
+        assertThat(DropoutHash.bits(42, 49380)).isEqualTo(52183);
+        assertThat(DropoutHash.bits(42, 49381)).isEqualTo(53);
+        assertThat(DropoutHash.bits(42, 49382)).isEqualTo(25514);
+        assertThat(DropoutHash.bits(42, 49383)).isEqualTo(48726);
+        assertThat(DropoutHash.bits(-1, 28)).isEqualTo(32868);
+        assertThat(DropoutHash.bits(-1, 31)).isEqualTo(16477);
+        assertThat(DropoutHash.bits(1234567890123L, 1L << 35)).isEqualTo(349);
+        assertThat(DropoutHash.bits(1234567890123L, (1L << 35) + 3)).isEqualTo(59377);
+        for (int k = 0; k < 4; k++) {
+            assertThat(DropoutHash.draw(0xe220a8397b1dcdafL, k)).isEqualTo(DropoutHash.bits(0, k));
+        }
     }
 
     @Test
-    void uniformIsTheDrawTimesTwoToTheMinus24() {
-        assertThat(DropoutHash.uniform(0, 0)).isEqualTo(14819496 * 0x1p-24f).isEqualTo(0.8833107948303223f);
-        assertThat(DropoutHash.uniform(0, 1)).isEqualTo(3767069 * 0x1p-24f).isEqualTo(0.224534809589386f);
-        assertThat(DropoutHash.uniform(-1, 15)).isEqualTo(3711902 * 0x1p-24f);
+    void uniformIsTheDrawTimesTwoToTheMinus16() {
+        assertThat(DropoutHash.uniform(0, 0)).isEqualTo(52655 * 0x1p-16f).isEqualTo(0.8034515380859375f);
+        assertThat(DropoutHash.uniform(42, 49381)).isEqualTo(53 * 0x1p-16f).isEqualTo(0.0008087158203125f);
+        assertThat(DropoutHash.uniform(-1, 31)).isEqualTo(16477 * 0x1p-16f);
     }
 
     @Test
-    void uniformStaysInTheUnitIntervalAndIsEvenlySpreadForEvenAndOddElements() {
-        for (int parity = 0; parity < 2; parity++) {
+    void uniformStaysInTheUnitIntervalAndIsEvenlySpreadForEachPlaceInAGroup() {
+        for (int place = 0; place < 4; place++) {
             int[] buckets = new int[64];
-            int draws = DRAWS / 2;
+            int draws = DRAWS / 4;
             for (int i = 0; i < draws; i++) {
-                float u = DropoutHash.uniform(99, 2L * i + parity);
+                float u = DropoutHash.uniform(99, 4L * i + place);
                 assertThat(u).isGreaterThanOrEqualTo(0f).isLessThan(1f);
                 buckets[(int) (u * buckets.length)]++;
             }
-            assertThat(chiSquare(buckets, draws)).as("parity " + parity).isLessThan(bound(buckets.length - 1));
+            assertThat(chiSquare(buckets, draws)).as("place " + place).isLessThan(bound(buckets.length - 1));
         }
     }
 
@@ -65,25 +71,46 @@ class DropoutHashTest {
     void aFractionPIsDropped() {
         for (float p : new float[] {0.05f, 0.1f, 0.5f}) {
             int threshold = DropoutHash.dropThreshold(p);
-            long dropped = 0;
-            for (long i = 0; i < DRAWS; i++) if (DropoutHash.bits(7, i) < threshold) dropped++;
-            double sd = Math.sqrt(DRAWS * p * (1 - p));
-            assertThat((double) dropped).as("p " + p).isCloseTo(DRAWS * (double) p, within(6 * sd));
+            for (int place = 0; place < 4; place++) {
+                long dropped = 0;
+                int draws = DRAWS / 4;
+                for (long i = 0; i < draws; i++) if (DropoutHash.bits(7, 4 * i + place) < threshold) dropped++;
+                double sd = Math.sqrt(draws * p * (1 - p));
+                assertThat((double) dropped).as("p %s, place %d", p, place).isCloseTo(draws * (double) p, within(6 * sd));
+            }
         }
     }
 
     @Test
-    void neighbouringElementsAreIndependentWithinAndAcrossPairs() {
-        // Joint 16 x 16 histograms of (u(i), u(i+1)): i even (one mix) and i odd (two mixes).
-        for (int start = 0; start < 2; start++) {
+    void theRealisedDropProbabilityIsPRoundedUpToAMultipleOfTwoToTheMinus16() {
+        assertThat(DropoutHash.dropThreshold(0.05f)).isEqualTo(3277); // 0.05 * 65536 = 3276.8
+        assertThat(DropoutHash.dropThreshold(0.1f)).isEqualTo(6554);  // 6553.6
+        assertThat(DropoutHash.dropThreshold(0.5f)).isEqualTo(32768);
+        assertThat(DropoutHash.dropThreshold(0x1p-30f)).isEqualTo(1); // any p > 0 drops something
+        SplittableRandom random = new SplittableRandom(11);
+        for (int c = 0; c < 10_000; c++) {
+            float p = (float) random.nextDouble();
+            double realised = DropoutHash.dropThreshold(p) * 0x1p-16;
+            assertThat(realised - p).as("p " + p).isGreaterThanOrEqualTo(0).isLessThan(0x1p-16);
+        }
+    }
+
+    @Test
+    void neighbouringElementsAreIndependentWithinAndAcrossGroups() {
+        // Joint 16 x 16 histograms of (u(i), u(i + d)) over i = 4q + start: every pair of places within one group (one
+        // mix), and neighbours in two groups (start 3, d 1: the last of a group and the first of the next).
+        int[][] cases = {{0, 1}, {1, 1}, {2, 1}, {0, 2}, {1, 2}, {0, 3}, {3, 1}, {2, 2}, {1, 3}, {3, 4}};
+        int n = DRAWS / 4;
+        for (int[] c : cases) {
+            int start = c[0], d = c[1];
             int[] cells = new int[256];
-            int pairs = DRAWS / 2;
-            for (int q = 0; q < pairs; q++) {
-                long i = 2L * q + start;
-                cells[cell(DropoutHash.uniform(5, i), DropoutHash.uniform(5, i + 1))]++;
+            for (int q = 0; q < n; q++) {
+                long i = 4L * q + start;
+                cells[cell(DropoutHash.uniform(5, i), DropoutHash.uniform(5, i + d))]++;
             }
-            assertThat(chiSquare(cells, pairs)).as("elements 2j+" + start + " and 2j+" + (start + 1)).isLessThan(bound(255));
-            assertThat(Math.abs(correlation(5, start, 5, start + 1, pairs))).isLessThan(6 / Math.sqrt(pairs));
+            String what = "elements 4j+" + start + " and 4j+" + (start + d);
+            assertThat(chiSquare(cells, n)).as(what).isLessThan(bound(255));
+            assertThat(Math.abs(correlation(5, start, 5, start + d, 4, n))).as(what).isLessThan(6 / Math.sqrt(n));
         }
     }
 
@@ -98,26 +125,26 @@ class DropoutHashTest {
             int[] cells = new int[256];
             for (long i = 0; i < n; i++) cells[cell(DropoutHash.uniform(s[0], i), DropoutHash.uniform(s[1], i))]++;
             assertThat(chiSquare(cells, n)).as("seeds %d and %d", s[0], s[1]).isLessThan(bound(255));
-            assertThat(Math.abs(correlation(s[0], 0, s[1], 0, n))).isLessThan(6 / Math.sqrt(n));
+            assertThat(Math.abs(correlation(s[0], 0, s[1], 0, 1, n))).isLessThan(6 / Math.sqrt(n));
         }
     }
 
     @Test
     void theDropThresholdDropsExactlyTheDrawsWhoseUniformIsBelowP() {
         SplittableRandom random = new SplittableRandom(3);
-        float[] fixed = {0f, 1f, 0x1p-24f, Math.nextUp(0x1p-24f), Math.nextDown(0x1p-24f), 0.05f, 0.1f, 0.5f,
-                Math.nextDown(1f), 3 * 0x1p-24f + 0x1p-30f};
+        float[] fixed = {0f, 1f, 0x1p-16f, Math.nextUp(0x1p-16f), Math.nextDown(0x1p-16f), 0.05f, 0.1f, 0.5f,
+                Math.nextDown(1f), 3 * 0x1p-16f + 0x1p-30f, 0x1p-24f};
         for (int c = 0; c < 10_000; c++) {
             float p = c < fixed.length ? fixed[c] : (float) random.nextDouble();
             int threshold = DropoutHash.dropThreshold(p);
-            assertThat(threshold).isBetween(0, 1 << 24);
-            for (int b : new int[] {threshold - 2, threshold - 1, threshold, threshold + 1, random.nextInt(1 << 24)}) {
-                if (b < 0 || b >= 1 << 24) continue;
-                assertThat(b < threshold).as("draw %d at p %s", b, p).isEqualTo(b * 0x1p-24f < p);
+            assertThat(threshold).isBetween(0, 1 << 16);
+            for (int b : new int[] {threshold - 2, threshold - 1, threshold, threshold + 1, random.nextInt(1 << 16)}) {
+                if (b < 0 || b >= 1 << 16) continue;
+                assertThat(b < threshold).as("draw %d at p %s", b, p).isEqualTo(b * 0x1p-16f < p);
             }
         }
         assertThat(DropoutHash.dropThreshold(0f)).isZero();
-        assertThat(DropoutHash.dropThreshold(1f)).isEqualTo(1 << 24); // every draw is below it
+        assertThat(DropoutHash.dropThreshold(1f)).isEqualTo(1 << 16); // every draw is below it
     }
 
     @Test
@@ -143,11 +170,11 @@ class DropoutHashTest {
         return degrees + 6 * Math.sqrt(2.0 * degrees);
     }
 
-    /** The Pearson correlation of u(seedA, startA + 2q) and u(seedB, startB + 2q) over q in [0, n). */
-    private static double correlation(long seedA, long startA, long seedB, long startB, int n) {
+    /** The Pearson correlation of u(seedA, startA + step·q) and u(seedB, startB + step·q) over q in [0, n). */
+    private static double correlation(long seedA, long startA, long seedB, long startB, int step, int n) {
         double sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0;
         for (long q = 0; q < n; q++) {
-            double a = DropoutHash.uniform(seedA, startA + 2 * q), b = DropoutHash.uniform(seedB, startB + 2 * q);
+            double a = DropoutHash.uniform(seedA, startA + step * q), b = DropoutHash.uniform(seedB, startB + step * q);
             sa += a;
             sb += b;
             saa += a * a;

@@ -16,7 +16,7 @@ import static org.assertj.core.api.Assertions.assertThat;
  * The dropout and AdamW kernels compute with the functions of src/main/cuda/exact.cuh, which must give the CPU
  * backend's bits. Those functions also compile for the host, so this test builds them with the machine's C++
  * compiler and checks them, without a GPU: the dropout hash (one element's draw, and the two-element masks of the
- * LoRA kernels) against {@link DropoutHash} over seeds and indices of the whole 64-bit range, and the AdamW step
+ * LoRA kernels, from any index or from a half of a group's hash) against {@link DropoutHash} over seeds and indices of the whole 64-bit range, and the AdamW step
  * against {@link CpuBackend#adamw} over values of every magnitude.
  */
 class KernelExactArithmeticTest {
@@ -33,7 +33,7 @@ class KernelExactArithmeticTest {
         long[] seeds = {0, 1, -1, 42, Long.MIN_VALUE, Long.MAX_VALUE, 0x9E3779B97F4A7C15L};
         long[] indices = {0, 1, 2, (1L << 31) - 1, 1L << 31, (1L << 32) - 1, 1L << 32, 1L << 40, Long.MAX_VALUE - 1,
                 Long.MAX_VALUE, -1};
-        float[] ps = {0f, 0.1f, 0.5f, 0.9f, 1f};
+        float[] ps = {0f, 0.05f, 0.1f, 0.5f, 0.9f, 1f, 0x1p-20f};
         int count = 200_000;
         long[] seed = new long[count], index = new long[count];
         float[] x = new float[count], p = new float[count];
@@ -47,11 +47,11 @@ class KernelExactArithmeticTest {
         ByteBuffer in = HostHarness.littleEndian(28 * count);
         for (int i = 0; i < count; i++) in.putLong(seed[i]).putLong(index[i]).putFloat(x[i]).putFloat(p[i]).putFloat(CudaBackend.dropoutScale(p[i]));
         ByteBuffer out = harness.run(in.array(), "dropout");
-        assertThat(out.remaining()).isEqualTo(24 * count);
+        assertThat(out.remaining()).isEqualTo(32 * count);
         for (int i = 0; i < count; i++) {
             long mix = out.getLong();
             float u = out.getFloat(), dropped = out.getFloat();
-            int threshold = out.getInt(), keep = out.getInt();
+            int threshold = out.getInt(), keep = out.getInt(), keepLow = out.getInt(), keepHigh = out.getInt();
             String what = String.format("seed %d, index %d", seed[i], index[i]);
             assertThat(mix).as("mix, " + what).isEqualTo(DropoutHash.mix(seed[i], index[i]));
             assertThat(Float.floatToRawIntBits(u)).as("uniform, " + what)
@@ -60,11 +60,19 @@ class KernelExactArithmeticTest {
             assertThat(Float.floatToRawIntBits(dropped)).as("dropout of %s at p=%s, %s", x[i], p[i], what)
                     .isEqualTo(Float.floatToRawIntBits(want));
             assertThat(threshold).as("threshold of p=%s", p[i]).isEqualTo(DropoutHash.dropThreshold(p[i]));
-            // The two-element mask of the LoRA kernels: one mix for an even index, two for an odd one.
-            int wantKeep = (DropoutHash.bits(seed[i], index[i]) >= threshold ? 1 : 0)
-                    | (DropoutHash.bits(seed[i], index[i] + 1) >= threshold ? 2 : 0);
-            assertThat(keep).as("keep flags of the pair at p=%s, %s", p[i], what).isEqualTo(wantKeep);
+            // The two-element mask of the LoRA kernels: one mix unless index % 4 == 3, two then.
+            assertThat(keep).as("keep flags of the pair at p=%s, %s", p[i], what).isEqualTo(keepFlags(seed[i], index[i], threshold));
+            // The halves of a group's hash that lanes of the LoRA kernels share: elements 4j, 4j+1 and 4j+2, 4j+3.
+            long first = index[i] & ~3L;
+            assertThat(keepLow).as("keep flags of the low half at p=%s, %s", p[i], what).isEqualTo(keepFlags(seed[i], first, threshold));
+            assertThat(keepHigh).as("keep flags of the high half at p=%s, %s", p[i], what)
+                    .isEqualTo(keepFlags(seed[i], first + 2, threshold));
         }
+    }
+
+    /** Bit 0: element i is kept, bit 1: element i + 1 is, by {@link DropoutHash}'s draws. */
+    private static int keepFlags(long seed, long i, int threshold) {
+        return (DropoutHash.bits(seed, i) >= threshold ? 1 : 0) | (DropoutHash.bits(seed, i + 1) >= threshold ? 2 : 0);
     }
 
     @Test

@@ -108,24 +108,25 @@ final class CpuLoraOps {
     }
 
     /**
-     * Sets dropped[c] for elements first .. first + count - 1 of the flat tensor, one mix per pair of elements
+     * Sets dropped[c] for elements first .. first + count - 1 of the flat tensor, one mix per group of four elements
      * ({@link DropoutHash}); returns whether any is dropped.
      */
     static boolean drawMask(long seed, long first, int count, int threshold, boolean[] dropped) {
         boolean any = false;
         int c = 0;
-        if ((first & 1) != 0 && count > 0) {
-            any = dropped[0] = DropoutHash.bits(seed, first) < threshold;
-            c = 1;
+        for (; c < count && ((first + c) & 3) != 0; c++) { // up to the first whole group
+            dropped[c] = DropoutHash.bits(seed, first + c) < threshold;
+            any |= dropped[c];
         }
-        for (; c + 1 < count; c += 2) {
-            long z = DropoutHash.mix(seed, (first + c) >>> 1);
-            boolean even = (int) (z >>> 40) < threshold, odd = (int) ((z >>> 16) & 0xFFFFFF) < threshold;
-            dropped[c] = even;
-            dropped[c + 1] = odd;
-            any |= even | odd;
+        for (; c + 3 < count; c += 4) {
+            long z = DropoutHash.mix(seed, (first + c) >>> 2);
+            for (int q = 0; q < 4; q++) {
+                boolean d = DropoutHash.draw(z, q) < threshold;
+                dropped[c + q] = d;
+                any |= d;
+            }
         }
-        if (c < count) {
+        for (; c < count; c++) {
             dropped[c] = DropoutHash.bits(seed, first + c) < threshold;
             any |= dropped[c];
         }

@@ -5,6 +5,7 @@ import jdk.incubator.vector.DoubleVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.LongVector;
+import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
@@ -18,10 +19,10 @@ import static dev.lora4j.backend.cpu.VectorShapes.LE;
 import static dev.lora4j.backend.cpu.VectorShapes.f32;
 import static jdk.incubator.vector.VectorOperators.ADD;
 import static jdk.incubator.vector.VectorOperators.F2D;
-import static jdk.incubator.vector.VectorOperators.LSHL;
 import static jdk.incubator.vector.VectorOperators.LSHR;
 import static jdk.incubator.vector.VectorOperators.LT;
 import static jdk.incubator.vector.VectorOperators.MAX;
+import static jdk.incubator.vector.VectorOperators.S2I;
 import static jdk.incubator.vector.VectorOperators.XOR;
 
 /**
@@ -289,35 +290,36 @@ final class CpuTrainingKernels {
         for (; i < to; i++) x.setAtIndex(F32, i, x.getAtIndex(F32, i) * s);
     }
 
-    /** Longs per vector: each holds one pair's hash, whose two draws then fill two int lanes of the same bit size. */
+    /** Longs per vector: each holds one group's hash, whose four 16-bit draws then widen to four int lanes. */
     private static final VectorSpecies<Long> LONGS = LongVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Integer> INTS_OF_LONGS = LONGS.withLanes(int.class);
     private static final VectorSpecies<Float> FLOATS_OF_LONGS = LONGS.withLanes(float.class);
 
     /**
      * out[i] = 0 if uniform(seed, i) < p, else x[i]·keepScale, for i in [from, to): {@link DropoutHash} computed in
-     * 64-bit vector lanes, one hash per pair of elements, its two 24-bit draws compared as integers with
+     * 64-bit vector lanes, one hash per group of four elements, its four 16-bit draws compared as integers with
      * {@link DropoutHash#dropThreshold}, so the vector and scalar paths draw the same numbers.
      */
     static void dropout(MemorySegment x, MemorySegment out, float p, float keepScale, long seed, long from, long to) {
         int threshold = DropoutHash.dropThreshold(p);
-        int pairs = LONGS.length();
+        int groups = LONGS.length(), half = INTS_OF_LONGS.length(); // 2 * groups ints, 4 * groups elements
         LongVector lane = LongVector.zero(LONGS).addIndex(1);
         long i = from;
-        if ((i & 1) != 0 && i < to) { // vectors start on a pair
-            dropoutOne(x, out, keepScale, seed, threshold, i);
-            i++;
-        }
-        for (; i + 2L * pairs <= to; i += 2L * pairs) {
-            LongVector z = lane.add((i >>> 1) + 1).mul(0x9E3779B97F4A7C15L).add(seed);
+        for (; (i & 3) != 0 && i < to; i++) dropoutOne(x, out, keepScale, seed, threshold, i); // vectors start on a group
+        for (; i + 4L * groups <= to; i += 4L * groups) {
+            LongVector z = lane.add((i >>> 2) + 1).mul(0x9E3779B97F4A7C15L).add(seed);
             z = z.lanewise(XOR, z.lanewise(LSHR, 30)).mul(0xBF58476D1CE4E5B9L);
             z = z.lanewise(XOR, z.lanewise(LSHR, 27)).mul(0x94D049BB133111EBL);
             z = z.lanewise(XOR, z.lanewise(LSHR, 31));
-            // Element 2j's draw in the low half of lane j, element 2j+1's in the high half: as ints, in element order.
-            LongVector draws = z.lanewise(LSHR, 40).or(z.lanewise(LSHR, 16).and(0xFFFFFFL).lanewise(LSHL, 32));
-            IntVector bits = draws.reinterpretAsInts();
-            VectorMask<Float> drop = bits.compare(LT, threshold).cast(FLOATS_OF_LONGS);
-            FloatVector kept = FloatVector.fromMemorySegment(FLOATS_OF_LONGS, x, i * 4, LE).mul(keepScale);
-            kept.blend(0f, drop).intoMemorySegment(out, i * 4, LE);
+            // Read as little-endian shorts, the hashes are the draws in element order; widened without sign, in halves.
+            ShortVector draws = z.reinterpretAsShorts();
+            for (int part = 0; part < 2; part++) {
+                IntVector bits = ((IntVector) draws.convertShape(S2I, INTS_OF_LONGS, part)).and(0xFFFF);
+                VectorMask<Float> drop = bits.compare(LT, threshold).cast(FLOATS_OF_LONGS);
+                long e = i + (long) part * half;
+                FloatVector kept = FloatVector.fromMemorySegment(FLOATS_OF_LONGS, x, e * 4, LE).mul(keepScale);
+                kept.blend(0f, drop).intoMemorySegment(out, e * 4, LE);
+            }
         }
         for (; i < to; i++) dropoutOne(x, out, keepScale, seed, threshold, i);
     }
