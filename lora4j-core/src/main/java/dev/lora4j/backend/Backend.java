@@ -100,6 +100,17 @@ public interface Backend extends AutoCloseable {
 
     default void matmul(Tensor x, Tensor w, Tensor out) { matmul(x, w, out, false); }
 
+    /**
+     * {@code out = addend + x · wᵀ}: a projection added to a residual stream that is kept, written into the next
+     * stream (addend and out of one shape and dtype; out may be addend). The same sums as copying addend into out and
+     * then {@link #matmul(Tensor, Tensor, Tensor, boolean) accumulating}, which this default does; a backend whose
+     * products read their addend from another buffer saves the copy.
+     */
+    default void matmulAdd(Tensor x, Tensor w, Tensor addend, Tensor out) {
+        if (addend != out) copy(addend, out);
+        matmul(x, w, out, true);
+    }
+
     /** {@code x[i, :] += bias[:]}. */
     void addBias(Tensor x, Tensor bias);
 

@@ -732,8 +732,7 @@ public final class TrainableLlama implements AutoCloseable {
                         shape.numKvHeads(), hd, window, att.rows(s, len));
             }
         }
-        if (mid != in) backend.copy(in, mid);
-        projectAdd(l, Projection.O, att, mid, h, a, buf, lay, train);
+        projectAdd(l, Projection.O, att, in, mid, h, a, buf, lay, train);
 
         Tensor g = a.gate().rows(0, n), u = a.up().rows(0, n), act = buf.swiglu.rows(0, n);
         backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
@@ -747,8 +746,7 @@ public final class TrainableLlama implements AutoCloseable {
             return;
         }
         backend.swiglu(g, u, act);
-        if (out != mid) backend.copy(mid, out);
-        projectAdd(l, Projection.DOWN, act, out, h, a, buf, lay, train);
+        projectAdd(l, Projection.DOWN, act, mid, out, h, a, buf, lay, train);
     }
 
     /** {@code out = in·Wᵀ + bias + scaling·B·A·dropout(in)}. */
@@ -762,17 +760,18 @@ public final class TrainableLlama implements AutoCloseable {
     }
 
     /**
-     * {@code x += in·Wᵀ + bias + lora(in)}: accumulated straight into the residual stream without a bias, through
-     * {@code scratch} with one, as {@link LlamaModel} does.
+     * {@code x = residual + in·Wᵀ + bias + lora(in)} (x may be residual): accumulated straight into the residual stream
+     * without a bias, through {@code scratch} with one, as {@link LlamaModel} does.
      */
-    private void projectAdd(int l, Projection p, Tensor in, Tensor x, Tensor scratch, TrainingBuffers.LayerActivations a,
-                            TrainingBuffers buf, Layout lay, boolean train) {
+    private void projectAdd(int l, Projection p, Tensor in, Tensor residual, Tensor x, Tensor scratch,
+                            TrainingBuffers.LayerActivations a, TrainingBuffers buf, Layout lay, boolean train) {
         LlamaWeights.Layer w = weights.layer(l);
         Tensor bias = p.bias(w);
         if (bias == null) {
-            backend.matmul(in, forProduct(p.weight(w)), x, true);
+            backend.matmulAdd(in, forProduct(p.weight(w)), residual, x);
             addLora(l, p, in, x, a, buf, lay, train);
         } else {
+            if (residual != x) backend.copy(residual, x);
             backend.matmul(in, forProduct(p.weight(w)), scratch);
             backend.addBias(scratch, bias);
             addLora(l, p, in, scratch, a, buf, lay, train);

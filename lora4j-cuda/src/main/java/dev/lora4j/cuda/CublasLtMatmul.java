@@ -77,7 +77,7 @@ final class CublasLtMatmul {
 
     /** D (rows × cols, ld ldd) = op(A) (rows × inner, ld lda) · op(B) (inner × cols, ld ldb), column-major. */
     private record Key(Form form, long rows, long cols, long inner, long lda, long ldb, long ldd, int alignA, int alignB,
-                       int alignD) {}
+                       int alignC, int alignD) {}
 
     /**
      * The layouts of one shape, the heuristic's answers for it (cublasLtMatmulHeuristicResult_t, best first) and the
@@ -145,8 +145,18 @@ final class CublasLtMatmul {
      */
     void multiply(DType type, DType output, long w, long x, long out, long n, long m, long k, boolean accumulate,
                   MemorySegment stream) {
-        gemm(new Form(type, output, true, false), w, k, x, k, out, m, m, n, k, accumulate, stream,
+        gemm(new Form(type, output, true, false), w, k, x, k, out, out, m, m, n, k, accumulate, stream,
                 "cublasLtMatmul(" + type + " [" + n + ", " + k + "] x [" + m + ", " + k + "]^T -> " + output + ")");
+    }
+
+    /**
+     * Queues {@code out = addend + x · wᵀ}, the addend read by the product's epilogue (cuBLASLt's C) from its own
+     * buffer, of out's element type and shape (it may be out).
+     */
+    void multiplyAdd(DType type, DType output, long w, long x, long addend, long out, long n, long m, long k,
+                     MemorySegment stream) {
+        gemm(new Form(type, output, true, false), w, k, x, k, addend, out, m, m, n, k, true, stream,
+                "cublasLtMatmul(" + type + " [" + n + ", " + k + "] x [" + m + ", " + k + "]^T + C -> " + output + ")");
     }
 
     /** {@link #multiply(DType, DType, long, long, long, long, long, long, boolean, MemorySegment)} into F32. */
@@ -161,7 +171,7 @@ final class CublasLtMatmul {
      */
     void multiplyBackwardInput(DType type, DType output, long dY, long ldDy, long w, long dX, long n, long m, long k,
                                boolean accumulate, MemorySegment stream) {
-        gemm(new Form(type, output, false, false), w, k, dY, ldDy, dX, k, k, n, m, accumulate, stream,
+        gemm(new Form(type, output, false, false), w, k, dY, ldDy, dX, dX, k, k, n, m, accumulate, stream,
                 "cublasLtMatmul(" + type + " [" + n + ", " + m + "] x [" + m + ", " + k + "] -> " + output + ")");
     }
 
@@ -177,7 +187,7 @@ final class CublasLtMatmul {
      */
     void multiplyBackwardWeight(DType type, long dY, long x, long dW, long n, long m, long k, boolean accumulate,
                                 MemorySegment stream) {
-        gemm(new Form(type, DType.F32, false, true), x, k, dY, m, dW, k, k, m, n, accumulate, stream,
+        gemm(new Form(type, DType.F32, false, true), x, k, dY, m, dW, dW, k, k, m, n, accumulate, stream,
                 "cublasLtMatmul(" + type + " [" + n + ", " + m + "]^T x [" + n + ", " + k + "])");
     }
 
@@ -187,9 +197,11 @@ final class CublasLtMatmul {
         multiplyBackwardWeight(DType.F32, dY, x, dW, n, m, k, accumulate, stream);
     }
 
-    private synchronized void gemm(Form form, long a, long lda, long b, long ldb, long d, long ldd, long rows, long cols,
-                                   long inner, boolean accumulate, MemorySegment stream, String call) {
-        Key key = new Key(form, rows, cols, inner, lda, ldb, ldd, alignment(a), alignment(b), alignment(d));
+    /** D = op(A)·op(B) (+ C when accumulating; C has D's layout and is D unless a caller says otherwise). */
+    private synchronized void gemm(Form form, long a, long lda, long b, long ldb, long c, long d, long ldd, long rows,
+                                   long cols, long inner, boolean accumulate, MemorySegment stream, String call) {
+        Key key = new Key(form, rows, cols, inner, lda, ldb, ldd, alignment(a), alignment(b), alignment(c),
+                alignment(d));
         Plan plan = plans.get(key);
         if (plan == null) {
             plan = plan(key, call);
@@ -211,12 +223,17 @@ final class CublasLtMatmul {
                 }
             }
         }
-        lt.check(run(plan, plan.chosen, form, a, b, d, accumulate, stream), call);
+        lt.check(run(plan, plan.chosen, form, a, b, c, d, accumulate, stream), call);
     }
 
     private int run(Plan plan, int index, Form form, long a, long b, long d, boolean accumulate, MemorySegment stream) {
+        return run(plan, index, form, a, b, d, d, accumulate, stream);
+    }
+
+    private int run(Plan plan, int index, Form form, long a, long b, long c, long d, boolean accumulate,
+                    MemorySegment stream) {
         return lt.matmul(handle, descriptor(form), one, a, plan.layoutA, b, plan.layoutB, accumulate ? one : zero,
-                d, plan.layoutD, d, plan.layoutD, plan.algorithm(index), workspace, WORKSPACE_BYTES, stream);
+                c, plan.layoutD, d, plan.layoutD, plan.algorithm(index), workspace, WORKSPACE_BYTES, stream);
     }
 
     /** Times every candidate of {@code plan} on these operands (d overwritten) and keeps the fastest. */
@@ -316,7 +333,7 @@ final class CublasLtMatmul {
                         CublasLt.CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
                 setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.alignA());
                 setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.alignB());
-                setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignD());
+                setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignC());
                 setUint32(tmp, pref, CublasLt.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignD());
 
                 int requested = choice == GemmAlgorithmChoice.TIMED ? CANDIDATES : 1;

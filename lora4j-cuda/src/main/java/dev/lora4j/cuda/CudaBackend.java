@@ -361,6 +361,26 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void matmulAdd(Tensor x, Tensor w, Tensor addend, Tensor out) {
+        bind();
+        requireActivation(addend, "matmulAdd addend");
+        requireSameActivation(addend, out, "matmulAdd addend and out");
+        requireSameCount(addend, out);
+        long k = x.dim(-1);
+        if (w instanceof QuantizedTensor || k == 0 || x.rows() == 0 || w.rows() == 0) {
+            Backend.super.matmulAdd(x, w, addend, out);
+            return;
+        }
+        requireActivation(x, "matmulAdd x");
+        if (w.dim(-1) != k || out.rows() != x.rows() || out.dim(-1) != w.rows()) {
+            throw new IllegalArgumentException("matmulAdd shapes: x " + x + ", w " + w + ", out " + out);
+        }
+        CublasLtMatmul.dataType(w.dtype());
+        products.forwardAdd(cuda(x), cuda(w), cuda(addend), cuda(out));
+        opDone("matmul");
+    }
+
+    @Override
     public void addBias(Tensor x, Tensor bias) {
         bind();
         requireActivation(x, "addBias x");

@@ -61,6 +61,26 @@ final class CudaProducts {
     }
 
     /**
+     * {@code out = addend + x · wᵀ} with the addend read by cuBLASLt's epilogue where the product writes out's type
+     * directly; otherwise addend is copied into out and the product accumulates. addend and out share a shape and dtype.
+     */
+    void forwardAdd(CudaTensor x, CudaTensor w, CudaTensor addend, CudaTensor out) {
+        long n = x.rows(), k = x.dim(-1), m = w.rows();
+        DType type = meetingType(x.dtype(), w.dtype());
+        DType o = out.dtype();
+        if (!(o == DType.F32 || o == DType.BF16 && type == DType.BF16)) {
+            if (addend.address() != out.address()) {
+                cu.check(cu.memcpyDtoDAsync(out.address(), addend.address(), out.byteSize(), stream), "cuMemcpyDtoDAsync");
+            }
+            forward(x, w, out, true);
+            return;
+        }
+        try (Scratch s = new Scratch()) {
+            lt.multiplyAdd(type, o, s.as(w, type), s.as(x, type), addend.address(), out.address(), n, m, k, stream);
+        }
+    }
+
+    /**
      * {@code dX (+)= dY · w}: dY [n, m] F32 or BF16, w [m, k] F32, BF16 or F16, dX [n, k] F32 or BF16; n, m, k > 0.
      * {@code f16ChunkElements} bounds the F32 copy of an F16 weight that an F32 dY multiplies.
      */

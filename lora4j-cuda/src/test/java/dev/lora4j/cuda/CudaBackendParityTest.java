@@ -44,6 +44,34 @@ class CudaBackendParityTest {
     }
 
     @Test
+    void matmulAddReadsTheAddendFromItsOwnBufferWithTheSameBitsAsCopyingAndAccumulating() {
+        java.util.SplittableRandom r = new java.util.SplittableRandom(21);
+        for (DType weightType : new DType[] {DType.F32, DType.BF16, DType.F16}) {
+            int n = 37, k = 96, m = 40;
+            float[] x = new float[n * k], w = new float[m * k], residual = new float[n * m];
+            for (int i = 0; i < x.length; i++) x[i] = (float) r.nextDouble(-1, 1);
+            for (int i = 0; i < w.length; i++) w[i] = (float) r.nextDouble(-1, 1);
+            for (int i = 0; i < residual.length; i++) residual[i] = (float) r.nextDouble(-4, 4);
+            try (Tensor xg = gpu.fromFloats(x, DType.F32, n, k); Tensor wg = gpu.fromFloats(w, weightType, m, k);
+                 Tensor addend = gpu.fromFloats(residual, DType.F32, n, m); Tensor out = gpu.allocate(DType.F32, n, m);
+                 Tensor composed = gpu.fromFloats(residual, DType.F32, n, m);
+                 Tensor xc = cpu.fromFloats(x, DType.F32, n, k); Tensor wc = cpu.fromFloats(w, weightType, m, k);
+                 Tensor onCpu = cpu.allocate(DType.F32, n, m); Tensor addendCpu = cpu.fromFloats(residual, DType.F32, n, m)) {
+                gpu.matmulAdd(xg, wg, addend, out);
+                gpu.matmul(xg, wg, composed, true);
+                cpu.matmulAdd(xc, wc, addendCpu, onCpu);
+                assertThat(gpu.toFloats(out)).as(weightType + ": as copy + accumulate").containsExactly(gpu.toFloats(composed));
+                assertThat(gpu.toFloats(addend)).as("the addend stays").containsExactly(residual);
+                float[] g = gpu.toFloats(out), c = cpu.toFloats(onCpu);
+                for (int i = 0; i < g.length; i++) {
+                    // x is rounded to a 16-bit weight's type for the tensor cores: k products of that rounding.
+                    assertThat((double) Math.abs(g[i] - c[i])).as(weightType + " element " + i).isLessThan(weightType == DType.F32 ? 1e-4 : 0.05);
+                }
+            }
+        }
+    }
+
+    @Test
     void allocatedTensorsAreZeroFilled() {
         for (DType t : new DType[] {DType.F32, DType.BF16, DType.U8}) {
             try (Tensor x = gpu.allocate(t, 3, 1001)) {

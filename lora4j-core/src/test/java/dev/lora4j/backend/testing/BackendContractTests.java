@@ -99,6 +99,27 @@ public abstract class BackendContractTests {
     }
 
     @Test
+    void matmulAddWritesTheAddendPlusTheProductAsCopyingAndAccumulatingDoes() {
+        RandomTensors random = new RandomTensors(17);
+        for (DType weightType : new DType[] {DType.F32, DType.BF16}) {
+            int n = 7, k = 48, m = 24;
+            float[] x = random.uniform(n * k, -1, 1), w = random.uniform(m * k, -1, 1, weightType);
+            float[] residual = random.uniform(n * m, -4, 4);
+            try (Tensor xt = backend.fromFloats(x, DType.F32, n, k); Tensor wt = backend.fromFloats(w, weightType, m, k);
+                 Tensor addend = backend.fromFloats(residual, DType.F32, n, m); Tensor out = backend.allocate(DType.F32, n, m);
+                 Tensor composed = backend.fromFloats(residual, DType.F32, n, m);
+                 Tensor inPlace = backend.fromFloats(residual, DType.F32, n, m)) {
+                backend.matmulAdd(xt, wt, addend, out);
+                backend.matmul(xt, wt, composed, true);
+                backend.matmulAdd(xt, wt, inPlace, inPlace);
+                assertThat(backend.toFloats(out)).as(weightType + ": addend + x·wᵀ").containsExactly(backend.toFloats(composed));
+                assertThat(backend.toFloats(inPlace)).as(weightType + ": out may be the addend").containsExactly(backend.toFloats(composed));
+                assertThat(backend.toFloats(addend)).as("the addend is left as it was").containsExactly(residual);
+            }
+        }
+    }
+
+    @Test
     void matmulReadsAndWritesRowViewsOfLargerTensors() {
         RandomTensors random = new RandomTensors(14);
         float[] x = random.uniform(10 * 24, -1, 1), w = random.uniform(6 * 24, -1, 1);
