@@ -55,11 +55,12 @@ final class FlashAttention {
     /** Forward blocks of 1 or 2 query heads: the kernels attention_flash.cu has. */
     static final List<Integer> HEADS_PER_BLOCK_CHOICES = List.of(1, 2);
     /**
-     * Two heads per block where the grouping allows: every key and value tile is copied into shared memory once for
-     * both, and the block's 8 warps use the registers that two blocks of 4 would (about 250 a thread: 8 warps per SM
-     * either way).
+     * One head per block. Two share every key and value tile, but as one 8-warp block per SM instead of two 4-warp
+     * blocks (about 250 registers a thread either way), and the H200 ran the forward pass of 4 x 1024 tokens, 32/8
+     * heads of 128, in 0.282 ms with one head against 0.309 ms with two (AttentionTrainingBenchmark, BF16): the two
+     * blocks overlap each other's barriers, which the shared tiles do not make up for.
      */
-    static final int DEFAULT_HEADS_PER_BLOCK = 2;
+    static final int DEFAULT_HEADS_PER_BLOCK = 1;
 
     /** The larger of l4j_fa_dq_shared (six tiles) and l4j_fa_dkv_shared (six tiles, two buffers of lse and Dsum rows). */
     static int backwardSharedBytes(int headDim) { return 6 * tileBytes(headDim) + 4 * TILE_ROWS * Float.BYTES; }
