@@ -122,6 +122,29 @@ L4J_RMSNORM(bf16act_f32, l4j_bf16, float)
 L4J_RMSNORM(bf16act_bf16, l4j_bf16, l4j_bf16)
 L4J_RMSNORM(bf16act_f16, l4j_bf16, l4j_f16)
 
+// Calls f(x group, dy group, group index) for each group of 8 of this thread in the row: those held in registers
+// (hx, hdy), then those past what registers hold, read again.
+template <bool VEC, typename X, typename F>
+__device__ __forceinline__ void l4j_rmsnorm_each_group_pair(const l4j_group<X>* hx, const l4j_group<X>* hdy,
+                                                            const X* xr, const X* dyr, int d, int groups, F f) {
+    const int T = blockDim.x, t = threadIdx.x;
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) {
+            float v[8], g[8];
+            hx[k].get(v);
+            hdy[k].get(g);
+            f(v, g, t + k * T);
+        }
+    }
+    for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
+        float v[8], g[8];
+        l4j_group_load<VEC>(xr, 8LL * q, d, v);
+        l4j_group_load<VEC>(dyr, 8LL * q, d, g);
+        f(v, g, q);
+    }
+}
+
 // The input gradient of RMSNorm, one block per row as the forward pass. With r = 1/sqrt(mean(x^2) + eps), y_j =
 // w_j * x_j * r and g_j = w_j * dy_j:
 //   dx_j = r * g_j - x_j * r^3 / d * sum_k(g_k * x_k).
@@ -151,21 +174,7 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
             dot = __fmaf_rn(__fmul_rn(wv[k], g[k]), v[k], dot);
         }
     };
-#pragma unroll
-    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
-        if (t + k * T < groups) {
-            float v[8], g[8];
-            hx[k].get(v);
-            hdy[k].get(g);
-            sums(v, g, t + k * T);
-        }
-    }
-    for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
-        float v[8], g[8];
-        l4j_group_load<VEC>(xr, 8LL * q, d, v);
-        l4j_group_load<VEC>(dyr, 8LL * q, d, g);
-        sums(v, g, q);
-    }
+    l4j_rmsnorm_each_group_pair<VEC>(hx, hdy, xr, dyr, d, groups, sums);
     ss = l4j_block_sum(ss, partial);
     dot = l4j_block_sum(dot, partial);
     const float r = l4j_rms_inverse(ss, d, eps);
@@ -184,21 +193,7 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
         }
         l4j_group_store<VEC>(dxr, 8LL * q, d, v);
     };
-#pragma unroll
-    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
-        if (t + k * T < groups) {
-            float v[8], g[8];
-            hx[k].get(v);
-            hdy[k].get(g);
-            gradient(v, g, t + k * T);
-        }
-    }
-    for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
-        float v[8], g[8];
-        l4j_group_load<VEC>(xr, 8LL * q, d, v);
-        l4j_group_load<VEC>(dyr, 8LL * q, d, g);
-        gradient(v, g, q);
-    }
+    l4j_rmsnorm_each_group_pair<VEC>(hx, hdy, xr, dyr, d, groups, gradient);
 }
 
 template <typename X, typename W>
