@@ -69,13 +69,18 @@ public final class CudaBackend implements Backend {
      * with the probe's one-line reason when it cannot run.
      */
     public static CudaBackend open(int ordinal, DType activations) {
+        return open(ordinal, activations, GemmAlgorithmChoice.fromProperty(GemmAlgorithmChoice.HEURISTIC));
+    }
+
+    /** {@link #open(int, DType)} with products whose algorithms are picked as {@code gemmChoice} says. */
+    static CudaBackend open(int ordinal, DType activations, GemmAlgorithmChoice gemmChoice) {
         if (activations != DType.F32 && activations != DType.BF16) {
             throw new IllegalArgumentException("the CUDA backend keeps activations in F32 or BF16, not " + activations);
         }
         CudaPlatform.Status status = CudaPlatform.shared();
         Availability a = CudaProbe.probe(status, ordinal);
         if (!a.available()) throw new CudaException("CUDA backend unavailable: " + a.detail());
-        return new CudaBackend(status.platform(), ordinal, activations);
+        return new CudaBackend(status.platform(), ordinal, activations, gemmChoice);
     }
 
     /** The activation dtype {@code -Dlora4j.cuda.activations} asks for: F32 when unset. */
@@ -93,7 +98,7 @@ public final class CudaBackend implements Backend {
         };
     }
 
-    private CudaBackend(CudaPlatform platform, int ordinal, DType activations) {
+    private CudaBackend(CudaPlatform platform, int ordinal, DType activations, GemmAlgorithmChoice gemmChoice) {
         this.cu = platform.driver;
         this.activations = activations;
         this.device = DeviceInfo.query(cu, ordinal);
@@ -112,7 +117,7 @@ public final class CudaBackend implements Backend {
             kern = new CudaKernels(cu, device.multiprocessors());
             long ws = alloc.allocate(CublasLtMatmul.WORKSPACE_BYTES);
             this.matmul = new CublasLtMatmul(platform.cublasLt, ws,
-                    GemmAlgorithmChoice.fromProperty(GemmAlgorithmChoice.HEURISTIC),
+                    gemmChoice,
                     () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"), alloc);
         } catch (RuntimeException e) {
             if (kern != null) kern.unload();
