@@ -1,6 +1,5 @@
 package dev.lora4j.cuda;
 
-import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.lora.LoraConfig;
@@ -100,7 +99,7 @@ class CudaBf16TrainingStepParityTest {
              TrainableLlama onCpu = TrainableLlama.fromWeights(cpu, TinyModels.upload(cpu, shape, host, storage), method, 42)) {
             onGpu.setGradientCheckpointing(checkpointing);
             onCpu.setGradientCheckpointing(checkpointing);
-            List<Moments> cpuMoments = moments(cpu, onCpu);
+            List<StepComparison.Moments> cpuMoments = StepComparison.moments(cpu, onCpu, 2e-2f);
             for (int step = 1; step <= 3; step++) {
                 onGpu.zeroGrad();
                 onCpu.zeroGrad();
@@ -134,7 +133,7 @@ class CudaBf16TrainingStepParityTest {
                     }
                 }
             }
-            cpuMoments.forEach(Moments::close);
+            cpuMoments.forEach(StepComparison.Moments::close);
             // Evaluation sees the last step's weights too.
             LossSum g = onGpu.evaluate(BATCH), c = onCpu.evaluate(BATCH);
             assertThat(g.sum()).as("%s: evaluation loss after the steps", name)
@@ -160,7 +159,7 @@ class CudaBf16TrainingStepParityTest {
                 assertThat(g).as("loss with the weights scaled by %s", factor)
                         .isCloseTo(c, org.assertj.core.data.Offset.offset(LOSS_TOLERANCE * (1 + Math.abs(c))));
                 float[] logitsGpu = onGpu.logits(new int[] {5, 9, 21}), logitsCpu = onCpu.logits(new int[] {5, 9, 21});
-                assertThat(relativeError(logitsGpu, logitsCpu)).as("logits after scaling by %s", factor).isLessThan(2e-2);
+                assertThat(StepComparison.relativeError(logitsGpu, logitsCpu)).as("logits after scaling by %s", factor).isLessThan(2e-2);
             }
         }
     }
@@ -193,24 +192,6 @@ class CudaBf16TrainingStepParityTest {
         }
     }
 
-    /** AdamW's moments of one parameter (eps large, so that the update is continuous in the gradient). */
-    private record Moments(Tensor m, Tensor v) implements AutoCloseable {
-        void step(Backend b, TrainableParameter p, int step) {
-            b.adamw(p.value(), p.grad(), m, v, 2e-2f, 0.9f, 0.999f, 1e-3f, p.weightDecay() ? 0.01f : 0f, step);
-        }
-
-        @Override public void close() {
-            m.close();
-            v.close();
-        }
-    }
-
-    private static List<Moments> moments(Backend b, TrainableLlama model) {
-        return model.parameters().stream()
-                .map(p -> new Moments(b.allocate(DType.F32, p.value().shape()), b.allocate(DType.F32, p.value().shape())))
-                .toList();
-    }
-
     private static Tensor gradient(TrainableLlama model, String name) {
         return model.parameters().stream().filter(p -> p.name().equals(name)).findFirst().orElseThrow().grad();
     }
@@ -226,16 +207,5 @@ class CudaBf16TrainingStepParityTest {
         double s = 0;
         for (int i = 0; i < a.length; i++) s += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
         return Math.sqrt(s);
-    }
-
-    /** ||got - want|| / ||want||, with a floor on the denominator for gradients that are zero up to rounding. */
-    private static double relativeError(float[] got, float[] want) {
-        double num = 0, den = 0;
-        for (int i = 0; i < want.length; i++) {
-            double d = (double) got[i] - want[i];
-            num += d * d;
-            den += (double) want[i] * want[i];
-        }
-        return Math.sqrt(num / Math.max(den, 1e-20 * want.length));
     }
 }

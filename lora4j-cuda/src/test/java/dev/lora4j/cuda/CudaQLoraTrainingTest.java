@@ -72,7 +72,7 @@ class CudaQLoraTrainingTest {
             for (int i = 0; i < onCpu.parameters().size(); i++) {
                 TrainableParameter pg = onGpu.parameters().get(i), pc = onCpu.parameters().get(i);
                 assertThat(pg.name()).isEqualTo(pc.name());
-                assertThat(relativeError(gpu.toFloats(pg.grad()), cpu.toFloats(pc.grad()))).as(pc.name()).isLessThan(5e-2);
+                assertThat(StepComparison.relativeError(gpu.toFloats(pg.grad()), cpu.toFloats(pc.grad()))).as(pc.name()).isLessThan(5e-2);
             }
         }
     }
@@ -106,7 +106,7 @@ class CudaQLoraTrainingTest {
         }
         for (int i = 0; i < names.size(); i++) {
             if (names.get(i).equals("model.embed_tokens.weight")) {
-                assertThat(relativeError(grads.get(1).get(i), grads.get(0).get(i))).as(name + " " + names.get(i)).isLessThan(1e-6);
+                assertThat(StepComparison.relativeError(grads.get(1).get(i), grads.get(0).get(i))).as(name + " " + names.get(i)).isLessThan(1e-6);
             } else {
                 assertThat(grads.get(1).get(i)).as(name + " " + names.get(i)).containsExactly(grads.get(0).get(i));
             }
@@ -143,16 +143,5 @@ class CudaQLoraTrainingTest {
             b.copyToHost(t, host);
             return host.toArray(ValueLayout.JAVA_BYTE);
         }
-    }
-
-    /** ||got - want|| / ||want||. */
-    private static double relativeError(float[] got, float[] want) {
-        double num = 0, den = 0;
-        for (int i = 0; i < want.length; i++) {
-            double d = (double) got[i] - want[i];
-            num += d * d;
-            den += (double) want[i] * want[i];
-        }
-        return Math.sqrt(num / Math.max(den, 1e-30));
     }
 }

@@ -65,7 +65,8 @@ class CudaTrainableLlamaParityTest {
              TrainableLlama onCpu = TrainableLlama.fromWeights(cpu, TinyModels.upload(cpu, shape, host, storage), method, 42)) {
             assertThat(onGpu.parameters()).extracting(TrainableParameter::name)
                     .containsExactlyElementsOf(onCpu.parameters().stream().map(TrainableParameter::name).toList());
-            List<Moments> gpuMoments = moments(gpu, onGpu), cpuMoments = moments(cpu, onCpu);
+            List<StepComparison.Moments> gpuMoments = StepComparison.moments(gpu, onGpu, 1e-3f),
+                    cpuMoments = StepComparison.moments(cpu, onCpu, 1e-3f);
             for (int step = 1; step <= 2; step++) {
                 onGpu.zeroGrad();
                 onCpu.zeroGrad();
@@ -93,45 +94,22 @@ class CudaTrainableLlamaParityTest {
                     assertCloseNorm(gpu, pg.value(), cpu, pc.value(), bf16 ? 1e-2 : 1e-4, name + ": " + pc.name() + " after AdamW step " + step);
                 }
             }
-            gpuMoments.forEach(Moments::close);
-            cpuMoments.forEach(Moments::close);
+            gpuMoments.forEach(StepComparison.Moments::close);
+            cpuMoments.forEach(StepComparison.Moments::close);
         }
-    }
-
-    /**
-     * AdamW's moments of one parameter. eps is large here so that the update, lr·m/(sqrt(v) + eps), is continuous in
-     * the gradient: with a tiny eps, a gradient that is 0 up to rounding moves its parameter by ±lr, whichever sign
-     * the rounding gave it, and the two backends' parameters would differ by that much.
-     */
-    private record Moments(Tensor m, Tensor v) implements AutoCloseable {
-        void step(Backend b, TrainableParameter p, int step) {
-            b.adamw(p.value(), p.grad(), m, v, 1e-3f, 0.9f, 0.999f, 1e-3f, p.weightDecay() ? 0.01f : 0f, step);
-        }
-
-        @Override public void close() {
-            m.close();
-            v.close();
-        }
-    }
-
-    private static List<Moments> moments(Backend b, TrainableLlama model) {
-        return model.parameters().stream()
-                .map(p -> new Moments(b.allocate(DType.F32, p.value().shape()), b.allocate(DType.F32, p.value().shape())))
-                .toList();
     }
 
     /** ||gpu - cpu|| / ||cpu||, with a floor on the denominator for gradients that are zero up to rounding. */
     private static void assertCloseNorm(Backend gb, Tensor g, Backend cb, Tensor c,
                                         double tolerance, String what) {
         float[] got = gb.toFloats(g), want = cb.toFloats(c);
-        assertThat(got.length).as(what + ": element count").isEqualTo(want.length);
-        double num = 0, den = 0;
-        for (int i = 0; i < want.length; i++) {
-            double d = (double) got[i] - want[i];
-            num += d * d;
-            den += (double) want[i] * want[i];
-        }
-        double error = Math.sqrt(num / Math.max(den, 1e-20 * want.length));
-        assertThat(error).as("%s: relative error (norm), |cpu| = %s", what, Math.sqrt(den)).isLessThanOrEqualTo(tolerance);
+        double error = StepComparison.relativeError(got, want);
+        assertThat(error).as("%s: relative error (norm), |cpu| = %s", what, norm(want)).isLessThanOrEqualTo(tolerance);
+    }
+
+    private static double norm(float[] v) {
+        double s = 0;
+        for (float f : v) s += (double) f * f;
+        return Math.sqrt(s);
     }
 }
