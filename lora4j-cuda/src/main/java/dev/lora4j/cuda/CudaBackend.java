@@ -343,10 +343,8 @@ public final class CudaBackend implements Backend {
         bind();
         requireActivation(x, "matmul x");
         requireActivation(out, "matmul out");
+        requireProductShapes("matmul", x, w, out);
         long n = x.rows(), k = x.dim(-1), m = w.rows();
-        if (w.dim(-1) != k || out.rows() != n || out.dim(-1) != m) {
-            throw new IllegalArgumentException("matmul shapes: x " + x + ", w " + w + ", out " + out);
-        }
         if (w instanceof QuantizedTensor q) { // the dense path on a copy dequantized for this product only
             try (Tensor dense = dequantizedForProduct(q)) {
                 matmul(x, dense, out, accumulate);
@@ -365,6 +363,14 @@ public final class CudaBackend implements Backend {
         opDone("matmul");
     }
 
+    /** x [n, k], w [m, k] and out [n, m] of {@code out = x · wᵀ}. */
+    private static void requireProductShapes(String op, Tensor x, Tensor w, Tensor out) {
+        if (w.dim(-1) != x.dim(-1) || out.rows() != x.rows() || out.dim(-1) != w.rows()) {
+            throw new IllegalArgumentException(op + " shapes: x " + x + ", w " + w + ", out " + out
+                    + " (needs x [n, k], w [m, k], out [n, m])");
+        }
+    }
+
     @Override
     public void matmulAdd(Tensor x, Tensor w, Tensor addend, Tensor out) {
         bind();
@@ -377,9 +383,7 @@ public final class CudaBackend implements Backend {
             return;
         }
         requireActivation(x, "matmulAdd x");
-        if (w.dim(-1) != k || out.rows() != x.rows() || out.dim(-1) != w.rows()) {
-            throw new IllegalArgumentException("matmulAdd shapes: x " + x + ", w " + w + ", out " + out);
-        }
+        requireProductShapes("matmulAdd", x, w, out);
         CublasLtMatmul.dataType(w.dtype());
         products.forwardAdd(cuda(x), cuda(w), cuda(addend), cuda(out));
         opDone("matmul");
