@@ -716,9 +716,9 @@ public final class TrainableLlama implements AutoCloseable {
         Tensor q = a.q().rows(0, n), k = a.k().rows(0, n), v = a.v().rows(0, n), att = a.attended().rows(0, n);
 
         backend.rmsNorm(in, w.inputNorm(), eps, h);
-        project(l, Projection.Q, h, q, a, lay, train);
-        project(l, Projection.K, h, k, a, lay, train);
-        project(l, Projection.V, h, v, a, lay, train);
+        project(l, Projection.Q, h, q, a, lay, train, recompute);
+        project(l, Projection.K, h, k, a, lay, train, recompute);
+        project(l, Projection.V, h, v, a, lay, train, recompute);
         backend.rope(q, hd, lay.positions(), invFreq);
         backend.rope(k, hd, lay.positions(), invFreq);
         int window = shape.slidingWindow(l);
@@ -732,31 +732,30 @@ public final class TrainableLlama implements AutoCloseable {
                         shape.numKvHeads(), hd, window, att.rows(s, len));
             }
         }
-        projectAdd(l, Projection.O, att, in, mid, h, a, lay, train);
+        projectAdd(l, Projection.O, att, in, mid, h, a, lay, train, recompute);
 
         Tensor g = a.gate().rows(0, n), u = a.up().rows(0, n), act = buf.swiglu.rows(0, n);
         backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
-        project(l, Projection.GATE, h, g, a, lay, train);
-        project(l, Projection.UP, h, u, a, lay, train);
+        project(l, Projection.GATE, h, g, a, lay, train, recompute);
+        project(l, Projection.UP, h, u, a, lay, train, recompute);
         if (recompute) {
-            if (adapters[l][Projection.DOWN.ordinal()] != null) {
-                backend.swiglu(g, u, act);
-                loraHidden(l, Projection.DOWN, act, a, lay, train);
-            }
+            // The backward pass reads the SwiGLU product (down's adapter draws its dropout mask on it again); the
+            // adapter's hidden activation itself was kept by the forward pass.
+            if (adapters[l][Projection.DOWN.ordinal()] != null) backend.swiglu(g, u, act);
             return;
         }
         backend.swiglu(g, u, act);
-        projectAdd(l, Projection.DOWN, act, mid, out, h, a, lay, train);
+        projectAdd(l, Projection.DOWN, act, mid, out, h, a, lay, train, false);
     }
 
     /** {@code out = in·Wᵀ + bias + scaling·B·A·dropout(in)}. */
     private void project(int l, Projection p, Tensor in, Tensor out, TrainingBuffers.LayerActivations a, Layout lay,
-                         boolean train) {
+                         boolean train, boolean recompute) {
         LlamaWeights.Layer w = weights.layer(l);
         backend.matmul(in, forProduct(p.weight(w)), out);
         Tensor bias = p.bias(w);
         if (bias != null) backend.addBias(out, bias);
-        addLora(l, p, in, out, a, lay, train);
+        addLora(l, p, in, out, a, lay, train, recompute);
     }
 
     /**
@@ -764,25 +763,30 @@ public final class TrainableLlama implements AutoCloseable {
      * without a bias, through {@code scratch} with one, as {@link LlamaModel} does.
      */
     private void projectAdd(int l, Projection p, Tensor in, Tensor residual, Tensor x, Tensor scratch,
-                            TrainingBuffers.LayerActivations a, Layout lay, boolean train) {
+                            TrainingBuffers.LayerActivations a, Layout lay, boolean train, boolean recompute) {
         LlamaWeights.Layer w = weights.layer(l);
         Tensor bias = p.bias(w);
         if (bias == null) {
             backend.matmulAdd(in, forProduct(p.weight(w)), residual, x);
-            addLora(l, p, in, x, a, lay, train);
+            addLora(l, p, in, x, a, lay, train, recompute);
         } else {
             if (residual != x) backend.copy(residual, x);
             backend.matmul(in, forProduct(p.weight(w)), scratch);
             backend.addBias(scratch, bias);
-            addLora(l, p, in, scratch, a, lay, train);
+            addLora(l, p, in, scratch, a, lay, train, recompute);
             backend.add(x, scratch);
         }
     }
 
-    /** {@code out += B·(scaling·A·dropout(in))}, keeping scaling·A·dropout(in) for the backward pass. */
+    /**
+     * {@code out += B·(scaling·A·dropout(in))}, keeping scaling·A·dropout(in) for the backward pass; a recomputation
+     * (checkpointing) reads the one its forward pass kept, the same bits, as in and the mask are the same.
+     */
     private void addLora(int l, Projection p, Tensor in, Tensor out, TrainingBuffers.LayerActivations a, Layout lay,
-                         boolean train) {
-        Tensor hidden = loraHidden(l, p, in, a, lay, train);
+                         boolean train, boolean recompute) {
+        Adapter ad = adapters[l][p.ordinal()];
+        Tensor hidden = ad == null ? null
+                : recompute ? a.lora(p, lay.tokens(), ad.plan().rank()) : loraHidden(l, p, in, a, lay, train);
         if (hidden != null) backend.matmul(hidden, adapters[l][p.ordinal()].b(), out, true);
     }
 

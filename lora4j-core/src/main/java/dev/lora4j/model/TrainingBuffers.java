@@ -14,6 +14,8 @@ import java.util.List;
  * they cost one cheap op each. With gradient checkpointing only each layer's input is kept
  * and one set of layer activations is recomputed per layer during the backward pass. Evaluation keeps nothing: one
  * residual stream and one set of layer buffers serve every layer, so it runs in the training buffers when they exist.
+ * The adapters' hidden activations scaling·A·dropout(x) are kept per layer in training either way: they are small, and
+ * they spare the recomputation its LoRA down projections (each reads the projection's whole input and draws its mask).
  * Buffers whose lifetimes do not overlap share memory (see {@link #areaWidth}). lora_dropout costs no activation
  * memory: dropout(x) is never formed, as {@link Backend#loraDown} and {@link Backend#loraDownBackward} draw the mask
  * where they use it.
@@ -26,6 +28,11 @@ final class TrainingBuffers implements AutoCloseable {
         /** The scaled adapter activation scaling·A·dropout(x) of this projection, [n, rank]. */
         Tensor lora(Projection p, int n, int rank) {
             return loraHidden[p.ordinal()].view(0, n, rank);
+        }
+
+        /** These activations with another layer's adapter hiddens (checkpointing shares the rest between layers). */
+        LayerActivations withLoraHidden(Tensor[] hidden) {
+            return new LayerActivations(q, k, v, attended, lse, gate, up, hidden);
         }
     }
 
@@ -79,19 +86,25 @@ final class TrainingBuffers implements AutoCloseable {
             if (residuals) residual[L] = residual[0];
             middle = new Tensor[residuals && perLayer ? L : 1];
             for (int i = 0; i < middle.length; i++) middle[i] = residuals ? own(b.allocate(act, capacity, d)) : residual[0];
-            layers = new LayerActivations[perLayer ? L : 1];
+            // Training keeps every layer's adapter hiddens, checkpointing too: they are [n, rank] each (a few MiB for
+            // a whole model), and the recomputation then reads them instead of running loraDown again.
+            layers = new LayerActivations[withGradients ? L : 1];
+            LayerActivations shared = null;
             for (int i = 0; i < layers.length; i++) {
                 Tensor[] lora = new Tensor[Projection.values().length];
                 for (TrainablePlan.LoraModule m : adapters) {
-                    if (perLayer && m.layer() != i) continue;
+                    if (withGradients && m.layer() != i) continue;
                     if (lora[m.projection().ordinal()] == null) {
-                        lora[m.projection().ordinal()] = own(b.allocate(act, capacity, maxRank(adapters, m.projection(), perLayer ? i : -1)));
+                        lora[m.projection().ordinal()] = own(b.allocate(act, capacity, maxRank(adapters, m.projection(), withGradients ? i : -1)));
                     }
                 }
-                layers[i] = new LayerActivations(own(b.allocate(act, capacity, qd)), own(b.allocate(act, capacity, kvd)),
-                        own(b.allocate(act, capacity, kvd)), own(b.allocate(act, capacity, qd)),
-                        withGradients ? own(b.allocate(DType.F32, capacity, s.numHeads())) : null,
-                        own(b.allocate(act, capacity, ff)), own(b.allocate(act, capacity, ff)), lora);
+                if (perLayer || shared == null) {
+                    shared = new LayerActivations(own(b.allocate(act, capacity, qd)), own(b.allocate(act, capacity, kvd)),
+                            own(b.allocate(act, capacity, kvd)), own(b.allocate(act, capacity, qd)),
+                            withGradients ? own(b.allocate(DType.F32, capacity, s.numHeads())) : null,
+                            own(b.allocate(act, capacity, ff)), own(b.allocate(act, capacity, ff)), lora);
+                }
+                layers[i] = shared.withLoraHidden(lora);
             }
             normed = own(b.allocate(act, capacity, d));
             swiglu = own(b.allocate(act, capacity, ff));
@@ -181,11 +194,11 @@ final class TrainingBuffers implements AutoCloseable {
         int layerSets = perLayer ? L : 1;
         elements += layerSets * cap * (2 * qd + 2 * kvd + 2 * ff);               // q, k, v, attended, gate, up
         if (withGradients) f32 += layerSets * cap * s.numHeads();                 // lse
-        for (int i = 0; i < layerSets; i++) {
+        for (int i = 0; i < (withGradients ? L : 1); i++) {                       // adapter hiddens, per layer in training
             for (Projection p : Projection.values()) {
                 boolean any = false;
-                for (TrainablePlan.LoraModule m : adapters) any |= m.projection() == p && (!perLayer || m.layer() == i);
-                if (any) elements += cap * maxRank(adapters, p, perLayer ? i : -1);
+                for (TrainablePlan.LoraModule m : adapters) any |= m.projection() == p && (!withGradients || m.layer() == i);
+                if (any) elements += cap * maxRank(adapters, p, withGradients ? i : -1);
             }
         }
         elements += cap * d + cap * ff;                                            // normed, swiglu

@@ -91,7 +91,23 @@ class GradientCheckpointingTest {
     }
 
     @Test
-    void withCheckpointingEachFurtherLayerKeepsOnlyItsInput() {
+    void theRecomputationReadsTheAdaptersKeptHiddensInsteadOfProjectingAgain() {
+        AtomicInteger downs = new AtomicInteger();
+        Backend counting = counting(cpu, "loraDown", downs);
+        FineTuneMethod allLinear = FineTuneMethod.lora(LoraConfig.defaults().withLoraDropout(0.1)
+                .withTargetModules(TargetModules.allLinear()));
+        for (boolean checkpointing : new boolean[]{false, true}) {
+            try (TrainableLlama model = model(counting, SHAPE, allLinear)) {
+                model.setGradientCheckpointing(checkpointing);
+                downs.set(0);
+                model.forwardBackward(BATCH, 1f);
+                assertThat(downs.get()).as("checkpointing " + checkpointing).isEqualTo(7 * SHAPE.numLayers());
+            }
+        }
+    }
+
+    @Test
+    void withCheckpointingEachFurtherLayerKeepsOnlyItsInputAndItsAdaptersHiddens() {
         LlamaShape two = TinyModels.shape("llama", 4, 2, 8, false, false, false, false, new int[]{0, 0});
         LlamaShape four = TinyModels.shape("llama", 4, 2, 8, false, false, false, false, new int[]{0, 0, 0, 0});
         FineTuneMethod lora = FineTuneMethod.lora(LoraConfig.defaults().withTargetModules(TargetModules.allLinear()));
@@ -107,7 +123,10 @@ class GradientCheckpointingTest {
         }
         long capacity = 64; // the batch's 12 tokens, rounded up as the buffers are
         long oneLayerInput = capacity * two.hiddenSize() * DType.F32.bytesFor(1);
-        assertThat(bytes[1][1] - bytes[1][0]).as("two more layers, checkpointed").isEqualTo(2 * oneLayerInput);
+        // scaling·A·dropout(x) of the seven adapters, rank 8: what spares the recomputation its LoRA down projections
+        long oneLayersHiddens = 7 * capacity * 8 * DType.F32.bytesFor(1);
+        assertThat(bytes[1][1] - bytes[1][0]).as("two more layers, checkpointed")
+                .isEqualTo(2 * (oneLayerInput + oneLayersHiddens));
         assertThat(bytes[0][1] - bytes[0][0]).as("two more layers, everything kept").isGreaterThan(10 * oneLayerInput);
     }
 

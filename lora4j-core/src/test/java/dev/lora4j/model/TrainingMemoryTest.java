@@ -83,7 +83,7 @@ class TrainingMemoryTest {
     @Test
     void aBlocksGradientsShareMemoryWithTheScratchThatIsDeadWhileTheyLive() {
         // Mistral-7B, 4096 tokens, BF16, checkpointing: the 32 layer inputs (the final hidden state takes the
-        // embeddings' buffer) and one layer's activations are kept;
+        // embeddings' buffer), every layer's adapter hiddens [n, r] and one layer's activations are kept;
         // of the gradients only the residual's, the adapters' [n, r] and one area as wide as the MLP remain (the
         // attention gradients and the normed input's fill it exactly: 2·4096 + 2·1024 + 4096 = 14336; dUp is written
         // over the up activation).
@@ -91,7 +91,7 @@ class TrainingMemoryTest {
         LoraConfig lora = LoraConfig.defaults().withR(16).withLoraDropout(0.05).withTargetModules(TargetModules.allLinear());
         long loss = 64L << 20;
         long tokens = 4096, d = 4096, qd = 4096, kvd = 1024, ff = 14336;
-        long kept = 32 * d + d + 2 * qd + 2 * kvd + 2 * ff + 7 * 16 + d + ff;   // inputs, middle, layer, lora, normed, swiglu
+        long kept = 32 * d + d + 2 * qd + 2 * kvd + 2 * ff + 32 * 7 * 16 + d + ff; // inputs, middle, layer, lora, normed, swiglu
         long gradients = d + 16 + ff;
         long f32 = tokens * 32 + (loss / (4 * 32000)) * 32000 + tokens;        // lse, logits chunk, losses
         TrainingMemory m = TrainingMemory.estimate(mistral, FineTuneMethod.qlora(lora), DType.BF16, DType.BF16,
