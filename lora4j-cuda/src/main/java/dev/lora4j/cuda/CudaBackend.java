@@ -47,8 +47,8 @@ public final class CudaBackend implements Backend {
     private final DType activations;
     private final CudaProducts products;
     private final CudaQuantization quantization = new CudaQuantization(this);
-    private final CudaOpProfile profile = Boolean.getBoolean(CudaOpProfile.PROPERTY) ? new CudaOpProfile() : null;
-    private final boolean syncEachOp = Boolean.getBoolean(SYNC_EACH_OP_PROPERTY) || profile != null;
+    private final CudaOpProfile profile;
+    private final boolean syncEachOp;
     private volatile boolean closed;
 
     /**
@@ -113,6 +113,8 @@ public final class CudaBackend implements Backend {
             cu.check(cu.streamCreate(out, CudaDriver.CU_STREAM_DEFAULT), "cuStreamCreate");
             str = out.get(ADDRESS, 0);
             final MemorySegment s = str;
+            this.profile = CudaOpProfile.fromProperty(cu, str);
+            this.syncEachOp = Boolean.getBoolean(SYNC_EACH_OP_PROPERTY) || profile != null && profile.waitsEachOp();
             alloc = new DeviceAllocator(cu, () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"));
             kern = new CudaKernels(cu, device.multiprocessors());
             long ws = alloc.allocate(CublasLtMatmul.WORKSPACE_BYTES);
@@ -265,6 +267,7 @@ public final class CudaBackend implements Backend {
         kernels.unload();
         if (paged != null) paged.close();
         allocator.close();
+        if (profile != null) profile.close();
         cu.streamDestroy(stream);
         cu.devicePrimaryCtxRelease(device.handle());
         if (first != null) throw first;
@@ -360,7 +363,7 @@ public final class CudaBackend implements Backend {
             return;
         }
         products.forward(xs, ws, os, accumulate);
-        opDone("matmul");
+        opDone(productOp("matmul", n, k, m));
     }
 
     /** x [n, k], w [m, k] and out [n, m] of {@code out = x · wᵀ}. */
@@ -386,7 +389,7 @@ public final class CudaBackend implements Backend {
         requireProductShapes("matmulAdd", x, w, out);
         CublasLtMatmul.dataType(w.dtype());
         products.forwardAdd(cuda(x), cuda(w), cuda(addend), cuda(out));
-        opDone("matmul");
+        opDone(productOp("matmul", x.rows(), k, w.rows()));
     }
 
     @Override
@@ -562,7 +565,7 @@ public final class CudaBackend implements Backend {
             return;
         }
         products.backwardInput(dys, ws, dxs, accumulate, f16ChunkElements);
-        opDone("matmulBackwardInput");
+        opDone(productOp("matmulBackwardInput", n, m, k));
     }
 
     /**
@@ -588,7 +591,7 @@ public final class CudaBackend implements Backend {
             return;
         }
         products.backwardWeight(dys, xs, dws, accumulate);
-        opDone("matmulBackwardWeight");
+        opDone(productOp("matmulBackwardWeight", n, m, k));
     }
 
     @Override
@@ -998,7 +1001,7 @@ public final class CudaBackend implements Backend {
             return;
         }
         lora.down(cuda(x), cuda(a), scaling, p, seed, cuda(hidden));
-        opDone("loraDown");
+        opDone(productOp("loraDown", x.rows(), x.dim(-1), a.rows()));
     }
 
     /** As {@link #loraDown}; with more ranks than one pass takes (64 in BF16, 16 in F32) dX is rounded after each pass. */
@@ -1011,7 +1014,7 @@ public final class CudaBackend implements Backend {
             return;
         }
         lora.downBackward(cuda(x), cuda(a), scaling, p, seed, cuda(dHidden), cuda(gradA), cuda(dX), accumulate);
-        opDone("loraDownBackward");
+        opDone(productOp("loraDownBackward", x.rows(), x.dim(-1), a.rows()));
     }
 
     private void zeroBytes(CudaTensor t) {
@@ -1139,6 +1142,14 @@ public final class CudaBackend implements Backend {
 
     private void waitForStream(String what) {
         cu.check(cu.streamSynchronize(stream), "cuStreamSynchronize (" + what + ")");
+    }
+
+    /**
+     * A product's name in the op profile: with {@code -Dlora4j.cuda.profile-shapes=true} also its rows, inner and
+     * outer sizes, so that each shape gets a line (built only while profiling).
+     */
+    private String productOp(String op, long rows, long inner, long outer) {
+        return profile != null && Boolean.getBoolean("lora4j.cuda.profile-shapes") ? op + " " + rows + "x" + inner + "x" + outer : op;
     }
 
     private void opDone(String op) {

@@ -62,6 +62,8 @@ final class CudaDriver {
      */
     private final MethodHandle cuMemAdvise, cuMemPrefetchAsync;
     private final boolean memLocationByValue;
+    /** Events, for the device-side op profile only: null where the library lacks them (the device emulator). */
+    private final MethodHandle cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy;
 
     /** Binds every function; a symbol missing from the library (a driver older than CUDA 11.2) is an error. */
     CudaDriver(SymbolLookup lib, String origin) {
@@ -109,6 +111,37 @@ final class CudaDriver {
         }
         cuMemAdvise = advise;
         cuMemPrefetchAsync = prefetch;
+        cuEventCreate = optional(lib, "cuEventCreate", ADDRESS, JAVA_INT);
+        cuEventRecord = optional(lib, "cuEventRecord", ADDRESS, ADDRESS);
+        cuEventSynchronize = optional(lib, "cuEventSynchronize", ADDRESS);
+        cuEventElapsedTime = optional(lib, "cuEventElapsedTime", ADDRESS, ADDRESS, ADDRESS);
+        cuEventDestroy = optional(lib, "cuEventDestroy_v2", ADDRESS);
+    }
+
+    /** Whether the library has the event calls below. */
+    boolean hasEvents() {
+        return cuEventCreate != null && cuEventRecord != null && cuEventSynchronize != null && cuEventElapsedTime != null
+                && cuEventDestroy != null;
+    }
+
+    int eventCreate(MemorySegment event, int flags) {
+        try { return (int) cuEventCreate.invokeExact(event, flags); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int eventRecord(MemorySegment event, MemorySegment stream) {
+        try { return (int) cuEventRecord.invokeExact(event, stream); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int eventSynchronize(MemorySegment event) {
+        try { return (int) cuEventSynchronize.invokeExact(event); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int eventElapsedTime(MemorySegment milliseconds, MemorySegment start, MemorySegment end) {
+        try { return (int) cuEventElapsedTime.invokeExact(milliseconds, start, end); } catch (Throwable t) { throw rethrow(t); }
+    }
+
+    int eventDestroy(MemorySegment event) {
+        try { return (int) cuEventDestroy.invokeExact(event); } catch (Throwable t) { throw rethrow(t); }
     }
 
     /** Where the library was loaded from, for messages. */

@@ -30,9 +30,19 @@ final class CudaLora {
     /**
      * Columns of x one forward block sums over, and rows one backward block sums over, per 16 ranks of the adapter: the
      * scratch partial sums stay at about n·k/128 floats for any rank (7.3 MB for 4,096 tokens of a 14,336-wide input),
-     * against x's 117 MB, while there are enough blocks to fill the GPU.
+     * against x's 117 MB, while there are enough blocks to fill the GPU. {@code -Dlora4j.cuda.lora-split} (a multiple
+     * of 64) replaces it for tuning; any value keeps results repeatable, as the partition still depends on the shapes
+     * alone.
      */
-    static final int SPLIT_PER_16_RANKS = 512;
+    static final int SPLIT_PER_16_RANKS = splitProperty();
+
+    private static int splitProperty() {
+        int split = Integer.getInteger("lora4j.cuda.lora-split", 512);
+        if (split <= 0 || split % 64 != 0) {
+            throw new IllegalArgumentException("-Dlora4j.cuda.lora-split=" + split + ": use a positive multiple of 64");
+        }
+        return split;
+    }
 
     private final CudaBackend backend;
 

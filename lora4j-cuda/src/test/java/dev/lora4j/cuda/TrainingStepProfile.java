@@ -67,10 +67,13 @@ public final class TrainingStepProfile {
                 gpu.opProfile(true);
                 long t0 = System.nanoTime();
                 LossSum loss = model.forwardBackward(TrainingBatch.languageModelling(ids, s), 1f / (batch * seq));
+                // Where the host returns before the device is done, the difference is work still queued: a host that
+                // returns only at the end is what waits (or is waited for), not the device.
+                double hostMs = (System.nanoTime() - t0) / 1e6;
                 gpu.synchronize();
                 double ms = (System.nanoTime() - t0) / 1e6;
-                System.out.printf(Locale.ROOT, "step %d: %.1f ms (%.0f tokens/s for these layers), loss %.4f, peak %.2f GiB%n",
-                        s, ms, batch * seq / (ms / 1e3), loss.sum() / Math.max(1, loss.tokens()),
+                System.out.printf(Locale.ROOT, "step %d: %.1f ms (%.0f tokens/s for these layers; host returned at %.1f ms), loss %.4f, peak %.2f GiB%n",
+                        s, ms, batch * seq / (ms / 1e3), hostMs, loss.sum() / Math.max(1, loss.tokens()),
                         gpu.peakMemoryInUse() / (double) (1L << 30));
             }
             String profile = gpu.opProfile(false);
