@@ -136,6 +136,20 @@ public interface Backend extends AutoCloseable {
     /** {@code out = silu(gate) * up}, element-wise, silu(x) = x / (1 + exp(-x)). */
     void swiglu(Tensor gate, Tensor up, Tensor out);
 
+    /**
+     * SwiGLU of two projections that each carry a LoRA adapter: {@code gate += hiddenGate · bGateᵀ} and
+     * {@code up += hiddenUp · bUpᵀ} (hidden [n, r] activations, b [ff, r]), each rounded once as
+     * {@link #matmul(Tensor, Tensor, Tensor, boolean) matmul(hidden, b, gate, true)} rounds it, then
+     * {@code out = silu(gate) · up} as {@link #swiglu}. gate and up keep the sums: the backward pass reads them.
+     * A backend may do it in one pass over gate and up instead of three.
+     */
+    default void swigluWithLora(Tensor gate, Tensor hiddenGate, Tensor bGate, Tensor up, Tensor hiddenUp, Tensor bUp,
+                                Tensor out) {
+        matmul(hiddenGate, bGate, gate, true);
+        matmul(hiddenUp, bUp, up, true);
+        swiglu(gate, up, out);
+    }
+
     /** {@code x += y}, element-wise, same shapes. */
     void add(Tensor x, Tensor y);
 

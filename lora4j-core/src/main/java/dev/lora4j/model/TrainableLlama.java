@@ -736,15 +736,22 @@ public final class TrainableLlama implements AutoCloseable {
 
         Tensor g = a.gate().rows(0, n), u = a.up().rows(0, n), act = buf.swiglu.rows(0, n);
         backend.rmsNorm(mid, w.postAttentionNorm(), eps, h);
-        project(l, Projection.GATE, h, g, a, lay, train, recompute);
-        project(l, Projection.UP, h, u, a, lay, train, recompute);
-        if (recompute) {
-            // The backward pass reads the SwiGLU product (down's adapter draws its dropout mask on it again); the
-            // adapter's hidden activation itself was kept by the forward pass.
-            if (adapters[l][Projection.DOWN.ordinal()] != null) backend.swiglu(g, u, act);
-            return;
+        // A recomputation needs the SwiGLU product only where down's adapter reads it in the backward pass (it draws
+        // its dropout mask on it again); that adapter's hidden activation itself was kept by the forward pass.
+        boolean product = !recompute || adapters[l][Projection.DOWN.ordinal()] != null;
+        Adapter gateAdapter = adapters[l][Projection.GATE.ordinal()], upAdapter = adapters[l][Projection.UP.ordinal()];
+        if (product && gateAdapter != null && upAdapter != null && w.gateBias() == null && w.upBias() == null) {
+            // SwiGLU adds both adapters' B products as it goes: gate and up are read and written once, not three times.
+            backend.matmul(h, forProduct(w.gateProj()), g);
+            backend.matmul(h, forProduct(w.upProj()), u);
+            backend.swigluWithLora(g, adapterHidden(l, Projection.GATE, h, a, lay, train, recompute), gateAdapter.b(),
+                    u, adapterHidden(l, Projection.UP, h, a, lay, train, recompute), upAdapter.b(), act);
+        } else {
+            project(l, Projection.GATE, h, g, a, lay, train, recompute);
+            project(l, Projection.UP, h, u, a, lay, train, recompute);
+            if (product) backend.swiglu(g, u, act);
         }
-        backend.swiglu(g, u, act);
+        if (recompute) return;
         projectAdd(l, Projection.DOWN, act, mid, out, h, a, lay, train, false);
     }
 
@@ -784,10 +791,16 @@ public final class TrainableLlama implements AutoCloseable {
      */
     private void addLora(int l, Projection p, Tensor in, Tensor out, TrainingBuffers.LayerActivations a, Layout lay,
                          boolean train, boolean recompute) {
-        Adapter ad = adapters[l][p.ordinal()];
-        Tensor hidden = ad == null ? null
-                : recompute ? a.lora(p, lay.tokens(), ad.plan().rank()) : loraHidden(l, p, in, a, lay, train);
+        Tensor hidden = adapterHidden(l, p, in, a, lay, train, recompute);
         if (hidden != null) backend.matmul(hidden, adapters[l][p.ordinal()].b(), out, true);
+    }
+
+    /** scaling·A·dropout(in) of the projection's adapter: computed, or in a recomputation the kept one; null without. */
+    private Tensor adapterHidden(int l, Projection p, Tensor in, TrainingBuffers.LayerActivations a, Layout lay,
+                                 boolean train, boolean recompute) {
+        Adapter ad = adapters[l][p.ordinal()];
+        if (ad == null) return null;
+        return recompute ? a.lora(p, lay.tokens(), ad.plan().rank()) : loraHidden(l, p, in, a, lay, train);
     }
 
     /** The adapter's hidden activation {@code scaling·A·dropout(in)}, kept for the backward pass; null without one. */

@@ -508,6 +508,49 @@ public final class CudaBackend implements Backend {
         opDone("swiglu");
     }
 
+    /** swiglu_lora.cu: the tile of one block, its threads, its shared memory (l4j_swiglu_lora_shared) and ranks. */
+    static final int SWIGLU_LORA_ROWS = 32, SWIGLU_LORA_COLS = 128, SWIGLU_LORA_THREADS = 256, SWIGLU_LORA_MAX_RANK = 64;
+    static final int SWIGLU_LORA_SHARED = 2 * SWIGLU_LORA_ROWS * (SWIGLU_LORA_COLS + 4) * Float.BYTES;
+
+    /**
+     * One pass over gate and up (swiglu_lora.cu) for BF16 activations with F32 adapters of up to 64 ranks and rows of
+     * whole 8-element groups; anything else takes the composition.
+     */
+    @Override
+    public void swigluWithLora(Tensor gate, Tensor hiddenGate, Tensor bGate, Tensor up, Tensor hiddenUp, Tensor bUp,
+                               Tensor out) {
+        bind();
+        long n = gate.rows(), ff = gate.dim(-1);
+        int r = (int) hiddenGate.dim(-1);
+        boolean fused = gate.dtype() == DType.BF16 && bGate.dtype() == DType.F32 && bUp.dtype() == DType.F32
+                && hiddenGate.dtype() == DType.BF16 && hiddenUp.dtype() == DType.BF16 && hiddenUp.dim(-1) == r
+                && r <= SWIGLU_LORA_MAX_RANK && ff % 8 == 0 && ff <= Integer.MAX_VALUE && n <= Integer.MAX_VALUE
+                && aligned16(gate) && aligned16(up) && aligned16(out);
+        if (!fused) {
+            Backend.super.swigluWithLora(gate, hiddenGate, bGate, up, hiddenUp, bUp, out);
+            return;
+        }
+        String op = "swigluWithLora";
+        requireSameCount(gate, up);
+        requireSameCount(gate, out);
+        requireSameActivation(gate, up, op + " gate and up");
+        requireSameActivation(gate, out, op + " gate and out");
+        requireProductShapes(op + " (gate)", hiddenGate, bGate, gate);
+        requireProductShapes(op + " (up)", hiddenUp, bUp, up);
+        if (n == 0 || ff == 0) return;
+        long grid = Math.ceilDiv(n, SWIGLU_LORA_ROWS) * Math.ceilDiv(ff, SWIGLU_LORA_COLS);
+        kernels.launch(CudaKernels.SWIGLU_LORA, grid, SWIGLU_LORA_THREADS, SWIGLU_LORA_SHARED, stream,
+                KernelArgs.start().ptr(cuda(gate).address()).ptr(cuda(up).address()).ptr(cuda(out).address())
+                        .ptr(cuda(hiddenGate).address()).ptr(cuda(bGate).address()).ptr(cuda(hiddenUp).address())
+                        .ptr(cuda(bUp).address()).i32((int) n).i32((int) ff).i32(r));
+        opDone(op);
+    }
+
+    /** Whether the tensor's first element sits on a 16-byte boundary, as the vector loads of 8 BF16 values need. */
+    private boolean aligned16(Tensor t) {
+        return (cuda(t).address() & 15) == 0;
+    }
+
     /** {@code x += y}: both F32, both BF16, or a BF16 x and an F32 y (rounded once). */
     @Override
     public void add(Tensor x, Tensor y) {

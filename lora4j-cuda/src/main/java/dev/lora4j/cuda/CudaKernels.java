@@ -260,6 +260,9 @@ final class CudaKernels {
 
     static String swiglu(DType act) { return "lora4j_swiglu_" + of(act); }
 
+    /** swiglu_lora.cu: SwiGLU with both adapters' B products, BF16 activations only. */
+    static final String SWIGLU_LORA = "lora4j_swiglu_lora_bf16";
+
     static String rope(DType act) { return "lora4j_rope_" + of(act); }
 
     static final String ADD = add(DType.F32, DType.F32);
@@ -350,6 +353,7 @@ final class CudaKernels {
                     rmsNormWeightGrad(act), ropeBackward(act), swigluBackward(act), embeddingBackward(act), dropout(act)));
         }
         n.add(add(DType.BF16, DType.F32));
+        n.add(SWIGLU_LORA);
         n.addAll(FlashAttention.kernelNames());
         n.addAll(CudaLora.kernelNames());
         n.addAll(List.of(SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW, ADAMW_8BIT, ADAMW_32BIT,
