@@ -7,12 +7,15 @@
 // memory, then streams the tile of gate and up once: reads them, adds the sums in FP32 and rounds once (as the
 // product's epilogue does, D = round(acc + C)), writes them back, and writes silu(gate) * up from the rounded values.
 //
-// A block: 8 warps over a 32-row x 128-column tile; warp w forms rows 16 (w % 2) .. + 15 and columns 32 (w / 2) .. + 31
-// (4 n-tiles) of both products. Columns come in groups of 8 (ff % 8 == 0, 16-byte aligned rows: the caller checks).
+// A block: 8 warps over a 64-row x 128-column tile; warp w forms rows 32 (w / 4) .. + 31 (2 m-tiles) and columns
+// 32 (w % 4) .. + 31 (4 n-tiles) of both products, so that each B fragment it loads serves two m-tiles. Each thread
+// first starts the loads of its 4 groups of 8 elements of gate and up, so that they are in flight while the products
+// form, then adds, rounds and writes them once the block's sums are in shared memory. Columns come in groups of 8
+// (ff % 8 == 0, 16-byte aligned rows: the caller checks).
 #include "common.cuh"
 
 #define L4J_SWIGLU_LORA_THREADS 256
-#define L4J_SWIGLU_LORA_ROWS 32
+#define L4J_SWIGLU_LORA_ROWS 64
 #define L4J_SWIGLU_LORA_COLS 128
 #define L4J_SWIGLU_LORA_LD (L4J_SWIGLU_LORA_COLS + 4)  // floats per shared row: 4 more, so rows start in other banks
 #define L4J_SWIGLU_LORA_MAX_RANK 64
@@ -34,70 +37,97 @@ __device__ __forceinline__ float l4j_swiglu_lora_b(const float* b, int col, int 
     return col < ff && k < r ? b[(long long) col * r + k] : 0.0f;
 }
 
-// acc[4][4] = H B^T for this warp's 16 rows (row0..) and 4 n-tiles of 8 columns (col0..), over r ranks.
-__device__ __forceinline__ void l4j_swiglu_lora_product(float acc[4][4], const l4j_bf16* h, const float* b, int row0,
-                                                        int col0, int n, int ff, int r) {
+// acc[2][4][4] = H B^T for this warp's 32 rows (row0.., two m-tiles) and 4 n-tiles of 8 columns (col0..), over r ranks.
+__device__ __forceinline__ void l4j_swiglu_lora_product(float acc[2][4][4], const l4j_bf16* h, const float* b,
+                                                        int row0, int col0, int n, int ff, int r) {
     const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+    }
     for (int k0 = 0; k0 < r; k0 += 16) {
-        uint32_t a[4];
         const int ka = k0 + 2 * t, kb = ka + 8;
-        a[0] = l4j_swiglu_lora_h(h, row0 + g, ka, n, r) | l4j_swiglu_lora_h(h, row0 + g, ka + 1, n, r) << 16;
-        a[1] = l4j_swiglu_lora_h(h, row0 + g + 8, ka, n, r) | l4j_swiglu_lora_h(h, row0 + g + 8, ka + 1, n, r) << 16;
-        a[2] = l4j_swiglu_lora_h(h, row0 + g, kb, n, r) | l4j_swiglu_lora_h(h, row0 + g, kb + 1, n, r) << 16;
-        a[3] = l4j_swiglu_lora_h(h, row0 + g + 8, kb, n, r) | l4j_swiglu_lora_h(h, row0 + g + 8, kb + 1, n, r) << 16;
+        uint32_t bf[4][2];
 #pragma unroll
         for (int nt = 0; nt < 4; nt++) {
             const int col = col0 + nt * 8 + g;
-            uint32_t bf[2];
-            bf[0] = l4j_pack_bf16x2(l4j_swiglu_lora_b(b, col, ka, ff, r), l4j_swiglu_lora_b(b, col, ka + 1, ff, r));
-            bf[1] = l4j_pack_bf16x2(l4j_swiglu_lora_b(b, col, kb, ff, r), l4j_swiglu_lora_b(b, col, kb + 1, ff, r));
-            l4j_mma_m16n8k16_bf16(acc[nt], a, bf, acc[nt]);
+            bf[nt][0] = l4j_pack_bf16x2(l4j_swiglu_lora_b(b, col, ka, ff, r), l4j_swiglu_lora_b(b, col, ka + 1, ff, r));
+            bf[nt][1] = l4j_pack_bf16x2(l4j_swiglu_lora_b(b, col, kb, ff, r), l4j_swiglu_lora_b(b, col, kb + 1, ff, r));
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+            const int ra = row0 + mt * 16 + g, rb = ra + 8;
+            uint32_t a[4];
+            a[0] = l4j_swiglu_lora_h(h, ra, ka, n, r) | l4j_swiglu_lora_h(h, ra, ka + 1, n, r) << 16;
+            a[1] = l4j_swiglu_lora_h(h, rb, ka, n, r) | l4j_swiglu_lora_h(h, rb, ka + 1, n, r) << 16;
+            a[2] = l4j_swiglu_lora_h(h, ra, kb, n, r) | l4j_swiglu_lora_h(h, ra, kb + 1, n, r) << 16;
+            a[3] = l4j_swiglu_lora_h(h, rb, kb, n, r) | l4j_swiglu_lora_h(h, rb, kb + 1, n, r) << 16;
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) l4j_mma_m16n8k16_bf16(acc[mt][nt], a, bf[nt], acc[mt][nt]);
         }
     }
 }
 
-// This warp's sums into the shared tile [32][LD] at its rows (r0, tile-relative) and columns (c0).
-__device__ __forceinline__ void l4j_swiglu_lora_stage(float* tile, const float acc[4][4], int r0, int c0) {
+// This warp's sums into the shared tile [64][LD] at its rows (r0, tile-relative) and columns (c0).
+__device__ __forceinline__ void l4j_swiglu_lora_stage(float* tile, const float acc[2][4][4], int r0, int c0) {
     const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++) {
-        float* p = tile + (r0 + g) * L4J_SWIGLU_LORA_LD + c0 + nt * 8 + 2 * t;
-        p[0] = acc[nt][0];
-        p[1] = acc[nt][1];
-        p[8 * L4J_SWIGLU_LORA_LD] = acc[nt][2];
-        p[8 * L4J_SWIGLU_LORA_LD + 1] = acc[nt][3];
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) {
+            float* p = tile + (r0 + mt * 16 + g) * L4J_SWIGLU_LORA_LD + c0 + nt * 8 + 2 * t;
+            p[0] = acc[mt][nt][0];
+            p[1] = acc[mt][nt][1];
+            p[8 * L4J_SWIGLU_LORA_LD] = acc[mt][nt][2];
+            p[8 * L4J_SWIGLU_LORA_LD + 1] = acc[mt][nt][3];
+        }
     }
 }
 
-extern "C" __global__ void lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up, l4j_bf16* out, const l4j_bf16* hg,
+// Two blocks per SM (128 registers a thread): their prefetched groups keep enough bytes in flight.
+extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 2) lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up, l4j_bf16* out, const l4j_bf16* hg,
                                                    const float* bg, const l4j_bf16* hu, const float* bu, int n,
                                                    int ff, int r) {
     L4J_DYNAMIC_SHARED(float, smem);
-    float* sg = smem;                                               // [32][LD]
-    float* su = smem + L4J_SWIGLU_LORA_ROWS * L4J_SWIGLU_LORA_LD;  // [32][LD]
+    float* sg = smem;                                               // [64][LD]
+    float* su = smem + L4J_SWIGLU_LORA_ROWS * L4J_SWIGLU_LORA_LD;  // [64][LD]
     const int col_tiles = (ff + L4J_SWIGLU_LORA_COLS - 1) / L4J_SWIGLU_LORA_COLS;
     const int row0 = (int) (blockIdx.x / col_tiles) * L4J_SWIGLU_LORA_ROWS;
     const int col0 = (int) (blockIdx.x % col_tiles) * L4J_SWIGLU_LORA_COLS;
-    const int warp = threadIdx.x >> 5, wr = (warp & 1) * 16, wc = (warp >> 1) * 32;
+    const int warp = threadIdx.x >> 5, wr = (warp >> 2) * 32, wc = (warp & 3) * 32;
 
-    float acc[4][4];
+    // This thread's groups: id = threadIdx.x + 256 i, at tile row id / 16 and column 8 (id % 16).
+    constexpr int GROUPS_PER_ROW = L4J_SWIGLU_LORA_COLS / L4J_GROUP;  // 16
+    constexpr int GROUPS = L4J_SWIGLU_LORA_ROWS * GROUPS_PER_ROW / L4J_SWIGLU_LORA_THREADS;  // 4
+    l4j_u32x4 gw[GROUPS], uw[GROUPS];
+    long long at[GROUPS];
+#pragma unroll
+    for (int i = 0; i < GROUPS; i++) {
+        const int id = threadIdx.x + i * L4J_SWIGLU_LORA_THREADS;
+        const int row = row0 + id / GROUPS_PER_ROW, col = col0 + (id % GROUPS_PER_ROW) * L4J_GROUP;
+        at[i] = row < n && col < ff ? (long long) row * ff + col : -1;  // the group's first element
+        if (at[i] >= 0) {
+            gw[i] = *reinterpret_cast<const l4j_u32x4*>(gate + at[i]);
+            uw[i] = *reinterpret_cast<const l4j_u32x4*>(up + at[i]);
+        }
+    }
+
+    float acc[2][4][4];
     l4j_swiglu_lora_product(acc, hg, bg, row0 + wr, col0 + wc, n, ff, r);
     l4j_swiglu_lora_stage(sg, acc, wr, wc);
     l4j_swiglu_lora_product(acc, hu, bu, row0 + wr, col0 + wc, n, ff, r);
     l4j_swiglu_lora_stage(su, acc, wr, wc);
     __syncthreads();
 
-    constexpr int GROUPS_PER_ROW = L4J_SWIGLU_LORA_COLS / L4J_GROUP;  // 16
-    for (int id = threadIdx.x; id < L4J_SWIGLU_LORA_ROWS * GROUPS_PER_ROW; id += L4J_SWIGLU_LORA_THREADS) {
+#pragma unroll
+    for (int i = 0; i < GROUPS; i++) {
+        if (at[i] < 0) continue;
+        const int id = threadIdx.x + i * L4J_SWIGLU_LORA_THREADS;
         const int tr = id / GROUPS_PER_ROW, tc = (id % GROUPS_PER_ROW) * L4J_GROUP;
-        const int row = row0 + tr, col = col0 + tc;
-        if (row >= n || col >= ff) continue;
-        const long long at = (long long) row * ff + col;  // the group's first element
         float gv[L4J_GROUP], uv[L4J_GROUP];
-        l4j_load8(gate, at, gv);
-        l4j_load8(up, at, uv);
+        l4j_halves_to_float(gw[i], gv, true);
+        l4j_halves_to_float(uw[i], uv, true);
         const float* lg = sg + tr * L4J_SWIGLU_LORA_LD + tc;
         const float* lu = su + tr * L4J_SWIGLU_LORA_LD + tc;
 #pragma unroll
@@ -106,11 +136,11 @@ extern "C" __global__ void lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up,
             gv[k] = l4j_bf16_to_float(l4j_float_to_bf16(gv[k] + lg[k]));
             uv[k] = l4j_bf16_to_float(l4j_float_to_bf16(uv[k] + lu[k]));
         }
-        l4j_store8(gate, at, gv);
-        l4j_store8(up, at, uv);
+        l4j_store8(gate, at[i], gv);
+        l4j_store8(up, at[i], uv);
 #pragma unroll
         for (int k = 0; k < L4J_GROUP; k++) gv[k] = gv[k] / (1.0f + expf(-gv[k])) * uv[k];  // as l4j_swiglu
-        l4j_store8(out, at, gv);
+        l4j_store8(out, at[i], gv);
     }
 }
 
