@@ -85,6 +85,18 @@ __device__ __forceinline__ void l4j_swiglu_lora_stage(float* tile, const float a
     }
 }
 
+struct alignas(16) l4j_swiglu_lora_f32x4 {
+    float v[4];
+};
+
+// 8 floats of a shared row (16-byte aligned) with two 16-byte reads.
+__device__ __forceinline__ void l4j_swiglu_lora_read8(const float* p, float out[8]) {
+    const l4j_swiglu_lora_f32x4 a = reinterpret_cast<const l4j_swiglu_lora_f32x4*>(p)[0];
+    const l4j_swiglu_lora_f32x4 b = reinterpret_cast<const l4j_swiglu_lora_f32x4*>(p)[1];
+#pragma unroll
+    for (int k = 0; k < 4; k++) out[k] = a.v[k], out[4 + k] = b.v[k];
+}
+
 // Two blocks per SM (128 registers a thread): their prefetched groups keep enough bytes in flight.
 extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 2) lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up, l4j_bf16* out, const l4j_bf16* hg,
                                                    const float* bg, const l4j_bf16* hu, const float* bu, int n,
@@ -128,8 +140,11 @@ extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 2) lora4j_
         float gv[L4J_GROUP], uv[L4J_GROUP];
         l4j_halves_to_float(gw[i], gv, true);
         l4j_halves_to_float(uw[i], uv, true);
-        const float* lg = sg + tr * L4J_SWIGLU_LORA_LD + tc;
-        const float* lu = su + tr * L4J_SWIGLU_LORA_LD + tc;
+        // The sums as 16-byte reads: lanes 32 bytes apart, so a quarter warp's 8 reads meet each bank twice, against
+        // four times per float read.
+        float lg[L4J_GROUP], lu[L4J_GROUP];
+        l4j_swiglu_lora_read8(sg + tr * L4J_SWIGLU_LORA_LD + tc, lg);
+        l4j_swiglu_lora_read8(su + tr * L4J_SWIGLU_LORA_LD + tc, lu);
 #pragma unroll
         for (int k = 0; k < L4J_GROUP; k++) {
             // Rounded as stored, so that the product below reads what the backward pass will read.
