@@ -97,6 +97,13 @@ __device__ __forceinline__ void l4j_swiglu_lora_read8(const float* p, float out[
     for (int k = 0; k < 4; k++) out[k] = a.v[k], out[4 + k] = b.v[k];
 }
 
+// Four bf16x2 words to 16-byte aligned memory with one store.
+__device__ __forceinline__ void l4j_swiglu_lora_store8(l4j_bf16* p, const uint32_t w[4]) {
+    l4j_u32x4 c;
+    c.x = w[0], c.y = w[1], c.z = w[2], c.w = w[3];
+    *reinterpret_cast<l4j_u32x4*>(p) = c;
+}
+
 // Two blocks per SM (128 registers a thread): their prefetched groups keep enough bytes in flight.
 extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 2) lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up, l4j_bf16* out, const l4j_bf16* hg,
                                                    const float* bg, const l4j_bf16* hu, const float* bu, int n,
@@ -145,17 +152,26 @@ extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 2) lora4j_
         float lg[L4J_GROUP], lu[L4J_GROUP];
         l4j_swiglu_lora_read8(sg + tr * L4J_SWIGLU_LORA_LD + tc, lg);
         l4j_swiglu_lora_read8(su + tr * L4J_SWIGLU_LORA_LD + tc, lu);
+        // Rounded to nearest even in pairs (one cvt each on the GPU: the element-wise path's bit-exact conversion
+        // costs more than the memory here; the two differ only in NaN payloads), stored, and read back as the
+        // product below and the backward pass read them.
+        uint32_t gw2[L4J_GROUP / 2], uw2[L4J_GROUP / 2], aw2[L4J_GROUP / 2];
 #pragma unroll
-        for (int k = 0; k < L4J_GROUP; k++) {
-            // Rounded as stored, so that the product below reads what the backward pass will read.
-            gv[k] = l4j_bf16_to_float(l4j_float_to_bf16(gv[k] + lg[k]));
-            uv[k] = l4j_bf16_to_float(l4j_float_to_bf16(uv[k] + lu[k]));
+        for (int k = 0; k < L4J_GROUP / 2; k++) {
+            gw2[k] = l4j_pack_bf16x2(gv[2 * k] + lg[2 * k], gv[2 * k + 1] + lg[2 * k + 1]);
+            uw2[k] = l4j_pack_bf16x2(uv[2 * k] + lu[2 * k], uv[2 * k + 1] + lu[2 * k + 1]);
+            float a[2];
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float g = l4j_bf16_to_float((uint16_t) (gw2[k] >> (16 * e)));
+                const float u = l4j_bf16_to_float((uint16_t) (uw2[k] >> (16 * e)));
+                a[e] = g / (1.0f + expf(-g)) * u;  // as l4j_swiglu
+            }
+            aw2[k] = l4j_pack_bf16x2(a[0], a[1]);
         }
-        l4j_store8(gate, at[i], gv);
-        l4j_store8(up, at[i], uv);
-#pragma unroll
-        for (int k = 0; k < L4J_GROUP; k++) gv[k] = gv[k] / (1.0f + expf(-gv[k])) * uv[k];  // as l4j_swiglu
-        l4j_store8(out, at[i], gv);
+        l4j_swiglu_lora_store8(gate + at[i], gw2);
+        l4j_swiglu_lora_store8(up + at[i], uw2);
+        l4j_swiglu_lora_store8(out + at[i], aw2);
     }
 }
 
