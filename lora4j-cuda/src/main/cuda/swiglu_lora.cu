@@ -7,15 +7,16 @@
 // memory, then streams the tile of gate and up once: reads them, adds the sums in FP32 and rounds once (as the
 // product's epilogue does, D = round(acc + C)), writes them back, and writes silu(gate) * up from the rounded values.
 //
-// A block: 8 warps over a 64-row x 128-column tile; warp w forms rows 32 (w / 4) .. + 31 (2 m-tiles) and columns
-// 32 (w % 4) .. + 31 (4 n-tiles) of both products, so that each B fragment it loads serves two m-tiles. Each thread
+// A block: 8 warps over a 32-row x 128-column tile; warp w forms rows 16 (w / 4) .. + 15 (an m-tile) and columns
+// 32 (w % 4) .. + 31 (4 n-tiles) of both products. Each thread
 // first starts the loads of its 4 groups of 8 elements of gate and up, so that they are in flight while the products
 // form, then adds, rounds and writes them once the block's sums are in shared memory. Columns come in groups of 8
 // (ff % 8 == 0, 16-byte aligned rows: the caller checks).
 #include "common.cuh"
 
 #define L4J_SWIGLU_LORA_THREADS 256
-#define L4J_SWIGLU_LORA_ROWS 64
+#define L4J_SWIGLU_LORA_ROWS 32
+#define L4J_SWIGLU_LORA_MT (L4J_SWIGLU_LORA_ROWS / 32)  // m-tiles of each warp's products
 #define L4J_SWIGLU_LORA_COLS 128
 #define L4J_SWIGLU_LORA_LD (L4J_SWIGLU_LORA_COLS + 4)  // floats per shared row: 4 more, so rows start in other banks
 #define L4J_SWIGLU_LORA_MAX_RANK 64
@@ -37,12 +38,12 @@ __device__ __forceinline__ float l4j_swiglu_lora_b(const float* b, int col, int 
     return col < ff && k < r ? b[(long long) col * r + k] : 0.0f;
 }
 
-// acc[2][4][4] = H B^T for this warp's 32 rows (row0.., two m-tiles) and 4 n-tiles of 8 columns (col0..), over r ranks.
-__device__ __forceinline__ void l4j_swiglu_lora_product(float acc[2][4][4], const l4j_bf16* h, const float* b,
+// acc[MT][4][4] = H B^T for this warp's 16 MT rows (row0.., MT m-tiles) and 4 n-tiles of 8 columns (col0..), over r ranks.
+__device__ __forceinline__ void l4j_swiglu_lora_product(float acc[L4J_SWIGLU_LORA_MT][4][4], const l4j_bf16* h, const float* b,
                                                         int row0, int col0, int n, int ff, int r) {
     const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
+    for (int mt = 0; mt < L4J_SWIGLU_LORA_MT; mt++) {
 #pragma unroll
         for (int nt = 0; nt < 4; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
     }
@@ -56,7 +57,7 @@ __device__ __forceinline__ void l4j_swiglu_lora_product(float acc[2][4][4], cons
             bf[nt][1] = l4j_pack_bf16x2(l4j_swiglu_lora_b(b, col, kb, ff, r), l4j_swiglu_lora_b(b, col, kb + 1, ff, r));
         }
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
+        for (int mt = 0; mt < L4J_SWIGLU_LORA_MT; mt++) {
             const int ra = row0 + mt * 16 + g, rb = ra + 8;
             uint32_t a[4];
             a[0] = l4j_swiglu_lora_h(h, ra, ka, n, r) | l4j_swiglu_lora_h(h, ra, ka + 1, n, r) << 16;
@@ -69,11 +70,11 @@ __device__ __forceinline__ void l4j_swiglu_lora_product(float acc[2][4][4], cons
     }
 }
 
-// This warp's sums into the shared tile [64][LD] at its rows (r0, tile-relative) and columns (c0).
-__device__ __forceinline__ void l4j_swiglu_lora_stage(float* tile, const float acc[2][4][4], int r0, int c0) {
+// This warp's sums into the shared tile [ROWS][LD] at its rows (r0, tile-relative) and columns (c0).
+__device__ __forceinline__ void l4j_swiglu_lora_stage(float* tile, const float acc[L4J_SWIGLU_LORA_MT][4][4], int r0, int c0) {
     const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
+    for (int mt = 0; mt < L4J_SWIGLU_LORA_MT; mt++) {
 #pragma unroll
         for (int nt = 0; nt < 4; nt++) {
             float* p = tile + (r0 + mt * 16 + g) * L4J_SWIGLU_LORA_LD + c0 + nt * 8 + 2 * t;
@@ -104,17 +105,18 @@ __device__ __forceinline__ void l4j_swiglu_lora_store8(l4j_bf16* p, const uint32
     *reinterpret_cast<l4j_u32x4*>(p) = c;
 }
 
-// Two blocks per SM (128 registers a thread): their prefetched groups keep enough bytes in flight.
-extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 2) lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up, l4j_bf16* out, const l4j_bf16* hg,
+// Three blocks per SM (80 registers a thread): the silu's exponential and division are latency-bound chains, and
+// more warps overlap them with the memory traffic.
+extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 3) lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up, l4j_bf16* out, const l4j_bf16* hg,
                                                    const float* bg, const l4j_bf16* hu, const float* bu, int n,
                                                    int ff, int r) {
     L4J_DYNAMIC_SHARED(float, smem);
-    float* sg = smem;                                               // [64][LD]
-    float* su = smem + L4J_SWIGLU_LORA_ROWS * L4J_SWIGLU_LORA_LD;  // [64][LD]
+    float* sg = smem;                                               // [ROWS][LD]
+    float* su = smem + L4J_SWIGLU_LORA_ROWS * L4J_SWIGLU_LORA_LD;  // [ROWS][LD]
     const int col_tiles = (ff + L4J_SWIGLU_LORA_COLS - 1) / L4J_SWIGLU_LORA_COLS;
     const int row0 = (int) (blockIdx.x / col_tiles) * L4J_SWIGLU_LORA_ROWS;
     const int col0 = (int) (blockIdx.x % col_tiles) * L4J_SWIGLU_LORA_COLS;
-    const int warp = threadIdx.x >> 5, wr = (warp >> 2) * 32, wc = (warp & 3) * 32;
+    const int warp = threadIdx.x >> 5, wr = (warp >> 2) * 16 * L4J_SWIGLU_LORA_MT, wc = (warp & 3) * 32;
 
     // This thread's groups: id = threadIdx.x + 256 i, at tile row id / 16 and column 8 (id % 16).
     constexpr int GROUPS_PER_ROW = L4J_SWIGLU_LORA_COLS / L4J_GROUP;  // 16
@@ -132,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 2) lora4j_
         }
     }
 
-    float acc[2][4][4];
+    float acc[L4J_SWIGLU_LORA_MT][4][4];
     l4j_swiglu_lora_product(acc, hg, bg, row0 + wr, col0 + wc, n, ff, r);
     l4j_swiglu_lora_stage(sg, acc, wr, wc);
     l4j_swiglu_lora_product(acc, hu, bu, row0 + wr, col0 + wc, n, ff, r);

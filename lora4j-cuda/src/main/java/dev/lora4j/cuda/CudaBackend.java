@@ -509,7 +509,7 @@ public final class CudaBackend implements Backend {
     }
 
     /** swiglu_lora.cu: the tile of one block, its threads, its shared memory (l4j_swiglu_lora_shared) and ranks. */
-    static final int SWIGLU_LORA_ROWS = 64, SWIGLU_LORA_COLS = 128, SWIGLU_LORA_THREADS = 256, SWIGLU_LORA_MAX_RANK = 64;
+    static final int SWIGLU_LORA_ROWS = 32, SWIGLU_LORA_COLS = 128, SWIGLU_LORA_THREADS = 256, SWIGLU_LORA_MAX_RANK = 64;
     static final int SWIGLU_LORA_SHARED = 2 * SWIGLU_LORA_ROWS * (SWIGLU_LORA_COLS + 4) * Float.BYTES;
 
     /**
