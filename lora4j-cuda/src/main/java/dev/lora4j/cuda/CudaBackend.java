@@ -508,8 +508,9 @@ public final class CudaBackend implements Backend {
         opDone("swiglu");
     }
 
-    /** swiglu_lora.cu: the tile of one block (4 warps of 16 rows over 4 strips of 32 columns), its threads, its ranks. */
-    static final int SWIGLU_LORA_ROWS = 64, SWIGLU_LORA_COLS = 128, SWIGLU_LORA_THREADS = 128, SWIGLU_LORA_MAX_RANK = 64;
+    /** swiglu_lora.cu: the tile of one block, its threads, its shared memory (l4j_swiglu_lora_shared) and ranks. */
+    static final int SWIGLU_LORA_ROWS = 32, SWIGLU_LORA_COLS = 128, SWIGLU_LORA_THREADS = 256, SWIGLU_LORA_MAX_RANK = 64;
+    static final int SWIGLU_LORA_SHARED = 2 * SWIGLU_LORA_ROWS * (SWIGLU_LORA_COLS + 4) * Float.BYTES;
 
     /**
      * One pass over gate and up (swiglu_lora.cu) for BF16 activations with F32 adapters of up to 64 ranks and rows of
@@ -538,7 +539,7 @@ public final class CudaBackend implements Backend {
         requireProductShapes(op + " (up)", hiddenUp, bUp, up);
         if (n == 0 || ff == 0) return;
         long grid = Math.ceilDiv(n, SWIGLU_LORA_ROWS) * Math.ceilDiv(ff, SWIGLU_LORA_COLS);
-        kernels.launch(CudaKernels.SWIGLU_LORA, grid, SWIGLU_LORA_THREADS, 0, stream,
+        kernels.launch(CudaKernels.SWIGLU_LORA, grid, SWIGLU_LORA_THREADS, SWIGLU_LORA_SHARED, stream,
                 KernelArgs.start().ptr(cuda(gate).address()).ptr(cuda(up).address()).ptr(cuda(out).address())
                         .ptr(cuda(hiddenGate).address()).ptr(cuda(bGate).address()).ptr(cuda(hiddenUp).address())
                         .ptr(cuda(bUp).address()).i32((int) n).i32((int) ff).i32(r));
