@@ -18,7 +18,7 @@ class CudaOpProfile {
     /** The profile the property asks for, or null: "true" host clock and waits, "events" device clock. */
     static CudaOpProfile fromProperty(CudaDriver cu, java.lang.foreign.MemorySegment stream) {
         String mode = System.getProperty(PROPERTY, "false");
-        return switch (mode) {
+        return switch (mode.trim().toLowerCase(java.util.Locale.ROOT)) {
             case "false", "" -> null;
             case "true" -> new CudaOpProfile();
             case "events" -> {
