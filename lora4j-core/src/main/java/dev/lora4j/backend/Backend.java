@@ -272,6 +272,18 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * The backward pass of an adapter's up projection {@code out += hidden · bᵀ} (hidden [n, r] an activation, b
+     * [m, r] F32): {@code gradB += dYᵀ · hidden} (F32 [m, r], accumulated) and {@code dHidden = dY · b} ([n, r],
+     * overwritten), as {@link #matmulBackwardWeight matmulBackwardWeight(dY, hidden, gradB, true)} and
+     * {@link #matmulBackwardInput matmulBackwardInput(dY, b, dHidden, false)} compute them. A backend may read dY
+     * once for both; its sums may then run in another order.
+     */
+    default void loraUpBackward(Tensor dY, Tensor hidden, Tensor b, Tensor gradB, Tensor dHidden) {
+        matmulBackwardWeight(dY, hidden, gradB, true);
+        matmulBackwardInput(dY, b, dHidden, false);
+    }
+
+    /**
      * The gradients of {@link #loraDown} (same x, a, scaling, p, seed) given dHidden [n, r], the gradient of hidden,
      * an activation of x's dtype: {@code gradA += scaling · dHiddenᵀ · dropout(x)} (gradA F32 [r, k], always
      * accumulated) and {@code dX (+)= dropout'(scaling · dHidden · a)}, where dropout' applies the forward pass's mask

@@ -923,9 +923,8 @@ public final class TrainableLlama implements AutoCloseable {
         Adapter ad = adapters[l][p.ordinal()];
         if (ad == null) return;
         int n = lay.tokens(), r = ad.plan().rank();
-        backend.matmulBackwardWeight(dY, a.lora(p, n, r), ad.gradB(), true);
         Tensor dHidden = buf.dLora(n, r); // the gradient of scaling·A·dropout(in): dY·B
-        backend.matmulBackwardInput(dY, ad.b(), dHidden, false);
+        backend.loraUpBackward(dY, a.lora(p, n, r), ad.b(), ad.gradB(), dHidden);
         backend.loraDownBackward(in, ad.a(), ad.scaling(), (float) ad.plan().dropout(), dropoutSeed(lay, l, p), dHidden,
                 ad.gradA(), dIn, true);
     }

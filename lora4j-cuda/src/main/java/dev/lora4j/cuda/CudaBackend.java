@@ -1047,6 +1047,21 @@ public final class CudaBackend implements Backend {
         opDone(productOp("loraDown", x.rows(), x.dim(-1), a.rows()));
     }
 
+    /**
+     * In one read of dY (lora_up.cu) with {@code -Dlora4j.cuda.fused-lora-up-backward=true}, for BF16 activations and
+     * ranks up to 16; the two products otherwise.
+     */
+    @Override
+    public void loraUpBackward(Tensor dY, Tensor hidden, Tensor b, Tensor gradB, Tensor dHidden) {
+        bind();
+        if (!CudaLora.servesUp(dY, hidden, b)) {
+            Backend.super.loraUpBackward(dY, hidden, b, gradB, dHidden);
+            return;
+        }
+        lora.upBackward(cuda(dY), cuda(hidden), cuda(b), cuda(gradB), cuda(dHidden), device.multiprocessors());
+        opDone(productOp("loraUpBackward", dY.rows(), dY.dim(-1), hidden.dim(-1)));
+    }
+
     /** As {@link #loraDown}; with more ranks than one pass takes (64 in BF16, 16 in F32) dX is rounded after each pass. */
     @Override
     public void loraDownBackward(Tensor x, Tensor a, float scaling, float p, long seed, Tensor dHidden, Tensor gradA,

@@ -89,7 +89,8 @@ final class CudaLora {
                 names.add(backwardKernel(rg, vector));
             }
         }
-        names.addAll(List.of(FORWARD_CORES, BACKWARD_CORES, GRAD_A, hiddenKernel(DType.F32), hiddenKernel(DType.BF16)));
+        names.addAll(List.of(FORWARD_CORES, BACKWARD_CORES, GRAD_A, hiddenKernel(DType.F32), hiddenKernel(DType.BF16),
+                UP_BACKWARD));
         return names;
     }
 
@@ -187,6 +188,64 @@ final class CudaLora {
             }
             kernels.launch(GRAD_A, CudaKernels.gridFor(elements), CudaKernels.ELEMENTWISE_THREADS, 0, backend.stream(),
                     KernelArgs.start().ptr(partial.address()).ptr(gradA.address()).i64(elements).i32(splits).f32(factor));
+        }
+    }
+
+    /** lora_up.cu: the fused backward of the up projection, its block's columns, rows per step and shared bytes. */
+    static final String UP_BACKWARD = "lora4j_lora_up_backward_bf16";
+    static final int UP_BLOCK_COLUMNS = 512, UP_ROWS = 64, UP_MAX_RANK = 16;
+    static final int UP_SHARED = (2 * UP_ROWS * 136 + 2 * UP_ROWS * 24 + UP_BLOCK_COLUMNS * 24) * 2;
+    /** Whether {@link #upBackward} serves (it has not been measured against the two products yet: off by default). */
+    static final String UP_BACKWARD_PROPERTY = "lora4j.cuda.fused-lora-up-backward";
+
+    /** Whether the fused up-projection backward takes these operands (see lora_up.cu). */
+    static boolean servesUp(Tensor dY, Tensor hidden, Tensor b) {
+        return Boolean.getBoolean(UP_BACKWARD_PROPERTY) && dY.dtype() == DType.BF16 && hidden.dtype() == DType.BF16
+                && b.dtype() == DType.F32 && hidden.dim(-1) <= UP_MAX_RANK && dY.dim(-1) % 8 == 0
+                && dY.dim(-1) <= Integer.MAX_VALUE && dY.rows() <= Integer.MAX_VALUE;
+    }
+
+    /**
+     * The rows one block of the fused up-projection backward sums over: 512, halved while the grid would leave SMs
+     * idle (two blocks each wanted), never under one step of 64. gradB's partial sums take splits x m x r floats.
+     */
+    static int upBlockRows(long n, long m, int multiprocessors) {
+        long colBlocks = Math.ceilDiv(m, UP_BLOCK_COLUMNS);
+        int rows = 512;
+        while (rows > UP_ROWS && colBlocks * Math.ceilDiv(n, rows) < 2L * multiprocessors) rows /= 2;
+        return rows;
+    }
+
+    /** {@code gradB += dYᵀ · hidden}, {@code dHidden = dY · b} in one read of dY; see Backend#loraUpBackward. */
+    void upBackward(CudaTensor dY, CudaTensor hidden, CudaTensor b, CudaTensor gradB, CudaTensor dHidden,
+                    int multiprocessors) {
+        long n = dY.rows(), m = dY.dim(-1);
+        int r = (int) hidden.dim(-1);
+        if (hidden.rows() != n || b.rows() != m || b.dim(-1) != r || gradB.dtype() != DType.F32 || gradB.rows() != m
+                || gradB.dim(-1) != r || dHidden.dtype() != hidden.dtype() || dHidden.rows() != n || dHidden.dim(-1) != r
+                || dY.address() % 16 != 0) {
+            throw new IllegalArgumentException("loraUpBackward: dY " + dY + ", hidden " + hidden + ", b " + b + ", gradB "
+                    + gradB + ", dHidden " + dHidden + " (needs dY [n, m] 16-byte aligned, hidden and dHidden [n, r] of"
+                    + " its dtype, b and gradB [m, r] F32)");
+        }
+        if (n == 0 || m == 0 || r == 0) {
+            if (r > 0 && n > 0) backend.zero(dHidden);
+            return;
+        }
+        int blockRows = upBlockRows(n, m, multiprocessors);
+        int colBlocks = (int) Math.ceilDiv(m, UP_BLOCK_COLUMNS), splits = (int) Math.ceilDiv(n, blockRows);
+        CudaKernels kernels = backend.kernels();
+        try (CudaTensor partialDb = backend.uninitialized(DType.F32, (long) splits * m * r);
+             CudaTensor partialDh = backend.uninitialized(DType.F32, (long) colBlocks * n * r)) {
+            kernels.launch(UP_BACKWARD, (long) colBlocks * splits, THREADS, UP_SHARED, backend.stream(),
+                    KernelArgs.start().ptr(dY.address()).ptr(hidden.address()).ptr(b.address()).ptr(partialDb.address())
+                            .ptr(partialDh.address()).i32((int) n).i32((int) m).i32(r).i32(blockRows));
+            long dbCount = m * r, dhCount = n * r;
+            kernels.launch(GRAD_A, CudaKernels.gridFor(dbCount), CudaKernels.ELEMENTWISE_THREADS, 0, backend.stream(),
+                    KernelArgs.start().ptr(partialDb.address()).ptr(gradB.address()).i64(dbCount).i32(splits).f32(1f));
+            kernels.launch(hiddenKernel(dHidden.dtype()), CudaKernels.gridFor(dhCount), CudaKernels.ELEMENTWISE_THREADS, 0,
+                    backend.stream(), KernelArgs.start().ptr(partialDh.address()).ptr(dHidden.address()).i64(dhCount)
+                            .i32(colBlocks).f32(1f));
         }
     }
 

@@ -1,0 +1,115 @@
+package dev.lora4j.cuda;
+
+import dev.lora4j.backend.BackendProvider;
+import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Half;
+import dev.lora4j.tensor.Tensor;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.util.Random;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * {@code loraUpBackward} in one read of dY (lora_up.cu, {@code -Dlora4j.cuda.fused-lora-up-backward=true}) against a
+ * scalar reference of its definition: gradB gains dYᵀ·hidden (FP32 sums of exact BF16 products, so within a few
+ * FP32 steps of the reference's double sums) and dHidden = dY·b with b rounded to BF16 (within one BF16 step). Shapes
+ * cover partial column blocks and row steps, several row splits, and ranks under 16. Skips, with the probe's reason,
+ * where CUDA cannot run.
+ */
+class CudaLoraUpBackwardTest {
+    private static CudaBackend gpu;
+    private static String unavailable;
+
+    @BeforeAll
+    static void open() {
+        System.setProperty(CudaLora.UP_BACKWARD_PROPERTY, "true");
+        BackendProvider.Availability a = new CudaBackendProvider().probe();
+        if (!a.available()) {
+            unavailable = "CUDA backend unavailable: " + a.detail();
+            return;
+        }
+        gpu = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
+    }
+
+    @BeforeEach
+    void requireGpu() {
+        assumeTrue(gpu != null, unavailable);
+    }
+
+    @AfterAll
+    static void close() {
+        System.clearProperty(CudaLora.UP_BACKWARD_PROPERTY);
+        if (gpu != null) gpu.close();
+    }
+
+    private static float bf(float v) { return Half.bf16ToFloat(Half.floatToBf16(v)); }
+
+    private static float[] random(Random rnd, int count, float scale, boolean bf16Values) {
+        float[] v = new float[count];
+        for (int i = 0; i < count; i++) {
+            float x = (float) rnd.nextGaussian() * scale;
+            v[i] = bf16Values ? bf(x) : x;
+        }
+        return v;
+    }
+
+    @ParameterizedTest(name = "n {0}, m {1}, rank {2}")
+    @CsvSource({"100, 1000, 16", "64, 512, 8", "300, 136, 16", "5, 8, 1", "1500, 1024, 16"})
+    void formsBothGradientsFromOneReadOfDy(int n, int m, int r) {
+        Random rnd = new Random(17L * n + m + r);
+        float[] dy = random(rnd, n * m, 1f, true), h = random(rnd, n * r, 1f, true);
+        float[] b = random(rnd, m * r, 0.3f, false), gradB0 = random(rnd, m * r, 0.5f, false);
+        double[] wantGradB = new double[m * r];
+        for (int c = 0; c < m; c++) {
+            for (int j = 0; j < r; j++) {
+                double s = 0;
+                for (int i = 0; i < n; i++) s += (double) dy[i * m + c] * h[i * r + j];
+                wantGradB[c * r + j] = gradB0[c * r + j] + s;
+            }
+        }
+        float[] wantDh = new float[n * r];
+        double[] dhMagnitude = new double[n * r];  // sum of |terms|: the scale of an FP32 sum's rounding
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < r; j++) {
+                double s = 0, abs = 0;
+                for (int c = 0; c < m; c++) {
+                    double term = (double) dy[i * m + c] * bf(b[c * r + j]);
+                    s += term;
+                    abs += Math.abs(term);
+                }
+                wantDh[i * r + j] = bf((float) s);
+                dhMagnitude[i * r + j] = abs;
+            }
+        }
+        try (Tensor tdy = gpu.fromFloats(dy, DType.BF16, n, m); Tensor th = gpu.fromFloats(h, DType.BF16, n, r);
+             Tensor tb = gpu.fromFloats(b, DType.F32, m, r); Tensor tg = gpu.fromFloats(gradB0, DType.F32, m, r);
+             Tensor tdh = gpu.allocate(DType.BF16, n, r)) {
+            assertThat(CudaLora.servesUp(tdy, th, tb)).as("the fused kernel takes these operands").isTrue();
+            gpu.loraUpBackward(tdy, th, tb, tg, tdh);
+            float[] gotGradB = gpu.toFloats(tg), gotDh = gpu.toFloats(tdh);
+            for (int e = 0; e < wantGradB.length; e++) {
+                // FP32 sums of n exact products: each addition rounds by at most half a step of the running sum
+                double bound = 1e-6 * (Math.abs(gradB0[e]) + Math.sqrt(n) * 4 + n * 1e-2);
+                assertThat((double) gotGradB[e]).as("gradB element %d", e).isCloseTo(wantGradB[e],
+                        org.assertj.core.data.Offset.offset(bound));
+            }
+            int off = 0;
+            for (int e = 0; e < wantDh.length; e++) {
+                if (gotDh[e] == wantDh[e]) continue;
+                off++;
+                // one BF16 step, or, where the terms nearly cancel, what FP32 summation of them can move
+                double step = Math.ulp(bf(Math.max(Math.abs(gotDh[e]), Math.abs(wantDh[e])))) * 65536.0;
+                double bound = Math.max(step, 1e-6 * dhMagnitude[e]);
+                assertThat((double) Math.abs(gotDh[e] - wantDh[e])).as("dHidden element %d: %s against %s", e,
+                        gotDh[e], wantDh[e]).isLessThanOrEqualTo(bound);
+            }
+            assertThat(off).as("dHidden elements one BF16 step away").isLessThanOrEqualTo(Math.max(2, wantDh.length / 50));
+        }
+    }
+}
