@@ -205,14 +205,21 @@ final class CudaLora {
                 && dY.dim(-1) <= Integer.MAX_VALUE && dY.rows() <= Integer.MAX_VALUE;
     }
 
+    /** The most bytes gradB's partial sums of the fused up-projection backward may take (splits x m x r floats). */
+    static final long UP_PARTIAL_BYTES = 8L << 20;
+
     /**
      * The rows one block of the fused up-projection backward sums over: 512, halved while the grid would leave SMs
-     * idle (two blocks each wanted), never under one step of 64. gradB's partial sums take splits x m x r floats.
+     * idle (two blocks each wanted), never under one step of 64, nor so few that gradB's partial sums pass
+     * {@link #UP_PARTIAL_BYTES}: they are scratch beside the activations at training's peak.
      */
-    static int upBlockRows(long n, long m, int multiprocessors) {
+    static int upBlockRows(long n, long m, int r, int multiprocessors) {
         long colBlocks = Math.ceilDiv(m, UP_BLOCK_COLUMNS);
         int rows = 512;
-        while (rows > UP_ROWS && colBlocks * Math.ceilDiv(n, rows) < 2L * multiprocessors) rows /= 2;
+        while (rows > UP_ROWS && colBlocks * Math.ceilDiv(n, rows) < 2L * multiprocessors
+                && Math.ceilDiv(n, rows / 2) * m * r * Float.BYTES <= UP_PARTIAL_BYTES) {
+            rows /= 2;
+        }
         return rows;
     }
 
@@ -232,7 +239,7 @@ final class CudaLora {
             if (r > 0 && n > 0) backend.zero(dHidden);
             return;
         }
-        int blockRows = upBlockRows(n, m, multiprocessors);
+        int blockRows = upBlockRows(n, m, r, multiprocessors);
         int colBlocks = (int) Math.ceilDiv(m, UP_BLOCK_COLUMNS), splits = (int) Math.ceilDiv(n, blockRows);
         CudaKernels kernels = backend.kernels();
         try (CudaTensor partialDb = backend.uninitialized(DType.F32, (long) splits * m * r);

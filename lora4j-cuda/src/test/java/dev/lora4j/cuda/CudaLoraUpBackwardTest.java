@@ -59,6 +59,18 @@ class CudaLoraUpBackwardTest {
         return v;
     }
 
+    @org.junit.jupiter.api.Test
+    void splitsRowsToFillTheGpuWithoutLettingGradBsPartialsPassTheirBound() {
+        // Mistral-7B's gate (m = 14336) at 4,096 tokens, 132 SMs: 28 column blocks need 16 row splits to give two
+        // blocks per SM, but 16 x 14336 x 16 floats is 14.7 MB: 8 splits (7.3 MB) it is.
+        assertThat(CudaLora.upBlockRows(4096, 14336, 16, 132)).isEqualTo(512);
+        // q (m = 4096): 8 column blocks; 32 row splits (256 blocks, still under 264) take exactly the 8 MiB bound,
+        // 64 would take twice that: 128 rows.
+        assertThat(CudaLora.upBlockRows(4096, 4096, 16, 132)).isEqualTo(128);
+        // A small GPU and a short batch: halved down to one step, the bound never near.
+        assertThat(CudaLora.upBlockRows(256, 1024, 16, 4)).isEqualTo(64);
+    }
+
     @ParameterizedTest(name = "n {0}, m {1}, rank {2}")
     @CsvSource({"100, 1000, 16", "64, 512, 8", "300, 136, 16", "5, 8, 1", "1500, 1024, 16"})
     void formsBothGradientsFromOneReadOfDy(int n, int m, int r) {
