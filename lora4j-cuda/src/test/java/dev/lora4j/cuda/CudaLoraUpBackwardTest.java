@@ -2,7 +2,6 @@ package dev.lora4j.cuda;
 
 import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.tensor.DType;
-import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -12,6 +11,8 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 import java.util.Random;
 
+import static dev.lora4j.cuda.Bf16Values.bf;
+import static dev.lora4j.cuda.Bf16Values.gaussian;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -48,17 +49,6 @@ class CudaLoraUpBackwardTest {
         if (gpu != null) gpu.close();
     }
 
-    private static float bf(float v) { return Half.bf16ToFloat(Half.floatToBf16(v)); }
-
-    private static float[] random(Random rnd, int count, float scale, boolean bf16Values) {
-        float[] v = new float[count];
-        for (int i = 0; i < count; i++) {
-            float x = (float) rnd.nextGaussian() * scale;
-            v[i] = bf16Values ? bf(x) : x;
-        }
-        return v;
-    }
-
     @org.junit.jupiter.api.Test
     void splitsRowsToFillTheGpuWithoutLettingGradBsPartialsPassTheirBound() {
         // Mistral-7B's gate (m = 14336) at 4,096 tokens, 132 SMs: 28 column blocks need 16 row splits to give two
@@ -75,8 +65,8 @@ class CudaLoraUpBackwardTest {
     @CsvSource({"100, 1000, 16", "64, 512, 8", "300, 136, 16", "5, 8, 1", "1500, 1024, 16"})
     void formsBothGradientsFromOneReadOfDy(int n, int m, int r) {
         Random rnd = new Random(17L * n + m + r);
-        float[] dy = random(rnd, n * m, 1f, true), h = random(rnd, n * r, 1f, true);
-        float[] b = random(rnd, m * r, 0.3f, false), gradB0 = random(rnd, m * r, 0.5f, false);
+        float[] dy = gaussian(rnd, n * m, 1f, true), h = gaussian(rnd, n * r, 1f, true);
+        float[] b = gaussian(rnd, m * r, 0.3f, false), gradB0 = gaussian(rnd, m * r, 0.5f, false);
         double[] wantGradB = new double[m * r];
         for (int c = 0; c < m; c++) {
             for (int j = 0; j < r; j++) {

@@ -3,7 +3,6 @@ package dev.lora4j.cuda;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.tensor.DType;
-import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -13,6 +12,8 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 import java.util.Random;
 
+import static dev.lora4j.cuda.Bf16Values.bf;
+import static dev.lora4j.cuda.Bf16Values.gaussian;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -51,17 +52,6 @@ class CudaSwigluWithLoraTest {
         if (f32 != null) f32.close();
     }
 
-    private static float bf(float v) { return Half.bf16ToFloat(Half.floatToBf16(v)); }
-
-    private static float[] random(Random rnd, int count, float scale, boolean bf16Values) {
-        float[] v = new float[count];
-        for (int i = 0; i < count; i++) {
-            float x = (float) rnd.nextGaussian() * scale;
-            v[i] = bf16Values ? bf(x) : x;
-        }
-        return v;
-    }
-
     /** gate (or up) after its adapter: round(base + sum_k bf16(h[i][k]) bf16(b[j][k])), the sum in double. */
     private static float[] withAdapter(float[] base, float[] h, float[] b, int n, int ff, int r) {
         float[] out = new float[n * ff];
@@ -94,9 +84,9 @@ class CudaSwigluWithLoraTest {
     @CsvSource({"64, 256, 16", "37, 136, 8", "100, 1000, 24", "33, 128, 64", "5, 8, 1"})
     void addsBothAdaptersThenTakesTheProductOfTheRoundedSums(int n, int ff, int r) {
         Random rnd = new Random(31L * n + ff + r);
-        float[] gate = random(rnd, n * ff, 2f, true), up = random(rnd, n * ff, 2f, true);
-        float[] hg = random(rnd, n * r, 0.5f, true), hu = random(rnd, n * r, 0.5f, true);
-        float[] bg = random(rnd, ff * r, 0.5f, false), bu = random(rnd, ff * r, 0.5f, false);
+        float[] gate = gaussian(rnd, n * ff, 2f, true), up = gaussian(rnd, n * ff, 2f, true);
+        float[] hg = gaussian(rnd, n * r, 0.5f, true), hu = gaussian(rnd, n * r, 0.5f, true);
+        float[] bg = gaussian(rnd, ff * r, 0.5f, false), bu = gaussian(rnd, ff * r, 0.5f, false);
         float[] wantGate = withAdapter(gate, hg, bg, n, ff, r), wantUp = withAdapter(up, hu, bu, n, ff, r);
         float[] wantOut = new float[n * ff];
         for (int i = 0; i < wantOut.length; i++) {
