@@ -21,6 +21,66 @@ class TokenBatchesTest {
         return Files.writeString(dir.resolve("tokens.json"), json);
     }
 
+    /**
+     * Fuzzing: a valid file cut short, with bytes replaced, inserted or removed, is either read (and then checked
+     * against its shape) or refused with a message that names the file; nothing else escapes.
+     */
+    @Test
+    void aDamagedFileIsReadOrRefusedNamingTheFileAndNothingElseEscapes() throws IOException {
+        byte[] valid = "{\"micro_batches\": [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [10, 11, 12]]], \"seed\": 3}"
+                .getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        byte[] alphabet = "[]{},:\"0123456789-.eE tnulfasr\\\n\u00ff".getBytes(java.nio.charset.StandardCharsets.ISO_8859_1);
+        java.util.Random rnd = new java.util.Random(20261130);
+        int read = 0, refused = 0;
+        for (int i = 0; i < 3000; i++) {
+            byte[] b = mutate(valid, rnd, alphabet);
+            Path f = Files.write(dir.resolve("fuzz.json"), b);
+            try {
+                TokenBatches t = TokenBatches.read(f);
+                read++;
+                try {
+                    t.checkFits(3, 2, 13);
+                } catch (IllegalArgumentException e) {
+                    assertThat(e.getMessage()).as("case %d", i).contains("fuzz.json");
+                }
+            } catch (IOException | IllegalArgumentException e) {
+                refused++;
+                assertThat(e.getMessage()).as("case %d: %s", i, new String(b, java.nio.charset.StandardCharsets.ISO_8859_1))
+                        .contains("fuzz.json");
+            }
+        }
+        assertThat(read).as("mutations still read").isPositive();
+        assertThat(refused).as("mutations refused").isPositive();
+    }
+
+    private static byte[] mutate(byte[] valid, java.util.Random rnd, byte[] alphabet) {
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        out.write(valid, 0, valid.length);
+        byte[] b = out.toByteArray();
+        int edits = 1 + rnd.nextInt(3);
+        for (int e = 0; e < edits && b.length > 0; e++) {
+            int at = rnd.nextInt(b.length);
+            switch (rnd.nextInt(4)) {
+                case 0 -> b = java.util.Arrays.copyOf(b, at);                                     // cut short
+                case 1 -> b[at] = alphabet[rnd.nextInt(alphabet.length)];                        // replace
+                case 2 -> {                                                                       // insert
+                    byte[] n = new byte[b.length + 1];
+                    System.arraycopy(b, 0, n, 0, at);
+                    n[at] = alphabet[rnd.nextInt(alphabet.length)];
+                    System.arraycopy(b, at, n, at + 1, b.length - at);
+                    b = n;
+                }
+                default -> {                                                                      // remove
+                    byte[] n = new byte[b.length - 1];
+                    System.arraycopy(b, 0, n, 0, at);
+                    System.arraycopy(b, at + 1, n, at, b.length - at - 1);
+                    b = n;
+                }
+            }
+        }
+        return b;
+    }
+
     @Test
     void readsAnArrayOfMicroBatchesOfSequencesOfTokenIds() throws IOException {
         TokenBatches t = TokenBatches.read(file("[[[1, 2, 3], [4, 5, 6]],\n [[7, 8, 9], [10, 11, 12]]]"));
