@@ -194,7 +194,10 @@ final class CudaLora {
     /** lora_up.cu: the fused backward of the up projection, its block's columns, rows per step and shared bytes. */
     static final String UP_BACKWARD = "lora4j_lora_up_backward_bf16";
     static final int UP_BLOCK_COLUMNS = 512, UP_ROWS = 64, UP_MAX_RANK = 16;
-    static final int UP_SHARED = (2 * UP_ROWS * 136 + 2 * UP_ROWS * 24 + UP_BLOCK_COLUMNS * 24) * 2;
+    /** lora_up.cu's shared row lengths in bf16: a 128-column sub-tile of dY, and the rank rows of hidden and b. */
+    static final int UP_LD = 128 + 8, UP_RANK_LD = UP_MAX_RANK + 8;
+    /** l4j_lora_up_shared: two dY tiles, two hidden tiles, the block's b columns, all bf16. */
+    static final int UP_SHARED = (2 * UP_ROWS * UP_LD + 2 * UP_ROWS * UP_RANK_LD + UP_BLOCK_COLUMNS * UP_RANK_LD) * 2;
     /** Whether {@link #upBackward} serves (it has not been measured against the two products yet: off by default). */
     static final String UP_BACKWARD_PROPERTY = "lora4j.cuda.fused-lora-up-backward";
 
