@@ -37,6 +37,10 @@ __host__ __device__ __forceinline__ int l4j_fa_dq_shared(int d) { return 6 * l4j
 __host__ __device__ __forceinline__ int l4j_fa_dkv_shared(int d) {
     return 6 * l4j_fa_tile_bytes(d) + 4 * L4J_FA_ROWS * (int) sizeof(float);
 }
+// The dq pass from stored dS: two key tiles and two dS tiles (64 x 64 bf16, unpadded).
+__host__ __device__ __forceinline__ int l4j_fa_dq_stored_shared(int d) {
+    return 2 * l4j_fa_tile_bytes(d) + 2 * L4J_FA_ROWS * L4J_FA_ROWS * 2;
+}
 
 // Rows [row0, row0 + 64) of a row-major bf16 matrix (row stride `stride` elements, `src` at the head's first column)
 // into tile[64][D + 8] with cp.async by the THREADS threads of the block; rows at or past n become zeros.
@@ -233,6 +237,7 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
                                                   float* __restrict__ lse, int n, int n_heads, int n_kv_heads,
                                                   int window, float scale_log2) {
     constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD, DT = D / 8, THREADS = HG * L4J_FA_THREADS;
+    l4j_require_dynamic_shared(l4j_fa_forward_shared(D, HG));
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* qs_all = reinterpret_cast<uint16_t*>(smem);  // [HG][64][LD]
     uint16_t* ks = qs_all + HG * TILE;  // [2][64][LD]
@@ -546,6 +551,7 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
                                                        uint16_t* __restrict__ ds_out, int n, int n_heads,
                                                        int n_kv_heads, int window, int head0, float scale) {
     constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD;
+    l4j_require_dynamic_shared(l4j_fa_dkv_shared(D));
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* ks = reinterpret_cast<uint16_t*>(smem);
     uint16_t* vs = ks + TILE;
@@ -676,6 +682,7 @@ __device__ __forceinline__ void l4j_flash_backward_dq(const uint16_t* __restrict
                                                       G* __restrict__ dq, int n, int n_heads, int n_kv_heads,
                                                       int window, float scale, float scale_log2) {
     constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD;
+    l4j_require_dynamic_shared(l4j_fa_dq_shared(D));
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* qs = reinterpret_cast<uint16_t*>(smem);
     uint16_t* dos = qs + TILE;
@@ -791,6 +798,7 @@ __device__ __forceinline__ void l4j_flash_backward_dq_stored(const uint16_t* __r
                                                              int n, int n_heads, int n_kv_heads, int window,
                                                              int head0, float scale) {
     constexpr int LD = D + 8, TILE = L4J_FA_ROWS * LD, NT = D / 16;  // NT: 8-column n-tiles of a warp's D/2 columns
+    l4j_require_dynamic_shared(l4j_fa_dq_stored_shared(D));
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* ks = reinterpret_cast<uint16_t*>(smem);  // [2][64][LD]
     uint16_t* dss = ks + 2 * TILE;                       // [2][64 x 64], as stored

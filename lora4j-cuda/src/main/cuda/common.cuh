@@ -314,6 +314,20 @@ __device__ __forceinline__ void l4j_mma_m16n8k16_bf16(float d[4], const uint32_t
 #endif
 }
 
+// Fails the launch unless it has at least `bytes` of dynamic shared memory. The host mirrors each kernel's shared size
+// (CudaBackend, CudaLora, FlashAttention); a kernel that checks its own size function here ties the two together, so
+// that a mirror that drifts fails the first launch (on the GPU with a trap, in the device emulator with a fault named
+// so) instead of overrunning shared memory.
+__device__ __forceinline__ void l4j_require_dynamic_shared(unsigned bytes) {
+#if defined(__CUDA_ARCH__)
+    unsigned have;
+    asm("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(have));
+    if (have < bytes) __trap();
+#elif defined(L4J_EMULATION)
+    l4j_emu::require_dynamic_shared(bytes);
+#endif
+}
+
 // A byte address in shared memory, as the tensor-core operations take it: the 32-bit shared-window address on the GPU
 // (offsets added to it fold into the instructions' immediates), the host address in the emulator.
 #if defined(__CUDA_ARCH__)

@@ -75,6 +75,7 @@ __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x
                                                   int split_cols, unsigned long long seed, unsigned threshold) {
     constexpr int R = 16 * RG, LD = L4J_LORA_FWD_LD, XT = L4J_LORA_FWD_ROWS * LD, AT = R * LD;
     constexpr int A_PER_THREAD = R * L4J_LORA_FWD_COLS / L4J_LORA_THREADS;  // 4 RG
+    l4j_require_dynamic_shared(l4j_lora_forward_shared(RG));
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* xs = reinterpret_cast<uint16_t*>(smem);  // [2][128][LD]
     uint16_t* as = xs + 2 * XT;                        // [2][R][LD]
@@ -206,6 +207,7 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
         long long partial_split_stride, unsigned long long seed, unsigned threshold, float factor, int accumulate) {
     constexpr int R = 16 * RG, LD = L4J_LORA_BWD_LD, HLD = R + 8, XT = L4J_LORA_BWD_ROWS * LD;
     constexpr int HT = L4J_LORA_BWD_ROWS * HLD, H_PER_THREAD = L4J_LORA_BWD_ROWS * R / L4J_LORA_THREADS;  // 4 RG
+    l4j_require_dynamic_shared(l4j_lora_backward_shared(RG, VEC && accumulate));
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* as = reinterpret_cast<uint16_t*>(smem);  // [R][LD]
     uint16_t* xs = as + R * LD;                        // [2][64][LD]

@@ -32,6 +32,7 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_UP_THREADS) lora4j_lora_up
         float* __restrict__ partial_db, float* __restrict__ partial_dh, int n, int m, int r, int block_rows) {
     constexpr int LD = L4J_LORA_UP_LD, RLD = L4J_LORA_UP_RLD, TILE = L4J_LORA_UP_ROWS * LD;
     constexpr int HT = L4J_LORA_UP_ROWS * RLD, BLOCK_COLS = L4J_LORA_UP_SUBTILES * L4J_LORA_UP_COLS;
+    l4j_require_dynamic_shared(l4j_lora_up_shared());
     L4J_DYNAMIC_SHARED(float, smem);
     uint16_t* ys = reinterpret_cast<uint16_t*>(smem);  // [2][64][LD]
     uint16_t* hs = ys + 2 * TILE;                      // [2][64][RLD]

@@ -110,6 +110,7 @@ __device__ __forceinline__ void l4j_swiglu_lora_store8(l4j_bf16* p, const uint32
 extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 3) lora4j_swiglu_lora_bf16(l4j_bf16* gate, l4j_bf16* up, l4j_bf16* out, const l4j_bf16* hg,
                                                    const float* bg, const l4j_bf16* hu, const float* bu, int n,
                                                    int ff, int r) {
+    l4j_require_dynamic_shared(l4j_swiglu_lora_shared());
     L4J_DYNAMIC_SHARED(float, smem);
     float* sg = smem;                                               // [ROWS][LD]
     float* su = smem + L4J_SWIGLU_LORA_ROWS * L4J_SWIGLU_LORA_LD;  // [ROWS][LD]

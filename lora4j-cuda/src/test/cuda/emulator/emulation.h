@@ -48,6 +48,8 @@ unsigned lane();
 void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
 void ldmatrix_x4(uint32_t r[4], const void* row, bool trans);
 void copy_16(void* shared_dst, const void* global_src, bool valid);
+// Fails the launch (as a trap does on the GPU) unless it was given at least `bytes` of dynamic shared memory.
+void require_dynamic_shared(size_t bytes);
 
 }  // namespace l4j_emu
 

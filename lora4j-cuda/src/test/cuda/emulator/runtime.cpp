@@ -189,6 +189,14 @@ Exchange* enter_collective() {
     return &w.exchange[current->collectives++ & 1];
 }
 
+}  // namespace
+
+void require_dynamic_shared(size_t bytes) {
+    if (dynamic_shared_bytes < bytes) illegal("the launch has less dynamic shared memory than the kernel's own size function asks");
+}
+
+namespace {
+
 // Whether [p, p + bytes) is 16-byte aligned and inside the launch's dynamic shared memory.
 bool shared_operand(const void* p, size_t bytes, const char* what) {
     uintptr_t a = (uintptr_t) p, base = (uintptr_t) dynamic_shared;
