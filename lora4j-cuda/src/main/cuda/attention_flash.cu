@@ -43,16 +43,25 @@ __host__ __device__ __forceinline__ int l4j_fa_dq_stored_shared(int d) {
 }
 
 // Rows [row0, row0 + 64) of a row-major bf16 matrix (row stride `stride` elements, `src` at the head's first column)
-// into tile[64][D + 8] with cp.async by the THREADS threads of the block; rows at or past n become zeros.
+// into tile[64][D + 8] with cp.async by the THREADS threads of the block; rows at or past n become zeros. Each thread
+// copies the same 16-byte column of every (THREADS / (D / 8))-th row, so its addresses are one base and constant
+// steps: the generic chunk-index arithmetic (a division, a 64-bit product per chunk) had made these copies a quarter
+// of the forward pass's instructions.
 template <int D, int THREADS = L4J_FA_THREADS>
 __device__ __forceinline__ void l4j_fa_load_tile(uint16_t* tile, const uint16_t* src, int row0, int n,
                                                  long long stride) {
     constexpr int CHUNKS = D / 8;  // 16-byte pieces of a row
-    for (int idx = threadIdx.x; idx < L4J_FA_ROWS * CHUNKS; idx += THREADS) {
-        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8;
-        const int row = row0 + r;
-        const bool valid = row < n;
-        l4j_cp_async_16(tile + r * (D + 8) + c, src + (long long) (valid ? row : 0) * stride + c, valid);
+    constexpr int ROWS_PER_PASS = THREADS / CHUNKS, PASSES = L4J_FA_ROWS / ROWS_PER_PASS;
+    static_assert(THREADS % CHUNKS == 0 && L4J_FA_ROWS % ROWS_PER_PASS == 0, "whole rows per pass");
+    const int r = (int) threadIdx.x / CHUNKS, c = ((int) threadIdx.x % CHUNKS) * 8;
+    const uint16_t* from = src + (long long) (row0 + r) * stride + c;
+    const long long step = (long long) ROWS_PER_PASS * stride;
+    uint16_t* to = tile + r * (D + 8) + c;
+#pragma unroll
+    for (int i = 0; i < PASSES; i++) {
+        const bool valid = row0 + r + i * ROWS_PER_PASS < n;
+        // A row past the end reads nothing; it still names an address inside the matrix.
+        l4j_cp_async_16(to + i * ROWS_PER_PASS * (D + 8), valid ? from + i * step : src + c, valid);
     }
 }
 
@@ -217,6 +226,36 @@ __device__ __forceinline__ float l4j_fa_exp2(float x) {
 #endif
 }
 
+// A warp's 32 x 32 block of scores (two m-tiles of 16 query rows from r0, four n-tiles of 8 keys from this lane's
+// first key c), scaled to base 2 in place, with keys outside the mask at -inf where MASKED; mx, each row's maximum
+// over the block, shared by the 4 lanes of the row's quad.
+template <bool MASKED>
+__device__ __forceinline__ void l4j_fa_scale_scores(float s[2][4][4], float mx[2][2], int r0, int c, int window,
+                                                    float scale_log2) {
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int row = r0 + mt * 16 + r * 8;
+            float x_max = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    // A product rounded on its own: the maximum's own exponent is then exactly exp2(0) = 1.
+                    float x = __fmul_rn(s[mt][nt][2 * r + e], scale_log2);
+                    if (MASKED && !l4j_fa_attends(row, c + nt * 8 + e, window)) x = -INFINITY;
+                    s[mt][nt][2 * r + e] = x;
+                    x_max = fmaxf(x_max, x);
+                }
+            }
+            x_max = fmaxf(x_max, __shfl_xor_sync(0xffffffffu, x_max, 1));  // the 4 lanes of a quad share the row
+            x_max = fmaxf(x_max, __shfl_xor_sync(0xffffffffu, x_max, 2));
+            mx[mt][r] = x_max;
+        }
+    }
+}
+
 // ---- forward ------------------------------------------------------------------------------------------------
 
 // One block per (64-row query tile, query head), the tiles with the most keys first. Each warp holds 32 query rows
@@ -329,32 +368,22 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
             }
         }
 
-        const bool masked = l4j_fa_needs_mask32(r0 - g, c0, window);
         uint32_t pa[2][2][4];  // P rounded to BF16, as the A fragments of P v: [m-tile][16-key step]
         // Scaled and masked scores, and each row's maximum over the tile.
         float mx[2][2];
+        // The whole warp takes one side: a mask tested per element, even where it never applies, costs the tiles
+        // off the diagonal a hundred predicated instructions each.
+        if (l4j_fa_needs_mask32(r0 - g, c0, window)) {
+            l4j_fa_scale_scores<true>(s, mx, r0, c0 + 2 * t, window, scale_log2);
+        } else {
+            l4j_fa_scale_scores<false>(s, mx, r0, c0 + 2 * t, window, scale_log2);
+        }
         bool grows = false;
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const int row = r0 + mt * 16 + r * 8;
-                float x_max = -INFINITY;
-#pragma unroll
-                for (int nt = 0; nt < 4; nt++) {
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        // A product rounded on its own: the maximum's own exponent is then exactly exp2(0) = 1.
-                        float x = __fmul_rn(s[mt][nt][2 * r + e], scale_log2);
-                        if (masked && !l4j_fa_attends(row, c0 + nt * 8 + 2 * t + e, window)) x = -INFINITY;
-                        s[mt][nt][2 * r + e] = x;
-                        x_max = fmaxf(x_max, x);
-                    }
-                }
-                x_max = fmaxf(x_max, __shfl_xor_sync(0xffffffffu, x_max, 1));  // the 4 lanes of a quad share the row
-                x_max = fmaxf(x_max, __shfl_xor_sync(0xffffffffu, x_max, 2));
-                mx[mt][r] = x_max;
-                grows |= x_max > m[mt][r] + L4J_FA_RESCALE_SLACK;  // always where m is still -inf and x_max is not
+                grows |= mx[mt][r] > m[mt][r] + L4J_FA_RESCALE_SLACK;  // always where m is still -inf and mx is not
             }
         }
         // The running maxima move, and o and l are rescaled, only when some row's maximum grows by more than the
@@ -628,17 +657,29 @@ __device__ __forceinline__ void l4j_flash_backward_dkv(const uint16_t* __restric
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
                 // This thread's two query columns c, c + 1 of n-tile nt.
-                const int c = c0 + nt * 8 + 2 * t;
-                const l4j_fa_pair lse2 = *reinterpret_cast<const l4j_fa_pair*>(lse_t + c);
-                const l4j_fa_pair dsum2 = *reinterpret_cast<const l4j_fa_pair*>(dsum_t + c);
+                const l4j_fa_pair lse2 = *reinterpret_cast<const l4j_fa_pair*>(lse_t + c0 + nt * 8 + 2 * t);
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int col = c + (e & 1);
-                    const bool live = !masked || (q0 + col < n && l4j_fa_attends(q0 + col, keys[e >> 1], window));
-                    const float x = l4j_fa_exp2(p[nt][e] * scale_log2 - ((e & 1) ? lse2.y : lse2.x) * LOG2E);
-                    p[nt][e] = live ? x : 0.0f;
-                    ds[nt][e] = p[nt][e] * (ds[nt][e] - ((e & 1) ? dsum2.y : dsum2.x));
+                    p[nt][e] = l4j_fa_exp2(p[nt][e] * scale_log2 - ((e & 1) ? lse2.y : lse2.x) * LOG2E);
                 }
+            }
+            // Only tiles on the mask's edges test it (the warp takes one side): a test per element everywhere
+            // would cost every other tile as many predicated instructions.
+            if (masked) {
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int col = q0 + c0 + nt * 8 + 2 * t + (e & 1);
+                        if (!(col < n && l4j_fa_attends(col, keys[e >> 1], window))) p[nt][e] = 0.0f;
+                    }
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+                const l4j_fa_pair dsum2 = *reinterpret_cast<const l4j_fa_pair*>(dsum_t + c0 + nt * 8 + 2 * t);
+#pragma unroll
+                for (int e = 0; e < 4; e++) ds[nt][e] = p[nt][e] * (ds[nt][e] - ((e & 1) ? dsum2.y : dsum2.x));
             }
             if (ds_tile != nullptr) {
                 // dS^T rounded as the product below rounds it, into the 8 x 8 blocks of (key rows g, g + 8 of this
