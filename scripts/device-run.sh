@@ -32,9 +32,13 @@ case "$cmd" in
         # The console launcher does not expand class-path wildcards: list the jars.
         cp="$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda:$b/lora4j-cli.jar"
         for jar in "$b"/lib/*.jar "$b"/test/lib/*.jar; do cp="$cp:$jar"; done
+        # The launcher refuses a class-path scan beside explicit selectors (--select-class ...): scan only without.
+        scan=(--scan-class-path "$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda")
+        for arg in "$@"; do
+            case "$arg" in --select*) scan=() ;; esac
+        done
         exec "$java" "${flags[@]}" -jar "$b"/test/junit-platform-console-standalone-*.jar execute \
-            --class-path "$cp" --scan-class-path "$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda" \
-            --details=tree --disable-banner "$@"
+            --class-path "$cp" "${scan[@]}" --details=tree --disable-banner "$@"
         ;;
     lora4j)
         exec "$java" "${flags[@]}" -jar "$b/lora4j-cli.jar" "$@"

@@ -57,11 +57,16 @@ __device__ __forceinline__ void l4j_fa_load_tile(uint16_t* tile, const uint16_t*
     const uint16_t* from = src + (long long) (row0 + r) * stride + c;
     const long long step = (long long) ROWS_PER_PASS * stride;
     uint16_t* to = tile + r * (D + 8) + c;
+    if (row0 + L4J_FA_ROWS <= n) {  // every tile but the last of a sequence off the 64-row grid: no row to test
 #pragma unroll
-    for (int i = 0; i < PASSES; i++) {
-        const bool valid = row0 + r + i * ROWS_PER_PASS < n;
-        // A row past the end reads nothing; it still names an address inside the matrix.
-        l4j_cp_async_16(to + i * ROWS_PER_PASS * (D + 8), valid ? from + i * step : src + c, valid);
+        for (int i = 0; i < PASSES; i++) l4j_cp_async_16(to + i * ROWS_PER_PASS * (D + 8), from + i * step, true);
+    } else {
+#pragma unroll
+        for (int i = 0; i < PASSES; i++) {
+            const bool valid = row0 + r + i * ROWS_PER_PASS < n;
+            // A row past the end reads nothing; it still names an address inside the matrix.
+            l4j_cp_async_16(to + i * ROWS_PER_PASS * (D + 8), valid ? from + i * step : src + c, valid);
+        }
     }
 }
 
@@ -301,6 +306,7 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
 #pragma unroll
     for (int i = 0; i < HG; i++) l4j_fa_load_tile<D, THREADS>(qs_all + i * TILE, q + (long long) (h0 + i) * D, q0, n, q_stride);
     l4j_fa_load_tile<D, THREADS>(ks, kh_src, j_last * L4J_FA_ROWS, n, kv_stride);
+    l4j_cp_async_commit();
     l4j_fa_load_tile<D, THREADS>(vs, vh_src, j_last * L4J_FA_ROWS, n, kv_stride);
     l4j_cp_async_commit();
 
@@ -322,12 +328,16 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
 
     // The diagonal tile first: it holds the last rows' own keys, so most running maxima are final early.
     for (int j = j_last, it = 0; j >= j_first; j--, it++) {
-        l4j_cp_async_wait<0>();
-        __syncthreads();  // this tile is in; every warp is done with the previous one, whose buffers refill now
+        // Keys and values arrive as separate groups of copies, so that the scores and their softmax run while this
+        // tile's values are still on their way.
+        l4j_cp_async_wait<1>();
+        __syncthreads();  // this key tile is in; every warp is done with the previous tiles, whose buffers refill now
         const l4j_shared_address kt = l4j_shared(ks + (it & 1) * TILE);
         const l4j_shared_address vt = l4j_shared(vs + (it & 1) * TILE);
-        if (j > j_first) {
+        const bool more = j > j_first;
+        if (more) {
             l4j_fa_load_tile<D, THREADS>(ks + ((it + 1) & 1) * TILE, kh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
+            l4j_cp_async_commit();
             l4j_fa_load_tile<D, THREADS>(vs + ((it + 1) & 1) * TILE, vh_src, (j - 1) * L4J_FA_ROWS, n, kv_stride);
             l4j_cp_async_commit();
         }
@@ -341,94 +351,105 @@ __device__ __forceinline__ void l4j_flash_forward(const uint16_t* __restrict__ q
             }
         }
         const int c0 = j * L4J_FA_ROWS + kh * 32;  // this warp's first key
-        if (l4j_fa_skips(r0 - g, c0, n, window)) continue;
-
-        float s[2][4][4];
+        const bool skip = l4j_fa_skips(r0 - g, c0, n, window);
+        uint32_t pa[2][2][4];  // P rounded to BF16, as the A fragments of P v: [m-tile][16-key step]
+        if (!skip) {
+            float s[2][4][4];
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
+            for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
-        }
-#pragma unroll 4  // fully unrolled, ptxas loads fragments so far ahead that D = 128 spills
-        for (int kk = 0; kk < D / 16; kk++) {
-            const int qk = Q_IN_REGISTERS ? kk : 0;
-            if (!Q_IN_REGISTERS) {
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) l4j_fa_frag_a<LD>(qf[mt][0], l4j_shared(qs), rh * 32 + mt * 16, kk * 16);
+                for (int nt = 0; nt < 4; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
             }
+#pragma unroll 4  // fully unrolled, ptxas loads fragments so far ahead that D = 128 spills
+            for (int kk = 0; kk < D / 16; kk++) {
+                const int qk = Q_IN_REGISTERS ? kk : 0;
+                if (!Q_IN_REGISTERS) {
 #pragma unroll
-            for (int np = 0; np < 2; np++) {
-                uint32_t b[4];
-                l4j_fa_frag_b<LD>(b, kt, kh * 32 + np * 16, kk * 16);
+                    for (int mt = 0; mt < 2; mt++) {
+                        l4j_fa_frag_a<LD>(qf[mt][0], l4j_shared(qs), rh * 32 + mt * 16, kk * 16);
+                    }
+                }
 #pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    l4j_mma_m16n8k16_bf16(s[mt][2 * np], qf[mt][qk], b, s[mt][2 * np]);
-                    l4j_mma_m16n8k16_bf16(s[mt][2 * np + 1], qf[mt][qk], b + 2, s[mt][2 * np + 1]);
+                for (int np = 0; np < 2; np++) {
+                    uint32_t b[4];
+                    l4j_fa_frag_b<LD>(b, kt, kh * 32 + np * 16, kk * 16);
+#pragma unroll
+                    for (int mt = 0; mt < 2; mt++) {
+                        l4j_mma_m16n8k16_bf16(s[mt][2 * np], qf[mt][qk], b, s[mt][2 * np]);
+                        l4j_mma_m16n8k16_bf16(s[mt][2 * np + 1], qf[mt][qk], b + 2, s[mt][2 * np + 1]);
+                    }
                 }
             }
-        }
 
-        uint32_t pa[2][2][4];  // P rounded to BF16, as the A fragments of P v: [m-tile][16-key step]
-        // Scaled and masked scores, and each row's maximum over the tile.
-        float mx[2][2];
-        // The whole warp takes one side: a mask tested per element, even where it never applies, costs the tiles
-        // off the diagonal a hundred predicated instructions each.
-        if (l4j_fa_needs_mask32(r0 - g, c0, window)) {
-            l4j_fa_scale_scores<true>(s, mx, r0, c0 + 2 * t, window, scale_log2);
-        } else {
-            l4j_fa_scale_scores<false>(s, mx, r0, c0 + 2 * t, window, scale_log2);
-        }
-        bool grows = false;
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                grows |= mx[mt][r] > m[mt][r] + L4J_FA_RESCALE_SLACK;  // always where m is still -inf and mx is not
+            // Scaled and masked scores, and each row's maximum over the tile.
+            float mx[2][2];
+            // The whole warp takes one side: a mask tested per element, even where it never applies, costs the tiles
+            // off the diagonal a hundred predicated instructions each.
+            if (l4j_fa_needs_mask32(r0 - g, c0, window)) {
+                l4j_fa_scale_scores<true>(s, mx, r0, c0 + 2 * t, window, scale_log2);
+            } else {
+                l4j_fa_scale_scores<false>(s, mx, r0, c0 + 2 * t, window, scale_log2);
             }
-        }
-        // The running maxima move, and o and l are rescaled, only when some row's maximum grows by more than the
-        // slack: until then exponents stay <= slack (P <= 2^slack, far from FP32's range), and the 128 multiplies
-        // per thread of a rescale are skipped on most tiles. The whole warp decides, so that it stays converged.
-        if (__any_sync(0xffffffffu, grows)) {
+            bool grows = false;
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
-                    const float m_new = fmaxf(m[mt][r], mx[mt][r]);
-                    const float base = m_new == -INFINITY ? 0.0f : m_new;  // nothing unmasked yet: stays at 0
-                    const float correction = l4j_fa_exp2(m[mt][r] - base);
-                    m[mt][r] = m_new;
-                    l[mt][r] *= correction;
+                    grows |= mx[mt][r] > m[mt][r] + L4J_FA_RESCALE_SLACK;  // always where m is -inf and mx is not
+                }
+            }
+            // The running maxima move, and o and l are rescaled, only when some row's maximum grows by more than the
+            // slack: until then exponents stay <= slack (P <= 2^slack, far from FP32's range), and the 128 multiplies
+            // per thread of a rescale are skipped on most tiles. The whole warp decides, so that it stays converged.
+            if (__any_sync(0xffffffffu, grows)) {
 #pragma unroll
-                    for (int dt = 0; dt < DT; dt++) {
-                        o[mt][dt][2 * r] *= correction;
-                        o[mt][dt][2 * r + 1] *= correction;
+                for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        const float m_new = fmaxf(m[mt][r], mx[mt][r]);
+                        const float base = m_new == -INFINITY ? 0.0f : m_new;  // nothing unmasked yet: stays at 0
+                        const float correction = l4j_fa_exp2(m[mt][r] - base);
+                        m[mt][r] = m_new;
+                        l[mt][r] *= correction;
+#pragma unroll
+                        for (int dt = 0; dt < DT; dt++) {
+                            o[mt][dt][2 * r] *= correction;
+                            o[mt][dt][2 * r + 1] *= correction;
+                        }
                     }
                 }
             }
-        }
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
+            for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const float base = m[mt][r] == -INFINITY ? 0.0f : m[mt][r];
-                float sum = 0.0f;
+                for (int r = 0; r < 2; r++) {
+                    const float base = m[mt][r] == -INFINITY ? 0.0f : m[mt][r];
+                    float sum = 0.0f;
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++) {
-                    s[mt][nt][2 * r] = l4j_fa_exp2(s[mt][nt][2 * r] - base);
-                    s[mt][nt][2 * r + 1] = l4j_fa_exp2(s[mt][nt][2 * r + 1] - base);
-                    sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+                    for (int nt = 0; nt < 4; nt++) {
+                        s[mt][nt][2 * r] = l4j_fa_exp2(s[mt][nt][2 * r] - base);
+                        s[mt][nt][2 * r + 1] = l4j_fa_exp2(s[mt][nt][2 * r + 1] - base);
+                        sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+                    }
+                    l[mt][r] += sum;
                 }
-                l[mt][r] += sum;
-            }
 #pragma unroll
-            for (int ks2 = 0; ks2 < 2; ks2++) {
-                pa[mt][ks2][0] = l4j_pack_bf16x2(s[mt][2 * ks2][0], s[mt][2 * ks2][1]);
-                pa[mt][ks2][1] = l4j_pack_bf16x2(s[mt][2 * ks2][2], s[mt][2 * ks2][3]);
-                pa[mt][ks2][2] = l4j_pack_bf16x2(s[mt][2 * ks2 + 1][0], s[mt][2 * ks2 + 1][1]);
-                pa[mt][ks2][3] = l4j_pack_bf16x2(s[mt][2 * ks2 + 1][2], s[mt][2 * ks2 + 1][3]);
+                for (int ks2 = 0; ks2 < 2; ks2++) {
+                    pa[mt][ks2][0] = l4j_pack_bf16x2(s[mt][2 * ks2][0], s[mt][2 * ks2][1]);
+                    pa[mt][ks2][1] = l4j_pack_bf16x2(s[mt][2 * ks2][2], s[mt][2 * ks2][3]);
+                    pa[mt][ks2][2] = l4j_pack_bf16x2(s[mt][2 * ks2 + 1][0], s[mt][2 * ks2 + 1][1]);
+                    pa[mt][ks2][3] = l4j_pack_bf16x2(s[mt][2 * ks2 + 1][2], s[mt][2 * ks2 + 1][3]);
+                }
             }
         }
+        // This value tile: its group is the third newest where the next tiles' two are in flight.
+        if (more) {
+            l4j_cp_async_wait<2>();
+        } else {
+            l4j_cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (skip) continue;
         // o += P v over this warp's 32 keys.
 #pragma unroll
         for (int ks2 = 0; ks2 < 2; ks2++) {
