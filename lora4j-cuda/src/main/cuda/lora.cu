@@ -46,6 +46,28 @@ __device__ __forceinline__ uint32_t l4j_lora_keep_word(uint32_t keep2) {
     return ((keep2 & 1u) ? 0x0000ffffu : 0u) | ((keep2 & 2u) ? 0xffff0000u : 0u);
 }
 
+// The bf16x2 word that keeps each half of a pair whose 16-bit draw (draws: the low element's in bits 0-15, the high
+// one's in 16-31) reaches the threshold: l4j_lora_keep_word(l4j_dropout_keep_half(draws, threshold)) without the
+// flags in between. The high draw reaches it exactly when the whole word reaches threshold * 2^16; a threshold of
+// 2^16 (p within 2^-16 of 1) keeps nothing.
+__device__ __forceinline__ uint32_t l4j_lora_keep_mask(uint32_t draws, uint32_t threshold) {
+    const uint32_t low = (draws & 0xffffu) >= threshold ? 0x0000ffffu : 0u;
+    const uint32_t high = threshold <= 0xffffu && draws >= (threshold << 16) ? 0xffff0000u : 0u;
+    return low | high;
+}
+
+// l4j_lora_keep2_shared's pairs as keep words (l4j_lora_keep_word of its flags).
+__device__ __forceinline__ void l4j_lora_keep_words_shared(unsigned long long seed, unsigned long long e0,
+                                                           unsigned long long e1, uint32_t threshold, bool upper,
+                                                           uint32_t& word0, uint32_t& word1) {
+    const uint64_t z = l4j_dropout_mix(seed, (upper ? e1 : e0) >> 2);
+    const uint32_t low = (uint32_t) z, high = (uint32_t) (z >> 32);
+    const uint32_t own = upper ? high : low;
+    const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? low : high, 1);
+    word0 = l4j_lora_keep_mask(upper ? got : own, threshold);
+    word1 = l4j_lora_keep_mask(upper ? own : got, threshold);
+}
+
 // Keep flags (l4j_dropout_keep2's) of the two pairs of elements this lane holds at flat indices e0 and e1, where lane
 // l ^ 1 holds the other halves of the same two groups of four: this lane's pairs begin their groups (e % 4 == 0) when
 // `upper` is false and end them (e % 4 == 2) when it is true, the partner's the other way. Each lane hashes one of
@@ -151,18 +173,18 @@ __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x
             if (threshold != 0) {
                 const unsigned long long ca = (unsigned long long) (c0 + kk * 16 + 2 * t), cb = ca + 8;
                 const unsigned long long ea = (unsigned long long) ra * k, eb = (unsigned long long) rb * k;
-                uint32_t keep[4];
+                uint32_t keep[4];  // keep words
                 if (quads) {
-                    l4j_lora_keep2_shared(seed, ea + ca, eb + ca, threshold, (t & 1) != 0, keep[0], keep[1]);
-                    l4j_lora_keep2_shared(seed, ea + cb, eb + cb, threshold, (t & 1) != 0, keep[2], keep[3]);
+                    l4j_lora_keep_words_shared(seed, ea + ca, eb + ca, threshold, (t & 1) != 0, keep[0], keep[1]);
+                    l4j_lora_keep_words_shared(seed, ea + cb, eb + cb, threshold, (t & 1) != 0, keep[2], keep[3]);
                 } else {
-                    keep[0] = l4j_dropout_keep2(seed, ea + ca, threshold);
-                    keep[1] = l4j_dropout_keep2(seed, eb + ca, threshold);
-                    keep[2] = l4j_dropout_keep2(seed, ea + cb, threshold);
-                    keep[3] = l4j_dropout_keep2(seed, eb + cb, threshold);
+                    keep[0] = l4j_lora_keep_word(l4j_dropout_keep2(seed, ea + ca, threshold));
+                    keep[1] = l4j_lora_keep_word(l4j_dropout_keep2(seed, eb + ca, threshold));
+                    keep[2] = l4j_lora_keep_word(l4j_dropout_keep2(seed, ea + cb, threshold));
+                    keep[3] = l4j_lora_keep_word(l4j_dropout_keep2(seed, eb + cb, threshold));
                 }
 #pragma unroll
-                for (int q = 0; q < 4; q++) af[q] &= l4j_lora_keep_word(keep[q]);
+                for (int q = 0; q < 4; q++) af[q] &= keep[q];
             }
 #pragma unroll
             for (int np = 0; np < RG; np++) {
@@ -306,17 +328,18 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
                 l4j_mma_m16n8k16_bf16(dacc[2 * np + 1], af, bf + 2, dacc[2 * np + 1]);
             }
         }
-        uint32_t keeps[2][8];  // [h][nt]: the mask of rows g and g + 8 of this warp's 16
+        uint32_t keeps[2][8];  // [h][nt]: the keep words of rows g and g + 8 of this warp's 16
         if (threshold != 0) {
             const unsigned long long e0 = (unsigned long long) (i0 + mt * 16 + g) * k, e1 = e0 + 8ull * k;
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) {
                 const unsigned long long c = (unsigned long long) (c0 + ch * 64 + nt * 8 + 2 * t);
                 if (quads) {
-                    l4j_lora_keep2_shared(seed, e0 + c, e1 + c, threshold, (t & 1) != 0, keeps[0][nt], keeps[1][nt]);
+                    l4j_lora_keep_words_shared(seed, e0 + c, e1 + c, threshold, (t & 1) != 0, keeps[0][nt],
+                                               keeps[1][nt]);
                 } else {
-                    keeps[0][nt] = l4j_dropout_keep2(seed, e0 + c, threshold);
-                    keeps[1][nt] = l4j_dropout_keep2(seed, e1 + c, threshold);
+                    keeps[0][nt] = l4j_lora_keep_word(l4j_dropout_keep2(seed, e0 + c, threshold));
+                    keeps[1][nt] = l4j_lora_keep_word(l4j_dropout_keep2(seed, e1 + c, threshold));
                 }
             }
         }
@@ -327,16 +350,16 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) {
                 const int lc = ch * 64 + nt * 8 + 2 * t, c = c0 + lc;
-                uint32_t keep = 3u;
+                uint32_t keep = 0xffffffffu;
                 if (threshold != 0) {
                     keep = keeps[h][nt];
                     uint32_t* word = reinterpret_cast<uint32_t*>(xtile + lrow * LD + lc);
-                    *word &= l4j_lora_keep_word(keep);
+                    *word &= keep;
                 }
                 if (!row_in || c >= k) continue;
                 const long long e = (long long) row * k + c;
-                float v0 = (keep & 1u) ? l4j_mul(factor, dacc[nt][2 * h]) : 0.0f;
-                float v1 = (keep & 2u) ? l4j_mul(factor, dacc[nt][2 * h + 1]) : 0.0f;
+                float v0 = (keep & 0xffffu) ? l4j_mul(factor, dacc[nt][2 * h]) : 0.0f;
+                float v1 = (keep >> 16) ? l4j_mul(factor, dacc[nt][2 * h + 1]) : 0.0f;
                 if (VEC) {  // e is even and dx 16-byte aligned: the pair is one 4-byte word
                     uint32_t* d = reinterpret_cast<uint32_t*>(dx + e);
                     if (accumulate) {
@@ -344,7 +367,9 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
                         v0 = l4j_add(v0, l4j_bf16_to_float((uint16_t) (old & 0xffffu)));
                         v1 = l4j_add(v1, l4j_bf16_to_float((uint16_t) (old >> 16)));
                     }
-                    *d = (uint32_t) l4j_float_to_bf16(v0) | ((uint32_t) l4j_float_to_bf16(v1) << 16);
+                    // The hardware's round-to-nearest-even pair conversion (one instruction, against a dozen for
+                    // the bit-exact software one): the same bits but for NaN payloads.
+                    *d = l4j_pack_bf16x2(v0, v1);
                 } else {
                     if (accumulate) v0 = l4j_add(v0, l4j_bf16_to_float(dx[e]));
                     dx[e] = l4j_float_to_bf16(v0);

@@ -1048,8 +1048,8 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * In one read of dY (lora_up.cu) with {@code -Dlora4j.cuda.fused-lora-up-backward=true}, for BF16 activations and
-     * ranks up to 16; the two products otherwise.
+     * In one read of dY (lora_up.cu) for BF16 activations and ranks up to 16; the two products otherwise, or with
+     * {@code -Dlora4j.cuda.fused-lora-up-backward=false}.
      */
     @Override
     public void loraUpBackward(Tensor dY, Tensor hidden, Tensor b, Tensor gradB, Tensor dHidden) {

@@ -17,7 +17,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
- * {@code loraUpBackward} in one read of dY (lora_up.cu, {@code -Dlora4j.cuda.fused-lora-up-backward=true}) against a
+ * {@code loraUpBackward} in one read of dY (lora_up.cu, the default; {@code -Dlora4j.cuda.fused-lora-up-backward=false}
+ * turns it off) against a
  * scalar reference of its definition: gradB gains dYᵀ·hidden (FP32 sums of exact BF16 products, so within a few
  * FP32 steps of the reference's double sums) and dHidden = dY·b with b rounded to BF16 (within one BF16 step). Shapes
  * cover partial column blocks and row steps, several row splits, and ranks under 16. Skips, with the probe's reason,
@@ -29,7 +30,7 @@ class CudaLoraUpBackwardTest {
 
     @BeforeAll
     static void open() {
-        System.setProperty(CudaLora.UP_BACKWARD_PROPERTY, "true");
+        System.clearProperty(CudaLora.UP_BACKWARD_PROPERTY);  // the default
         BackendProvider.Availability a = new CudaBackendProvider().probe();
         if (!a.available()) {
             unavailable = "CUDA backend unavailable: " + a.detail();
@@ -47,6 +48,20 @@ class CudaLoraUpBackwardTest {
     static void close() {
         System.clearProperty(CudaLora.UP_BACKWARD_PROPERTY);
         if (gpu != null) gpu.close();
+    }
+
+    @org.junit.jupiter.api.Test
+    void servesByDefaultAndGivesWayToTheTwoProductsWhenTurnedOff() {
+        try (Tensor dy = gpu.allocate(DType.BF16, 64, 512); Tensor h = gpu.allocate(DType.BF16, 64, 16);
+             Tensor b = gpu.allocate(DType.F32, 512, 16)) {
+            assertThat(CudaLora.servesUp(dy, h, b)).as("by default").isTrue();
+            System.setProperty(CudaLora.UP_BACKWARD_PROPERTY, "false");
+            try {
+                assertThat(CudaLora.servesUp(dy, h, b)).as("turned off").isFalse();
+            } finally {
+                System.clearProperty(CudaLora.UP_BACKWARD_PROPERTY);
+            }
+        }
     }
 
     @org.junit.jupiter.api.Test
