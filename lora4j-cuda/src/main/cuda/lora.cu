@@ -56,32 +56,41 @@ __device__ __forceinline__ uint32_t l4j_lora_keep_mask(uint32_t draws, uint32_t 
     return low | high;
 }
 
-// l4j_lora_keep2_shared's pairs as keep words (l4j_lora_keep_word of its flags).
+// The draws (two 16-bit draws in one word, as l4j_lora_keep_mask takes them) of the two pairs of elements this lane
+// holds at flat indices e0 and e1, where lane l ^ 1 holds the other halves of the same two groups of four: this
+// lane's pairs begin their groups (e % 4 == 0) when `upper` is false and end them (e % 4 == 2) when it is true, the
+// partner's the other way. Each lane hashes one of the groups (the lower lane e0's, the upper lane e1's) and hands
+// its partner the half of the hash the partner's pair draws from: one hash per lane for two pairs. Every lane of the
+// warp calls it together.
+__device__ __forceinline__ void l4j_lora_pair_draws_shared(unsigned long long seed, unsigned long long e0,
+                                                           unsigned long long e1, bool upper, uint32_t& draws0,
+                                                           uint32_t& draws1) {
+    const uint64_t z = l4j_dropout_mix(seed, (upper ? e1 : e0) >> 2);
+    const uint32_t low = (uint32_t) z, high = (uint32_t) (z >> 32);
+    const uint32_t own = upper ? high : low;
+    const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? low : high, 1);
+    draws0 = upper ? got : own;
+    draws1 = upper ? own : got;
+}
+
+// Those pairs' keep words (l4j_lora_keep_word of l4j_dropout_keep2's flags).
 __device__ __forceinline__ void l4j_lora_keep_words_shared(unsigned long long seed, unsigned long long e0,
                                                            unsigned long long e1, uint32_t threshold, bool upper,
                                                            uint32_t& word0, uint32_t& word1) {
-    const uint64_t z = l4j_dropout_mix(seed, (upper ? e1 : e0) >> 2);
-    const uint32_t low = (uint32_t) z, high = (uint32_t) (z >> 32);
-    const uint32_t own = upper ? high : low;
-    const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? low : high, 1);
-    word0 = l4j_lora_keep_mask(upper ? got : own, threshold);
-    word1 = l4j_lora_keep_mask(upper ? own : got, threshold);
+    uint32_t draws0, draws1;
+    l4j_lora_pair_draws_shared(seed, e0, e1, upper, draws0, draws1);
+    word0 = l4j_lora_keep_mask(draws0, threshold);
+    word1 = l4j_lora_keep_mask(draws1, threshold);
 }
 
-// Keep flags (l4j_dropout_keep2's) of the two pairs of elements this lane holds at flat indices e0 and e1, where lane
-// l ^ 1 holds the other halves of the same two groups of four: this lane's pairs begin their groups (e % 4 == 0) when
-// `upper` is false and end them (e % 4 == 2) when it is true, the partner's the other way. Each lane hashes one of
-// the groups (the lower lane e0's, the upper lane e1's) and hands its partner the half of the hash the partner's pair
-// draws from: one hash per lane for two pairs. Every lane of the warp calls it together.
+// Those pairs' keep flags (l4j_dropout_keep2's).
 __device__ __forceinline__ void l4j_lora_keep2_shared(unsigned long long seed, unsigned long long e0,
                                                       unsigned long long e1, uint32_t threshold, bool upper,
                                                       uint32_t& keep0, uint32_t& keep1) {
-    const uint64_t z = l4j_dropout_mix(seed, (upper ? e1 : e0) >> 2);
-    const uint32_t low = (uint32_t) z, high = (uint32_t) (z >> 32);
-    const uint32_t own = upper ? high : low;
-    const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? low : high, 1);
-    keep0 = l4j_dropout_keep_half(upper ? got : own, threshold);
-    keep1 = l4j_dropout_keep_half(upper ? own : got, threshold);
+    uint32_t draws0, draws1;
+    l4j_lora_pair_draws_shared(seed, e0, e1, upper, draws0, draws1);
+    keep0 = l4j_dropout_keep_half(draws0, threshold);
+    keep1 = l4j_dropout_keep_half(draws1, threshold);
 }
 
 // ---- forward on the tensor cores -----------------------------------------------------------------------------
