@@ -122,8 +122,9 @@ L4J_RMSNORM(bf16act_f32, l4j_bf16, float)
 L4J_RMSNORM(bf16act_bf16, l4j_bf16, l4j_bf16)
 L4J_RMSNORM(bf16act_f16, l4j_bf16, l4j_f16)
 
-// Calls f(x group, dy group, group index) for each group of 8 of this thread in the row: those held in registers
-// (hx, hdy), then those past what registers hold, read again.
+// Calls f(x group, dy group, group index, held index) for each group of 8 of this thread in the row: those held in
+// registers (hx[k], hdy[k]: held index k, a constant once unrolled), then those past what registers hold, read again
+// (held index -1).
 template <bool VEC, typename X, typename F>
 __device__ __forceinline__ void l4j_rmsnorm_each_group_pair(const l4j_group<X>* hx, const l4j_group<X>* hdy,
                                                             const X* xr, const X* dyr, int d, int groups, F f) {
@@ -134,14 +135,14 @@ __device__ __forceinline__ void l4j_rmsnorm_each_group_pair(const l4j_group<X>* 
             float v[8], g[8];
             hx[k].get(v);
             hdy[k].get(g);
-            f(v, g, t + k * T);
+            f(v, g, t + k * T, k);
         }
     }
     for (int q = t + L4J_ROW_GROUPS * T; q < groups; q += T) {
         float v[8], g[8];
         l4j_group_load<VEC>(xr, 8LL * q, d, v);
         l4j_group_load<VEC>(dyr, 8LL * q, d, g);
-        f(v, g, q);
+        f(v, g, q, -1);
     }
 }
 
@@ -156,16 +157,21 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
     __shared__ float partial[32];
     const int T = blockDim.x, t = threadIdx.x, groups = l4j_row_groups(d);
     const bool w_aligned = l4j_aligned16(w);
-    l4j_group<X> hx[L4J_ROW_GROUPS], hdy[L4J_ROW_GROUPS];
+    // With accumulate, the residual gradient's old values of the held groups are loaded with x and dy, so that their
+    // loads are in flight during the sums and reductions instead of after them: for 16-bit activations, where the
+    // registers allow it (F32 groups would spill).
+    constexpr bool HOLD_OLD = sizeof(X) == 2;
+    l4j_group<X> hx[L4J_ROW_GROUPS], hdy[L4J_ROW_GROUPS], hold[HOLD_OLD ? L4J_ROW_GROUPS : 1];
 #pragma unroll
     for (int k = 0; k < L4J_ROW_GROUPS; k++) {
         if (t + k * T < groups) {
             hx[k].template load<VEC>(xr, 8LL * (t + k * T), d);
             hdy[k].template load<VEC>(dyr, 8LL * (t + k * T), d);
+            if (HOLD_OLD && accumulate) hold[HOLD_OLD ? k : 0].template load<VEC>(dxr, 8LL * (t + k * T), d);
         }
     }
     float ss = 0.0f, dot = 0.0f;
-    auto sums = [&](const float v[8], const float g[8], int q) {
+    auto sums = [&](const float v[8], const float g[8], int q, int) {
         float wv[8];
         l4j_weights<VEC>(w, q, d, w_aligned, wv);
 #pragma unroll
@@ -179,7 +185,7 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
     dot = l4j_block_sum(dot, partial);
     const float r = l4j_rms_inverse(ss, d, eps);
     const float c = r * r * r * dot / (float) d;
-    auto gradient = [&](float v[8], const float g[8], int q) {
+    auto gradient = [&](float v[8], const float g[8], int q, int held) {
         float wv[8];
         l4j_weights<VEC>(w, q, d, w_aligned, wv);
 #pragma unroll
@@ -187,7 +193,11 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
         if (accumulate) {
             // The residual stream's gradient: the old value plus this one, rounded once.
             float old[8];
-            l4j_group_load<VEC>(dxr, 8LL * q, d, old);
+            if (HOLD_OLD && held >= 0) {
+                hold[HOLD_OLD ? held : 0].get(old);
+            } else {
+                l4j_group_load<VEC>(dxr, 8LL * q, d, old);
+            }
 #pragma unroll
             for (int k = 0; k < 8; k++) v[k] = __fadd_rn(old[k], v[k]);
         }

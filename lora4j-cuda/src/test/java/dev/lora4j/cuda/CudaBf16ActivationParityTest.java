@@ -182,6 +182,26 @@ class CudaBf16ActivationParityTest {
     }
 
     @ParameterizedTest
+    @CsvSource({"9, 4096", "3, 20000", "33, 1100"})
+    void rmsNormBackwardAddsIntoTheResidualGradientWithOneRounding(int rows, int d) {
+        // Rows of 4096 (every group held in registers, old values too), of 20000 (past the 16384 elements a block
+        // holds: the rest read again) and of 1100 (not whole 16-byte groups: element by element).
+        float[] x = bf16(random(rows * d, 13, 2f)), w = random(d, 14, 1f), dy = bf16(random(rows * d, 15, 1f));
+        float[] old = bf16(random(rows * d, 16, 3f));
+        try (Tensor gx = gpu.fromFloats(x, DType.BF16, rows, d); Tensor cx = cpu.fromFloats(x, DType.F32, rows, d);
+             Tensor gw = gpu.fromFloats(w, DType.BF16, d); Tensor cw = cpu.fromFloats(w, DType.BF16, d);
+             Tensor gdy = gpu.fromFloats(dy, DType.BF16, rows, d); Tensor cdy = cpu.fromFloats(dy, DType.F32, rows, d);
+             Tensor gdx = gpu.fromFloats(old, DType.BF16, rows, d);
+             Tensor cdx = cpu.fromFloats(old, DType.F32, rows, d)) {
+            gpu.rmsNormBackward(gx, gw, 1e-5f, gdy, gdx, null, true);
+            cpu.rmsNormBackward(cx, cw, 1e-5f, cdy, cdx, null, true);
+            // old + dx, rounded once to BF16 on the GPU; FP32's share as in the overwriting form.
+            assertWithinOneRounding(gpu.toFloats(gdx), cpu.toFloats(cdx), 4 * d * U32,
+                    String.format(Locale.ROOT, "rmsNormBackward += %dx%d", rows, d));
+        }
+    }
+
+    @ParameterizedTest
     @CsvSource({"5, 2, 64", "17, 4, 128", "3, 1, 6"})
     void ropeAndItsInverseRotateWithOneRoundingPerStore(int n, int heads, int headDim) {
         int width = heads * headDim;

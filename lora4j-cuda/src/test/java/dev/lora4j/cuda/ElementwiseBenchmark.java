@@ -60,6 +60,9 @@ public final class ElementwiseBenchmark {
             time(gpu, "rmsNorm", shape, 2 * n * e + 2L * width, iterations, () -> gpu.rmsNorm(a, weight, 1e-5f, d));
             time(gpu, "rmsNormBackward", shape, 3 * n * e + 2L * width, iterations,
                     () -> gpu.rmsNormBackward(a, weight, 1e-5f, b, d, null));
+            // Training's form: the input gradient added into the residual stream's (dX read and written).
+            time(gpu, "rmsNormBackward+=", shape, 4 * n * e + 2L * width, iterations,
+                    () -> gpu.rmsNormBackward(a, weight, 1e-5f, b, d, null, true));
             // Full fine-tuning's form, which also adds the weight's gradient (the same bytes at least).
             time(gpu, "rmsNormBackward+dW", shape, 3 * n * e + 2L * width, iterations,
                     () -> gpu.rmsNormBackward(a, weight, 1e-5f, b, d, dWeight));
