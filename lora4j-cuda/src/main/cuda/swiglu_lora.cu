@@ -26,11 +26,6 @@ __host__ __device__ __forceinline__ int l4j_swiglu_lora_shared() {
     return 2 * L4J_SWIGLU_LORA_ROWS * L4J_SWIGLU_LORA_LD * (int) sizeof(float);
 }
 
-// lora4j_lora_up_add_bf16's: one F32 tile of B products.
-__host__ __device__ __forceinline__ int l4j_lora_up_add_shared() {
-    return L4J_SWIGLU_LORA_ROWS * L4J_SWIGLU_LORA_LD * (int) sizeof(float);
-}
-
 #ifdef L4J_DEVICE_CODE
 
 // Element (row, k) of a hidden activation [n, r], zero outside it.
@@ -180,54 +175,6 @@ extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS, 3) lora4j_
         l4j_swiglu_lora_store8(gate + at[i], gw2);
         l4j_swiglu_lora_store8(up + at[i], uw2);
         l4j_swiglu_lora_store8(out + at[i], aw2);
-    }
-}
-
-// An adapter's B product added to its projection's output (CudaBackend.matmul accumulating a BF16 product of at most
-// 64 ranks): y += h b^T, each element rounded once to BF16, as cuBLASLt's D = round(acc + C) rounds it. The same
-// tiles as lora4j_swiglu_lora_bf16 with one tensor: cuBLASLt reads and writes y at about 2.3 TB/s for these shapes.
-extern "C" __global__ void __launch_bounds__(L4J_SWIGLU_LORA_THREADS)
-lora4j_lora_up_add_bf16(l4j_bf16* y, const l4j_bf16* h, const float* b, int n, int m, int r) {
-    l4j_require_dynamic_shared(l4j_lora_up_add_shared());
-    L4J_DYNAMIC_SHARED(float, smem);  // [ROWS][LD]
-    const int col_tiles = (m + L4J_SWIGLU_LORA_COLS - 1) / L4J_SWIGLU_LORA_COLS;
-    const int row0 = (int) (blockIdx.x / col_tiles) * L4J_SWIGLU_LORA_ROWS;
-    const int col0 = (int) (blockIdx.x % col_tiles) * L4J_SWIGLU_LORA_COLS;
-    const int warp = threadIdx.x >> 5, wr = (warp >> 2) * 16 * L4J_SWIGLU_LORA_MT, wc = (warp & 3) * 32;
-
-    // This thread's groups, loads in flight while the product forms: id = threadIdx.x + 256 i, at tile row id / 16
-    // and column 8 (id % 16).
-    constexpr int GROUPS_PER_ROW = L4J_SWIGLU_LORA_COLS / L4J_GROUP;
-    constexpr int GROUPS = L4J_SWIGLU_LORA_ROWS * GROUPS_PER_ROW / L4J_SWIGLU_LORA_THREADS;
-    l4j_u32x4 yw[GROUPS];
-    long long at[GROUPS];
-#pragma unroll
-    for (int i = 0; i < GROUPS; i++) {
-        const int id = threadIdx.x + i * L4J_SWIGLU_LORA_THREADS;
-        const int row = row0 + id / GROUPS_PER_ROW, col = col0 + (id % GROUPS_PER_ROW) * L4J_GROUP;
-        at[i] = row < n && col < m ? (long long) row * m + col : -1;
-        if (at[i] >= 0) yw[i] = *reinterpret_cast<const l4j_u32x4*>(y + at[i]);
-    }
-
-    float acc[L4J_SWIGLU_LORA_MT][4][4];
-    l4j_swiglu_lora_product(acc, h, b, row0 + wr, col0 + wc, n, m, r);
-    l4j_swiglu_lora_stage(smem, acc, wr, wc);
-    __syncthreads();
-
-#pragma unroll
-    for (int i = 0; i < GROUPS; i++) {
-        if (at[i] < 0) continue;
-        const int id = threadIdx.x + i * L4J_SWIGLU_LORA_THREADS;
-        const int tr = id / GROUPS_PER_ROW, tc = (id % GROUPS_PER_ROW) * L4J_GROUP;
-        float yv[L4J_GROUP], sum[L4J_GROUP];
-        l4j_halves_to_float(yw[i], yv, true);
-        l4j_swiglu_lora_read8(smem + tr * L4J_SWIGLU_LORA_LD + tc, sum);
-        uint32_t w2[L4J_GROUP / 2];
-#pragma unroll
-        for (int k = 0; k < L4J_GROUP / 2; k++) {
-            w2[k] = l4j_pack_bf16x2(yv[2 * k] + sum[2 * k], yv[2 * k + 1] + sum[2 * k + 1]);
-        }
-        l4j_swiglu_lora_store8(y + at[i], w2);
     }
 }
 

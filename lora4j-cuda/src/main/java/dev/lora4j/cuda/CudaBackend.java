@@ -362,26 +362,8 @@ public final class CudaBackend implements Backend {
             if (!accumulate) cu.check(cu.memsetD8Async(os.address(), (byte) 0, os.byteSize(), stream), "cuMemsetD8Async");
             return;
         }
-        if (accumulate && addsLoraUp(x, w, out)) {
-            // An adapter's B product into its projection's output: one pass over out instead of cuBLASLt's.
-            kernels.launch(CudaKernels.LORA_UP_ADD, Math.ceilDiv(n, SWIGLU_LORA_ROWS) * Math.ceilDiv(m, SWIGLU_LORA_COLS),
-                    SWIGLU_LORA_THREADS, LORA_UP_ADD_SHARED, stream,
-                    KernelArgs.start().ptr(os.address()).ptr(xs.address()).ptr(ws.address()).i32((int) n).i32((int) m)
-                            .i32((int) k));
-        } else {
-            products.forward(xs, ws, os, accumulate);
-        }
+        products.forward(xs, ws, os, accumulate);
         opDone(productOp("matmul", n, k, m));
-    }
-
-    /**
-     * Whether {@code out += x · wᵀ} is an adapter's B product that lora4j_lora_up_add_bf16 takes: BF16 x and out, an
-     * F32 w of at most 64 ranks, rows of whole 8-element groups on 16-byte boundaries.
-     */
-    private boolean addsLoraUp(Tensor x, Tensor w, Tensor out) {
-        return x.dtype() == DType.BF16 && out.dtype() == DType.BF16 && w.dtype() == DType.F32
-                && x.dim(-1) <= SWIGLU_LORA_MAX_RANK && out.dim(-1) % 8 == 0 && out.dim(-1) <= Integer.MAX_VALUE
-                && out.rows() <= Integer.MAX_VALUE && aligned16(out);
     }
 
     /** x [n, k], w [m, k] and out [n, m] of {@code out = x · wᵀ}. */
@@ -529,8 +511,6 @@ public final class CudaBackend implements Backend {
     /** swiglu_lora.cu: the tile of one block, its threads, its shared memory (l4j_swiglu_lora_shared) and ranks. */
     static final int SWIGLU_LORA_ROWS = 32, SWIGLU_LORA_COLS = 128, SWIGLU_LORA_THREADS = 256, SWIGLU_LORA_MAX_RANK = 64;
     static final int SWIGLU_LORA_SHARED = 2 * SWIGLU_LORA_ROWS * (SWIGLU_LORA_COLS + 4) * Float.BYTES;
-    /** swiglu_lora.cu's l4j_lora_up_add_shared: one F32 tile of B products (matmul's adapter path). */
-    static final int LORA_UP_ADD_SHARED = SWIGLU_LORA_ROWS * (SWIGLU_LORA_COLS + 4) * Float.BYTES;
 
     /**
      * One pass over gate and up (swiglu_lora.cu) for BF16 activations with F32 adapters of up to 64 ranks and rows of

@@ -262,8 +262,6 @@ final class CudaKernels {
 
     /** swiglu_lora.cu: SwiGLU with both adapters' B products, BF16 activations only. */
     static final String SWIGLU_LORA = "lora4j_swiglu_lora_bf16";
-    /** swiglu_lora.cu: an adapter's B product added to its projection's output. */
-    static final String LORA_UP_ADD = "lora4j_lora_up_add_bf16";
 
     static String rope(DType act) { return "lora4j_rope_" + of(act); }
 
@@ -356,7 +354,6 @@ final class CudaKernels {
         }
         n.add(add(DType.BF16, DType.F32));
         n.add(SWIGLU_LORA);
-        n.add(LORA_UP_ADD);
         n.addAll(FlashAttention.kernelNames());
         n.addAll(CudaLora.kernelNames());
         n.addAll(List.of(SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW, ADAMW_8BIT, ADAMW_32BIT,
