@@ -24,6 +24,9 @@
 # Each command is bounded (BENCH_REF_TIMEOUT, BENCH_LORA4J_TIMEOUT seconds, default 100 and 140) so that one
 # configuration takes at most about four minutes; BENCH_STEPS changes the timed steps (default 2); BENCH_REFERENCE=0
 # runs lora4j alone (for trying a change; the figures of record come with the reference beside them).
+# BENCH_ROUNDS=N runs the whole list N times over (reference and lora4j alternating, into $OUT/bench/round-<i>/), and
+# the summary gives each run's ratio and their median: the clock moves both stacks by a few percent between runs, so
+# a target met by a few percent wants more than one.
 set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/lora4j-out}/bench
@@ -111,6 +114,17 @@ sweep() {
     sed -n '/^Memory/,/^$/p' "$dir/lora4j.txt" | sed 's/^/   /'
 }
 
+rounds=${BENCH_ROUNDS:-1}
+base=$out
+folders=()
+for round in $(seq 1 "$rounds"); do
+out=$base
+if [ "$rounds" -gt 1 ]; then
+    out=$base/round-$round
+    echo "== round $round of $rounds"
+fi
+mkdir -p "$out"
+folders+=("$out")
 for c in "${configs[@]}"; do
     case "$c" in
         lora-qv)      run "$c" mistral-7b 4 lora-qv - -- --preset mistral-7b --method lora --target-modules q_proj,v_proj ;;
@@ -128,4 +142,5 @@ for c in "${configs[@]}"; do
         *) echo "unknown configuration $c" >&2 ;;
     esac
 done
-python3 tools/bench_summary.py "$out" --markdown "$out/summary.md" --json "$out/summary.json"
+done
+python3 tools/bench_summary.py "${folders[@]}" --markdown "$base/summary.md" --json "$base/summary.json"

@@ -1,13 +1,16 @@
 """The summary table of scripts/device-bench.sh: for each configuration folder (reference.txt with
 hf_peft_bench.py's RESULT line, lora4j.json from `lora4j bench --json`), the two stacks' figures side by side and
-the targets of the GPU-performance work. Several bench folders (from separate device commands) may be given.
+the targets of the GPU-performance work. Several bench folders may be given: separate device commands, or the rounds
+of one (BENCH_ROUNDS). A configuration found in several gets a row per folder, named "config (run i)", and a line
+of the runs' ratios with their median: the clock moves both stacks' figures by a few percent from one run to the
+next, so a target met by a few percent is judged on the median of alternating runs rather than on one.
 
     python3 tools/bench_summary.py OUT/bench [OUT2/bench ...] [--markdown summary.md] [--json summary.json]
 
 Sequence-length sweeps (folders named seq-sweep-*: reference.txt with one RESULT line per length, lora4j.json with
 one row per length) get a second table: the peak at each length, and the longest length within 24 GiB.
 """
-import argparse, json, os, sys
+import argparse, json, os, statistics, sys
 
 GIB = 2 ** 30
 
@@ -128,8 +131,9 @@ def main():
     p.add_argument("--markdown")
     p.add_argument("--json")
     a = p.parse_args()
-    found, sweeps = {}, {}
+    runs, sweeps = [], {}  # runs: one {configuration: data} per folder, in the order given
     for top in a.folders:
+        found = {}
         for name in sorted(os.listdir(top)):
             folder = os.path.join(top, name)
             if not os.path.isdir(folder):
@@ -138,31 +142,57 @@ def main():
                 sweeps[name] = sweep_table(name, folder)
             else:
                 found[name] = {"reference": reference_result(folder), "lora4j": lora4j_result(folder)}
+        runs.append(found)
+    names = {n for found in runs for n in found}
     # The target table's order first, then the other configurations by name.
-    order = [n for n in ORDER if n in found] + sorted(n for n in found if n not in ORDER)
-    rows = {n: found[n] for n in order}
+    order = [n for n in ORDER if n in names] + sorted(n for n in names if n not in ORDER)
+    counts = {n: sum(1 for found in runs if n in found) for n in order}
+    rows, ratios = {}, {}
     lines = ["| configuration | reference samples/s | reference peak | reference loss | lora4j samples/s | lora4j peak"
              " | lora4j loss | lora4j MFU | lora4j / reference | target | met |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, row in rows.items():
-        ref, ours = row["reference"], row["lora4j"]
-        ref_ok = ref is not None and "error" not in ref
-        ours_ok = "error" not in ours and ours.get("samples_per_s") is not None
-        ratio = ours["samples_per_s"] / ref["samples_per_s"] if ref_ok and ours_ok else None
-        ok = met(name, ref if ref_ok else None, ours, rows) if ours_ok else None
-        row["ratio"], row["met"], row["target"] = ratio, ok, TARGETS.get(name)
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            name,
-            fmt(ref.get("samples_per_s"), ".2f") if ref_ok else ("-" if ref is None else ref["error"]),
-            fmt(ref.get("peak_gib"), ".2f") + " GiB" if ref_ok else "-",
-            fmt(ref.get("loss"), ".4f") if ref_ok else "-",
-            fmt(ours.get("samples_per_s"), ".2f") if ours_ok else ours.get("error", "-"),
-            fmt(ours.get("peak_bytes", 0) / GIB, ".2f") + " GiB" if ours_ok else "-",
-            fmt(ours.get("loss"), ".4f") if ours_ok else "-",
-            fmt(100 * ours["mfu"], ".1f") + "%" if ours_ok and ours.get("mfu") is not None else "-",
-            fmt(ratio, ".2f") + "x" if ratio is not None else "-",
-            TARGETS.get(name, "-"),
-            {True: "yes", False: "no", None: "-"}[ok]))
+    for name in order:
+        for i, found in enumerate(runs):
+            if name not in found:
+                continue
+            row = found[name]
+            label = name if counts[name] == 1 else "%s (run %d)" % (name, i + 1)
+            ref, ours = row["reference"], row["lora4j"]
+            ref_ok = ref is not None and "error" not in ref
+            ours_ok = "error" not in ours and ours.get("samples_per_s") is not None
+            ratio = ours["samples_per_s"] / ref["samples_per_s"] if ref_ok and ours_ok else None
+            # qlora-all-gc's target is against lora4j's LoRA of the same run
+            ok = met(name, ref if ref_ok else None, ours, found) if ours_ok else None
+            row["ratio"], row["met"], row["target"] = ratio, ok, TARGETS.get(name)
+            rows[label] = row
+            ratios.setdefault(name, []).append((ratio, ok))
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                label,
+                fmt(ref.get("samples_per_s"), ".2f") if ref_ok else ("-" if ref is None else ref["error"]),
+                fmt(ref.get("peak_gib"), ".2f") + " GiB" if ref_ok else "-",
+                fmt(ref.get("loss"), ".4f") if ref_ok else "-",
+                fmt(ours.get("samples_per_s"), ".2f") if ours_ok else ours.get("error", "-"),
+                fmt(ours.get("peak_bytes", 0) / GIB, ".2f") + " GiB" if ours_ok else "-",
+                fmt(ours.get("loss"), ".4f") if ours_ok else "-",
+                fmt(100 * ours["mfu"], ".1f") + "%" if ours_ok and ours.get("mfu") is not None else "-",
+                fmt(ratio, ".3f") + "x" if ratio is not None else "-",
+                TARGETS.get(name, "-"),
+                {True: "yes", False: "no", None: "-"}[ok]))
+    medians = []
+    for name in order:
+        measured = [r for r, _ in ratios.get(name, []) if r is not None]
+        if counts[name] < 2 or not measured:
+            continue
+        median = statistics.median(measured)
+        verdicts = [ok for _, ok in ratios[name]]
+        medians.append("%s: lora4j / reference over %d runs %s; median %.3fx; target met in %d of %d runs" % (
+            name, len(measured), ", ".join("%.3fx" % r for r in measured), median,
+            sum(1 for ok in verdicts if ok), len(verdicts)))
+        rows[name + " (median)"] = {"ratios": measured, "median_ratio": median,
+                                    "met_runs": sum(1 for ok in verdicts if ok), "runs": len(verdicts)}
+    if medians:
+        lines.append("")
+        lines.extend(medians)
     table = "\n".join(lines) + "\n"
     for name, (text, data) in sweeps.items():
         table += "\n" + text
