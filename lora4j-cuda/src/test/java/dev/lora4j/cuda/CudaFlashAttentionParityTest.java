@@ -185,6 +185,7 @@ class CudaFlashAttentionParityTest {
     @CsvSource({
             // n, nHeads, nKvHeads, headDim, window, query heads per chunk of stored dS (0: dq recomputes it)
             "150, 4, 2, 128, 0, 0",
+            "150, 4, 2, 64, 40, 0",   // recomputed under a window: its edge masked as well as the diagonal
             "150, 4, 2, 64, 0, 3",    // chunks of 3 heads and 1
             "130, 2, 2, 64, 40, 1",   // a window shorter than a tile: the band's rows hold 1, 2, 2 tiles
             "300, 2, 1, 64, 150, 1"}) // rows of 1, 2, 3, 4, 4 tiles
