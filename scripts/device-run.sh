@@ -44,8 +44,10 @@ case "$cmd" in
         exec "$java" "${flags[@]}" -jar "$b/lora4j-cli.jar" "$@"
         ;;
     java)
-        # Test classes too, for the comparison and profiling mains kept there.
-        exec "$java" "${flags[@]}" -cp "$b/lora4j-cli.jar:$b/lib/*:$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda" "$@"
+        # Test classes too, for the comparison and profiling mains kept there. LORA4J_JAVA_WRAPPER, when set, is a
+        # command that runs the JVM (scripts/device-ncu.sh puts Nsight Compute there).
+        read -r -a wrapper <<<"${LORA4J_JAVA_WRAPPER:-}"
+        exec "${wrapper[@]}" "$java" "${flags[@]}" -cp "$b/lora4j-cli.jar:$b/lib/*:$b/test/classes/lora4j-core:$b/test/classes/lora4j-cuda" "$@"
         ;;
     *)
         echo "unknown command '$cmd': use tests, lora4j or java" >&2
