@@ -207,7 +207,8 @@ final class CudaLora {
 
     /** Whether the fused up-projection backward takes these operands (see lora_up.cu). */
     static boolean servesUp(Tensor dY, Tensor hidden, Tensor b) {
-        return !"false".equalsIgnoreCase(System.getProperty(UP_BACKWARD_PROPERTY, "true")) && dY.dtype() == DType.BF16 && hidden.dtype() == DType.BF16
+        return !"false".equalsIgnoreCase(System.getProperty(UP_BACKWARD_PROPERTY, "true"))
+                && dY.dtype() == DType.BF16 && hidden.dtype() == DType.BF16
                 && b.dtype() == DType.F32 && hidden.dim(-1) <= UP_MAX_RANK && dY.dim(-1) % 8 == 0
                 && dY.dim(-1) <= Integer.MAX_VALUE && dY.rows() <= Integer.MAX_VALUE;
     }
