@@ -1048,13 +1048,13 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * In one read of dY (lora_up.cu) for BF16 activations and ranks up to 16; the two products otherwise, or with
-     * {@code -Dlora4j.cuda.fused-lora-up-backward=false}.
+     * In one read of dY (lora_up.cu) for BF16 activations, ranks up to 16 and dY on a 16-byte boundary; the two
+     * products otherwise, or with {@code -Dlora4j.cuda.fused-lora-up-backward=false}.
      */
     @Override
     public void loraUpBackward(Tensor dY, Tensor hidden, Tensor b, Tensor gradB, Tensor dHidden) {
         bind();
-        if (!CudaLora.servesUp(dY, hidden, b)) {
+        if (!CudaLora.servesUp(dY, hidden, b) || !aligned16(dY)) {  // the kernel reads dY 16 bytes at a time
             Backend.super.loraUpBackward(dY, hidden, b, gradB, dHidden);
             return;
         }

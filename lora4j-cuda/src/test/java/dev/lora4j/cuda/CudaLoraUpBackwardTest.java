@@ -65,6 +65,32 @@ class CudaLoraUpBackwardTest {
     }
 
     @org.junit.jupiter.api.Test
+    void aDyOffASixteenByteBoundaryTakesTheTwoProducts() {
+        // dY one element into its buffer: the kernel's 16-byte reads cannot take it, so the call composes the two
+        // products, exactly as it does with the fused path turned off.
+        int n = 64, m = 512, r = 16;
+        Random rnd = new Random(3);
+        float[] dy = gaussian(rnd, n * m + 1, 1f, true), h = gaussian(rnd, n * r, 1f, true);
+        float[] b = gaussian(rnd, m * r, 0.3f, false);
+        float[][] got = new float[2][];
+        for (int run = 0; run < 2; run++) {
+            if (run == 1) System.setProperty(CudaLora.UP_BACKWARD_PROPERTY, "false");
+            try (Tensor whole = gpu.fromFloats(dy, DType.BF16, n * m + 1); Tensor th = gpu.fromFloats(h, DType.BF16, n, r);
+                 Tensor tb = gpu.fromFloats(b, DType.F32, m, r); Tensor tg = gpu.allocate(DType.F32, m, r);
+                 Tensor tdh = gpu.allocate(DType.BF16, n, r)) {
+                gpu.zero(tg);
+                gpu.loraUpBackward(whole.view(1, n, m), th, tb, tg, tdh);
+                float[] g = gpu.toFloats(tg), d = gpu.toFloats(tdh);
+                got[run] = java.util.Arrays.copyOf(g, g.length + d.length);
+                System.arraycopy(d, 0, got[run], g.length, d.length);
+            } finally {
+                System.clearProperty(CudaLora.UP_BACKWARD_PROPERTY);
+            }
+        }
+        assertThat(got[0]).containsExactly(got[1]);
+    }
+
+    @org.junit.jupiter.api.Test
     void splitsRowsToFillTheGpuWithoutLettingGradBsPartialsPassTheirBound() {
         // Mistral-7B's gate (m = 14336) at 4,096 tokens, 132 SMs: 28 column blocks need 16 row splits to give two
         // blocks per SM, but 16 x 14336 x 16 floats is 14.7 MB: 8 splits (7.3 MB) it is.
