@@ -49,6 +49,8 @@ public final class CudaBackend implements Backend {
     private final CudaQuantization quantization = new CudaQuantization(this);
     private final CudaOpProfile profile;
     private final boolean syncEachOp;
+    /** Whether the op profile names products by shape ({@code -Dlora4j.cuda.profile-shapes=true}), read once. */
+    private final boolean profileShapes;
     private volatile boolean closed;
 
     /**
@@ -115,6 +117,7 @@ public final class CudaBackend implements Backend {
             final MemorySegment s = str;
             this.profile = CudaOpProfile.fromProperty(cu, str);
             this.syncEachOp = Boolean.getBoolean(SYNC_EACH_OP_PROPERTY) || profile != null && profile.waitsEachOp();
+            this.profileShapes = profile != null && Boolean.getBoolean("lora4j.cuda.profile-shapes");
             alloc = new DeviceAllocator(cu, () -> cu.check(cu.streamSynchronize(s), "cuStreamSynchronize"));
             kern = new CudaKernels(cu, device.multiprocessors());
             long ws = alloc.allocate(CublasLtMatmul.WORKSPACE_BYTES);
@@ -1207,7 +1210,7 @@ public final class CudaBackend implements Backend {
      * outer sizes, so that each shape gets a line (built only while profiling).
      */
     private String productOp(String op, long rows, long inner, long outer) {
-        return profile != null && Boolean.getBoolean("lora4j.cuda.profile-shapes") ? op + " " + rows + "x" + inner + "x" + outer : op;
+        return profileShapes ? op + " " + rows + "x" + inner + "x" + outer : op;
     }
 
     private void opDone(String op) {
