@@ -99,6 +99,11 @@ final class BenchCommand implements Callable<Integer> {
             paramLabel = "BOOL[,BOOL]", description = "Recompute activations in the backward pass; true,false runs both (default: ${DEFAULT-VALUE}).")
     List<String> checkpointing;
 
+    @Option(names = {"--dtype", "--torch-dtype"}, split = ",", defaultValue = "float32", paramLabel = "D[,D]",
+            description = "Full fine-tuning's weights: float32 (F32 weights and AdamW moments, BF16 working copies) or bfloat16"
+                    + " (BF16 weights, gradients and moments, as the reference trains); both runs each (default: ${DEFAULT-VALUE}).")
+    List<String> dtypes;
+
     @Option(names = "--optim", defaultValue = BenchSettings.DEFAULT_OPTIM,
             description = "adamw_torch, paged_adamw_32bit, adamw_8bit or paged_adamw_8bit, as transformers names them (default: ${DEFAULT-VALUE}).")
     String optim;
@@ -210,14 +215,35 @@ final class BenchCommand implements Callable<Integer> {
                 for (int seq : seqs) {
                     for (int mb : microBatches) {
                         for (String gc : checkpointing) {
-                            all.add(new BenchSettings(method, t, rank, alpha == null ? 2.0 * rank : alpha, dropout, seq, mb,
-                                    accum, steps, warmupSteps, bool(gc), optim, learningRate, weightDecay, maxGradNorm, seed));
+                            for (DType precision : method == BenchMethod.FULL ? fullPrecisions() : List.of(DType.F32)) {
+                                all.add(new BenchSettings(method, t, rank, alpha == null ? 2.0 * rank : alpha, dropout, seq,
+                                        mb, accum, steps, warmupSteps, bool(gc), optim, learningRate, weightDecay,
+                                        maxGradNorm, seed, precision));
+                            }
                         }
                     }
                 }
             }
         }
+        if (!methods.stream().map(BenchMethod::parse).toList().contains(BenchMethod.FULL)
+                && !fullPrecisions().equals(List.of(DType.F32))) {
+            throw new IllegalArgumentException("--dtype sets the weights of full fine-tuning; add --method full, or drop --dtype");
+        }
         return List.copyOf(all);
+    }
+
+    /** The weight dtypes full fine-tuning runs in: --dtype's list. */
+    private List<DType> fullPrecisions() {
+        List<DType> out = new ArrayList<>();
+        for (String d : dtypes) {
+            DType t = switch (d.strip().toLowerCase(Locale.ROOT)) {
+                case "float32", "fp32", "f32" -> DType.F32;
+                case "bfloat16", "bf16" -> DType.BF16;
+                default -> throw new IllegalArgumentException("unknown --dtype '" + d + "': use float32 or bfloat16");
+            };
+            if (!out.contains(t)) out.add(t);
+        }
+        return out;
     }
 
     private static boolean bool(String v) {

@@ -45,6 +45,10 @@ final class PlanCommand implements Callable<Integer> {
     @Option(names = "--method", defaultValue = "lora", description = "lora, qlora (LoRA over a 4-bit base) or full (default: ${DEFAULT-VALUE}).")
     String method;
 
+    @Option(names = {"--dtype", "--torch-dtype"}, defaultValue = "float32",
+            description = "Full fine-tuning: the weights' dtype, float32 or bfloat16 (BF16 weights, gradients and moments) (default: ${DEFAULT-VALUE}).")
+    String dtype;
+
     @Option(names = "--quant-type", defaultValue = "nf4", description = "QLoRA's 4-bit code: nf4 or fp4 (default: ${DEFAULT-VALUE}).")
     String quantType;
 
@@ -96,9 +100,14 @@ final class PlanCommand implements Callable<Integer> {
             case "lora" -> new FineTuneMethod.Lora(lora);
             case "qlora" -> new FineTuneMethod.Lora(lora, new QuantSpec(QuantType.parse(quantType), QuantSpec.DEFAULT_BLOCK_SIZE,
                     doubleQuant, QuantSpec.QLORA.computeType()));
-            case "full" -> new FineTuneMethod.Full();
+            case "full" -> new FineTuneMethod.Full(fullPrecision());
             default -> throw new IllegalArgumentException("unknown --method '" + method + "': use lora, qlora or full");
         };
+        if (!(m instanceof FineTuneMethod.Full) && fullPrecision() != DType.F32) {
+            throw new IllegalArgumentException("--dtype sets the weights' dtype of full fine-tuning; a LoRA base keeps"
+                    + " --base-dtype: plan --method full, or drop --dtype");
+        }
+        boolean bf16Full = m instanceof FineTuneMethod.Full f && f.precision() == DType.BF16;
         if (config.isQuantized()) {
             // A model saved in 4 bits trains over its stored quantization.
             if (m instanceof FineTuneMethod.Full) {
@@ -119,19 +128,28 @@ final class PlanCommand implements Callable<Integer> {
                 batchSize, maxLength, gradientCheckpointing ? "on" : "off");
         System.out.println(params);
         System.out.println();
-        System.out.println("device memory (" + activations + " activations; F32 gradients; backend workspaces come on top)");
+        System.out.println("device memory (" + activations + " activations; backend workspaces come on top)");
         QuantSpec q = m.quantization();
         row("frozen weights (" + base + (q == null ? "" : ", projections " + q.type() + (q.doubleQuant() ? "+dq" : "")) + ")",
                 mem.frozenWeights());
-        row(bf16 && m instanceof FineTuneMethod.Full ? "trainable weights (F32, BF16 working copies)" : "trainable weights (F32)",
-                mem.trainableWeights());
-        row("gradients (F32)", mem.gradients());
-        // The optimizer's own rule per tensor (8-bit states only for tensors of 4096 elements or more, as bitsandbytes).
+        row(bf16Full ? "trainable weights (BF16; norms F32)" : bf16 && m instanceof FineTuneMethod.Full
+                ? "trainable weights (F32, BF16 working copies)" : "trainable weights (F32)", mem.trainableWeights());
+        row(bf16Full ? "gradients (BF16; embeddings, biases, norms F32)" : "gradients (F32)", mem.gradients());
         OptimizerType optimizer = OptimizerType.parse(optim);
-        long states = 0;
-        for (long size : TrainablePlan.of(LlamaShape.of(config), m).trainableTensorSizes()) states += optimizer.stateBytes(size);
+        long states;
+        if (bf16Full) {
+            if (optimizer != OptimizerType.ADAMW_TORCH) {
+                throw new IllegalArgumentException("--optim " + optimizer + " updates F32 weights; full fine-tuning in bfloat16"
+                        + " takes adamw_torch (BF16 moments), or plan --dtype float32");
+            }
+            states = mem.optimizerStates();
+        } else {
+            // The optimizer's own rule per tensor (8-bit states only for tensors of 4096 elements or more, as bitsandbytes).
+            states = 0;
+            for (long size : TrainablePlan.of(LlamaShape.of(config), m).trainableTensorSizes()) states += optimizer.stateBytes(size);
+        }
         long total = mem.total() - mem.optimizerStates() + states;
-        row(optimizer + " states" + (optimizer.eightBit() ? " (8-bit)" : " (F32)"), states);
+        row(optimizer + " states" + (optimizer.eightBit() ? " (8-bit)" : bf16Full ? " (BF16)" : " (F32)"), states);
         row("activations", mem.activations());
         row("total", total);
         if (budgetGib != null) {
@@ -141,6 +159,14 @@ final class PlanCommand implements Callable<Integer> {
             return fits ? 0 : 3;
         }
         return 0;
+    }
+
+    private DType fullPrecision() {
+        return switch (dtype.strip().toLowerCase(Locale.ROOT)) {
+            case "float32", "fp32", "f32" -> DType.F32;
+            case "bfloat16", "bf16" -> DType.BF16;
+            default -> throw new IllegalArgumentException("unknown --dtype '" + dtype + "': use float32 or bfloat16");
+        };
     }
 
     private TargetModules targets() {

@@ -58,6 +58,9 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = {"--method"}, paramLabel = "TEXT", description = "lora (default), qlora (LoRA over a 4-bit base) or full (every weight trains).")
     String method;
 
+    @Option(names = {"--dtype", "--torch-dtype"}, paramLabel = "TEXT", description = "Full fine-tuning: the weights' dtype, float32 (default: F32 weights, gradients and AdamW moments) or bfloat16 (BF16 weights, gradients and moments, as a model loaded with dtype=bfloat16 trains: half the memory).")
+    String dtype;
+
     @Option(names = {"--load-in-4bit"}, arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "Keep the base's projections in 4 bits: LoRA becomes QLoRA (as --method qlora).")
     String loadIn4bit;
 
@@ -282,7 +285,9 @@ final class TrainCommand implements Callable<Integer> {
     }
 
     private static String describe(FineTuneMethod method) {
-        if (!(method instanceof FineTuneMethod.Lora l)) return "full fine-tuning: every weight trains, in F32";
+        if (!(method instanceof FineTuneMethod.Lora l)) {
+            return "full fine-tuning: every weight trains, in " + ((FineTuneMethod.Full) method).precision();
+        }
         var c = l.config();
         String base = l.quantized() ? "QLoRA over a 4-bit base (" + describe(l.quantization()) + "), " : "";
         String targets = switch (c.targetModules()) {

@@ -154,12 +154,16 @@ public interface Backend extends AutoCloseable {
     void add(Tensor x, Tensor y);
 
     // ---- training ops: the backward forms and the optimizer ------------------------------------------------
-    // Gradients and optimizer states are F32. Unless a parameter says "accumulate", outputs are overwritten.
+    // Gradients and optimizer states are F32, except where an op says BF16 may be given (full fine-tuning in BF16).
+    // Unless a parameter says "accumulate", outputs are overwritten.
 
     /** The input gradient of {@link #matmul}: {@code dX[n,k] (+)= dY[n,m] · w[m,k]}; w may be a {@link QuantizedTensor}. */
     void matmulBackwardInput(Tensor dY, Tensor w, Tensor dX, boolean accumulate);
 
-    /** The weight gradient of {@link #matmul}: {@code dW[m,k] (+)= dY[n,m]ᵀ · x[n,k]}; dW is F32. */
+    /**
+     * The weight gradient of {@link #matmul}: {@code dW[m,k] (+)= dY[n,m]ᵀ · x[n,k]}; dW is F32 or BF16. A BF16 dW
+     * gets the F32 sum, plus its old value added in F32 when accumulating, rounded once (nearest even).
+     */
     void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate);
 
     /** The bias gradient: {@code dBias[m] += Σ_rows dY[row, m]} (always accumulates). */
@@ -226,14 +230,16 @@ public interface Backend extends AutoCloseable {
     void crossEntropy(Tensor logits, int[] targets, float gradScale, Tensor losses);
 
     /**
-     * One AdamW step as torch.optim.AdamW computes it, on F32 tensors of equal shape: {@code param *= 1 - lr*wd};
+     * One AdamW step as torch.optim.AdamW computes it, on tensors of equal length: {@code param *= 1 - lr*wd};
      * {@code m = b1*m + (1-b1)*g}; {@code v = b2*v + (1-b2)*g²}; {@code param -= lr * (m/(1-b1^step)) /
-     * (sqrt(v/(1-b2^step)) + eps)}. step counts from 1.
+     * (sqrt(v/(1-b2^step)) + eps)}. step counts from 1. param and grad are F32 or BF16; m and v have param's dtype,
+     * as torch keeps them. The arithmetic is in float whatever the dtypes (as torch's fused kernel computes a
+     * bfloat16 parameter's step): each value is widened, and param, m and v are each rounded to their dtype once.
      */
     void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
                        float weightDecay, long step);
 
-    /** The sum of the squares of the elements of an F32 tensor (waits for the result): for gradient-norm clipping. */
+    /** The sum of the squares of the elements of an F32 or BF16 tensor (waits for the result): for gradient-norm clipping. */
     double sumOfSquares(Tensor t);
 
     /** {@code t *= s}, in place. */

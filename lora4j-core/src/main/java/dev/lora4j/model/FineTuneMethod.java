@@ -2,6 +2,7 @@ package dev.lora4j.model;
 
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.quant.QuantSpec;
+import dev.lora4j.tensor.DType;
 
 import java.util.Objects;
 
@@ -32,8 +33,28 @@ public sealed interface FineTuneMethod permits FineTuneMethod.Lora, FineTuneMeth
         public String name() { return quantized() ? "qlora" : "lora"; }
     }
 
-    /** Every weight trains, in F32. */
-    record Full() implements FineTuneMethod {}
+    /**
+     * Every weight trains.
+     *
+     * @param precision F32: F32 weights, gradients and AdamW moments (with BF16 activations the products multiply BF16
+     *                  working copies of the weights, as mixed-precision training does); BF16: the weights, the
+     *                  projections' gradients and the AdamW moments are BF16, as torch trains a model loaded in
+     *                  bfloat16 (half the memory: about 8 bytes a parameter against 16), while the norm weights, and
+     *                  the gradients that sum many rows (embedding table, biases), stay F32
+     */
+    record Full(DType precision) implements FineTuneMethod {
+        public Full {
+            Objects.requireNonNull(precision, "precision");
+            if (precision != DType.F32 && precision != DType.BF16) {
+                throw new IllegalArgumentException("full fine-tuning trains F32 or BF16 weights, not " + precision);
+            }
+        }
+
+        /** F32 weights, gradients and moments. */
+        public Full() {
+            this(DType.F32);
+        }
+    }
 
     static FineTuneMethod lora(LoraConfig config) { return new Lora(config); }
 
@@ -45,6 +66,9 @@ public sealed interface FineTuneMethod permits FineTuneMethod.Lora, FineTuneMeth
     }
 
     static FineTuneMethod full() { return new Full(); }
+
+    /** Full fine-tuning of weights kept in {@code precision} (F32 or BF16). */
+    static FineTuneMethod full(DType precision) { return new Full(precision); }
 
     /** How the frozen projections are stored: a 4-bit kind for QLoRA, null otherwise. */
     default QuantSpec quantization() {

@@ -192,7 +192,7 @@ public final class TrainableLlama implements AutoCloseable {
             }
         }
         TrainablePlan.of(s, method);
-        DType storage = method instanceof FineTuneMethod.Full ? DType.F32 : null;
+        DType storage = method instanceof FineTuneMethod.Full f ? f.precision() : null;
         long before = backend.memoryInUse();
         // QLoRA quantizes each projection as it is read, so the dense model never exists on the device.
         LlamaWeights base = LlamaWeightLoader.load(folder, backend, storage, method.quantization());
@@ -263,7 +263,7 @@ public final class TrainableLlama implements AutoCloseable {
             for (Map.Entry<String, Tensor> e : wb.trainable.entrySet()) {
                 Tensor value = e.getValue();
                 if (grads.containsKey(value)) continue; // tied: one table, one gradient
-                Tensor grad = track(created, backend.allocate(DType.F32, value.shape()));
+                Tensor grad = track(created, backend.allocate(plan.gradientType(e.getKey()), value.shape()));
                 grads.put(value, grad);
                 params.add(new TrainableParameter(plan.fullTensors().get(e.getKey()), value, grad, decays(e.getKey())));
             }
@@ -419,12 +419,16 @@ public final class TrainableLlama implements AutoCloseable {
             return result;
         }
 
-        /** The tensor the model uses for this name: the original when frozen, an F32 tensor when it trains. */
+        /**
+         * The tensor the model uses for this name: the original when frozen; when it trains, the original or a copy
+         * in the dtype it trains in (F32, or full fine-tuning's precision for all but the F32 norm weights).
+         */
         private Tensor version(String hfName, Tensor original) {
             if (original == null || !plan.trains(hfName)) return original;
             Tensor t = original;
-            if (original.dtype() != DType.F32 || plan.copies().contains(hfName)) {
-                t = backend.allocate(DType.F32, original.shape());
+            DType trained = plan.trainedType(hfName);
+            if (original.dtype() != trained || plan.copies().contains(hfName)) {
+                t = backend.allocate(trained, original.shape());
                 created.add(t);
                 backend.copy(original, t);
             }

@@ -4,6 +4,7 @@ import dev.lora4j.lora.LlamaModules;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.LoraTargets;
 import dev.lora4j.lora.PeftAdapter;
+import dev.lora4j.tensor.DType;
 
 import java.util.ArrayList;
 import java.util.Collections;
@@ -97,6 +98,26 @@ public record TrainablePlan(LlamaShape shape, FineTuneMethod method, List<LoraMo
     }
 
     /** Elements of the tensor with this Hugging Face name. */
+    /**
+     * The dtype a tensor of {@link #fullTensors()} trains in: F32, or under full fine-tuning its precision, except the
+     * norm weights, F32 in every mode (the backends multiply F32 normalised activations by them). LoRA adapters are F32.
+     */
+    public DType trainedType(String hfName) {
+        if (hfName.endsWith("norm.weight")) return DType.F32;
+        return method instanceof FineTuneMethod.Full f ? f.precision() : DType.F32;
+    }
+
+    /**
+     * The dtype of a trained tensor's gradient: BF16 for a BF16 weight that only products' weight gradients write (the
+     * projections, an untied lm_head), as torch keeps a bfloat16 parameter's gradient; F32 for everything else,
+     * including a BF16 embedding table and BF16 biases, whose gradients sum many rows (a scatter, a column sum) and
+     * would lose the small contributions in BF16 steps.
+     */
+    public DType gradientType(String hfName) {
+        boolean productOnly = isProjectionWeight(hfName) || hfName.equals("lm_head.weight");
+        return trainedType(hfName) == DType.BF16 && productOnly ? DType.BF16 : DType.F32;
+    }
+
     public long numel(String hfName) {
         long d = shape.hiddenSize();
         if (hfName.equals("model.embed_tokens.weight") || hfName.equals("lm_head.weight")) return shape.vocabSize() * d;

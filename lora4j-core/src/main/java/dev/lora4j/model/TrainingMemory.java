@@ -10,8 +10,8 @@ import java.util.Locale;
  * The memory a training run needs on its device, computed from the configuration before anything is allocated:
  * frozen weights in their storage dtype (norm weights F32; under QLoRA the projections take
  * {@link dev.lora4j.quant.QuantSpec#bytesFor} each), trainable parameters, their gradients and AdamW's two moments
- * in F32 (with BF16 activations, trainable weights that products multiply also have BF16 working copies, counted
- * with the trainable weights), and the activation and gradient buffers of one micro-batch in the activation dtype
+ * in the dtypes {@link TrainablePlan#trainedType} and {@link TrainablePlan#gradientType} give (with BF16 activations,
+ * trainable F32 weights that products multiply also have BF16 working copies, counted with the trainable weights), and the activation and gradient buffers of one micro-batch in the activation dtype
  * ({@link TrainableLlama}'s plan, the same sizes it allocates), in which evaluation batches of no more tokens also run.
  * Backend workspaces (cuBLASLt, attention tiles) come on top.
  */
@@ -50,9 +50,16 @@ public record TrainingMemory(long frozenWeights, long trainableWeights, long gra
         int capacity = (int) Math.min(Integer.MAX_VALUE, (tokensPerMicroBatch + 63L) / 64 * 64);
         long activations = TrainingBuffers.bytesFor(shape, plan.loraModules(), capacity, true, gradientCheckpointing,
                 lossChunkBytes, activationType);
-        return new TrainingMemory(frozen, DType.F32.bytesFor(trainable) + workingCopyBytes(plan, activationType),
-                DType.F32.bytesFor(trainable),
-                2 * DType.F32.bytesFor(trainable), activations);
+        long adapters = 0;
+        for (TrainablePlan.LoraModule m : plan.loraModules()) adapters += m.parameterCount();
+        long weights = DType.F32.bytesFor(adapters), gradients = weights;
+        for (String name : plan.fullTensors().keySet()) {
+            weights += plan.trainedType(name).bytesFor(plan.numel(name));
+            gradients += plan.gradientType(name).bytesFor(plan.numel(name));
+        }
+        // AdamW keeps both moments in each parameter's dtype, as torch does.
+        return new TrainingMemory(frozen, weights + workingCopyBytes(plan, activationType), gradients, 2 * weights,
+                activations);
     }
 
     /**
@@ -63,10 +70,12 @@ public record TrainingMemory(long frozenWeights, long trainableWeights, long gra
         if (activationType != DType.BF16) return 0;
         long elements = 0;
         for (String name : plan.fullTensors().keySet()) {
-            if (TrainablePlan.isProjectionWeight(name) || name.equals("lm_head.weight")) elements += plan.numel(name);
+            boolean product = TrainablePlan.isProjectionWeight(name) || name.equals("lm_head.weight");
+            if (product && plan.trainedType(name) == DType.F32) elements += plan.numel(name);
         }
         LlamaShape s = plan.shape();
-        if (s.tiedEmbeddings() && !plan.unties() && plan.trains("model.embed_tokens.weight")) {
+        if (s.tiedEmbeddings() && !plan.unties() && plan.trains("model.embed_tokens.weight")
+                && plan.trainedType("model.embed_tokens.weight") == DType.F32) {
             elements += plan.numel("lm_head.weight");
         }
         return DType.BF16.bytesFor(elements);

@@ -25,11 +25,11 @@ class MemoryReportTest {
     void thePartsOfAMeasuredReportAddUpToTheBackendsPeakAndMatchThePlan(@TempDir Path dir) throws Exception {
         LlamaShape shape = TinyModels.qwen2(3);
         ModelConfig config = TinyModelFolders.config(shape, DType.BF16);
-        for (FineTuneMethod method : List.of(FineTuneMethod.full(),
+        for (FineTuneMethod method : List.of(FineTuneMethod.full(), FineTuneMethod.full(DType.BF16),
                 FineTuneMethod.lora(LoraConfig.defaults().withR(4).withTargetModules(TargetModules.allLinear())
                         .withModulesToSave(List.of("lm_head"))))) {
             try (CpuBackend cpu = new CpuBackend(2);
-                 var folder = TinyModelFolders.write(dir.resolve(method.name()), shape,
+                 var folder = TinyModelFolders.write(dir.resolve(method.name() + method.hashCode()), shape,
                          TinyModels.randomWeights(shape, DType.BF16, 1), DType.BF16);
                  TrainableLlama model = TrainableLlama.create(cpu, folder, method, 1)) {
                 long atLoad = model.baseMemoryAtLoad();
@@ -41,12 +41,12 @@ class MemoryReportTest {
                 List<Tensor> moments = new ArrayList<>();
                 long momentBytes = 0;
                 for (TrainableParameter p : model.parameters()) {
-                    for (int i = 0; i < 2; i++) moments.add(cpu.allocate(DType.F32, p.value().shape()));
+                    for (int i = 0; i < 2; i++) moments.add(cpu.allocate(p.value().dtype(), p.value().shape()));
                     momentBytes += 2 * p.value().byteSize();
                 }
                 MemoryReport r = model.memoryReport(momentBytes);
                 moments.forEach(Tensor::close);
-                String what = method.name();
+                String what = method.toString();
                 assertThat(r.backend()).isEqualTo("cpu");
                 assertThat(r.peakTrainingMemory()).as(what).isEqualTo(cpu.peakMemoryInUse());
                 assertThat(r.baseWeights() + r.trainableWeights() + r.gradients() + r.optimizerState() + r.activations()
@@ -58,9 +58,10 @@ class MemoryReportTest {
                 assertThat(r.activations()).as(what).isEqualTo(plan.activations());
                 assertThat(r.workspace()).as(what).isNotNegative();
                 assertThat(r.baseModelMemoryAtLoad()).as(what).isEqualTo(atLoad);
-                // Full fine-tuning loads the checkpoint as F32; LoRA keeps it as stored.
-                long stored = shape.parameterCounts().total() * (method instanceof FineTuneMethod.Full ? 4 : 2);
-                long norms = (2L * shape.numLayers() + 1) * shape.hiddenSize() * (method instanceof FineTuneMethod.Full ? 0 : 2);
+                // Full fine-tuning in F32 loads the checkpoint as F32; in BF16, and LoRA, keep it 16-bit but the F32 norms.
+                boolean f32 = method instanceof FineTuneMethod.Full f && f.precision() == DType.F32;
+                long stored = shape.parameterCounts().total() * (f32 ? 4 : 2);
+                long norms = (2L * shape.numLayers() + 1) * shape.hiddenSize() * (f32 ? 0 : 2);
                 assertThat(atLoad).as(what + " at load").isEqualTo(stored + norms);
             }
         }

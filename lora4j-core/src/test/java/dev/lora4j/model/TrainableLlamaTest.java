@@ -3,6 +3,7 @@ package dev.lora4j.model;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.lora4j.backend.cpu.CpuBackend;
+import dev.lora4j.backend.testing.RandomTensors;
 import dev.lora4j.generate.GenerationOptions;
 import dev.lora4j.generate.GenerationResult;
 import dev.lora4j.io.ModelFolder;
@@ -358,6 +359,35 @@ class TrainableLlamaTest {
                 assertSameWhileTheBackendIsStable("reloaded model", () -> model.logits(TOKENS), () -> reloaded.logits(TOKENS));
             }
             assertThatThrownBy(() -> model.saveAdapter(dir.resolve("nope"))).hasMessageContaining("saveModel");
+        }
+    }
+
+    @Test
+    void fullFineTuningInBf16KeepsBf16WeightsWhoseGradientsAreTheF32RunsRounded(@TempDir Path dir) throws Exception {
+        // The same BF16 checkpoint trained in F32 and in BF16: the forward pass multiplies the same values, so the loss
+        // is the same, and each BF16 gradient is the F32 run's rounded once (the products' sums run in one order).
+        LlamaShape shape = TinyModels.qwen2(2);
+        ReferenceLlama.Weights host = TinyModels.randomWeights(shape, DType.BF16, 8);
+        try (ModelFolder folder = TinyModelFolders.write(dir.resolve("base"), shape, host, DType.BF16);
+             TrainableLlama f32 = TrainableLlama.create(cpu, folder, FineTuneMethod.full(DType.F32), 0);
+             TrainableLlama bf16 = TrainableLlama.create(cpu, folder, FineTuneMethod.full(DType.BF16), 0)) {
+            f32.zeroGrad();
+            bf16.zeroGrad();
+            LossSum a = f32.forwardBackward(BATCH, 0.1f), b = bf16.forwardBackward(BATCH, 0.1f);
+            assertThat(b).isEqualTo(a);
+            assertThat(bf16.parameters()).hasSameSizeAs(f32.parameters());
+            for (int i = 0; i < f32.parameters().size(); i++) {
+                TrainableParameter p32 = f32.parameters().get(i), p16 = bf16.parameters().get(i);
+                String name = p16.name();
+                boolean norm = name.endsWith("norm.weight");
+                boolean product = name.endsWith("_proj.weight") || name.equals("lm_head.weight");
+                assertThat(p16.value().dtype()).as(name).isEqualTo(norm ? DType.F32 : DType.BF16);
+                assertThat(p16.grad().dtype()).as(name + " gradient").isEqualTo(product ? DType.BF16 : DType.F32);
+                float[] expected = cpu.toFloats(p32.grad());
+                if (product) expected = RandomTensors.representable(expected, DType.BF16);
+                assertThat(cpu.toFloats(p16.grad())).as(name + " gradient").containsExactly(expected);
+                assertThat(cpu.toFloats(p16.value())).as(name).containsExactly(cpu.toFloats(p32.value()));
+            }
         }
     }
 

@@ -496,7 +496,7 @@ public final class SftTrainer implements AutoCloseable {
                     throw new IOException(folder + ": " + p.name() + " has shape " + Arrays.toString(info.shape())
                             + " but the model needs " + Arrays.toString(p.value().shape()));
                 }
-                try (Tensor t = backend.upload(weights.data(p.name()), info.dtype(), DType.F32, p.value().shape())) {
+                try (Tensor t = backend.upload(weights.data(p.name()), info.dtype(), p.value().dtype(), p.value().shape())) {
                     backend.copy(t, p.value());
                 }
             }

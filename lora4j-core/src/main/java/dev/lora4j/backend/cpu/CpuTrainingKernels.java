@@ -1,5 +1,8 @@
 package dev.lora4j.backend.cpu;
 
+import dev.lora4j.backend.HostConversions;
+import dev.lora4j.tensor.DType;
+
 import dev.lora4j.backend.DropoutHash;
 import jdk.incubator.vector.DoubleVector;
 import jdk.incubator.vector.FloatVector;
@@ -266,6 +269,40 @@ final class CpuTrainingKernels {
     }
 
     /** Σ x² over [from, to), each element widened to double before it is squared (exact) and added. */
+    /**
+     * AdamW over a parameter and a gradient of any float dtype, moments in the parameter's: each value widened to
+     * float, the same float operations as {@link #adamw(MemorySegment, MemorySegment, MemorySegment, MemorySegment,
+     * float, float, float, float, float, float, float, long, long)}'s scalar tail, each result rounded to its dtype
+     * (nearest even), as the CUDA kernel does.
+     */
+    static void adamw(MemorySegment param, DType pt, MemorySegment grad, DType gt, MemorySegment m, MemorySegment v,
+                      float decay, float oneMinusBeta1, float beta2, float oneMinusBeta2, float negStepSize,
+                      float bc2Sqrt, float eps, long from, long to) {
+        for (long i = from; i < to; i++) {
+            float g = HostConversions.getFloat(grad, gt, i);
+            float p = HostConversions.getFloat(param, pt, i) * decay;
+            float mi = HostConversions.getFloat(m, pt, i);
+            mi = Math.fma(oneMinusBeta1, g - mi, mi);
+            float vi = HostConversions.getFloat(v, pt, i) * beta2;
+            vi = vi + g * oneMinusBeta2 * g;
+            float denom = (float) Math.sqrt(vi) / bc2Sqrt + eps;
+            p = p + negStepSize * mi / denom;
+            HostConversions.setFloat(param, pt, i, p);
+            HostConversions.setFloat(m, pt, i, mi);
+            HostConversions.setFloat(v, pt, i, vi);
+        }
+    }
+
+    /** The sum of squares of elements [from, to) of a tensor of any float dtype, in double. */
+    static double sumOfSquares(MemorySegment x, DType type, long from, long to) {
+        double sum = 0;
+        for (long i = from; i < to; i++) {
+            double e = HostConversions.getFloat(x, type, i);
+            sum += e * e;
+        }
+        return sum;
+    }
+
     static double sumOfSquares(MemorySegment x, long from, long to) {
         DoubleVector a0 = DoubleVector.zero(D), a1 = a0;
         long i = from;

@@ -1,10 +1,12 @@
 package dev.lora4j.backend.cpu;
 
+import dev.lora4j.backend.HostConversions;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 
 /**
@@ -48,7 +50,7 @@ final class CpuTrainingOps {
 
     void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) {
         requireF32(dY, "matmulBackwardWeight dY");
-        requireF32(dW, "matmulBackwardWeight dW");
+        requireF32OrBf16(dW, "matmulBackwardWeight dW");
         requireWeightType(x, "matmulBackwardWeight x");
         long n = dY.rows(), m = dY.dim(-1), k = x.dim(-1);
         if (x.rows() != n || dW.rows() != m || dW.dim(-1) != k) {
@@ -57,8 +59,26 @@ final class CpuTrainingOps {
         }
         requireIntSizes("matmulBackwardWeight", n, m, k);
         if (m == 0 || k == 0) return;
-        backwardBlocks(seg(dY), (int) m, MatmulBackwardKernels.Coefficients.COLUMNS, seg(x), x.dtype(), seg(dW), (int) n,
-                (int) m, (int) k, accumulate);
+        if (dW.dtype() == DType.F32) {
+            backwardBlocks(seg(dY), (int) m, MatmulBackwardKernels.Coefficients.COLUMNS, seg(x), x.dtype(), seg(dW),
+                    (int) n, (int) m, (int) k, accumulate);
+            return;
+        }
+        // A BF16 gradient takes the F32 sum (plus its old value, added in F32) rounded once, as a GEMM with a BF16
+        // output and F32 accumulation stores it.
+        try (Arena arena = Arena.ofShared()) { // the worker threads write it
+            MemorySegment sum = arena.allocate(4 * m * k, 64);
+            backwardBlocks(seg(dY), (int) m, MatmulBackwardKernels.Coefficients.COLUMNS, seg(x), x.dtype(), sum,
+                    (int) n, (int) m, (int) k, false);
+            MemorySegment out = seg(dW);
+            forElements(m * k, (from, to) -> {
+                for (long i = from; i < to; i++) {
+                    float v = sum.getAtIndex(ValueLayout.JAVA_FLOAT, i);
+                    if (accumulate) v += HostConversions.getFloat(out, DType.BF16, i);
+                    HostConversions.setFloat(out, DType.BF16, i, v);
+                }
+            });
+        }
     }
 
     /** C[rows, width] (+)= Σ_t A(p, t)·B[t, :] over t in [0, terms), in independent blocks of C, one per task. */
@@ -301,10 +321,10 @@ final class CpuTrainingOps {
 
     void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
                float weightDecay, long step) {
-        requireF32(param, "adamw param");
-        requireF32(grad, "adamw grad");
-        requireF32(m, "adamw m");
-        requireF32(v, "adamw v");
+        requireF32OrBf16(param, "adamw param");
+        requireF32OrBf16(grad, "adamw grad");
+        requireMomentType(param, m, "adamw m");
+        requireMomentType(param, v, "adamw v");
         requireSameCount(param, grad, "adamw grad");
         requireSameCount(param, m, "adamw m");
         requireSameCount(param, v, "adamw v");
@@ -315,19 +335,42 @@ final class CpuTrainingOps {
         float oneMinusBeta1 = (float) (1 - (double) beta1), oneMinusBeta2 = (float) (1 - (double) beta2);
         float negStepSize = (float) -(lr / bc1), bc2Sqrt = (float) Math.sqrt(bc2);
         MemorySegment p = seg(param), g = seg(grad), ms = seg(m), vs = seg(v);
-        forElements(param.numel(), (from, to) -> CpuTrainingKernels.adamw(p, g, ms, vs, decay, oneMinusBeta1, beta2,
-                oneMinusBeta2, negStepSize, bc2Sqrt, eps, from, to));
+        if (param.dtype() == DType.F32 && grad.dtype() == DType.F32) {
+            forElements(param.numel(), (from, to) -> CpuTrainingKernels.adamw(p, g, ms, vs, decay, oneMinusBeta1, beta2,
+                    oneMinusBeta2, negStepSize, bc2Sqrt, eps, from, to));
+        } else {
+            DType pt = param.dtype(), gt = grad.dtype();
+            forElements(param.numel(), (from, to) -> CpuTrainingKernels.adamw(p, pt, g, gt, ms, vs, decay, oneMinusBeta1,
+                    beta2, oneMinusBeta2, negStepSize, bc2Sqrt, eps, from, to));
+        }
+    }
+
+    /** AdamW's moments are kept in the parameter's dtype, as torch.optim.AdamW keeps them (zeros_like(param)). */
+    private static void requireMomentType(Tensor param, Tensor moment, String what) {
+        if (moment.dtype() != param.dtype()) {
+            throw new IllegalArgumentException(what + " is " + moment.dtype() + " but the parameter is " + param.dtype()
+                    + ": the moments take the parameter's dtype");
+        }
+    }
+
+    private static void requireF32OrBf16(Tensor t, String what) {
+        if (t.dtype() != DType.F32 && t.dtype() != DType.BF16) {
+            throw new IllegalArgumentException(what + " must be F32 or BF16, got " + t.dtype());
+        }
     }
 
     double sumOfSquares(Tensor t) {
-        requireF32(t, "sumOfSquares");
+        requireF32OrBf16(t, "sumOfSquares");
         MemorySegment x = seg(t);
+        DType type = t.dtype();
         long count = t.numel();
         int chunks = chunkCount(count);
         double[] partial = new double[chunks];
         parallel.forRange(chunks, 1, (from, to) -> {
             for (int c = from; c < to; c++) {
-                partial[c] = CpuTrainingKernels.sumOfSquares(x, (long) c * ELEMENT_GRAIN, Math.min(count, (long) (c + 1) * ELEMENT_GRAIN));
+                long a = (long) c * ELEMENT_GRAIN, b = Math.min(count, (long) (c + 1) * ELEMENT_GRAIN);
+                partial[c] = type == DType.F32 ? CpuTrainingKernels.sumOfSquares(x, a, b)
+                        : CpuTrainingKernels.sumOfSquares(x, type, a, b);
             }
         });
         double sum = 0;
@@ -336,9 +379,16 @@ final class CpuTrainingOps {
     }
 
     void scale(Tensor t, float s) {
-        requireF32(t, "scale");
+        requireF32OrBf16(t, "scale");
         MemorySegment x = seg(t);
-        forElements(t.numel(), (from, to) -> CpuTrainingKernels.scale(x, s, from, to));
+        DType type = t.dtype();
+        if (type == DType.F32) {
+            forElements(t.numel(), (from, to) -> CpuTrainingKernels.scale(x, s, from, to));
+        } else {
+            forElements(t.numel(), (from, to) -> {
+                for (long i = from; i < to; i++) HostConversions.setFloat(x, type, i, HostConversions.getFloat(x, type, i) * s);
+            });
+        }
     }
 
     void zero(Tensor t) {

@@ -13,6 +13,7 @@ import org.junit.jupiter.api.TestInstance;
 
 import java.util.Arrays;
 
+import static dev.lora4j.backend.testing.RandomTensors.representable;
 import static dev.lora4j.backend.testing.ReferenceTrainingOps.toDoubles;
 import static dev.lora4j.backend.testing.TensorAssert.F32_ROUNDOFF;
 import static dev.lora4j.backend.testing.TensorAssert.assertClose;
@@ -577,6 +578,110 @@ public abstract class TrainingOpsContract {
                 assertWithin("adamw m after step " + step, backend.toFloats(m), reference.m, mBound);
                 assertWithin("adamw v after step " + step, backend.toFloats(v), reference.v, vBound);
             }
+        }
+    }
+
+    @Test
+    void adamwOnBf16ParametersIsTheFloatStepRoundedOnceIntoEachTensor() {
+        // torch's fused AdamW on a bfloat16 parameter: the state is bfloat16 too, the arithmetic float. Every backend
+        // widens, runs the F32 step's float operations, and rounds param, m and v to BF16 once: the same bits.
+        RandomTensors random = new RandomTensors(172);
+        int count = 1037;
+        float lr = 2e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, wd = 0.1f;
+        for (DType gradType : new DType[] {DType.BF16, DType.F32}) {
+            float[] param = random.uniform(count, -1, 1, DType.BF16), m = new float[count], v = new float[count];
+            try (Tensor p = backend.fromFloats(param, DType.BF16, count); Tensor mt = backend.allocate(DType.BF16, count);
+                 Tensor vt = backend.allocate(DType.BF16, count)) {
+                for (int step = 1; step <= 4; step++) {
+                    float[] grad = random.uniform(count, -0.1, 0.1, gradType);
+                    grad[1] = 0x1p-100f; // a gradient whose square underflows float: v gets nothing from it
+                    try (Tensor g = backend.fromFloats(grad, gradType, count)) {
+                        backend.adamw(p, g, mt, vt, lr, beta1, beta2, eps, wd, step);
+                    }
+                    floatAdamwStepRoundedToBf16(param, grad, m, v, lr, beta1, beta2, eps, wd, step);
+                    String what = "BF16 adamw, " + gradType + " gradient, step " + step;
+                    assertSameFloats(what + ": param", backend.toFloats(p), param);
+                    assertSameFloats(what + ": m", backend.toFloats(mt), m);
+                    assertSameFloats(what + ": v", backend.toFloats(vt), v);
+                }
+            }
+        }
+    }
+
+    /** The backends' AdamW step in float, as CpuTrainingOps forms its scalars, each result rounded to BF16. */
+    private static void floatAdamwStepRoundedToBf16(float[] param, float[] grad, float[] m, float[] v, float lr,
+                                                    float beta1, float beta2, float eps, float wd, long step) {
+        double bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
+        float decay = (float) (1 - (double) lr * wd);
+        float oneMinusBeta1 = (float) (1 - (double) beta1), oneMinusBeta2 = (float) (1 - (double) beta2);
+        float negStepSize = (float) -(lr / bc1), bc2Sqrt = (float) Math.sqrt(bc2);
+        for (int i = 0; i < param.length; i++) {
+            float g = grad[i];
+            float p = param[i] * decay;
+            float mi = Math.fma(oneMinusBeta1, g - m[i], m[i]);
+            float vi = v[i] * beta2 + oneMinusBeta2 * g * g;
+            float denom = (float) Math.sqrt(vi) / bc2Sqrt + eps;
+            p = p + negStepSize * mi / denom;
+            param[i] = bf16(p);
+            m[i] = bf16(mi);
+            v[i] = bf16(vi);
+        }
+    }
+
+    private static float bf16(float x) {
+        return representable(new float[] {x}, DType.BF16)[0];
+    }
+
+    @Test
+    void adamwKeepsTheMomentsInTheParametersDtype() {
+        try (Tensor p = backend.allocate(DType.BF16, 8); Tensor g = backend.allocate(DType.BF16, 8);
+             Tensor m32 = backend.allocate(DType.F32, 8); Tensor v16 = backend.allocate(DType.BF16, 8)) {
+            assertThatThrownBy(() -> backend.adamw(p, g, m32, v16, 1e-3f, 0.9f, 0.999f, 1e-8f, 0f, 1))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("adamw").hasMessageContaining("m")
+                    .hasMessageContaining("F32");
+        }
+    }
+
+    @Test
+    void matmulBackwardWeightIntoBf16IsTheF32SumRoundedOnce() {
+        RandomTensors random = new RandomTensors(106);
+        for (int c = 0; c < 16; c++) {
+            int n = random.pickInt(1, 3, 17, 65, 300);
+            int k = random.pickInt(1, 15, 16, 33, 257);
+            int m = random.pickInt(1, 5, 32, 67);
+            boolean accumulate = c % 2 == 1;
+            float[] dy = random.uniform(n * m, -1, 1), x = random.uniform(n * k, -1, 1, DType.BF16);
+            float[] before = random.uniform(m * k, -2, 2, DType.BF16);
+            String what = "matmulBackwardWeight into BF16 n=" + n + " k=" + k + " m=" + m + (accumulate ? " accumulate" : "");
+            try (Tensor dyt = backend.fromFloats(dy, DType.F32, n, m); Tensor xt = backend.fromFloats(x, DType.BF16, n, k);
+                 Tensor dw = backend.fromFloats(before, DType.BF16, m, k)) {
+                backend.matmulBackwardWeight(dyt, xt, dw, accumulate);
+                double[] expected = ReferenceTrainingOps.matmulBackwardWeight(toDoubles(dy), toDoubles(x), n, k, m);
+                double[] initial = accumulate ? toDoubles(before) : null;
+                if (initial != null) for (int i = 0; i < expected.length; i++) expected[i] += initial[i];
+                double[] magnitude = ReferenceTrainingOps.backwardMagnitudes(toDoubles(dy), toDoubles(x), n, k, m, true, initial);
+                double[] bound = sumBound(magnitude, n);
+                // One rounding to BF16 (8 significant bits): half a unit in the last place, 2^-9 of the value.
+                for (int i = 0; i < bound.length; i++) bound[i] += Math.abs(expected[i]) * 0x1p-8 + bound[i] * 0x1p-8;
+                float[] got = backend.toFloats(dw);
+                assertWithin(what, got, expected, bound);
+                assertThat(got).as(what + ": BF16 values").isEqualTo(representable(got, DType.BF16));
+            }
+        }
+    }
+
+    @Test
+    void sumOfSquaresAndScaleTakeBf16Gradients() {
+        RandomTensors random = new RandomTensors(182);
+        float[] x = random.uniform(70_001, -3, 3, DType.BF16);
+        double expected = 0;
+        for (float f : x) expected += (double) f * f;
+        try (Tensor t = backend.fromFloats(x, DType.BF16, x.length)) {
+            assertThat(backend.sumOfSquares(t)).as("sumOfSquares of BF16").isCloseTo(expected, Percentage.withPercentage(1e-10));
+            backend.scale(t, 0.37f);
+            float[] scaled = new float[x.length];
+            for (int i = 0; i < x.length; i++) scaled[i] = bf16(x[i] * 0.37f);
+            assertSameFloats("scale of BF16, rounded once", backend.toFloats(t), scaled);
         }
     }
 

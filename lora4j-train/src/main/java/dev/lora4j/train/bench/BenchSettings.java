@@ -3,6 +3,7 @@ package dev.lora4j.train.bench;
 import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.lora.TargetModules;
 import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.tensor.DType;
 
 import java.util.Arrays;
 import java.util.List;
@@ -17,11 +18,13 @@ import java.util.Locale;
  * @param targetModules as given: names separated by commas (q_proj,v_proj), all-linear, or a regular expression;
  *                      ignored (null) for full fine-tuning
  * @param maxGradNorm   gradient clipping by global norm; 0 disables it (the reference does not clip)
+ * @param fullPrecision full fine-tuning's weight dtype: F32 (lora4j's default: F32 weights and moments, BF16
+ *                      working copies) or BF16 (the reference's: BF16 weights, gradients and moments); null means F32
  */
 public record BenchSettings(BenchMethod method, String targetModules, int rank, double alpha, double dropout,
                             int seq, int microBatch, int accum, int steps, int warmupSteps,
                             boolean gradientCheckpointing, String optim, double learningRate, double weightDecay,
-                            double maxGradNorm, long seed) {
+                            double maxGradNorm, long seed, DType fullPrecision) {
 
     public static final String DEFAULT_TARGETS = "q_proj,v_proj";
     public static final String DEFAULT_OPTIM = "adamw_torch";
@@ -54,53 +57,71 @@ public record BenchSettings(BenchMethod method, String targetModules, int rank, 
         }
         if (!(weightDecay >= 0)) throw new IllegalArgumentException("--weight-decay must be 0 or more, got " + weightDecay);
         if (!(maxGradNorm >= 0)) throw new IllegalArgumentException("--max-grad-norm must be 0 (off) or more, got " + maxGradNorm);
+        if (fullPrecision == null) fullPrecision = DType.F32;
+        if (fullPrecision != DType.F32 && fullPrecision != DType.BF16) {
+            throw new IllegalArgumentException("--dtype must be float32 or bfloat16, got " + fullPrecision);
+        }
+        if (fullPrecision == DType.BF16 && method != BenchMethod.FULL) {
+            throw new IllegalArgumentException("--dtype bfloat16 sets the weights of full fine-tuning; --method " + method.label()
+                    + " keeps a BF16 base already");
+        }
+        if (fullPrecision == DType.BF16 && !optim.equals(DEFAULT_OPTIM)) {
+            throw new IllegalArgumentException("--optim " + optim + " updates F32 weights; full fine-tuning in bfloat16 takes "
+                    + DEFAULT_OPTIM + " (BF16 moments, as torch keeps them)");
+        }
+    }
+
+    /** Full fine-tuning in {@code precision} (F32 or BF16). */
+    public BenchSettings withFullPrecision(DType precision) {
+        return new BenchSettings(method, targetModules, rank, alpha, dropout, seq, microBatch, accum, steps, warmupSteps,
+                gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed, precision);
     }
 
     /** The reference's settings for a method: everything at its default but the method. */
     public static BenchSettings defaults(BenchMethod method) {
         return new BenchSettings(method, DEFAULT_TARGETS, 16, 32, 0.05, 1024, 4, 4, 2, 1, false, DEFAULT_OPTIM, 2e-4,
-                0.01, 0, 0);
+                0.01, 0, 0, DType.F32);
     }
 
     public BenchSettings withMethod(BenchMethod m) {
         return new BenchSettings(m, m == BenchMethod.FULL ? null : targetModules == null ? DEFAULT_TARGETS : targetModules,
                 rank, alpha, dropout, seq, microBatch, accum, steps, warmupSteps, gradientCheckpointing, optim,
-                learningRate, weightDecay, maxGradNorm, seed);
+                learningRate, weightDecay, maxGradNorm, seed, m == BenchMethod.FULL ? fullPrecision : DType.F32);
     }
 
     public BenchSettings withTargetModules(String t) {
         return new BenchSettings(method, t, rank, alpha, dropout, seq, microBatch, accum, steps, warmupSteps,
-                gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed);
+                gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed, fullPrecision);
     }
 
     public BenchSettings withBatch(int newSeq, int newMicroBatch, int newAccum) {
         return new BenchSettings(method, targetModules, rank, alpha, dropout, newSeq, newMicroBatch, newAccum, steps,
-                warmupSteps, gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed);
+                warmupSteps, gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed, fullPrecision);
     }
 
     public BenchSettings withSteps(int newSteps, int newWarmupSteps) {
         return new BenchSettings(method, targetModules, rank, alpha, dropout, seq, microBatch, accum, newSteps,
-                newWarmupSteps, gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed);
+                newWarmupSteps, gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed, fullPrecision);
     }
 
     public BenchSettings withGradientCheckpointing(boolean on) {
         return new BenchSettings(method, targetModules, rank, alpha, dropout, seq, microBatch, accum, steps, warmupSteps,
-                on, optim, learningRate, weightDecay, maxGradNorm, seed);
+                on, optim, learningRate, weightDecay, maxGradNorm, seed, fullPrecision);
     }
 
     public BenchSettings withLora(int newRank, double newAlpha, double newDropout) {
         return new BenchSettings(method, targetModules, newRank, newAlpha, newDropout, seq, microBatch, accum, steps,
-                warmupSteps, gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed);
+                warmupSteps, gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, seed, fullPrecision);
     }
 
     public BenchSettings withOptimizer(String newOptim, double lr, double wd, double clip) {
         return new BenchSettings(method, targetModules, rank, alpha, dropout, seq, microBatch, accum, steps, warmupSteps,
-                gradientCheckpointing, newOptim, lr, wd, clip, seed);
+                gradientCheckpointing, newOptim, lr, wd, clip, seed, fullPrecision);
     }
 
     public BenchSettings withSeed(long newSeed) {
         return new BenchSettings(method, targetModules, rank, alpha, dropout, seq, microBatch, accum, steps, warmupSteps,
-                gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, newSeed);
+                gradientCheckpointing, optim, learningRate, weightDecay, maxGradNorm, newSeed, fullPrecision);
     }
 
     /** Sequences per optimizer step. */
@@ -140,7 +161,7 @@ public record BenchSettings(BenchMethod method, String targetModules, int rank, 
     /** The model's fine-tuning method. */
     public FineTuneMethod fineTuneMethod() {
         return switch (method) {
-            case FULL -> FineTuneMethod.full();
+            case FULL -> FineTuneMethod.full(fullPrecision);
             case LORA -> FineTuneMethod.lora(loraConfig());
             case QLORA -> FineTuneMethod.qlora(loraConfig());
         };
@@ -163,7 +184,7 @@ public record BenchSettings(BenchMethod method, String targetModules, int rank, 
     /** A short name for tables: "LoRA q_proj,v_proj", "QLoRA all-linear + checkpointing", "full + checkpointing". */
     public String label() {
         String what = switch (method) {
-            case FULL -> "full";
+            case FULL -> fullPrecision == DType.BF16 ? "full BF16" : "full";
             case LORA -> "LoRA " + targetModules;
             case QLORA -> "QLoRA " + targetModules;
         };

@@ -87,7 +87,7 @@ public final class FineTuneBenchmark {
         TrainingFlops flops = TrainingFlops.of(plan, s.seq(), s.samplesPerStep());
         TrainableParameterReport params = TrainableParameterReport.of(plan);
         QuantSpec quantization = method.quantization();
-        DType storage = s.method() == BenchMethod.FULL ? DType.F32 : DType.BF16;
+        DType storage = s.method() == BenchMethod.FULL ? s.fullPrecision() : DType.BF16;
         String precision = precision(s.method(), storage, quantization);
         List<Double> losses = new ArrayList<>(), times = new ArrayList<>();
         List<List<Double>> microBatchLosses = new ArrayList<>();

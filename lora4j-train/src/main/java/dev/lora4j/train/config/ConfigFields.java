@@ -19,6 +19,7 @@ public final class ConfigFields {
             new ConfigField("eval_file", NULLABLE_STRING, "Evaluation data, in the same format.", "eval_dataset"),
             new ConfigField("output_dir", STRING, "Where checkpoints, logs and the trained adapter go (default trainer_output)."),
             new ConfigField("method", STRING, "lora (default), qlora (LoRA over a 4-bit base) or full (every weight trains)."),
+            new ConfigField("dtype", STRING, "Full fine-tuning: the weights' dtype, float32 (default: F32 weights, gradients and AdamW moments) or bfloat16 (BF16 weights, gradients and moments, as a model loaded with dtype=bfloat16 trains: half the memory).", "torch_dtype"),
             new ConfigField("device", STRING, "cpu, cuda or auto (default auto)."),
             new ConfigField("sample_prompts", STRING_LIST, "Prompts to generate from before and after training (lora4j)."),
             new ConfigField("sample_max_new_tokens", INT, "Tokens generated per sample prompt (default 32; lora4j)."),

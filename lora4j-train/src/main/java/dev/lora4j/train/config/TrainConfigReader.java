@@ -145,6 +145,10 @@ public final class TrainConfigReader {
             case "auto" -> Device.AUTO;
             default -> throw invalid("device", "cpu, cuda or auto");
         };
+        if (!method.equals("full") && has("dtype")) {
+            throw new TrainConfigException(sources.get("dtype") + ": dtype sets the weights' dtype of full fine-tuning, but"
+                    + " method is " + method + ", whose frozen base keeps its stored dtype; remove it or set method: full");
+        }
         if (!method.equals("qlora")) {
             for (String quantField : QUANT_FIELDS) {
                 if (has(quantField) && !(quantField.equals("load_in_4bit") && !bool(quantField, false))) {
@@ -170,7 +174,7 @@ public final class TrainConfigReader {
                                 + " remove it or set method: lora");
                     }
                 }
-                yield new FineTuneMethod.Full();
+                yield new FineTuneMethod.Full(fullPrecision());
             }
             default -> throw invalid("method", "lora, qlora or full");
         };
@@ -181,6 +185,11 @@ public final class TrainConfigReader {
             throw e;
         } catch (IllegalArgumentException e) {
             throw new TrainConfigException(e.getMessage() + " (" + describeSources() + ")", e);
+        }
+        if (fineTune instanceof FineTuneMethod.Full f && f.precision() == DType.BF16
+                && sft.optim() != OptimizerType.ADAMW_TORCH) {
+            throw new TrainConfigException(sources.get("optim") + ": optim " + sft.optim() + " updates F32 weights, but"
+                    + " dtype is bfloat16; use optim adamw_torch (BF16 moments, as torch keeps them) or dtype float32");
         }
         List<String> prompts = stringList("sample_prompts");
         int sampleTokens = integer("sample_max_new_tokens", 32);
@@ -225,6 +234,15 @@ public final class TrainConfigReader {
 
     private static final List<String> QUANT_FIELDS = List.of("load_in_4bit", "bnb_4bit_quant_type",
             "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype");
+
+    /** Full fine-tuning's weight dtype: float32 unless dtype (torch_dtype) says bfloat16. */
+    private DType fullPrecision() {
+        return switch (string("dtype", "float32").strip().toLowerCase(Locale.ROOT)) {
+            case "float32", "fp32", "f32", "torch.float32" -> DType.F32;
+            case "bfloat16", "bf16", "torch.bfloat16" -> DType.BF16;
+            default -> throw invalid("dtype", "float32 or bfloat16 (or fp32, bf16)");
+        };
+    }
 
     /** The QLoRA recipe (nf4, double quantization, bf16 compute) where a BitsAndBytesConfig field is not set. */
     private QuantSpec quantization() {

@@ -22,7 +22,8 @@ import java.util.TreeMap;
 /**
  * torch.optim.AdamW over a model's trainable parameters, with transformers' Trainer defaults (betas 0.9 and 0.999,
  * eps 1e-8) and its parameter groups: weight decay only where {@link TrainableParameter#weightDecay()} says so (not
- * biases and norm weights). The moments are F32 tensors on the parameters' backend, zero until the first step;
+ * biases and norm weights). The moments are tensors of each parameter's dtype (F32, or BF16 for full fine-tuning in
+ * BF16, as torch keeps a bfloat16 parameter's state) on the parameters' backend, zero until the first step;
  * {@link Backend#adamw} does the update, counting steps from 1 for the bias corrections.
  */
 public final class AdamW implements Optimizer {
@@ -60,17 +61,21 @@ public final class AdamW implements Optimizer {
         try {
             for (int i = 0; i < m.length; i++) {
                 TrainableParameter p = this.parameters.get(i);
-                if (p.value().dtype() != DType.F32 || p.grad().dtype() != DType.F32) {
+                if (!updatable(p.value().dtype()) || !updatable(p.grad().dtype())) {
                     throw new IllegalArgumentException("parameter " + p.name() + " is " + p.value().dtype() + " with a "
-                            + p.grad().dtype() + " gradient; AdamW updates F32 parameters");
+                            + p.grad().dtype() + " gradient; AdamW updates F32 or BF16 parameters");
                 }
-                m[i] = backend.allocate(DType.F32, p.value().shape());
-                v[i] = backend.allocate(DType.F32, p.value().shape());
+                m[i] = backend.allocate(p.value().dtype(), p.value().shape());
+                v[i] = backend.allocate(p.value().dtype(), p.value().shape());
             }
         } catch (RuntimeException | Error e) {
             close();
             throw e;
         }
+    }
+
+    private static boolean updatable(DType t) {
+        return t == DType.F32 || t == DType.BF16;
     }
 
     @Override
@@ -118,7 +123,7 @@ public final class AdamW implements Optimizer {
 
     /**
      * Writes the moments as {@code <parameter>.exp_avg} and {@code <parameter>.exp_avg_sq} (torch's state names),
-     * F32, and the step count and the optimizer's name in the metadata.
+     * in their dtype, and the step count and the optimizer's name in the metadata.
      */
     @Override
     public void save(Path file) throws IOException {
@@ -127,8 +132,8 @@ public final class AdamW implements Optimizer {
                     .metadata(OPTIM_KEY, type().configName());
             for (int i = 0; i < m.length; i++) {
                 String name = parameters.get(i).name();
-                w.add(name + ".exp_avg", DType.F32, m[i].shape(), host(arena, m[i]));
-                w.add(name + ".exp_avg_sq", DType.F32, v[i].shape(), host(arena, v[i]));
+                w.add(name + ".exp_avg", m[i].dtype(), m[i].shape(), host(arena, m[i]));
+                w.add(name + ".exp_avg_sq", v[i].dtype(), v[i].shape(), host(arena, v[i]));
             }
             w.writeTo(file);
         }
@@ -180,11 +185,12 @@ public final class AdamW implements Optimizer {
             throw new IOException(file + " has no tensor " + name + ": the checkpoint belongs to a different model or configuration");
         }
         TensorInfo info = f.info(name);
-        if (info.dtype() != DType.F32 || !Arrays.equals(info.shape(), into.shape())) {
+        if (info.dtype() != into.dtype() || !Arrays.equals(info.shape(), into.shape())) {
             throw new IOException(file + ": " + name + " is " + info.dtype() + Arrays.toString(info.shape()) + " but this"
-                    + " optimizer needs F32" + Arrays.toString(into.shape()));
+                    + " optimizer needs " + into.dtype() + Arrays.toString(into.shape())
+                    + (info.dtype() != into.dtype() ? " (the checkpoint was trained in another precision)" : ""));
         }
-        try (Tensor t = backend.upload(f.data(name), DType.F32, DType.F32, into.shape())) {
+        try (Tensor t = backend.upload(f.data(name), into.dtype(), into.dtype(), into.shape())) {
             backend.copy(t, into);
         }
     }
