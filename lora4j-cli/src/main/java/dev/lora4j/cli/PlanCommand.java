@@ -134,7 +134,7 @@ final class PlanCommand implements Callable<Integer> {
                 mem.frozenWeights());
         row(bf16Full ? "trainable weights (BF16; norms F32)" : bf16 && m instanceof FineTuneMethod.Full
                 ? "trainable weights (F32, BF16 working copies)" : "trainable weights (F32)", mem.trainableWeights());
-        row(bf16Full ? "gradients (BF16; embeddings, biases, norms F32)" : "gradients (F32)", mem.gradients());
+        row(bf16Full ? "gradients (BF16; F32 embedding, norms, biases)" : "gradients (F32)", mem.gradients());
         OptimizerType optimizer = OptimizerType.parse(optim);
         long states;
         if (bf16Full) {
@@ -176,7 +176,7 @@ final class PlanCommand implements Callable<Integer> {
     }
 
     private static void row(String what, long bytes) {
-        System.out.printf(Locale.ROOT, "  %-40s %12s%n", what, Sizes.bytes(bytes));
+        System.out.printf(Locale.ROOT, "  %-46s %12s%n", what, Sizes.bytes(bytes));
     }
 
     private static String trim(double d) {

@@ -3,7 +3,9 @@ package dev.lora4j.train;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.lora4j.api.Device;
+import dev.lora4j.io.SafetensorsFile;
 import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.tensor.DType;
 import dev.lora4j.train.checkpoint.CheckpointFolders;
 import dev.lora4j.train.optim.OptimizerType;
 import org.junit.jupiter.api.BeforeAll;
@@ -69,6 +71,20 @@ class ResumeExactnessTest {
     @Test
     void fullFineTuningResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
         check(FineTuneMethod.full());
+    }
+
+    @Test
+    void fullFineTuningInBf16ResumedAfterAKillEndsBitForBitWhereAnUninterruptedRunEnds() throws IOException {
+        check(FineTuneMethod.full(DType.BF16));
+        // What it saved is BF16, as torch saves a bfloat16 model and its AdamW state: weights, moments, config.
+        Path out = dir.resolve("straight");
+        try (SafetensorsFile model = SafetensorsFile.open(out.resolve("model.safetensors"));
+             SafetensorsFile optimizer = SafetensorsFile.open(out.resolve("checkpoint-6").resolve(SftTrainer.OPTIMIZER_FILE))) {
+            assertThat(model.info("model.layers.0.self_attn.q_proj.weight").dtype()).isEqualTo(DType.BF16);
+            assertThat(model.info("model.norm.weight").dtype()).isEqualTo(DType.F32);
+            assertThat(optimizer.info("model.layers.0.mlp.down_proj.weight.exp_avg").dtype()).isEqualTo(DType.BF16);
+        }
+        assertThat(JSON.readTree(out.resolve("config.json").toFile()).get("dtype").asText()).isEqualTo("bfloat16");
     }
 
     @Test

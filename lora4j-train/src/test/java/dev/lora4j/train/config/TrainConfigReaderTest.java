@@ -188,6 +188,22 @@ class TrainConfigReaderTest {
     }
 
     @Test
+    void dtypeTrainsAFullFineTuneInBf16AndAppliesToNothingElse() throws IOException {
+        assertThat(new TrainConfigReader().file(yaml(BASE + "method: full\n")).build().method())
+                .isEqualTo(new FineTuneMethod.Full(DType.F32));
+        assertThat(new TrainConfigReader().file(yaml(BASE + "method: full\ndtype: bfloat16\n")).build().method())
+                .isEqualTo(new FineTuneMethod.Full(DType.BF16));
+        assertThat(new TrainConfigReader().file(yaml(BASE + "method: full\ntorch_dtype: torch.bfloat16\n")).build().method())
+                .isEqualTo(new FineTuneMethod.Full(DType.BF16));
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "method: full\ndtype: float16\n")).build())
+                .hasMessageContaining("dtype").hasMessageContaining("float32 or bfloat16");
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "dtype: bfloat16\n")).build())
+                .hasMessageContaining("dtype sets the weights' dtype of full fine-tuning, but method is lora");
+        assertThatThrownBy(() -> new TrainConfigReader().file(yaml(BASE + "method: full\ndtype: bf16\noptim: adamw_8bit\n")).build())
+                .hasMessageContaining("optim adamw_8bit updates F32 weights").hasMessageContaining("adamw_torch");
+    }
+
+    @Test
     void qloraTakesBitsAndBytesConfigsFieldNamesAndDefaultsToTheQloraRecipe() throws IOException {
         TrainConfig recipe = new TrainConfigReader().file(yaml(BASE + "method: qlora\nr: 16\n")).build();
         assertThat(recipe.method()).isEqualTo(FineTuneMethod.qlora(LoraConfig.defaults().withR(16)));
