@@ -15,6 +15,7 @@
 #   lora-all-gc      LoRA on all linear layers, gradient checkpointing
 #   qlora-all-gc     QLoRA (NF4, double quantization, BF16 compute), all linear, gradient checkpointing
 #   full-gc          full fine-tuning, gradient checkpointing
+#   full-bf16-gc     the same in BF16 (--dtype bfloat16: BF16 weights, gradients and AdamW moments, as the reference)
 # and, on request:
 #   lora-all         LoRA on all linear layers without checkpointing
 #   lora-all-gc-llama3-8b, qlora-all-gc-llama3-8b   the Llama-3-8B shape (micro-batch 4)
@@ -37,7 +38,7 @@ steps=${BENCH_STEPS:-2}
 reference=$root/.bundle/reference/hf_peft_bench.py
 [ -f "$reference" ] || reference=$root/../shared/reference/hf_peft_bench.py
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(lora-qv lora-all-gc qlora-all-gc full-gc)
+[ ${#configs[@]} -eq 0 ] && configs=(lora-qv lora-all-gc qlora-all-gc full-gc full-bf16-gc)
 
 # Llama 2 70B's shape, for a QLoRA run with random weights (lora4j bench -m <folder> --random-weights).
 llama70b=/tmp/lora4j-llama2-70b-shape
@@ -132,6 +133,7 @@ for c in "${configs[@]}"; do
         lora-all-gc)  run "$c" mistral-7b 4 lora-all gc -- --preset mistral-7b --method lora --target-modules all-linear ;;
         qlora-all-gc) run "$c" mistral-7b 4 qlora-all gc -- --preset mistral-7b --method qlora --target-modules all-linear ;;
         full-gc)      run "$c" mistral-7b 4 full gc -- --preset mistral-7b --method full ;;
+        full-bf16-gc) run "$c" mistral-7b 4 full gc -- --preset mistral-7b --method full --dtype bfloat16 ;;
         lora-all-gc-llama3-8b)  run "$c" llama3-8b 4 lora-all gc -- --preset llama3-8b --method lora --target-modules all-linear ;;
         qlora-all-gc-llama3-8b) run "$c" llama3-8b 4 qlora-all gc -- --preset llama3-8b --method qlora --target-modules all-linear ;;
         qlora-llama3-8b-mb1)    run "$c" llama3-8b 1 qlora-all gc -- --preset llama3-8b --method qlora --target-modules all-linear ;;

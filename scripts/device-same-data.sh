@@ -20,6 +20,8 @@
 #   lora-all-gc    Mistral-7B shape, LoRA on all linear layers, checkpointing, B non-zero
 # and, on request:
 #   llama3-8b-lora-all-gc   the Llama-3-8B shape (its 128,256-token vocabulary), LoRA all linear, checkpointing
+#   full-bf16-2l   two layers of the Mistral-7B shape, full fine-tuning in BF16 (BF16 weights and AdamW moments on both
+#                  sides: lora4j's --dtype bfloat16), checkpointing
 #   cpu-tiny       the reference's tiny shape on the CPU, both sides (seq 128, micro-batch 2, 2 accumulation steps):
 #                  runs on a development machine too, with SAME_DATA_PYTHON (a python with torch, transformers and
 #                  peft) and SAME_DATA_LORA4J (how to start lora4j there, e.g. "java ... -jar lora4j-cli.jar")
@@ -76,10 +78,11 @@ same() {
     local mid=$SECONDS
     {
         echo
-        echo "\$ lora4j bench -m $models/$shape --init-adapter $dir/adapter --tokens $dir/tokens.json --target-modules $targets ${gcopt[*]} ..."
-        timeout "$lora4j_timeout" "${lora4j[@]}" bench -m "$models/$shape" --init-adapter "$dir/adapter" \
-            --tokens "$dir/tokens.json" --dropout 0 --method lora --target-modules "$targets" "${gcopt[@]}" --rank 16 \
-            --alpha 32 --seq "$seq" --micro-batch "$mb" --accum "$accum" --warmup-steps 1 --steps $((steps - 1)) \
+        local what=(--init-adapter "$dir/adapter" --dropout 0 --method lora --target-modules "$targets" --rank 16 --alpha 32)
+        [ "$mode" = full ] && what=(--method full --dtype bfloat16)
+        echo "\$ lora4j bench -m $models/$shape ${what[*]} --tokens $dir/tokens.json ${gcopt[*]} ..."
+        timeout "$lora4j_timeout" "${lora4j[@]}" bench -m "$models/$shape" "${what[@]}" --tokens "$dir/tokens.json" \
+            "${gcopt[@]}" --seq "$seq" --micro-batch "$mb" --accum "$accum" --warmup-steps 1 --steps $((steps - 1)) \
             --device "$device" --gemm-size 0 --json "$dir/lora4j.json" 2>&1
         echo "exit $? after $((SECONDS - mid)) s"
     } >> "$log"
@@ -106,6 +109,7 @@ same() {
 for c in "${configs[@]}"; do
     case "$c" in
         quick)        same "$c" mistral-7b-2l lora-all gc all-linear --nonzero-b ;;
+        full-bf16-2l) same "$c" mistral-7b-2l full gc - ;;
         lora-qv)      same "$c" mistral-7b lora-qv - q_proj,v_proj ;;
         lora-all-gc)  same "$c" mistral-7b lora-all gc all-linear --nonzero-b ;;
         llama3-8b-lora-all-gc) same "$c" llama3-8b lora-all gc all-linear --nonzero-b ;;

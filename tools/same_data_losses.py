@@ -154,16 +154,22 @@ def reference(a):
                    "seed": a.seed + 1, "micro_batches": [b.tolist() for b in batches]}, f, separators=(",", ":"))
     batches = [b.to(device) for b in batches]
 
-    # The adapter, as hf_peft_bench.py adds it; saved before any step (and after --nonzero-b).
+    # The adapter, as hf_peft_bench.py adds it; saved before any step (and after --nonzero-b). --mode full: no
+    # adapter, every weight trains in BF16 with BF16 AdamW moments, as hf_peft_bench.py's full mode.
+    full = a.mode == "full"
     if a.gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    targets = ["q_proj", "v_proj"] if a.mode == "lora-qv" else ALL
-    torch.manual_seed(a.seed + 2)
-    model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=a.alpha, target_modules=targets,
-                                             lora_dropout=a.dropout, bias="none", task_type="CAUSAL_LM"))
+        if not full:
+            model.enable_input_require_grads()
+    if not full:
+        targets = ["q_proj", "v_proj"] if a.mode == "lora-qv" else ALL
+        torch.manual_seed(a.seed + 2)
+        model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=a.alpha, target_modules=targets,
+                                                 lora_dropout=a.dropout, bias="none", task_type="CAUSAL_LM"))
     zero_b_loss = None
-    if a.nonzero_b:
+    if full:
+        pass
+    elif a.nonzero_b:
         # The first step's loss with PEFT's B = 0, to say how far the non-zero B moves it.
         model.train()
         with torch.no_grad():
@@ -174,12 +180,16 @@ def reference(a):
             for name, p in model.named_parameters():
                 if ".lora_B." in name:
                     p.copy_(torch.randn(p.shape, generator=gb, dtype=torch.float32) * a.nonzero_b)
-    model.save_pretrained(adapter_dir)
-    if os.path.isfile(os.path.join(adapter_dir, "README.md")):
-        os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's empty model card
     params = [p for p in model.parameters() if p.requires_grad]
-    say(f"initial adapter ({len(params)} tensors, {sum(p.numel() for p in params):,} parameters, dtype"
-        f" {params[0].dtype}) saved to {adapter_dir}")
+    if not full:
+        model.save_pretrained(adapter_dir)
+        if os.path.isfile(os.path.join(adapter_dir, "README.md")):
+            os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's empty model card
+        say(f"initial adapter ({len(params)} tensors, {sum(p.numel() for p in params):,} parameters, dtype"
+            f" {params[0].dtype}) saved to {adapter_dir}")
+    else:
+        say(f"full fine-tuning: {len(params)} tensors, {sum(p.numel() for p in params):,} parameters, dtype"
+            f" {params[0].dtype}")
 
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay, fused=device == "cuda")
     model.train()
@@ -359,7 +369,8 @@ def main():
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reference", help="write model, adapter and tokens, train, record the losses")
     r.add_argument("--shape", default="mistral-7b-2l", choices=SHAPE_NAMES)
-    r.add_argument("--mode", default="lora-qv", choices=["lora-qv", "lora-all"])
+    r.add_argument("--mode", default="lora-qv", choices=["lora-qv", "lora-all", "full"],
+                   help="full: every weight trains in BF16 (lora4j: --method full --dtype bfloat16)")
     r.add_argument("--out", required=True, help="folder for model/, adapter/, tokens.json and reference.json")
     r.add_argument("--model-dir", help="where the base model goes instead of OUT/model; a model an earlier run saved"
                                        " there with the same --shape and --seed is loaded instead of made again")
