@@ -1,23 +1,53 @@
-// One AdamW step over F32 parameters, gradients and moments of equal length, element by element, with the same
-// float operations in the same order as the CPU backend (exact.cuh): the two backends keep identical weights.
+// One AdamW step over parameters, gradients and moments of equal length, element by element, with the same float
+// operations in the same order as the CPU backend (exact.cuh): the two backends keep identical weights.
+//
+// The parameter is F32 or BF16 (full fine-tuning in pure BF16, as torch trains a bfloat16 model), its moments of the
+// same type (torch's zeros_like(param)), the gradient F32 or BF16. Every value is widened to float (exactly), the
+// step computed in float, and param, m and v each rounded once to their type (nearest even), as torch's fused AdamW
+// computes a bfloat16 parameter's step.
 #include "exact.cuh"
 
-extern "C" __global__ void lora4j_adamw_f32(float* param, const float* grad, float* m, float* v, float decay,
-                                            float one_minus_beta1, float beta2, float one_minus_beta2,
-                                            float neg_step_size, float bias2_sqrt, float eps, long long n) {
-    l4j_adamw_scalars s;
-    s.decay = decay;
-    s.one_minus_beta1 = one_minus_beta1;
-    s.beta2 = beta2;
-    s.one_minus_beta2 = one_minus_beta2;
-    s.neg_step_size = neg_step_size;
-    s.bias2_sqrt = bias2_sqrt;
-    s.eps = eps;
-    L4J_FOR_EACH(i, n) {
-        float pi = param[i], mi = m[i], vi = v[i];
-        l4j_adamw_step(&pi, grad[i], &mi, &vi, s);
-        param[i] = pi;
-        m[i] = mi;
-        v[i] = vi;
-    }
+// The optimizer runs over every parameter of the model once a step, reading four values and writing three per element:
+// it is bound by memory bandwidth, so elements travel in 16-byte groups when all four tensors allow (a BF16 group
+// reads 8 parameters with one access); views at other offsets and the last n % 8 elements go one at a time. The
+// arithmetic of an element is the same on both paths.
+template <typename P, typename G>
+__device__ __forceinline__ void l4j_adamw(P* __restrict__ param, const G* __restrict__ grad, P* __restrict__ m,
+                                          P* __restrict__ v, const l4j_adamw_scalars& s, long long n) {
+    l4j_groups_then_rest(
+            n, l4j_aligned16(param) && l4j_aligned16(grad) && l4j_aligned16(m) && l4j_aligned16(v),
+            [&](long long j) {
+                float p[L4J_GROUP], g[L4J_GROUP], mm[L4J_GROUP], vv[L4J_GROUP];
+                l4j_load8(param, j, p);
+                l4j_load8(grad, j, g);
+                l4j_load8(m, j, mm);
+                l4j_load8(v, j, vv);
+#pragma unroll
+                for (int k = 0; k < L4J_GROUP; k++) l4j_adamw_step(&p[k], g[k], &mm[k], &vv[k], s);
+                l4j_store8(param, j, p);
+                l4j_store8(m, j, mm);
+                l4j_store8(v, j, vv);
+            },
+            [&](long long i) {
+                float p = l4j_load(param, i), mm = l4j_load(m, i), vv = l4j_load(v, i);
+                l4j_adamw_step(&p, l4j_load(grad, i), &mm, &vv, s);
+                l4j_store(param, i, p);
+                l4j_store(m, i, mm);
+                l4j_store(v, i, vv);
+            });
 }
+
+// The kernels' parameters: the four tensors, then l4j_adamw_scalars' fields in order, then the element count.
+#define L4J_ADAMW(name, P, G) \
+    extern "C" __global__ void name(P* param, const G* grad, P* m, P* v, float decay, float one_minus_beta1, \
+                                    float beta2, float one_minus_beta2, float neg_step_size, float bias2_sqrt, \
+                                    float eps, long long n) { \
+        const l4j_adamw_scalars s = {decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias2_sqrt, eps}; \
+        l4j_adamw(param, grad, m, v, s, n); \
+    }
+
+// Named lora4j_adamw_<param>_<grad>; the all-F32 kernel keeps its name from before parameters could be BF16.
+L4J_ADAMW(lora4j_adamw_f32, float, float)
+L4J_ADAMW(lora4j_adamw_f32_bf16, float, l4j_bf16)
+L4J_ADAMW(lora4j_adamw_bf16_bf16, l4j_bf16, l4j_bf16)
+L4J_ADAMW(lora4j_adamw_bf16_f32, l4j_bf16, float)

@@ -40,17 +40,40 @@ lora4j_sum_rows_bf16(const l4j_bf16* dy, float* out, long long rows, int cols) {
 #define L4J_SQUARES_THREADS 256
 #define L4J_SQUARES_MAX_BLOCKS 1024
 
-// First stage of the sum of squares: each block's share of sum(x[i]^2), in double, into partial[blockIdx.x].
-extern "C" __global__ void __launch_bounds__(L4J_SQUARES_THREADS)
-lora4j_sum_squares_partial_f32(const float* __restrict__ x, double* __restrict__ partial, long long n) {
+// First stage of the sum of squares: each block's share of sum(x[i]^2), in double, into partial[blockIdx.x]. Each
+// value is widened to double (exactly, from F32 or BF16) before it is squared. BF16 values (a pure-BF16 model's
+// gradients, the whole model's worth each step) are read 8 at a time with 16-byte accesses where x is aligned. F32
+// values keep the element-by-element loop: grouping would change the order of their additions, and so the last bits
+// of the gradient norms that F32 training runs have given so far.
+template <typename T>
+__device__ __forceinline__ void l4j_sum_squares_partial(const T* __restrict__ x, double* __restrict__ partial,
+                                                        long long n, bool grouped) {
     __shared__ double shared32[32];
     double s = 0.0;
-    L4J_FOR_EACH(i, n) {
-        double v = (double) x[i];
-        s += v * v;
-    }
+    l4j_groups_then_rest(
+            n, grouped && l4j_aligned16(x),
+            [&](long long j) {
+                float v[L4J_GROUP];
+                l4j_load8(x, j, v);
+#pragma unroll
+                for (int k = 0; k < L4J_GROUP; k++) s += (double) v[k] * (double) v[k];
+            },
+            [&](long long i) {
+                double v = (double) l4j_load(x, i);
+                s += v * v;
+            });
     s = l4j_block_sum(s, shared32);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+extern "C" __global__ void __launch_bounds__(L4J_SQUARES_THREADS)
+lora4j_sum_squares_partial_f32(const float* __restrict__ x, double* __restrict__ partial, long long n) {
+    l4j_sum_squares_partial(x, partial, n, false);
+}
+
+extern "C" __global__ void __launch_bounds__(L4J_SQUARES_THREADS)
+lora4j_sum_squares_partial_bf16(const l4j_bf16* __restrict__ x, double* __restrict__ partial, long long n) {
+    l4j_sum_squares_partial(x, partial, n, true);
 }
 
 // Second stage, one block: total[0] = sum of the blocks' partial sums.

@@ -183,18 +183,18 @@ final class CublasLtMatmul {
 
     /**
      * Queues {@code dW (+)= dYᵀ · x} for row-major dY [n, m] and x [n, k] of elements of {@code type} (F32, or BF16
-     * on the tensor cores) and an F32 dW [m, k]. n, m, k &gt; 0.
+     * on the tensor cores) and dW [m, k] of elements of {@code output}. n, m, k &gt; 0.
      */
-    void multiplyBackwardWeight(DType type, long dY, long x, long dW, long n, long m, long k, boolean accumulate,
-                                MemorySegment stream) {
-        gemm(new Form(type, DType.F32, false, true), x, k, dY, m, dW, dW, k, k, m, n, accumulate, stream,
-                "cublasLtMatmul(" + type + " [" + n + ", " + m + "]^T x [" + n + ", " + k + "])");
+    void multiplyBackwardWeight(DType type, DType output, long dY, long x, long dW, long n, long m, long k,
+                                boolean accumulate, MemorySegment stream) {
+        gemm(new Form(type, output, false, true), x, k, dY, m, dW, dW, k, k, m, n, accumulate, stream,
+                "cublasLtMatmul(" + type + " [" + n + ", " + m + "]^T x [" + n + ", " + k + "] -> " + output + ")");
     }
 
-    /** {@link #multiplyBackwardWeight(DType, long, long, long, long, long, long, boolean, MemorySegment)} in F32. */
+    /** {@link #multiplyBackwardWeight(DType, DType, long, long, long, long, long, long, boolean, MemorySegment)} in F32. */
     void multiplyBackwardWeight(long dY, long x, long dW, long n, long m, long k, boolean accumulate,
                                 MemorySegment stream) {
-        multiplyBackwardWeight(DType.F32, dY, x, dW, n, m, k, accumulate, stream);
+        multiplyBackwardWeight(DType.F32, DType.F32, dY, x, dW, n, m, k, accumulate, stream);
     }
 
     /** D = op(A)·op(B) (+ C when accumulating; C has D's layout and is D unless a caller says otherwise). */

@@ -60,6 +60,12 @@ final class CudaKernels {
     /** The activation dtypes the kernels are instantiated for (before NAMES, which lists their kernels). */
     static final List<DType> ACTIVATION_TYPES = List.of(DType.F32, DType.BF16);
 
+    /**
+     * The types of the parameters, gradients and AdamW moments that AdamW and the gradient norm's sum of squares take
+     * (before NAMES): F32, or BF16 for full fine-tuning in pure BF16.
+     */
+    static final List<DType> STATE_TYPES = List.of(DType.F32, DType.BF16);
+
     /** Every kernel the backend launches. */
     static final List<String> NAMES = names();
 
@@ -301,10 +307,27 @@ final class CudaKernels {
     static String dropout(DType act) { return "lora4j_dropout_" + of(act); }
 
     static final String RMSNORM_WEIGHT_GRAD_SUM = "lora4j_rmsnorm_weight_grad_sum";
-    static final String SUM_SQUARES_PARTIAL = "lora4j_sum_squares_partial_f32";
     static final String SUM_SQUARES_TOTAL = "lora4j_sum_squares_total";
     static final String CROSS_ENTROPY = "lora4j_cross_entropy_f32";
-    static final String ADAMW = "lora4j_adamw_f32";
+
+    /** reduce.cu: the first stage of the sum of squares of an F32 or BF16 tensor. */
+    static String sumSquaresPartial(DType t) {
+        if (!STATE_TYPES.contains(t)) throw new IllegalArgumentException("no CUDA sum of squares of " + t + " values");
+        return "lora4j_sum_squares_partial_" + suffix(t);
+    }
+
+    /**
+     * optimizer.cu: AdamW over a parameter and its moments of type {@code param} and a gradient of type {@code grad},
+     * lora4j_adamw_&lt;param&gt;_&lt;grad&gt;; the all-F32 kernel keeps its name from before parameters could be BF16.
+     */
+    static String adamw(DType param, DType grad) {
+        if (!STATE_TYPES.contains(param) || !STATE_TYPES.contains(grad)) {
+            throw new IllegalArgumentException("no CUDA AdamW kernel for a " + param + " parameter with a " + grad + " gradient");
+        }
+        if (param == DType.F32 && grad == DType.F32) return "lora4j_adamw_f32";
+        return "lora4j_adamw_" + suffix(param) + "_" + suffix(grad);
+    }
+
     /** optimizer8bit.cu: bitsandbytes' 8-bit blockwise and 32-bit AdamW. */
     static final String ADAMW_8BIT = "lora4j_adamw_8bit_f32";
     static final String ADAMW_32BIT = "lora4j_adamw_32bit_f32";
@@ -352,11 +375,15 @@ final class CudaKernels {
             n.addAll(List.of(attentionLse(act), attentionBackwardDsum(act), sumRows(act), rmsNormInverse(act),
                     rmsNormWeightGrad(act), ropeBackward(act), swigluBackward(act), embeddingBackward(act), dropout(act)));
         }
+        for (DType t : STATE_TYPES) {
+            n.add(sumSquaresPartial(t));
+            for (DType grad : STATE_TYPES) n.add(adamw(t, grad));
+        }
         n.add(add(DType.BF16, DType.F32));
         n.add(SWIGLU_LORA);
         n.addAll(FlashAttention.kernelNames());
         n.addAll(CudaLora.kernelNames());
-        n.addAll(List.of(SUM_SQUARES_PARTIAL, SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW, ADAMW_8BIT, ADAMW_32BIT,
+        n.addAll(List.of(SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW_8BIT, ADAMW_32BIT,
                 QUANTIZE_ABSMAX_8BIT, RMSNORM_WEIGHT_GRAD_SUM));
         return List.copyOf(n);
     }

@@ -18,9 +18,10 @@ import java.lang.foreign.MemorySegment;
  *       copy) multiplies x as it is, with no conversion pass; an F32 weight (a LoRA adapter, or a full fine-tuning
  *       weight without a working copy) or an F16 weight is rounded to BF16 for the product. The output is BF16
  *       (rounded once, after the accumulation when there is one) or F32 (the loss's logits).</li>
- *   <li>The weight gradient {@code dW = dYᵀ x} is F32 whatever its inputs: BF16 dY and x on the tensor cores; with
- *       BF16 activations an F32 dY (the logits' gradient) is rounded to BF16 to meet a BF16 x there; other mixes are
- *       widened to F32, exactly.</li>
+ *   <li>The weight gradient {@code dW = dYᵀ x} is F32, or BF16 (full fine-tuning in pure BF16), whatever its
+ *       inputs: BF16 dY and x on the tensor cores; with BF16 activations an F32 dY (the logits' gradient) is rounded
+ *       to BF16 to meet a BF16 x there; other mixes are widened to F32, exactly. A BF16 dW is the F32 sum (plus its
+ *       old value when accumulating) rounded once.</li>
  * </ul>
  * Scratch blocks come from the caching allocator and are released as soon as the product is queued.
  */
@@ -120,13 +121,19 @@ final class CudaProducts {
         }
     }
 
-    /** {@code dW (+)= dYᵀ · x}: dY [n, m] and x [n, k] F32 or BF16 (x also F16), dW [m, k] F32; n, m, k > 0. */
+    /**
+     * {@code dW (+)= dYᵀ · x}: dY [n, m] and x [n, k] F32 or BF16 (x also F16), dW [m, k] F32 or BF16; n, m, k > 0.
+     * A BF16 dW is written by the product itself from BF16 operands, else through an F32 block.
+     */
     void backwardWeight(CudaTensor dY, CudaTensor x, CudaTensor dW, boolean accumulate) {
         long n = dY.rows(), m = dY.dim(-1), k = x.dim(-1);
         DType type = dY.dtype() == DType.BF16 && x.dtype() == DType.BF16
                 || activations == DType.BF16 && x.dtype() == DType.BF16 ? DType.BF16 : DType.F32;
         try (Scratch s = new Scratch()) {
-            lt.multiplyBackwardWeight(type, s.as(dY, type), s.as(x, type), dW.address(), n, m, k, accumulate, stream);
+            long dya = s.as(dY, type), xa = s.as(x, type);
+            Target d = s.target(dW, type, accumulate);
+            lt.multiplyBackwardWeight(type, d.type, dya, xa, d.address, n, m, k, d.accumulate, stream);
+            d.finish();
         }
     }
 

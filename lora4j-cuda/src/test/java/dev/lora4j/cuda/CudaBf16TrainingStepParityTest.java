@@ -87,7 +87,11 @@ class CudaBf16TrainingStepParityTest {
                 Arguments.of("llama with biases, QLoRA all-linear, checkpointing", TinyModels.llamaWithBiases(), DType.BF16,
                         FineTuneMethod.qlora(allLinear.withLoraDropout(0.1)), true),
                 Arguments.of("qwen2, full fine-tuning", TinyModels.qwen2(0), DType.BF16, new FineTuneMethod.Full(), false),
-                Arguments.of("llama, full fine-tuning, checkpointing", TinyModels.llama(), DType.F32, new FineTuneMethod.Full(), true));
+                Arguments.of("llama, full fine-tuning, checkpointing", TinyModels.llama(), DType.F32, new FineTuneMethod.Full(), true),
+                Arguments.of("qwen2, full fine-tuning in BF16 (biases)", TinyModels.qwen2(0), DType.BF16,
+                        FineTuneMethod.full(DType.BF16), false),
+                Arguments.of("mistral window 4, full fine-tuning in BF16, checkpointing", TinyModels.mistral(4), DType.BF16,
+                        FineTuneMethod.full(DType.BF16), true));
     }
 
     @ParameterizedTest(name = "{0}")

@@ -31,7 +31,7 @@ final class StepComparison {
     /** Zeroed moments for every parameter of the model, in its parameter order. */
     static List<Moments> moments(Backend b, TrainableLlama model, float lr) {
         return model.parameters().stream()
-                .map(p -> new Moments(b.allocate(DType.F32, p.value().shape()), b.allocate(DType.F32, p.value().shape()), lr))
+                .map(p -> new Moments(b.allocate(p.value().dtype(), p.value().shape()), b.allocate(p.value().dtype(), p.value().shape()), lr))
                 .toList();
     }
 
