@@ -162,7 +162,9 @@ public interface Backend extends AutoCloseable {
 
     /**
      * The weight gradient of {@link #matmul}: {@code dW[m,k] (+)= dY[n,m]ᵀ · x[n,k]}; dW is F32 or BF16. A BF16 dW
-     * gets the F32 sum, plus its old value added in F32 when accumulating, rounded once (nearest even).
+     * gets the F32 sum rounded to BF16 (nearest even); when accumulating, the old value is added in F32 and the result
+     * rounded, after the sum was rounded or not (the CPU backend rounds once; cuBLASLt's BF16 outputs may round the
+     * sum first, as torch's accumulation of a bfloat16 gradient does).
      */
     void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate);
 

@@ -617,8 +617,9 @@ public final class CudaBackend implements Backend {
     /**
      * {@code dW (+)= dYᵀ · x}, dW F32 or BF16: in true FP32 (no TF32) for F32 dY and x, and for an F32 dY with a 16-bit
      * x (widened first, exactly) under F32 activations; on the tensor cores when dY and x are BF16, and under BF16
-     * activations for a BF16 x with an F32 dY (rounded to BF16 first). A BF16 dW gets the F32 sum, plus its old value
-     * when accumulating, rounded once.
+     * activations for a BF16 x with an F32 dY (rounded to BF16 first). A BF16 dW gets the F32 sum rounded to BF16;
+     * accumulating, cuBLASLt's BF16 output may round the sum before adding the old value (measured on the H200: an
+     * error of one rounding of the sum), as torch's accumulation of a bfloat16 gradient rounds.
      */
     @Override
     public void matmulBackwardWeight(Tensor dY, Tensor x, Tensor dW, boolean accumulate) {

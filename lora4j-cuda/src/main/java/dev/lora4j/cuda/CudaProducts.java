@@ -20,8 +20,9 @@ import java.lang.foreign.MemorySegment;
  *       (rounded once, after the accumulation when there is one) or F32 (the loss's logits).</li>
  *   <li>The weight gradient {@code dW = dYᵀ x} is F32, or BF16 (full fine-tuning in pure BF16), whatever its
  *       inputs: BF16 dY and x on the tensor cores; with BF16 activations an F32 dY (the logits' gradient) is rounded
- *       to BF16 to meet a BF16 x there; other mixes are widened to F32, exactly. A BF16 dW is the F32 sum (plus its
- *       old value when accumulating) rounded once.</li>
+ *       to BF16 to meet a BF16 x there; other mixes are widened to F32, exactly. A BF16 dW is the F32 sum rounded to
+ *       BF16; the old value, when accumulating, is added to it by cuBLASLt's epilogue, which may round the sum
+ *       first.</li>
  * </ul>
  * Scratch blocks come from the caching allocator and are released as soon as the product is queued.
  */

@@ -63,7 +63,7 @@ class CudaOpProfileTest {
             gpu.scale(x, 2f);
             String report = gpu.opProfile(false);
             assertThat(report).containsPattern("add\\s+2\\s").containsPattern("scale\\s+1\\s");
-            assertThat(gpu.toFloats(x)).containsExactly(6, 10, 14, 18);
+            assertThat(gpu.toFloats(x)).containsExactly(6, 8, 10, 12); // (x + y + y) · 2
         }
     }
 

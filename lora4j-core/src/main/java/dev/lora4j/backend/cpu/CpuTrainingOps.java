@@ -64,8 +64,8 @@ final class CpuTrainingOps {
                     (int) n, (int) m, (int) k, accumulate);
             return;
         }
-        // A BF16 gradient takes the F32 sum (plus its old value, added in F32) rounded once, as a GEMM with a BF16
-        // output and F32 accumulation stores it.
+        // A BF16 gradient takes the F32 sum (plus its old value, added in F32) rounded once: within what Backend
+        // allows the GPU's products, which may round the sum before adding the old value.
         try (Arena arena = Arena.ofShared()) { // the worker threads write it
             MemorySegment sum = arena.allocate(4 * m * k, 64);
             backwardBlocks(seg(dY), (int) m, MatmulBackwardKernels.Coefficients.COLUMNS, seg(x), x.dtype(), sum,
