@@ -8,11 +8,15 @@ import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.model.LossSum;
 import dev.lora4j.model.RandomModelWriter;
 import dev.lora4j.model.TrainableLlama;
+import dev.lora4j.model.TrainableParameter;
 import dev.lora4j.model.TrainingBatch;
 import dev.lora4j.tensor.DType;
+import dev.lora4j.tensor.Tensor;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
 
@@ -21,9 +25,11 @@ import java.util.SplittableRandom;
  * time goes op by op (run with -Dlora4j.cuda.profile=true for the split). For finding what to make faster; the
  * figures users see come from {@code lora4j bench}.
  *
- * <pre>java ... dev.lora4j.cuda.TrainingStepProfile mistral-7b 4 lora-qv|lora-all|qlora-all|full gc|nogc 1024 4 [steps] [f32|bf16]</pre>
+ * <pre>java ... dev.lora4j.cuda.TrainingStepProfile mistral-7b 4 lora-qv|lora-all|qlora-all|full|full-bf16 gc|nogc 1024 4 [steps] [f32|bf16]</pre>
  *
- * The last argument is the activation dtype (default: {@code -Dlora4j.cuda.activations}, else F32).
+ * The last argument is the activation dtype (default: {@code -Dlora4j.cuda.activations}, else F32). Each step is a
+ * micro-batch then, as an optimizer step ends, an AdamW update of every parameter and zeroGrad (torch's defaults;
+ * moments in each parameter's dtype), so that the profile shows them too.
  */
 public final class TrainingStepProfile {
     public static void main(String[] args) throws Exception {
@@ -51,6 +57,7 @@ public final class TrainingStepProfile {
             case "lora-all" -> FineTuneMethod.lora(lora.withTargetModules(TargetModules.allLinear()));
             case "qlora-all" -> FineTuneMethod.qlora(lora.withTargetModules(TargetModules.allLinear()));
             case "full" -> FineTuneMethod.full();
+            case "full-bf16" -> FineTuneMethod.full(DType.BF16);
             default -> throw new IllegalArgumentException(mode);
         };
         SplittableRandom random = new SplittableRandom(7);
@@ -60,6 +67,11 @@ public final class TrainingStepProfile {
              ModelFolder folder = ModelFolder.open(dir);
              TrainableLlama model = TrainableLlama.create(gpu, folder, method, 1)) {
             model.setGradientCheckpointing(gc);
+            List<Tensor> moments = new ArrayList<>();
+            for (TrainableParameter p : model.parameters()) {
+                moments.add(gpu.allocate(p.value().dtype(), p.value().shape()));
+                moments.add(gpu.allocate(p.value().dtype(), p.value().shape()));
+            }
             System.out.printf(Locale.ROOT, "%s x %d layers, %s, gc=%s, %d x %d tokens, %s activations; weights+adapters %.2f GiB%n",
                     preset, layers, mode, gc, batch, seq, activations, gpu.memoryInUse() / (double) (1L << 30));
             for (int s = 0; s < steps; s++) {
@@ -70,6 +82,12 @@ public final class TrainingStepProfile {
                 // Where the host returns before the device is done, the difference is work still queued: a host that
                 // returns only at the end is what waits (or is waited for), not the device.
                 double hostMs = (System.nanoTime() - t0) / 1e6;
+                for (int i = 0; i < model.parameters().size(); i++) {
+                    TrainableParameter p = model.parameters().get(i);
+                    gpu.adamw(p.value(), p.grad(), moments.get(2 * i), moments.get(2 * i + 1), 2e-4f, 0.9f, 0.999f,
+                            1e-8f, p.weightDecay() ? 0.01f : 0f, s + 1);
+                }
+                model.zeroGrad();
                 gpu.synchronize();
                 double ms = (System.nanoTime() - t0) / 1e6;
                 System.out.printf(Locale.ROOT, "step %d: %.1f ms (%.0f tokens/s for these layers; host returned at %.1f ms), loss %.4f, peak %.2f GiB%n",
@@ -78,6 +96,7 @@ public final class TrainingStepProfile {
             }
             String profile = gpu.opProfile(false);
             if (profile != null) System.out.print(profile);
+            moments.forEach(Tensor::close);
         }
     }
 }
