@@ -259,12 +259,16 @@ def compare(a):
         problems.append(f"lora4j's run failed: {mine['error']}")
     if not mine.get("tokens"):
         problems.append("lora4j trained on its synthetic batches (no --tokens), not on the reference's")
-    if not mine.get("init_adapter"):
+    full = ref.get("mode") == "full"
+    if full and mine.get("method") != "full":
+        problems.append(f"the reference fine-tuned in full, lora4j ran {mine.get('method')}")
+    if not full and not mine.get("init_adapter"):
         problems.append("lora4j drew its own initial adapter (no --init-adapter): its A is not the reference's")
-    for key in ("seq", "micro_batch", "accum", "rank"):
+    # Full fine-tuning has no adapter: its rank, alpha and dropout are the benchmark's unused defaults.
+    for key in ("seq", "micro_batch", "accum") + (() if full else ("rank",)):
         if key in mine and key in ref and mine[key] != ref[key]:
             problems.append(f"{key} differs: reference {ref[key]}, lora4j {mine[key]}")
-    for key in ("alpha", "dropout", "lr", "weight_decay"):
+    for key in (("lr", "weight_decay") if full else ("alpha", "dropout", "lr", "weight_decay")):
         if key in mine and key in ref and not math.isclose(mine[key], ref[key], rel_tol=1e-9, abs_tol=1e-12):
             problems.append(f"{key} differs: reference {ref[key]}, lora4j {mine[key]}")
     if mine.get("gc") is not None and mine.get("gc") != ref.get("gc"):
@@ -308,8 +312,11 @@ def compare(a):
           f" transformers {ref.get('transformers')}, peft {ref.get('peft')}, {ref.get('device')},"
           f" {ref.get('compute_dtype')})")
     print(f"lora4j:    {a.lora4j} ({mine.get('configuration')}, {mine.get('device')})")
-    print(f"data:      {mine.get('tokens')}; initial adapter {mine.get('init_adapter')}"
-          f"{'; B ~ N(0, ' + str(ref['nonzero_b']) + '^2)' if ref.get('nonzero_b') else ' (B = 0)'}")
+    if full:
+        print(f"data:      {mine.get('tokens')}; full fine-tuning ({mine.get('base_precision')} weights), no adapter")
+    else:
+        print(f"data:      {mine.get('tokens')}; initial adapter {mine.get('init_adapter')}"
+              f"{'; B ~ N(0, ' + str(ref['nonzero_b']) + '^2)' if ref.get('nonzero_b') else ' (B = 0)'}")
     if finite(zero_b) and n > 0 and finite(r_steps[0]) and finite(m_steps[0]):
         print(f"adapter:   the non-zero B moves the reference's step-1 loss by {r_steps[0] - zero_b:+.6f} from B = 0's"
               f" {zero_b:.6f}; lora4j differs from the reference there by {m_steps[0] - r_steps[0]:+.6f}"
