@@ -4,6 +4,8 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.Backends;
+import dev.lora4j.model.FineTuneMethod;
+import dev.lora4j.tensor.DType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -52,6 +54,22 @@ class BenchCommandTest {
                 "LoRA all-linear", "full + checkpointing", "full");
         cl.parseArgs("--preset", "tiny", "--gradient-checkpointing");
         assertThat(c.configurations()).extracting(s -> s.gradientCheckpointing()).containsExactly(true);
+    }
+
+    @Test
+    void dtypeListsFullFineTuningsWeightPrecisionsAndAppliesToNothingElse() {
+        BenchCommand c = new BenchCommand();
+        picocli.CommandLine cl = new picocli.CommandLine(c);
+        cl.parseArgs("--preset", "tiny", "--method", "lora,full", "--dtype", "float32,bfloat16");
+        assertThat(c.configurations()).extracting(s -> s.label()).containsExactly("LoRA q_proj,v_proj", "full", "full BF16");
+        assertThat(c.configurations().subList(1, 3)).extracting(s -> s.fineTuneMethod())
+                .containsExactly(FineTuneMethod.full(DType.F32), FineTuneMethod.full(DType.BF16));
+        assertError(CliRun.of("bench", "--preset", "tiny", "--method", "lora", "--dtype", "bfloat16"),
+                "--dtype sets the weights of full fine-tuning; add --method full");
+        assertError(CliRun.of("bench", "--preset", "tiny", "--method", "full", "--dtype", "float16"),
+                "unknown --dtype 'float16': use float32 or bfloat16");
+        assertError(CliRun.of("bench", "--preset", "tiny", "--method", "full", "--dtype", "bfloat16", "--optim", "adamw_8bit"),
+                "full fine-tuning in bfloat16 takes adamw_torch");
     }
 
     @Test
