@@ -1,12 +1,9 @@
 package dev.lora4j.cuda;
 
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -21,7 +18,6 @@ import java.util.stream.Stream;
 import static dev.lora4j.cuda.Bf16Values.bf;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * What full fine-tuning in pure BF16 (as torch trains a model loaded in bfloat16) asks of the CUDA backend: AdamW over
@@ -35,29 +31,8 @@ class CudaBf16FullFineTuningOpsTest {
 
     private static CudaBackend f32;
     private static CudaBackend bf16;
-    private static String unavailable;
-
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        f32 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.F32);
-        bf16 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(f32 != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (f32 != null) f32.close();
-        if (bf16 != null) bf16.close();
-    }
+    @RegisterExtension
+    static final GpuBackends backends = GpuBackends.assigning((a, b) -> { f32 = a; bf16 = b; });
 
     // ---- AdamW --------------------------------------------------------------------------------------------
 

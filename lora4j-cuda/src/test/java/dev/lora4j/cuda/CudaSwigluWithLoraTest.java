@@ -1,12 +1,9 @@
 package dev.lora4j.cuda;
 
 import dev.lora4j.backend.Backend;
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -15,7 +12,6 @@ import java.util.Random;
 import static dev.lora4j.cuda.Bf16Values.bf;
 import static dev.lora4j.cuda.Bf16Values.gaussian;
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * {@code swigluWithLora} in one pass (swiglu_lora.cu) against a scalar reference of its definition: gate and up each
@@ -26,31 +22,10 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * (F32 activations) for the same call. Skips, with the probe's reason, where CUDA cannot run.
  */
 class CudaSwigluWithLoraTest {
-    private static CudaBackend bf16;
     private static CudaBackend f32;
-    private static String unavailable;
-
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        bf16 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
-        f32 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.F32);
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(bf16 != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (bf16 != null) bf16.close();
-        if (f32 != null) f32.close();
-    }
+    private static CudaBackend bf16;
+    @RegisterExtension
+    static final GpuBackends backends = GpuBackends.assigning((a, b) -> { f32 = a; bf16 = b; });
 
     /** gate (or up) after its adapter: round(base + sum_k bf16(h[i][k]) bf16(b[j][k])), the sum in double. */
     private static float[] withAdapter(float[] base, float[] h, float[] b, int n, int ff, int r) {

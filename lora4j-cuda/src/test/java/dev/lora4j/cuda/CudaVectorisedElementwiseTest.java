@@ -1,13 +1,10 @@
 package dev.lora4j.cuda;
 
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.DropoutHash;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Half;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -19,7 +16,6 @@ import java.util.function.Consumer;
 import java.util.stream.Stream;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The element-wise kernels move 8 elements per thread with 16-byte accesses when every tensor they touch starts on a
@@ -36,29 +32,8 @@ class CudaVectorisedElementwiseTest {
 
     private static CudaBackend f32;
     private static CudaBackend bf16;
-    private static String unavailable;
-
-    @BeforeAll
-    static void open() {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
-        f32 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.F32);
-        bf16 = CudaBackend.open(CudaProbe.deviceOrdinal(), DType.BF16);
-    }
-
-    @BeforeEach
-    void requireGpu() {
-        assumeTrue(f32 != null, unavailable);
-    }
-
-    @AfterAll
-    static void close() {
-        if (f32 != null) f32.close();
-        if (bf16 != null) bf16.close();
-    }
+    @RegisterExtension
+    static final GpuBackends backends = GpuBackends.assigning((a, b) -> { f32 = a; bf16 = b; });
 
     static Stream<Arguments> cases() {
         List<Arguments> c = new ArrayList<>();

@@ -1,17 +1,10 @@
 package dev.lora4j.cuda;
 
-import dev.lora4j.backend.BackendProvider;
 import dev.lora4j.backend.cpu.CpuBackend;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.tensor.Tensor;
-import org.junit.jupiter.api.extension.AfterAllCallback;
-import org.junit.jupiter.api.extension.BeforeAllCallback;
-import org.junit.jupiter.api.extension.BeforeEachCallback;
-import org.junit.jupiter.api.extension.ExtensionContext;
 
 import java.util.function.BiConsumer;
-
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The backends a GPU test class compares: the CUDA backend (F32 or BF16 activations) and a CPU backend, opened once
@@ -25,12 +18,11 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * static final GpuAndCpu backends = GpuAndCpu.assigning((g, c) -&gt; { gpu = g; cpu = c; });
  * </pre>
  */
-final class GpuAndCpu implements BeforeAllCallback, BeforeEachCallback, AfterAllCallback {
+final class GpuAndCpu extends GpuTestExtension {
     private final DType activations;
     private final BiConsumer<CudaBackend, CpuBackend> assign;
     private CudaBackend gpu;
     private CpuBackend cpu;
-    private String unavailable;
 
     private GpuAndCpu(DType activations, BiConsumer<CudaBackend, CpuBackend> assign) {
         this.activations = activations;
@@ -69,28 +61,18 @@ final class GpuAndCpu implements BeforeAllCallback, BeforeEachCallback, AfterAll
     }
 
     @Override
-    public void beforeAll(ExtensionContext context) {
-        BackendProvider.Availability a = new CudaBackendProvider().probe();
-        if (!a.available()) {
-            unavailable = "CUDA backend unavailable: " + a.detail();
-            return;
-        }
+    protected void open() {
         gpu = CudaBackend.open(CudaProbe.deviceOrdinal(), activations);
         cpu = new CpuBackend();
         assign.accept(gpu, cpu);
     }
 
     @Override
-    public void beforeEach(ExtensionContext context) {
-        assumeTrue(gpu != null, unavailable); // each test reports the reason it was skipped
-    }
-
-    @Override
-    public void afterAll(ExtensionContext context) {
+    protected void close() {
         try {
-            if (gpu != null) gpu.close();
+            gpu.close();
         } finally {
-            if (cpu != null) cpu.close();
+            cpu.close();
             assign.accept(null, null);
         }
     }
