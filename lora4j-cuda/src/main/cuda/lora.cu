@@ -73,24 +73,15 @@ __device__ __forceinline__ void l4j_lora_pair_draws_shared(unsigned long long se
     draws1 = upper ? own : got;
 }
 
-// Those pairs' keep words (l4j_lora_keep_word of l4j_dropout_keep2's flags).
-__device__ __forceinline__ void l4j_lora_keep_words_shared(unsigned long long seed, unsigned long long e0,
-                                                           unsigned long long e1, uint32_t threshold, bool upper,
-                                                           uint32_t& word0, uint32_t& word1) {
-    uint32_t draws0, draws1;
-    l4j_lora_pair_draws_shared(seed, e0, e1, upper, draws0, draws1);
-    word0 = l4j_lora_keep_mask(draws0, threshold);
-    word1 = l4j_lora_keep_mask(draws1, threshold);
-}
-
-// Those pairs' keep flags (l4j_dropout_keep2's).
-__device__ __forceinline__ void l4j_lora_keep2_shared(unsigned long long seed, unsigned long long e0,
+// Those pairs' keep words (WORDS: l4j_lora_keep_word of l4j_dropout_keep2's flags) or keep flags (l4j_dropout_keep2's).
+template <bool WORDS>
+__device__ __forceinline__ void l4j_lora_keeps_shared(unsigned long long seed, unsigned long long e0,
                                                       unsigned long long e1, uint32_t threshold, bool upper,
                                                       uint32_t& keep0, uint32_t& keep1) {
     uint32_t draws0, draws1;
     l4j_lora_pair_draws_shared(seed, e0, e1, upper, draws0, draws1);
-    keep0 = l4j_dropout_keep_half(draws0, threshold);
-    keep1 = l4j_dropout_keep_half(draws1, threshold);
+    keep0 = WORDS ? l4j_lora_keep_mask(draws0, threshold) : l4j_dropout_keep_half(draws0, threshold);
+    keep1 = WORDS ? l4j_lora_keep_mask(draws1, threshold) : l4j_dropout_keep_half(draws1, threshold);
 }
 
 // ---- forward on the tensor cores -----------------------------------------------------------------------------
@@ -184,8 +175,8 @@ __device__ __forceinline__ void l4j_lora_down_mma(const uint16_t* __restrict__ x
                 const unsigned long long ea = (unsigned long long) ra * k, eb = (unsigned long long) rb * k;
                 uint32_t keep[4];  // keep words
                 if (quads) {
-                    l4j_lora_keep_words_shared(seed, ea + ca, eb + ca, threshold, (t & 1) != 0, keep[0], keep[1]);
-                    l4j_lora_keep_words_shared(seed, ea + cb, eb + cb, threshold, (t & 1) != 0, keep[2], keep[3]);
+                    l4j_lora_keeps_shared<true>(seed, ea + ca, eb + ca, threshold, (t & 1) != 0, keep[0], keep[1]);
+                    l4j_lora_keeps_shared<true>(seed, ea + cb, eb + cb, threshold, (t & 1) != 0, keep[2], keep[3]);
                 } else {
                     keep[0] = l4j_lora_keep_word(l4j_dropout_keep2(seed, ea + ca, threshold));
                     keep[1] = l4j_lora_keep_word(l4j_dropout_keep2(seed, eb + ca, threshold));
@@ -344,7 +335,7 @@ __device__ __forceinline__ void l4j_lora_down_backward_mma(
             for (int nt = 0; nt < 8; nt++) {
                 const unsigned long long c = (unsigned long long) (c0 + ch * 64 + nt * 8 + 2 * t);
                 if (quads) {
-                    l4j_lora_keep_words_shared(seed, e0 + c, e1 + c, threshold, (t & 1) != 0, keeps[0][nt],
+                    l4j_lora_keeps_shared<true>(seed, e0 + c, e1 + c, threshold, (t & 1) != 0, keeps[0][nt],
                                                keeps[1][nt]);
                 } else {
                     keeps[0][nt] = l4j_lora_keep_word(l4j_dropout_keep2(seed, e0 + c, threshold));
@@ -497,7 +488,7 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_
             for (int q = 0; q < Q; q += 2) {
                 const unsigned long long e0 = (unsigned long long) (row0 + q) * k + c, e1 = e0 + k;
                 if (quads) {
-                    l4j_lora_keep2_shared(seed, e0, e1, threshold, (l & 1) != 0, keep[q], keep[q + 1]);
+                    l4j_lora_keeps_shared<false>(seed, e0, e1, threshold, (l & 1) != 0, keep[q], keep[q + 1]);
                 } else {
                     keep[q] = l4j_dropout_keep2(seed, e0, threshold);
                     keep[q + 1] = l4j_dropout_keep2(seed, e1, threshold);
@@ -558,7 +549,7 @@ extern "C" __global__ void __launch_bounds__(L4J_LORA_THREADS) lora4j_lora_down_
             if (!quads) {
                 keep = l4j_dropout_keep2(seed, e0, threshold);
             } else if ((it & 1) == 0) {  // the warp's rows are uniform, so all its lanes shuffle together
-                l4j_lora_keep2_shared(seed, e0, e0 + 8ull * k, threshold, (l & 1) != 0, keep, keep_next);
+                l4j_lora_keeps_shared<false>(seed, e0, e0 + 8ull * k, threshold, (l & 1) != 0, keep, keep_next);
             } else {
                 keep = keep_next;
             }

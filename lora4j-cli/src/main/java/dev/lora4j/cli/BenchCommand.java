@@ -2,6 +2,7 @@ package dev.lora4j.cli;
 
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.Backends;
+import dev.lora4j.model.FineTuneMethod;
 import dev.lora4j.tensor.DType;
 import dev.lora4j.train.bench.BenchInputs;
 import dev.lora4j.train.bench.BenchMethod;
@@ -236,11 +237,8 @@ final class BenchCommand implements Callable<Integer> {
     private List<DType> fullPrecisions() {
         List<DType> out = new ArrayList<>();
         for (String d : dtypes) {
-            DType t = switch (d.strip().toLowerCase(Locale.ROOT)) {
-                case "float32", "fp32", "f32" -> DType.F32;
-                case "bfloat16", "bf16" -> DType.BF16;
-                default -> throw new IllegalArgumentException("unknown --dtype '" + d + "': use float32 or bfloat16");
-            };
+            DType t = FineTuneMethod.Full.precisionNamed(d).orElseThrow(() -> new IllegalArgumentException(
+                    "unknown --dtype '" + d + "': use " + FineTuneMethod.Full.PRECISION_NAMES));
             if (!out.contains(t)) out.add(t);
         }
         return out;

@@ -162,11 +162,8 @@ final class PlanCommand implements Callable<Integer> {
     }
 
     private DType fullPrecision() {
-        return switch (dtype.strip().toLowerCase(Locale.ROOT)) {
-            case "float32", "fp32", "f32" -> DType.F32;
-            case "bfloat16", "bf16" -> DType.BF16;
-            default -> throw new IllegalArgumentException("unknown --dtype '" + dtype + "': use float32 or bfloat16");
-        };
+        return FineTuneMethod.Full.precisionNamed(dtype).orElseThrow(() -> new IllegalArgumentException(
+                "unknown --dtype '" + dtype + "': use " + FineTuneMethod.Full.PRECISION_NAMES));
     }
 
     private TargetModules targets() {

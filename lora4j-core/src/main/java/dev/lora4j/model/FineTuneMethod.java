@@ -4,7 +4,9 @@ import dev.lora4j.lora.LoraConfig;
 import dev.lora4j.quant.QuantSpec;
 import dev.lora4j.tensor.DType;
 
+import java.util.Locale;
 import java.util.Objects;
+import java.util.Optional;
 
 /** What a training run updates: LoRA adapters over a frozen base model (16-bit, or 4-bit for QLoRA), or every weight. */
 public sealed interface FineTuneMethod permits FineTuneMethod.Lora, FineTuneMethod.Full {
@@ -53,6 +55,21 @@ public sealed interface FineTuneMethod permits FineTuneMethod.Lora, FineTuneMeth
         /** F32 weights, gradients and moments. */
         public Full() {
             this(DType.F32);
+        }
+
+        /** The precision names {@link #precisionNamed} takes, for messages that list them. */
+        public static final String PRECISION_NAMES = "float32 or bfloat16 (or fp32, bf16)";
+
+        /**
+         * The precision a name gives, as the configuration's dtype, the command line's --dtype and torch write it
+         * (float32, fp32, f32, torch.float32; bfloat16, bf16, torch.bfloat16; any case); empty for another name.
+         */
+        public static Optional<DType> precisionNamed(String name) {
+            return switch (name.strip().toLowerCase(Locale.ROOT)) {
+                case "float32", "fp32", "f32", "torch.float32" -> Optional.of(DType.F32);
+                case "bfloat16", "bf16", "torch.bfloat16" -> Optional.of(DType.BF16);
+                default -> Optional.empty();
+            };
         }
     }
 

@@ -237,11 +237,8 @@ public final class TrainConfigReader {
 
     /** Full fine-tuning's weight dtype: float32 unless dtype (torch_dtype) says bfloat16. */
     private DType fullPrecision() {
-        return switch (string("dtype", "float32").strip().toLowerCase(Locale.ROOT)) {
-            case "float32", "fp32", "f32", "torch.float32" -> DType.F32;
-            case "bfloat16", "bf16", "torch.bfloat16" -> DType.BF16;
-            default -> throw invalid("dtype", "float32 or bfloat16 (or fp32, bf16)");
-        };
+        return FineTuneMethod.Full.precisionNamed(string("dtype", "float32"))
+                .orElseThrow(() -> invalid("dtype", FineTuneMethod.Full.PRECISION_NAMES));
     }
 
     /** The QLoRA recipe (nf4, double quantization, bf16 compute) where a BitsAndBytesConfig field is not set. */
