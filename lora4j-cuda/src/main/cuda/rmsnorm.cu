@@ -151,9 +151,13 @@ __device__ __forceinline__ void l4j_rmsnorm_each_group_pair(const l4j_group<X>* 
 //   dx_j = r * g_j - x_j * r^3 / d * sum_k(g_k * x_k).
 // Each thread keeps its held groups of x and dy in registers from the sums to the store. dx may alias x or dy: each
 // element is read and written by the same thread, and every read for the sums happens before the reductions' barriers.
-template <bool VEC, typename X, typename W>
+//
+// With DW, the row's term of the weight gradient, dy_j * x_j * r, is also added to dw[k] for each held group k (the
+// caller's registers; the fused kernel below holds every group of the row), before dx may overwrite x or dy.
+template <bool VEC, typename X, typename W, bool DW = false>
 __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* __restrict__ w, float eps, const X* dyr,
-                                                         X* dxr, int d, bool accumulate) {
+                                                         X* dxr, int d, bool accumulate,
+                                                         float (*dw)[L4J_GROUP] = nullptr) {
     __shared__ float partial[32];
     const int T = blockDim.x, t = threadIdx.x, groups = l4j_row_groups(d);
     const bool w_aligned = l4j_aligned16(w);
@@ -186,6 +190,10 @@ __device__ __forceinline__ void l4j_rmsnorm_backward_row(const X* xr, const W* _
     const float r = l4j_rms_inverse(ss, d, eps);
     const float c = r * r * r * dot / (float) d;
     auto gradient = [&](float v[8], const float g[8], int q, int held) {
+        if (DW && held >= 0) {
+#pragma unroll
+            for (int k = 0; k < 8; k++) dw[held][k] = __fmaf_rn(__fmul_rn(g[k], v[k]), r, dw[held][k]);
+        }
         float wv[8];
         l4j_weights<VEC>(w, q, d, w_aligned, wv);
 #pragma unroll
@@ -230,6 +238,64 @@ L4J_RMSNORM_BACKWARD(f16, float, l4j_f16)
 L4J_RMSNORM_BACKWARD(bf16act_f32, l4j_bf16, float)
 L4J_RMSNORM_BACKWARD(bf16act_bf16, l4j_bf16, l4j_bf16)
 L4J_RMSNORM_BACKWARD(bf16act_f16, l4j_bf16, l4j_f16)
+
+// The input gradient and the weight gradient's partial sums in one pass, for rows a block holds whole in registers
+// (at most L4J_ROW_GROUPS groups per thread: CudaKernels.fusedRmsNormBackward): each block takes rows_per_block rows
+// in order, one after another, computing each row's dx as lora4j_rmsnorm_backward does (the same bits) while its
+// threads add dy_j * x_j * r into registers for their own columns, the same columns in every row; then it writes
+// partial[block, j], and lora4j_rmsnorm_weight_grad_sum adds the blocks' sums to dw in block order. So x and dy are
+// read once, where the unfused path reads x three times and dy twice (the inverse, the weight gradient's pass, then
+// the input gradient).
+template <bool VEC, typename X, typename W>
+__device__ __forceinline__ void l4j_rmsnorm_backward_fused_rows(const X* x, const W* __restrict__ w, float eps,
+                                                                const X* dy, X* dx, float* __restrict__ partial,
+                                                                long long rows, int d, int rows_per_block,
+                                                                bool accumulate) {
+    float acc[L4J_ROW_GROUPS][L4J_GROUP];
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+#pragma unroll
+        for (int e = 0; e < L4J_GROUP; e++) acc[k][e] = 0.0f;
+    }
+    const long long first = (long long) blockIdx.x * rows_per_block;
+    const long long end = first + rows_per_block < rows ? first + rows_per_block : rows;
+    for (long long row = first; row < end; row++) {
+        const long long base = row * d;
+        l4j_rmsnorm_backward_row<VEC, X, W, true>(x + base, w, eps, dy + base, dx + base, d, accumulate, acc);
+    }
+    const int T = blockDim.x, t = threadIdx.x, groups = l4j_row_groups(d);
+    float* dst = partial + (long long) blockIdx.x * d;
+#pragma unroll
+    for (int k = 0; k < L4J_ROW_GROUPS; k++) {
+        if (t + k * T < groups) l4j_group_store<VEC>(dst, 8LL * (t + k * T), d, acc[k]);
+    }
+}
+
+template <typename X, typename W>
+__device__ __forceinline__ void l4j_rmsnorm_backward_fused(const X* x, const W* __restrict__ w, float eps, const X* dy,
+                                                           X* dx, float* partial, long long rows, int d,
+                                                           int rows_per_block, bool accumulate) {
+    // Every row is aligned when the first is and rows are whole groups; partial's rows are then too.
+    if (l4j_rows_aligned(d, x, dy) && l4j_aligned16(dx) && l4j_aligned16(partial)) {
+        l4j_rmsnorm_backward_fused_rows<true>(x, w, eps, dy, dx, partial, rows, d, rows_per_block, accumulate);
+    } else {
+        l4j_rmsnorm_backward_fused_rows<false>(x, w, eps, dy, dx, partial, rows, d, rows_per_block, accumulate);
+    }
+}
+
+#define L4J_RMSNORM_BACKWARD_FUSED(name, X, W) \
+    extern "C" __global__ void __launch_bounds__(L4J_ROW_MAX_THREADS) \
+    lora4j_rmsnorm_backward_fused_##name(const X* x, const W* w, float eps, const X* dy, X* dx, float* partial, \
+                                         long long rows, int d, int rows_per_block, int accumulate) { \
+        l4j_rmsnorm_backward_fused<X, W>(x, w, eps, dy, dx, partial, rows, d, rows_per_block, accumulate != 0); \
+    }
+
+L4J_RMSNORM_BACKWARD_FUSED(f32, float, float)
+L4J_RMSNORM_BACKWARD_FUSED(bf16, float, l4j_bf16)
+L4J_RMSNORM_BACKWARD_FUSED(f16, float, l4j_f16)
+L4J_RMSNORM_BACKWARD_FUSED(bf16act_f32, l4j_bf16, float)
+L4J_RMSNORM_BACKWARD_FUSED(bf16act_bf16, l4j_bf16, l4j_bf16)
+L4J_RMSNORM_BACKWARD_FUSED(bf16act_f16, l4j_bf16, l4j_f16)
 
 // inv[row] = 1/sqrt(mean(x^2) + eps), one block per row as above: the scale of the forward and
 // backward passes bit for bit (the same sum), for the weight gradient below.

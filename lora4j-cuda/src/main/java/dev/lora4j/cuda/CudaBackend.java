@@ -843,9 +843,29 @@ public final class CudaBackend implements Backend {
         CudaTensor dws = dWeight == null ? null : cuda(dWeight);
         if (rows == 0 || d == 0) return;
         int threads = CudaKernels.rowThreads(d);
+        if (dws != null && d <= CudaKernels.FUSED_RMSNORM_MAX_WIDTH) {
+            // Both gradients in one read of x and dOut: each block sums its rows' weight-gradient terms into its own
+            // row of partial sums, which are then added to dWeight in order: deterministic.
+            int perBlock = Math.max(1, CudaKernels.FUSED_RMSNORM_ROWS_PER_BLOCK);
+            long blocks = Math.ceilDiv(rows, perBlock);
+            long partial = allocator.allocate(4L * blocks * d);
+            try {
+                kernels.launch(CudaKernels.rmsNormBackwardFused(x.dtype(), weight.dtype()), blocks, threads, 0, stream,
+                        KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address())
+                                .ptr(dxs.address()).ptr(partial).i64(rows).i32((int) d).i32(perBlock)
+                                .i32(accumulate ? 1 : 0));
+                kernels.launch(CudaKernels.RMSNORM_WEIGHT_GRAD_SUM, Math.ceilDiv(d, CudaKernels.ELEMENTWISE_THREADS),
+                        CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                        KernelArgs.start().ptr(partial).ptr(dws.address()).i32((int) blocks).i32((int) d));
+            } finally {
+                allocator.release(partial);
+            }
+            opDone(op);
+            return;
+        }
         if (dws != null) {
-            // The weight gradient first: dX may overwrite x or dOut. Each chunk of rows sums into its own row of
-            // partial sums, which are then added to dWeight in order: deterministic.
+            // Rows too long to hold in registers. The weight gradient first, since dX may overwrite x or dOut: each
+            // chunk of rows sums into its own row of partial sums, which are then added to dWeight in order.
             long chunks = Math.ceilDiv(rows, CudaKernels.WEIGHT_GRAD_ROWS);
             long inv = allocator.allocate(4L * rows);
             long partial = 0;

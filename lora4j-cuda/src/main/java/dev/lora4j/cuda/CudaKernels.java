@@ -41,6 +41,17 @@ final class CudaKernels {
      */
     static final int WEIGHT_GRAD_ROWS = 64;
     static final int WEIGHT_GRAD_COLUMNS = 256;
+    /**
+     * rmsnorm.cu's fused backward pass (input and weight gradients in one read of x and dy) takes rows whose every
+     * group a block holds in registers: up to {@link #ROW_GROUPS} groups of {@link #GROUP} per thread, at most
+     * {@link #ROW_MAX_THREADS} threads.
+     */
+    static final int FUSED_RMSNORM_MAX_WIDTH = ROW_GROUPS * 8 * ROW_MAX_THREADS;
+    /**
+     * Rows each block of the fused backward pass takes in turn: fewer give more blocks in flight, more give fewer
+     * partial sums to write and add (-Dlora4j.cuda.rmsnorm-rows-per-block).
+     */
+    static final int FUSED_RMSNORM_ROWS_PER_BLOCK = Integer.getInteger("lora4j.cuda.rmsnorm-rows-per-block", 8);
     /** embedding.cu: L4J_EMBEDDING_ITEMS, groups of 8 elements a thread of a lookup block copies at once. */
     static final int EMBEDDING_ITEMS = 4;
     /** rope.cu: L4J_ROPE_THREADS. */
@@ -277,6 +288,10 @@ final class CudaKernels {
 
     static String rmsNormBackward(DType act, DType weight) { return "lora4j_rmsnorm_backward_" + withOther(act, weight); }
 
+    static String rmsNormBackwardFused(DType act, DType weight) {
+        return "lora4j_rmsnorm_backward_fused_" + withOther(act, weight);
+    }
+
     static String scale(DType t) { return "lora4j_scale_" + suffix(t); }
 
     /** The dq kernel for head-dimension class {@code hd} (one of {@link #ATTENTION_BACKWARD_HEAD_DIMS}). */
@@ -364,6 +379,7 @@ final class CudaKernels {
                 n.add(addBias(act, t));
                 n.add(attention(act, t));
                 n.add(rmsNormBackward(act, t));
+                n.add(rmsNormBackwardFused(act, t));
             }
             n.add(add(act, act));
             n.add(swiglu(act));

@@ -293,8 +293,9 @@ class CudaVectorisedElementwiseTest {
     }
 
     /**
-     * The weight gradient sums chunks of 64 rows, then the chunks in order: 200 rows make three whole chunks and a
-     * part; rows of 1000 columns end in a part of a 256-column tile, rows of 1003 take the element path.
+     * The weight gradient sums chunks of rows (8 rows per block of the fused pass, 64 in the pass for rows too long
+     * to hold), then the chunks in order: 200 rows make whole chunks and, with 64, a part; rows of 1000 columns end in
+     * a part of a 256-column tile, rows of 1003 take the element path.
      */
     @ParameterizedTest(name = "{0}, rows of {1} at offset {2}")
     @MethodSource("weightGradientCases")

@@ -66,6 +66,9 @@ public final class ElementwiseBenchmark {
             // Full fine-tuning's form, which also adds the weight's gradient (the same bytes at least).
             time(gpu, "rmsNormBackward+dW", shape, 3 * n * e + 2L * width, iterations,
                     () -> gpu.rmsNormBackward(a, weight, 1e-5f, b, d, dWeight));
+            // And its training form: both, the input gradient added into the residual stream's.
+            time(gpu, "rmsNormBackward+=dW", shape, 4 * n * e + 2L * width, iterations,
+                    () -> gpu.rmsNormBackward(a, weight, 1e-5f, b, d, dWeight, true));
             time(gpu, "rope", shape, 2 * n * e, iterations, () -> gpu.rope(d, HEAD_DIM, positions, freq));
             time(gpu, "ropeBackward", shape, 2 * n * e, iterations, () -> gpu.ropeBackward(d, HEAD_DIM, positions, freq));
             time(gpu, "embedding", shape, n * 2 + n * e, iterations, () -> gpu.embedding(table, ids, d));

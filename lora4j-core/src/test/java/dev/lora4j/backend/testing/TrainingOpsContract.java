@@ -331,13 +331,22 @@ public abstract class TrainingOpsContract {
             float[] old = random.uniform(rows * d, -2, 2);
             try (Tensor xt = backend.fromFloats(x, DType.F32, rows, d); Tensor wt = backend.fromFloats(w, DType.F32, d);
                  Tensor dyt = backend.fromFloats(dy, DType.F32, rows, d); Tensor alone = backend.allocate(DType.F32, rows, d);
-                 Tensor added = backend.fromFloats(old, DType.F32, rows, d)) {
-                backend.rmsNormBackward(xt, wt, 1e-5f, dyt, alone, null, false);
+                 Tensor added = backend.fromFloats(old, DType.F32, rows, d);
+                 Tensor addedWithDw = backend.fromFloats(old, DType.F32, rows, d);
+                 Tensor dwAlone = backend.fromFloats(new float[d], DType.F32, d);
+                 Tensor dwAdded = backend.fromFloats(new float[d], DType.F32, d)) {
+                backend.rmsNormBackward(xt, wt, 1e-5f, dyt, alone, dwAlone, false);
                 backend.rmsNormBackward(xt, wt, 1e-5f, dyt, added, null, true);
+                // Full fine-tuning's form: the weight's gradient too, the same as where dX is overwritten.
+                backend.rmsNormBackward(xt, wt, 1e-5f, dyt, addedWithDw, dwAdded, true);
                 float[] gradient = backend.toFloats(alone), sum = backend.toFloats(added);
                 float[] expected = new float[sum.length];
                 for (int i = 0; i < expected.length; i++) expected[i] = old[i] + gradient[i];
                 assertThat(sum).as("dX += the gradient, d=" + d).containsExactly(expected);
+                assertThat(backend.toFloats(addedWithDw)).as("dX += the gradient with dWeight, d=" + d)
+                        .containsExactly(expected);
+                assertThat(backend.toFloats(dwAdded)).as("dWeight beside dX +=, d=" + d)
+                        .containsExactly(backend.toFloats(dwAlone));
             }
         }
     }
