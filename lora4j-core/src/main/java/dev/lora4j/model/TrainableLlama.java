@@ -49,7 +49,7 @@ import java.util.function.Consumer;
  *
  * <p>The loss is the summed next-token cross-entropy of the rows' labels, computed over the vocabulary a chunk of
  * rows at a time so the full [tokens, vocab] logits never exist at once. Gradients accumulate across calls until
- * {@link #zeroGrad()}. Not thread-safe.
+ * {@link #zeroGrad()} or {@link #zeroGradOnNextBackward()}. Not thread-safe.
  *
  * <p>Activations are in the backend's {@link Backend#activationType()}. With BF16 activations the products multiply
  * BF16 operands, so each trainable F32 weight that a product multiplies (full fine-tuning's projections and lm_head, a
@@ -57,9 +57,10 @@ import java.util.function.Consumer;
  * masters take the optimizer's updates and the gradients, the copies the products. Copying at every product would
  * cost a pass over the weight each time it is used (two or three per step); a copy per weight costs 2 bytes per
  * parameter and one pass per optimizer step. The copies are made again from the masters at the first
- * {@link #forwardBackward} after {@link #zeroGrad()} (the start of an accumulation, after the optimizer stepped), and
- * at every {@link #evaluate}, {@link #logits} and {@link #generate}: parameters must not change between
- * {@code zeroGrad()} and the forwardBackward calls that add to its gradients, which gradient accumulation needs anyway.
+ * {@link #forwardBackward} after {@link #zeroGrad()} or {@link #zeroGradOnNextBackward()} (the start of an
+ * accumulation, after the optimizer stepped), and at every {@link #evaluate}, {@link #logits} and {@link #generate}:
+ * parameters must not change between {@code zeroGrad()} and the forwardBackward calls that add to its gradients, which
+ * gradient accumulation needs anyway.
  * LoRA adapters need no copies: a product rounds its small F32 adapter on the fly.
  */
 public final class TrainableLlama implements AutoCloseable {
@@ -89,6 +90,13 @@ public final class TrainableLlama implements AutoCloseable {
     private final Adapter[][] adapters;           // [layer][projection], null where none
     private final List<Adapter> adapterList;
     private final Map<Tensor, Tensor> gradOf = new IdentityHashMap<>();
+    /**
+     * Gradients that only weight-gradient products write (the projections' and an untied lm_head's, in full
+     * fine-tuning), which such a product can overwrite instead of adding to: see {@link #zeroGradOnNextBackward}.
+     */
+    private final Set<Tensor> overwritableGrads = Collections.newSetFromMap(new IdentityHashMap<>());
+    /** Those of them that hold no gradient of this accumulation yet: the next product writing one overwrites it. */
+    private final Set<Tensor> gradsToOverwrite = Collections.newSetFromMap(new IdentityHashMap<>());
     /** A trainable F32 weight's BF16 working copy, where the products multiply BF16 activations (see above). */
     private final Map<Tensor, Tensor> workingCopyOf = new IdentityHashMap<>();
     private boolean workingCopiesStale = true;
@@ -127,6 +135,15 @@ public final class TrainableLlama implements AutoCloseable {
         int lowest = shape.numLayers();
         for (int l = shape.numLayers() - 1; l >= 0; l--) if (layerTrains(l)) lowest = l;
         this.embeddingTrains = gradOf.containsKey(weights.embedTokens());
+        for (int l = 0; l < shape.numLayers(); l++) {
+            for (Projection p : Projection.values()) {
+                Tensor g = gradOf.get(p.weight(weights.layer(l)));
+                if (g != null) overwritableGrads.add(g);
+            }
+        }
+        // A tied lm_head's gradient is the embedding table's, which the embedding's backward pass adds to.
+        Tensor headGrad = weights.lmHead() == weights.embedTokens() ? null : gradOf.get(weights.lmHead());
+        if (headGrad != null) overwritableGrads.add(headGrad);
         this.lowestTrainableLayer = embeddingTrains ? 0 : lowest;
         if (backend.activationType() == DType.BF16) {
             try {
@@ -572,6 +589,16 @@ public final class TrainableLlama implements AutoCloseable {
     public LossSum forwardBackward(TrainingBatch batch, float gradScale) {
         checkOpen();
         if (parameters.isEmpty()) throw new IllegalStateException("nothing trains in this model");
+        try {
+            return runForwardBackward(batch, gradScale);
+        } finally {
+            // Gradients this batch did not reach (lm_head where no chunk had a target) are zero, as zeroGrad leaves them.
+            for (Tensor g : gradsToOverwrite) backend.zero(g);
+            gradsToOverwrite.clear();
+        }
+    }
+
+    private LossSum runForwardBackward(TrainingBatch batch, float gradScale) {
         Layout in = layout(batch, true);
         int n = in.tokens();
         TrainingBuffers buf = trainBuffers(n);
@@ -653,8 +680,33 @@ public final class TrainableLlama implements AutoCloseable {
      */
     public void zeroGrad() {
         checkOpen();
+        gradsToOverwrite.clear();
         for (TrainableParameter p : parameters) backend.zero(p.grad());
         workingCopiesStale = true;
+    }
+
+    /**
+     * Starts a new accumulation as {@link #zeroGrad()} does, without a pass over the weight gradients that products
+     * compute: torch's {@code zero_grad(set_to_none=True)}. The next {@link #forwardBackward} writes each of those
+     * gradients with its first product instead of adding to it, and zeroes any it did not reach before it returns;
+     * every other gradient (norm weights, biases, the embedding table, adapters) is zeroed now. So the gradients are
+     * what zeroGrad would give once forwardBackward has run, and hold their old values until then: for a training
+     * loop, which reads them only after its micro-batches. In full fine-tuning this saves writing the projections'
+     * gradients (half the model's size in BF16, all of it in F32) and reading them again in the first micro-batch.
+     */
+    public void zeroGradOnNextBackward() {
+        checkOpen();
+        gradsToOverwrite.clear();
+        for (TrainableParameter p : parameters) {
+            if (overwritableGrads.contains(p.grad())) gradsToOverwrite.add(p.grad());
+            else backend.zero(p.grad());
+        }
+        workingCopiesStale = true;
+    }
+
+    /** Whether a weight-gradient product adds into {@code grad} (false: its first of this accumulation, it writes). */
+    private boolean addsInto(Tensor grad) {
+        return !gradsToOverwrite.remove(grad);
     }
 
     private TrainingBuffers trainBuffers(int n) {
@@ -853,7 +905,7 @@ public final class TrainableLlama implements AutoCloseable {
             backend.crossEntropy(lg, tg, gradScale, buf.losses.view(c0, rows));
             if (dNormed != null) {
                 backend.matmulBackwardInput(lg, forProduct(weights.lmHead()), dNormed.rows(c0, rows), false);
-                if (gradHead != null) backend.matmulBackwardWeight(lg, hc, gradHead, true);
+                if (gradHead != null) backend.matmulBackwardWeight(lg, hc, gradHead, addsInto(gradHead));
             }
         }
         float[] losses = backend.toFloats(buf.losses.view(0, n));
@@ -920,7 +972,7 @@ public final class TrainableLlama implements AutoCloseable {
         Tensor weight = p.weight(w);
         backend.matmulBackwardInput(dY, forProduct(weight), dIn, accumulate);
         Tensor gw = gradOf.get(weight);
-        if (gw != null) backend.matmulBackwardWeight(dY, in, gw, true);
+        if (gw != null) backend.matmulBackwardWeight(dY, in, gw, addsInto(gw));
         Tensor bias = p.bias(w);
         Tensor gb = bias == null ? null : gradOf.get(bias);
         if (gb != null) backend.sumRows(dY, gb);

@@ -391,6 +391,51 @@ class TrainableLlamaTest {
         }
     }
 
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> lazyZeroCases() {
+        return java.util.stream.Stream.of(DType.F32, DType.BF16).flatMap(p -> java.util.stream.Stream.of(
+                org.junit.jupiter.params.provider.Arguments.of("llama (untied lm_head)", TinyModels.llama(), p),
+                org.junit.jupiter.params.provider.Arguments.of("qwen2 (tied, biases)", TinyModels.qwen2(2), p)));
+    }
+
+    @org.junit.jupiter.params.ParameterizedTest(name = "{0}, {2}")
+    @org.junit.jupiter.params.provider.MethodSource("lazyZeroCases")
+    void zeroGradOnNextBackwardEndsEachMicroBatchWithTheGradientsZeroGradGives(String name, LlamaShape shape,
+                                                                              DType precision, @TempDir Path dir)
+            throws Exception {
+        // Full fine-tuning, whose projections' and lm_head's gradients the first micro-batch overwrites. The first
+        // batch has no target, so no loss chunk reaches lm_head: its old gradient must not survive.
+        int[][] ids = {{4, 8, 15, 16, 23, 42}};
+        TrainingBatch noTargets = new TrainingBatch(ids, new int[][]{{-100, -100, -100, -100, -100, -100}}, 3);
+        TrainingBatch other = TrainingBatch.languageModelling(new int[][]{{5, 9, 13, 17, 21, 25, 29}, TOKENS}, 4);
+        ReferenceLlama.Weights host = TinyModels.randomWeights(shape, DType.BF16, 9);
+        try (ModelFolder folder = TinyModelFolders.write(dir.resolve("base"), shape, host, DType.BF16);
+             TrainableLlama eager = TrainableLlama.create(cpu, folder, FineTuneMethod.full(precision), 0);
+             TrainableLlama lazy = TrainableLlama.create(cpu, folder, FineTuneMethod.full(precision), 0)) {
+            for (TrainableLlama m : List.of(eager, lazy)) {
+                m.zeroGrad();
+                m.forwardBackward(BATCH, 0.3f); // an old accumulation, which the next must not see
+            }
+            eager.zeroGrad();
+            lazy.zeroGradOnNextBackward();
+            for (TrainingBatch b : List.of(noTargets, BATCH, other)) {
+                eager.forwardBackward(b, 0.1f);
+                lazy.forwardBackward(b, 0.1f);
+                for (int i = 0; i < eager.parameters().size(); i++) {
+                    TrainableParameter e = eager.parameters().get(i), l = lazy.parameters().get(i);
+                    // A product that overwrites may give -0 where 0 + (-0) gave +0: the same gradient.
+                    assertThat(withoutNegativeZeros(cpu.toFloats(l.grad()))).as(e.name() + " after " + b)
+                            .containsExactly(withoutNegativeZeros(cpu.toFloats(e.grad())));
+                }
+            }
+        }
+    }
+
+    private static float[] withoutNegativeZeros(float[] v) {
+        float[] out = v.clone();
+        for (int i = 0; i < out.length; i++) if (out[i] == 0f) out[i] = 0f;
+        return out;
+    }
+
     @Test
     void badBatchesAreRefusedWithTheRowAndPosition() {
         try (TrainableLlama model = lora(TinyModels.llama(), DType.F32, LoraConfig.defaults(), 1)) {

@@ -209,10 +209,15 @@ public final class SftTrainer implements AutoCloseable {
                     targets += b.targetCount();
                     tokens += b.totalTokens();
                 }
-                model.zeroGrad();
                 LossSum loss = LossSum.ZERO;
                 // A step without a single target (every label masked) has no gradient; it still counts as a step.
-                if (targets > 0) for (TrainingBatch b : batches) loss = loss.plus(model.forwardBackward(b, (float) (1.0 / targets)));
+                if (targets > 0) {
+                    // The first micro-batch writes the products' weight gradients instead of adding to zeros.
+                    model.zeroGradOnNextBackward();
+                    for (TrainingBatch b : batches) loss = loss.plus(model.forwardBackward(b, (float) (1.0 / targets)));
+                } else {
+                    model.zeroGrad();
+                }
                 double gradNorm = GradientClipping.clip(backend, model.parameters(), config.maxGradNorm());
                 double stepLoss = targets > 0 ? loss.sum() / targets : 0.0;
                 requireFinite(st.globalStep + 1, stepLoss, gradNorm, config.learningRate(), out);

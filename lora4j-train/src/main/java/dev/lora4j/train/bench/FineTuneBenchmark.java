@@ -166,7 +166,7 @@ public final class FineTuneBenchmark {
     /** One optimizer step; returns the loss of each micro-batch, in order. */
     private static List<LossSum> step(TrainableLlama model, Optimizer optimizer, int[][][] ids, long targets, BenchSettings s,
                                       int step) {
-        model.zeroGrad();
+        model.zeroGradOnNextBackward(); // as the trainer starts a step (there is always a micro-batch here)
         List<LossSum> losses = new ArrayList<>(ids.length);
         for (int i = 0; i < ids.length; i++) {
             // Each micro-batch of each step draws its own dropout masks, as a training run does.
