@@ -276,6 +276,15 @@ __device__ __forceinline__ void l4j_groups_then_rest(long long n, bool aligned, 
     L4J_FOR_EACH(r, n - done) one(done + r);
 }
 
+// The same over [0, n) by the threads of one block alone (for kernels whose blocks each take their own range).
+template <typename Group, typename One>
+__device__ __forceinline__ void l4j_block_groups_then_rest(long long n, bool aligned, Group group, One one) {
+    const long long groups = aligned ? n / L4J_GROUP : 0;
+    for (long long q = threadIdx.x; q < groups; q += blockDim.x) group(q * L4J_GROUP);
+    const long long done = groups * L4J_GROUP;
+    for (long long r = threadIdx.x; r < n - done; r += blockDim.x) one(done + r);
+}
+
 // ---- tensor cores -------------------------------------------------------------------------------------------
 // The warp-collective operations of the tensor-core kernels (attention_flash.cu), each behind one small function:
 // inline PTX on the GPU (sm_80 and newer), and in the device emulator an exact implementation of the same operation

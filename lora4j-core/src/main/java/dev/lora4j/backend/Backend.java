@@ -8,6 +8,7 @@ import dev.lora4j.tensor.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.List;
 
 /**
  * The tensor operations the Llama-family model is written against. {@code CpuBackend} (Vector API) and
@@ -240,6 +241,18 @@ public interface Backend extends AutoCloseable {
      */
     void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
                        float weightDecay, long step);
+
+    /**
+     * {@link #adamw} on every entry of {@code tensors}, with these hyperparameters and each entry's own weight decay:
+     * the same values as calling it on each in turn. A backend may update them together (the CUDA backend launches
+     * one kernel per pair of dtypes, where a LoRA model's hundreds of small adapters would each take a launch).
+     */
+    default void adamwAll(List<AdamwTensors> tensors, float lr, float beta1, float beta2, float eps,
+                          long step) {
+        for (AdamwTensors t : tensors) {
+            adamw(t.param(), t.grad(), t.m(), t.v(), lr, beta1, beta2, eps, t.weightDecay(), step);
+        }
+    }
 
     /** The sum of the squares of the elements of an F32 or BF16 tensor (waits for the result): for gradient-norm clipping. */
     double sumOfSquares(Tensor t);

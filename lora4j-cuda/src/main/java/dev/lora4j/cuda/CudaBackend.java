@@ -1,5 +1,6 @@
 package dev.lora4j.cuda;
 
+import dev.lora4j.backend.AdamwTensors;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.BackendProvider.Availability;
 import dev.lora4j.quant.QuantSpec;
@@ -9,10 +10,16 @@ import dev.lora4j.tensor.Tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_DOUBLE;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * The CUDA backend: tensors in GPU memory, kernels from lora4j's fatbin, matmuls through cuBLASLt, all queued on
@@ -984,15 +991,7 @@ public final class CudaBackend implements Backend {
                       float weightDecay, long step) {
         bind();
         String op = "adamw";
-        requireStateType(param, op + " param");
-        requireStateType(grad, op + " grad");
-        for (Tensor moment : new Tensor[] {m, v}) {
-            if (moment.dtype() != param.dtype()) {
-                throw new IllegalArgumentException(op + ": " + (moment == m ? "m " : "v ") + moment
-                        + " must have the dtype of param " + param + " (the moments are kept in the parameter's dtype)");
-            }
-        }
-        for (Tensor t : new Tensor[] {grad, m, v}) requireSameCount(param, t);
+        requireAdamwTensors(op, param, grad, m, v);
         if (step < 1) throw new IllegalArgumentException(op + ": step counts from 1, got " + step);
         if (param.numel() == 0) return;
         AdamwScalars s = AdamwScalars.of(lr, beta1, beta2, eps, weightDecay, step);
@@ -1003,6 +1002,73 @@ public final class CudaBackend implements Backend {
                         .ptr(cuda(v).address()).f32(s.decay()).f32(s.oneMinusBeta1()).f32(s.beta2())
                         .f32(s.oneMinusBeta2()).f32(s.negStepSize()).f32(s.bias2Sqrt()).f32(s.eps()).i64(param.numel()));
         opDone(op);
+    }
+
+    private void requireAdamwTensors(String op, Tensor param, Tensor grad, Tensor m, Tensor v) {
+        requireStateType(param, op + " param");
+        requireStateType(grad, op + " grad");
+        for (Tensor moment : new Tensor[] {m, v}) {
+            if (moment.dtype() != param.dtype()) {
+                throw new IllegalArgumentException(op + ": " + (moment == m ? "m " : "v ") + moment
+                        + " must have the dtype of param " + param + " (the moments are kept in the parameter's dtype)");
+            }
+        }
+        for (Tensor t : new Tensor[] {grad, m, v}) requireSameCount(param, t);
+    }
+
+    /**
+     * One launch per pair of dtypes: a table of the pair's tensors (l4j_adamw_entry, 64 bytes each) goes to the device
+     * and every block of {@link CudaKernels#ADAMW_CHUNK} elements finds its tensor in it. Every entry is checked
+     * first, so a bad one changes nothing.
+     */
+    @Override
+    public void adamwAll(List<AdamwTensors> tensors, float lr, float beta1, float beta2, float eps, long step) {
+        bind();
+        for (int i = 0; i < tensors.size(); i++) {
+            AdamwTensors t = tensors.get(i);
+            requireAdamwTensors("adamwAll entry " + i, t.param(), t.grad(), t.m(), t.v());
+        }
+        if (step < 1) throw new IllegalArgumentException("adamwAll: step counts from 1, got " + step);
+        Map<String, List<AdamwTensors>> byKernel = new LinkedHashMap<>();
+        for (AdamwTensors t : tensors) {
+            if (t.param().numel() == 0) continue;
+            byKernel.computeIfAbsent(CudaKernels.adamwAll(t.param().dtype(), t.grad().dtype()), k -> new ArrayList<>())
+                    .add(t);
+        }
+        AdamwScalars shared = AdamwScalars.of(lr, beta1, beta2, eps, 0f, step);
+        for (Map.Entry<String, List<AdamwTensors>> group : byKernel.entrySet()) {
+            List<AdamwTensors> list = group.getValue();
+            long bytes = 64L * list.size(), blocks = 0;
+            long table = allocator.allocate(bytes);
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment host = arena.allocate(bytes, 16);
+                for (int i = 0; i < list.size(); i++) {
+                    AdamwTensors t = list.get(i);
+                    long at = 64L * i;
+                    host.set(JAVA_LONG, at, cuda(t.param()).address());
+                    host.set(JAVA_LONG, at + 8, cuda(t.grad()).address());
+                    host.set(JAVA_LONG, at + 16, cuda(t.m()).address());
+                    host.set(JAVA_LONG, at + 24, cuda(t.v()).address());
+                    host.set(JAVA_LONG, at + 32, t.param().numel());
+                    host.set(JAVA_LONG, at + 40, blocks);
+                    // The decay as the one-tensor kernel gets it: the same float.
+                    host.set(JAVA_FLOAT, at + 48, AdamwScalars.of(lr, beta1, beta2, eps, t.weightDecay(), step).decay());
+                    blocks += Math.ceilDiv(t.param().numel(), CudaKernels.ADAMW_CHUNK);
+                }
+                if (blocks > Integer.MAX_VALUE) {
+                    throw new IllegalArgumentException("adamwAll: " + blocks + " blocks of " + CudaKernels.ADAMW_CHUNK
+                            + " elements are more than one launch takes; update fewer tensors at once");
+                }
+                cu.check(cu.memcpyHtoDAsync(table, host, bytes, stream), "cuMemcpyHtoDAsync_v2(" + bytes + " bytes)");
+                kernels.launch(group.getKey(), blocks, CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                        KernelArgs.start().ptr(table).i32(list.size()).f32(shared.oneMinusBeta1()).f32(shared.beta2())
+                                .f32(shared.oneMinusBeta2()).f32(shared.negStepSize()).f32(shared.bias2Sqrt())
+                                .f32(shared.eps()));
+            } finally {
+                allocator.release(table);
+            }
+            opDone("adamw");
+        }
     }
 
     /** The sum of the squares of an F32 or BF16 tensor, each value widened to double, summed in double. */

@@ -343,6 +343,15 @@ final class CudaKernels {
         return "lora4j_adamw_" + suffix(param) + "_" + suffix(grad);
     }
 
+    /** optimizer.cu: AdamW over a table of tensors of these dtypes, one launch for all (lora4j_adamw_all_...). */
+    static String adamwAll(DType param, DType grad) {
+        adamw(param, grad); // the same pairs
+        return "lora4j_adamw_all_" + suffix(param) + "_" + suffix(grad);
+    }
+
+    /** optimizer.cu: L4J_ADAMW_CHUNK, the elements of one tensor each block of the many-tensor AdamW takes. */
+    static final int ADAMW_CHUNK = 16384;
+
     /** optimizer8bit.cu: bitsandbytes' 8-bit blockwise and 32-bit AdamW. */
     static final String ADAMW_8BIT = "lora4j_adamw_8bit_f32";
     static final String ADAMW_32BIT = "lora4j_adamw_32bit_f32";
@@ -393,7 +402,10 @@ final class CudaKernels {
         }
         for (DType t : STATE_TYPES) {
             n.add(sumSquaresPartial(t));
-            for (DType grad : STATE_TYPES) n.add(adamw(t, grad));
+            for (DType grad : STATE_TYPES) {
+                n.add(adamw(t, grad));
+                n.add(adamwAll(t, grad));
+            }
         }
         n.add(add(DType.BF16, DType.F32));
         n.add(SWIGLU_LORA);

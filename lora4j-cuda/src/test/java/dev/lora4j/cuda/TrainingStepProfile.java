@@ -1,5 +1,6 @@
 package dev.lora4j.cuda;
 
+import dev.lora4j.backend.AdamwTensors;
 import dev.lora4j.io.ModelConfig;
 import dev.lora4j.io.ModelFolder;
 import dev.lora4j.lora.LoraConfig;
@@ -28,8 +29,9 @@ import java.util.SplittableRandom;
  * <pre>java ... dev.lora4j.cuda.TrainingStepProfile mistral-7b 4 lora-qv|lora-all|qlora-all|full|full-bf16 gc|nogc 1024 4 [steps] [f32|bf16]</pre>
  *
  * The last argument is the activation dtype (default: {@code -Dlora4j.cuda.activations}, else F32). Each step is a
- * micro-batch then, as an optimizer step ends, an AdamW update of every parameter and zeroGrad (torch's defaults;
- * moments in each parameter's dtype), so that the profile shows them too.
+ * micro-batch then, as an optimizer step ends, the trainer's AdamW update of every parameter (torch's defaults;
+ * moments in each parameter's dtype, one adamwAll call) and its zeroGradOnNextBackward, so that the profile shows
+ * them too.
  */
 public final class TrainingStepProfile {
     public static void main(String[] args) throws Exception {
@@ -82,12 +84,14 @@ public final class TrainingStepProfile {
                 // Where the host returns before the device is done, the difference is work still queued: a host that
                 // returns only at the end is what waits (or is waited for), not the device.
                 double hostMs = (System.nanoTime() - t0) / 1e6;
+                List<AdamwTensors> all = new ArrayList<>();
                 for (int i = 0; i < model.parameters().size(); i++) {
                     TrainableParameter p = model.parameters().get(i);
-                    gpu.adamw(p.value(), p.grad(), moments.get(2 * i), moments.get(2 * i + 1), 2e-4f, 0.9f, 0.999f,
-                            1e-8f, p.weightDecay() ? 0.01f : 0f, s + 1);
+                    all.add(new AdamwTensors(p.value(), p.grad(), moments.get(2 * i), moments.get(2 * i + 1),
+                            p.weightDecay() ? 0.01f : 0f));
                 }
-                model.zeroGrad();
+                gpu.adamwAll(all, 2e-4f, 0.9f, 0.999f, 1e-8f, s + 1); // as the trainer's AdamW steps
+                model.zeroGradOnNextBackward();
                 gpu.synchronize();
                 double ms = (System.nanoTime() - t0) / 1e6;
                 System.out.printf(Locale.ROOT, "step %d: %.1f ms (%.0f tokens/s for these layers; host returned at %.1f ms), loss %.4f, peak %.2f GiB%n",

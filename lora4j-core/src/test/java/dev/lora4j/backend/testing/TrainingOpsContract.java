@@ -1,5 +1,6 @@
 package dev.lora4j.backend.testing;
 
+import dev.lora4j.backend.AdamwTensors;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.DropoutHash;
 import dev.lora4j.tensor.DType;
@@ -614,6 +615,79 @@ public abstract class TrainingOpsContract {
                     assertSameFloats(what + ": v", backend.toFloats(vt), v);
                 }
             }
+        }
+    }
+
+    @Test
+    void adamwAllLeavesEachTensorAsItsOwnAdamwCallDoes() {
+        // Every pair of dtypes, lengths on both sides of 16-byte groups and of 16384-element chunks, an empty tensor,
+        // views at an odd offset (element by element) and each tensor's own weight decay: one adamwAll call must
+        // give the bits of adamw on each tensor alone, step after step.
+        RandomTensors random = new RandomTensors(181);
+        DType[][] pairs = {{DType.F32, DType.F32}, {DType.BF16, DType.BF16}, {DType.BF16, DType.F32}, {DType.F32, DType.BF16}};
+        int[] lengths = {1, 7, 8, 1037, 0, 16384, 2 * 16384 + 5, 40_000, 9, 16385};
+        int count = lengths.length;
+        java.util.List<Tensor> owned = new java.util.ArrayList<>();
+        try {
+            java.util.List<AdamwTensors> together = new java.util.ArrayList<>();
+            Tensor[][] alone = new Tensor[count][];
+            Tensor[] grads = new Tensor[count];
+            for (int i = 0; i < count; i++) {
+                DType pt = pairs[i % pairs.length][0], gt = pairs[i % pairs.length][1];
+                int n = lengths[i], skip = i % 3 == 2 ? 1 : 0; // every third a view one element in
+                float[] param = random.uniform(n + skip, -1, 1, pt);
+                Tensor[] mine = new Tensor[3], theirs = new Tensor[3];
+                for (int k = 0; k < 3; k++) {
+                    float[] init = k == 0 ? param : new float[n + skip];
+                    Tensor a = backend.fromFloats(init, pt, n + skip), b = backend.fromFloats(init, pt, n + skip);
+                    owned.add(a);
+                    owned.add(b);
+                    mine[k] = a.view(skip, n);
+                    theirs[k] = b.view(skip, n);
+                }
+                Tensor g = backend.allocate(gt, n + skip);
+                owned.add(g);
+                grads[i] = g.view(skip, n);
+                together.add(new AdamwTensors(mine[0], grads[i], mine[1], mine[2], (i % 3) * 0.05f));
+                alone[i] = theirs;
+            }
+            for (int step = 1; step <= 3; step++) {
+                for (int i = 0; i < count; i++) {
+                    float[] grad = random.uniform(lengths[i], -0.1, 0.1, grads[i].dtype());
+                    try (Tensor fresh = backend.fromFloats(grad, grads[i].dtype(), lengths[i])) {
+                        backend.copy(fresh, grads[i]);
+                    }
+                }
+                backend.adamwAll(together, 3e-3f, 0.9f, 0.95f, 1e-8f, step);
+                for (int i = 0; i < count; i++) {
+                    backend.adamw(alone[i][0], grads[i], alone[i][1], alone[i][2], 3e-3f, 0.9f, 0.95f, 1e-8f,
+                            together.get(i).weightDecay(), step);
+                }
+                for (int i = 0; i < count; i++) {
+                    String what = "step " + step + ", tensor " + i + " (" + lengths[i] + " " + together.get(i).param().dtype()
+                            + " with a " + grads[i].dtype() + " gradient)";
+                    String[] names = {"param", "m", "v"};
+                    Tensor[] mine = {together.get(i).param(), together.get(i).m(), together.get(i).v()};
+                    for (int k = 0; k < 3; k++) {
+                        assertSameFloats(what + ": " + names[k], backend.toFloats(mine[k]), backend.toFloats(alone[i][k]));
+                    }
+                }
+            }
+        } finally {
+            owned.forEach(Tensor::close);
+        }
+    }
+
+    @Test
+    void adamwAllRefusesMomentsOfAnotherDtypeThanTheirParameter() {
+        try (Tensor p = backend.fromFloats(new float[] {1, 2}, DType.F32, 2); Tensor g = backend.fromFloats(new float[] {1, 1}, DType.F32, 2);
+             Tensor m = backend.allocate(DType.F32, 2); Tensor v = backend.allocate(DType.F32, 2);
+             Tensor bp = backend.allocate(DType.BF16, 3); Tensor bg = backend.allocate(DType.BF16, 3);
+             Tensor bm = backend.allocate(DType.F32, 3); Tensor bv = backend.allocate(DType.BF16, 3)) {
+            java.util.List<AdamwTensors> list = java.util.List.of(new AdamwTensors(p, g, m, v, 0f),
+                    new AdamwTensors(bp, bg, bm, bv, 0f));
+            assertThatThrownBy(() -> backend.adamwAll(list, 0.1f, 0.9f, 0.999f, 1e-8f, 1))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("m").hasMessageContaining("F32");
         }
     }
 

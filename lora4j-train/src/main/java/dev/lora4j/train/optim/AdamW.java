@@ -1,5 +1,6 @@
 package dev.lora4j.train.optim;
 
+import dev.lora4j.backend.AdamwTensors;
 import dev.lora4j.backend.Backend;
 import dev.lora4j.backend.MemoryPlacement;
 import dev.lora4j.io.SafetensorsFile;
@@ -24,7 +25,7 @@ import java.util.TreeMap;
  * eps 1e-8) and its parameter groups: weight decay only where {@link TrainableParameter#weightDecay()} says so (not
  * biases and norm weights). The moments are tensors of each parameter's dtype (F32, or BF16 for full fine-tuning in
  * BF16, as torch keeps a bfloat16 parameter's state) on the parameters' backend, zero until the first step;
- * {@link Backend#adamw} does the update, counting steps from 1 for the bias corrections.
+ * {@link Backend#adamwAll} does the update, counting steps from 1 for the bias corrections.
  */
 public final class AdamW implements Optimizer {
     /** The key of the step count in optimizer.safetensors' metadata. */
@@ -96,12 +97,14 @@ public final class AdamW implements Optimizer {
     @Override
     public void step(double lr) {
         step++;
+        // Every parameter in one call: the backend may update them all in one pass (see Backend.adamwAll).
+        List<AdamwTensors> all = new ArrayList<>(m.length);
         for (int i = 0; i < m.length; i++) {
             TrainableParameter p = parameters.get(i);
             double decay = p.weightDecay() ? hp.weightDecay() : 0.0;
-            backend.adamw(p.value(), p.grad(), m[i], v[i], (float) lr, (float) hp.beta1(), (float) hp.beta2(),
-                    (float) hp.eps(), (float) decay, step);
+            all.add(new AdamwTensors(p.value(), p.grad(), m[i], v[i], (float) decay));
         }
+        backend.adamwAll(all, (float) lr, (float) hp.beta1(), (float) hp.beta2(), (float) hp.eps(), step);
     }
 
     /** Bytes the moments take on the backend. */
