@@ -400,13 +400,28 @@ lora4j_rmsnorm_weight_grad_bf16(const l4j_bf16* x, const l4j_bf16* dy, const flo
     l4j_rmsnorm_weight_grad(x, dy, inv, partial, rows, d);
 }
 
-// dw[j] += the sum of partial[c, j] over the chunks c in order; one thread per column.
-extern "C" __global__ void lora4j_rmsnorm_weight_grad_sum(const float* __restrict__ partial, float* __restrict__ dw,
-                                                          int chunks, int d) {
-    const long long j = (long long) blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= d) return;
-    float total = partial[j];
-#pragma unroll 16
-    for (int c = 1; c < chunks; c++) total = __fadd_rn(total, partial[(long long) c * d + j]);
-    dw[j] = __fadd_rn(dw[j], total);
+// dw[j] += the sum of partial[c, j] over the chunks c, in a fixed order: a block of 256 threads takes 32 columns, and
+// its 8 row lanes each add every 8th chunk (lane r: chunks r, r + 8, ...) in order, then the lanes' sums are added in
+// lane order. One thread per column adding every chunk in turn would be a chain of dependent loads hundreds long (the
+// fused backward pass writes a row of partial sums per 8 rows: 512 for 4096 tokens), with only d threads in flight.
+#define L4J_WGRAD_SUM_LANES 8
+
+extern "C" __global__ void __launch_bounds__(32 * L4J_WGRAD_SUM_LANES)
+lora4j_rmsnorm_weight_grad_sum(const float* __restrict__ partial, float* __restrict__ dw, int chunks, int d) {
+    __shared__ float sums[L4J_WGRAD_SUM_LANES][32];
+    const int lane = threadIdx.x % 32, r = threadIdx.x / 32;
+    const long long j = (long long) blockIdx.x * 32 + lane;
+    float total = 0.0f;
+    if (j < d) {
+#pragma unroll 8
+        for (int c = r; c < chunks; c += L4J_WGRAD_SUM_LANES) total = __fadd_rn(total, partial[(long long) c * d + j]);
+    }
+    sums[r][lane] = total;
+    __syncthreads();
+    if (r == 0 && j < d) {
+        float all = sums[0][lane];
+#pragma unroll
+        for (int y = 1; y < L4J_WGRAD_SUM_LANES; y++) all = __fadd_rn(all, sums[y][lane]);
+        dw[j] = __fadd_rn(dw[j], all);
+    }
 }

@@ -861,9 +861,7 @@ public final class CudaBackend implements Backend {
                         KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address())
                                 .ptr(dxs.address()).ptr(partial).i64(rows).i32((int) d).i32(perBlock)
                                 .i32(accumulate ? 1 : 0));
-                kernels.launch(CudaKernels.RMSNORM_WEIGHT_GRAD_SUM, Math.ceilDiv(d, CudaKernels.ELEMENTWISE_THREADS),
-                        CudaKernels.ELEMENTWISE_THREADS, 0, stream,
-                        KernelArgs.start().ptr(partial).ptr(dws.address()).i32((int) blocks).i32((int) d));
+                sumWeightGradChunks(partial, dws.address(), blocks, d);
             } finally {
                 allocator.release(partial);
             }
@@ -884,9 +882,7 @@ public final class CudaBackend implements Backend {
                         chunks * Math.ceilDiv(d, CudaKernels.WEIGHT_GRAD_COLUMNS), CudaKernels.WEIGHT_GRAD_COLUMNS, 0,
                         stream, KernelArgs.start().ptr(xs.address()).ptr(dys.address()).ptr(inv).ptr(partial).i64(rows)
                                 .i32((int) d));
-                kernels.launch(CudaKernels.RMSNORM_WEIGHT_GRAD_SUM, Math.ceilDiv(d, CudaKernels.ELEMENTWISE_THREADS),
-                        CudaKernels.ELEMENTWISE_THREADS, 0, stream,
-                        KernelArgs.start().ptr(partial).ptr(dws.address()).i32((int) chunks).i32((int) d));
+                sumWeightGradChunks(partial, dws.address(), chunks, d);
             } finally {
                 allocator.release(inv);
                 if (partial != 0) allocator.release(partial);
@@ -896,6 +892,13 @@ public final class CudaBackend implements Backend {
                 KernelArgs.start().ptr(xs.address()).ptr(ws.address()).f32(eps).ptr(dys.address()).ptr(dxs.address())
                         .i32((int) d).i32(accumulate ? 1 : 0));
         opDone(op);
+    }
+
+    /** dw += the sum of the {@code chunks} rows of partial sums [chunks, d] (F32), in a fixed order. */
+    private void sumWeightGradChunks(long partial, long dw, long chunks, long d) {
+        kernels.launch(CudaKernels.RMSNORM_WEIGHT_GRAD_SUM, Math.ceilDiv(d, CudaKernels.WEIGHT_GRAD_SUM_COLUMNS),
+                CudaKernels.WEIGHT_GRAD_SUM_COLUMNS * CudaKernels.WEIGHT_GRAD_SUM_LANES, 0, stream,
+                KernelArgs.start().ptr(partial).ptr(dw).i32((int) chunks).i32((int) d));
     }
 
     @Override

@@ -41,6 +41,9 @@ final class CudaKernels {
      */
     static final int WEIGHT_GRAD_ROWS = 64;
     static final int WEIGHT_GRAD_COLUMNS = 256;
+    /** rmsnorm.cu's sum of the partial sums: 32 columns per block, L4J_WGRAD_SUM_LANES row lanes each. */
+    static final int WEIGHT_GRAD_SUM_COLUMNS = 32;
+    static final int WEIGHT_GRAD_SUM_LANES = 8;
     /**
      * rmsnorm.cu's fused backward pass (input and weight gradients in one read of x and dy) takes rows whose every
      * group a block holds in registers: up to {@link #ROW_GROUPS} groups of {@link #GROUP} per thread, at most
