@@ -974,7 +974,10 @@ public final class CudaBackend implements Backend {
         if (vocab == 0) throw new IllegalArgumentException(op + ": logits " + logits + " have no columns");
         long targetsOnDevice = uploadInts(targets);
         try {
-            kernels.launch(CudaKernels.CROSS_ENTROPY, n, CudaKernels.CROSS_ENTROPY_THREADS, 0, stream,
+            // Rows that fit in a block's registers are read once; longer ones (Llama 3's 128,256) three times.
+            boolean held = vocab <= CudaKernels.CROSS_ENTROPY_HELD_MAX_VOCAB;
+            kernels.launch(held ? CudaKernels.CROSS_ENTROPY_HELD : CudaKernels.CROSS_ENTROPY, n,
+                    held ? CudaKernels.CROSS_ENTROPY_HELD_THREADS : CudaKernels.CROSS_ENTROPY_THREADS, 0, stream,
                     KernelArgs.start().ptr(ls.address()).ptr(targetsOnDevice).f32(gradScale).ptr(out.address())
                             .i32((int) vocab));
         } finally {

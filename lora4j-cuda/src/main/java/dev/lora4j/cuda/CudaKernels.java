@@ -64,6 +64,9 @@ final class CudaKernels {
     static final int SQUARES_MAX_BLOCKS = 1024;
     /** cross_entropy.cu: L4J_CE_THREADS. */
     static final int CROSS_ENTROPY_THREADS = 512;
+    /** cross_entropy.cu: rows of at most HELD_THREADS * HELD logits are held in registers (L4J_CE_HELD...). */
+    static final int CROSS_ENTROPY_HELD_THREADS = 1024;
+    static final int CROSS_ENTROPY_HELD_MAX_VOCAB = CROSS_ENTROPY_HELD_THREADS * 32;
     /** quant.cu: L4J_QUANT_THREADS (one warp per block of values), L4J_DEQUANT_THREADS and L4J_DEQUANT_STEPS. */
     static final int QUANT_THREADS = 256;
     static final int DEQUANT_THREADS = 256;
@@ -327,6 +330,7 @@ final class CudaKernels {
     static final String RMSNORM_WEIGHT_GRAD_SUM = "lora4j_rmsnorm_weight_grad_sum";
     static final String SUM_SQUARES_TOTAL = "lora4j_sum_squares_total";
     static final String CROSS_ENTROPY = "lora4j_cross_entropy_f32";
+    static final String CROSS_ENTROPY_HELD = "lora4j_cross_entropy_held_f32";
 
     /** reduce.cu: the first stage of the sum of squares of an F32 or BF16 tensor. */
     static String sumSquaresPartial(DType t) {
@@ -414,7 +418,7 @@ final class CudaKernels {
         n.add(SWIGLU_LORA);
         n.addAll(FlashAttention.kernelNames());
         n.addAll(CudaLora.kernelNames());
-        n.addAll(List.of(SUM_SQUARES_TOTAL, CROSS_ENTROPY, ADAMW_8BIT, ADAMW_32BIT,
+        n.addAll(List.of(SUM_SQUARES_TOTAL, CROSS_ENTROPY, CROSS_ENTROPY_HELD, ADAMW_8BIT, ADAMW_32BIT,
                 QUANTIZE_ABSMAX_8BIT, RMSNORM_WEIGHT_GRAD_SUM));
         return List.copyOf(n);
     }

@@ -29,6 +29,7 @@ public final class ElementwiseBenchmark {
                     gpu.description(), type, rows, iterations);
             System.out.printf(Locale.ROOT, "%-18s %-14s %10s %10s%n", "op", "shape", "us/call", "GB/s");
             for (int width : new int[] {HIDDEN, INTERMEDIATE}) run(gpu, type, rows, width, iterations);
+            crossEntropy(gpu, iterations);
         }
     }
 
@@ -74,6 +75,23 @@ public final class ElementwiseBenchmark {
             time(gpu, "embedding", shape, n * 2 + n * e, iterations, () -> gpu.embedding(table, ids, d));
             time(gpu, "copy->" + wide.dtype(), shape, n * e + wide.dtype().bytesFor(n), iterations, () -> gpu.copy(a, wide));
             time(gpu, "copy<-" + wide.dtype(), shape, n * e + wide.dtype().bytesFor(n), iterations, () -> gpu.copy(wide, d));
+        }
+    }
+
+    /**
+     * The loss over one chunk of F32 logits as training computes it: 1,048 rows of a 32,000-token vocabulary (128 MiB,
+     * held in registers) and 261 of 128,256 (streamed); read and written in place once at least.
+     */
+    private static void crossEntropy(CudaBackend gpu, int iterations) {
+        for (int[] shape : new int[][] {{1048, 32000}, {261, 128256}}) {
+            int rows = shape[0], vocab = shape[1];
+            int[] targets = new int[rows];
+            for (int i = 0; i < rows; i++) targets[i] = (i * 7919) % vocab;
+            try (Tensor logits = gpu.fromFloats(random((long) rows * vocab, 6), DType.F32, rows, vocab);
+                 Tensor losses = gpu.allocate(DType.F32, rows)) {
+                time(gpu, "crossEntropy", rows + "x" + vocab, 8L * rows * vocab, iterations,
+                        () -> gpu.crossEntropy(logits, targets, 1e-4f, losses));
+            }
         }
     }
 
