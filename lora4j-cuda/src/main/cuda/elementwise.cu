@@ -134,3 +134,37 @@ __device__ __forceinline__ void l4j_scale(T* t, float s, long long n) {
 L4J_SCALE(f32, float)
 L4J_SCALE(bf16, l4j_bf16)
 L4J_SCALE(f16, l4j_f16)
+
+// ---- many zero fills in one launch ----------------------------------------------------------------------------
+// A new accumulation zeroes every gradient that is added into: a LoRA model's hundreds of small adapter gradients,
+// each a fill of a few microseconds on its own. One launch takes a table of them (CudaBackend.zeroAll writes it), each
+// block filling L4J_ZERO_CHUNK bytes of one tensor, 16 bytes at a time where the tensor is aligned.
+struct l4j_zero_entry {
+    unsigned char* p;
+    long long bytes;
+    long long first_block;  // the launch's first block on this tensor
+    long long unused;
+};
+
+#define L4J_ZERO_CHUNK 65536  // bytes per block (CudaKernels.ZERO_CHUNK): a multiple of 16, so chunks stay aligned
+
+extern "C" __global__ void lora4j_zero_all(const l4j_zero_entry* __restrict__ table, int count) {
+    const long long b = blockIdx.x;
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {  // the last entry whose first block is at or before this one
+        const int mid = (lo + hi + 1) >> 1;
+        if (table[mid].first_block <= b) lo = mid;
+        else hi = mid - 1;
+    }
+    const long long start = (b - table[lo].first_block) * L4J_ZERO_CHUNK;
+    const long long rest = table[lo].bytes - start;
+    const long long n = rest < L4J_ZERO_CHUNK ? rest : L4J_ZERO_CHUNK;
+    unsigned char* p = table[lo].p + start;
+    long long done = 0;
+    if (l4j_aligned16(p)) {
+        const l4j_u32x4 zero = {0u, 0u, 0u, 0u};
+        for (long long i = threadIdx.x; i < n / 16; i += blockDim.x) reinterpret_cast<l4j_u32x4*>(p)[i] = zero;
+        done = n / 16 * 16;
+    }
+    for (long long i = done + threadIdx.x; i < n; i += blockDim.x) p[i] = 0;
+}

@@ -264,6 +264,14 @@ public interface Backend extends AutoCloseable {
     void zero(Tensor t);
 
     /**
+     * {@link #zero} on each tensor of the list. A backend may fill them together (the CUDA backend in one launch,
+     * where a LoRA model's hundreds of adapter gradients would each take a fill of their own).
+     */
+    default void zeroAll(List<Tensor> tensors) {
+        for (Tensor t : tensors) zero(t);
+    }
+
+    /**
      * Inverted dropout, the same on every backend for the same seed: element i of x is dropped when
      * {@code u(seed, i) < p} and otherwise scaled by 1/(1-p), where u is {@link DropoutHash#uniform(long, long)}.
      * u is a multiple of 2^-16, so an element is dropped with probability p rounded up to a multiple of 2^-16: at

@@ -593,7 +593,7 @@ public final class TrainableLlama implements AutoCloseable {
             return runForwardBackward(batch, gradScale);
         } finally {
             // Gradients this batch did not reach (lm_head where no chunk had a target) are zero, as zeroGrad leaves them.
-            for (Tensor g : gradsToOverwrite) backend.zero(g);
+            backend.zeroAll(List.copyOf(gradsToOverwrite));
             gradsToOverwrite.clear();
         }
     }
@@ -681,7 +681,9 @@ public final class TrainableLlama implements AutoCloseable {
     public void zeroGrad() {
         checkOpen();
         gradsToOverwrite.clear();
-        for (TrainableParameter p : parameters) backend.zero(p.grad());
+        List<Tensor> all = new ArrayList<>(parameters.size());
+        for (TrainableParameter p : parameters) all.add(p.grad());
+        backend.zeroAll(all);
         workingCopiesStale = true;
     }
 
@@ -697,10 +699,12 @@ public final class TrainableLlama implements AutoCloseable {
     public void zeroGradOnNextBackward() {
         checkOpen();
         gradsToOverwrite.clear();
+        List<Tensor> zeroNow = new ArrayList<>(parameters.size());
         for (TrainableParameter p : parameters) {
             if (overwritableGrads.contains(p.grad())) gradsToOverwrite.add(p.grad());
-            else backend.zero(p.grad());
+            else zeroNow.add(p.grad());
         }
+        backend.zeroAll(zeroNow);
         workingCopiesStale = true;
     }
 

@@ -1120,6 +1120,43 @@ public final class CudaBackend implements Backend {
         opDone("zero");
     }
 
+    /** One launch over a table of the tensors (l4j_zero_entry, 32 bytes each); a single tensor is one fill. */
+    @Override
+    public void zeroAll(List<Tensor> tensors) {
+        bind();
+        List<CudaTensor> fills = new ArrayList<>();
+        for (Tensor t : tensors) {
+            CudaTensor c = cuda(t);
+            if (c.byteSize() > 0) fills.add(c);
+        }
+        if (fills.size() <= 1) {
+            for (CudaTensor c : fills) zeroBytes(c);
+        } else {
+            long bytes = 32L * fills.size(), blocks = 0;
+            long table = allocator.allocate(bytes);
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment host = arena.allocate(bytes, 16);
+                for (int i = 0; i < fills.size(); i++) {
+                    CudaTensor c = fills.get(i);
+                    host.set(JAVA_LONG, 32L * i, c.address());
+                    host.set(JAVA_LONG, 32L * i + 8, c.byteSize());
+                    host.set(JAVA_LONG, 32L * i + 16, blocks);
+                    blocks += Math.ceilDiv(c.byteSize(), CudaKernels.ZERO_CHUNK);
+                }
+                if (blocks > Integer.MAX_VALUE) {
+                    throw new IllegalArgumentException("zeroAll: " + blocks + " blocks of " + CudaKernels.ZERO_CHUNK
+                            + " bytes are more than one launch takes; zero fewer tensors at once");
+                }
+                cu.check(cu.memcpyHtoDAsync(table, host, bytes, stream), "cuMemcpyHtoDAsync_v2(" + bytes + " bytes)");
+                kernels.launch(CudaKernels.ZERO_ALL, blocks, CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                        KernelArgs.start().ptr(table).i32(fills.size()));
+            } finally {
+                allocator.release(table);
+            }
+        }
+        opDone("zero");
+    }
+
     @Override
     public void dropout(Tensor x, float p, long seed, Tensor out) {
         bind();

@@ -331,6 +331,9 @@ final class CudaKernels {
     static final String SUM_SQUARES_TOTAL = "lora4j_sum_squares_total";
     static final String CROSS_ENTROPY = "lora4j_cross_entropy_f32";
     static final String CROSS_ENTROPY_HELD = "lora4j_cross_entropy_held_f32";
+    /** elementwise.cu: zero fills of a table of tensors, L4J_ZERO_CHUNK bytes per block. */
+    static final String ZERO_ALL = "lora4j_zero_all";
+    static final int ZERO_CHUNK = 65536;
 
     /** reduce.cu: the first stage of the sum of squares of an F32 or BF16 tensor. */
     static String sumSquaresPartial(DType t) {
@@ -418,7 +421,7 @@ final class CudaKernels {
         n.add(SWIGLU_LORA);
         n.addAll(FlashAttention.kernelNames());
         n.addAll(CudaLora.kernelNames());
-        n.addAll(List.of(SUM_SQUARES_TOTAL, CROSS_ENTROPY, CROSS_ENTROPY_HELD, ADAMW_8BIT, ADAMW_32BIT,
+        n.addAll(List.of(SUM_SQUARES_TOTAL, CROSS_ENTROPY, CROSS_ENTROPY_HELD, ZERO_ALL, ADAMW_8BIT, ADAMW_32BIT,
                 QUANTIZE_ABSMAX_8BIT, RMSNORM_WEIGHT_GRAD_SUM));
         return List.copyOf(n);
     }

@@ -679,6 +679,36 @@ public abstract class TrainingOpsContract {
     }
 
     @Test
+    void zeroAllZeroesEachTensorAndNothingBesideIt() {
+        // F32 and BF16 tensors, empty ones, lengths past one 64 KiB fill chunk and around 16-byte stores, and views
+        // one element into a larger tensor whose first and last elements must keep their values.
+        RandomTensors random = new RandomTensors(182);
+        int[] lengths = {1, 0, 7, 8, 16_384, 16_385, 40_001, 3, 100_000, 5};
+        java.util.List<Tensor> owned = new java.util.ArrayList<>(), targets = new java.util.ArrayList<>();
+        java.util.List<float[]> initial = new java.util.ArrayList<>();
+        try {
+            for (int i = 0; i < lengths.length; i++) {
+                DType t = i % 2 == 0 ? DType.F32 : DType.BF16;
+                float[] values = random.uniform(lengths[i] + 2, 1, 2, t);
+                Tensor whole = backend.fromFloats(values, t, values.length);
+                owned.add(whole);
+                initial.add(values);
+                targets.add(i % 3 == 1 ? whole.view(1, lengths[i]) : whole.view(0, lengths[i]));
+            }
+            backend.zeroAll(targets);
+            for (int i = 0; i < lengths.length; i++) {
+                float[] got = backend.toFloats(owned.get(i)), want = initial.get(i).clone();
+                int from = i % 3 == 1 ? 1 : 0;
+                Arrays.fill(want, from, from + lengths[i], 0f);
+                assertThat(got).as("tensor %d (%d %s elements from %d)", i, lengths[i], owned.get(i).dtype(), from)
+                        .containsExactly(want);
+            }
+        } finally {
+            owned.forEach(Tensor::close);
+        }
+    }
+
+    @Test
     void adamwAllRefusesMomentsOfAnotherDtypeThanTheirParameter() {
         try (Tensor p = backend.fromFloats(new float[] {1, 2}, DType.F32, 2); Tensor g = backend.fromFloats(new float[] {1, 1}, DType.F32, 2);
              Tensor m = backend.allocate(DType.F32, 2); Tensor v = backend.allocate(DType.F32, 2);
