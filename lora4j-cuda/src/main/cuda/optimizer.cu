@@ -61,8 +61,8 @@ L4J_ADAMW(lora4j_adamw_bf16_f32, l4j_bf16, float)
 // ---- many tensors in one launch -------------------------------------------------------------------------------
 // An optimizer step visits every parameter tensor: hundreds of small adapters in a LoRA model, each a launch of a few
 // microseconds, and in full fine-tuning tensors whose launches each pay a ramp up and down. One launch per pair of
-// dtypes takes them all: CudaBackend.adamwAll writes a table of the tensors, and each block of L4J_ADAMW_CHUNK
-// elements finds its tensor in it. The arithmetic of every element is that of the one-tensor kernel: the same bits.
+// dtypes takes them all: CudaBackend.adamwAll writes a table of the tensors, and each block of `chunk` elements
+// (CudaKernels.ADAMW_CHUNK, a multiple of 8 so that chunks stay 16-byte aligned) finds its tensor in it. The arithmetic of every element is that of the one-tensor kernel: the same bits.
 
 // One tensor of the table (64 bytes, CudaBackend.adamwAll's layout).
 struct l4j_adamw_entry {
@@ -76,10 +76,8 @@ struct l4j_adamw_entry {
     float unused[3];
 };
 
-#define L4J_ADAMW_CHUNK 16384  // elements per block (CudaKernels.ADAMW_CHUNK): a multiple of 8, so chunks stay aligned
-
 template <typename P, typename G>
-__device__ __forceinline__ void l4j_adamw_all(const l4j_adamw_entry* __restrict__ table, int count,
+__device__ __forceinline__ void l4j_adamw_all(const l4j_adamw_entry* __restrict__ table, int count, int chunk,
                                               l4j_adamw_scalars s) {
     // This block's tensor: the last entry whose first block is at or before it (binary search; first_block grows).
     const long long b = blockIdx.x;
@@ -90,19 +88,21 @@ __device__ __forceinline__ void l4j_adamw_all(const l4j_adamw_entry* __restrict_
         else hi = mid - 1;
     }
     const l4j_adamw_entry& e = table[lo];
-    const long long start = (b - e.first_block) * L4J_ADAMW_CHUNK;
-    const long long n = e.n - start < L4J_ADAMW_CHUNK ? e.n - start : L4J_ADAMW_CHUNK;
+    const long long start = (b - e.first_block) * chunk;
+    const long long n = e.n - start < chunk ? e.n - start : chunk;
     s.decay = e.decay;
     l4j_adamw<true>(static_cast<P*>(e.param) + start, static_cast<const G*>(e.grad) + start,
                     static_cast<P*>(e.m) + start, static_cast<P*>(e.v) + start, s, n);
 }
 
-// The parameters: the table and its length, then l4j_adamw_scalars' fields but decay (each entry has its own).
+// The parameters: the table, its length and the chunk, then l4j_adamw_scalars' fields but decay (each entry has its
+// own).
 #define L4J_ADAMW_ALL(name, P, G) \
-    extern "C" __global__ void name(const l4j_adamw_entry* table, int count, float one_minus_beta1, float beta2, \
-                                    float one_minus_beta2, float neg_step_size, float bias2_sqrt, float eps) { \
+    extern "C" __global__ void name(const l4j_adamw_entry* table, int count, int chunk, float one_minus_beta1, \
+                                    float beta2, float one_minus_beta2, float neg_step_size, float bias2_sqrt, \
+                                    float eps) { \
         const l4j_adamw_scalars s = {0.0f, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias2_sqrt, eps}; \
-        l4j_adamw_all<P, G>(table, count, s); \
+        l4j_adamw_all<P, G>(table, count, chunk, s); \
     }
 
 L4J_ADAMW_ALL(lora4j_adamw_all_f32_f32, float, float)

@@ -1067,7 +1067,8 @@ public final class CudaBackend implements Backend {
                 }
                 cu.check(cu.memcpyHtoDAsync(table, host, bytes, stream), "cuMemcpyHtoDAsync_v2(" + bytes + " bytes)");
                 kernels.launch(group.getKey(), blocks, CudaKernels.ELEMENTWISE_THREADS, 0, stream,
-                        KernelArgs.start().ptr(table).i32(list.size()).f32(shared.oneMinusBeta1()).f32(shared.beta2())
+                        KernelArgs.start().ptr(table).i32(list.size()).i32(CudaKernels.ADAMW_CHUNK)
+                                .f32(shared.oneMinusBeta1()).f32(shared.beta2())
                                 .f32(shared.oneMinusBeta2()).f32(shared.negStepSize()).f32(shared.bias2Sqrt())
                                 .f32(shared.eps()));
             } finally {

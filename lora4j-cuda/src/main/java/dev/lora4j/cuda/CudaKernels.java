@@ -359,8 +359,18 @@ final class CudaKernels {
         return "lora4j_adamw_all_" + suffix(param) + "_" + suffix(grad);
     }
 
-    /** optimizer.cu: L4J_ADAMW_CHUNK, the elements of one tensor each block of the many-tensor AdamW takes. */
-    static final int ADAMW_CHUNK = 16384;
+    /**
+     * The elements of one tensor each block of the many-tensor AdamW takes (optimizer.cu): a multiple of 8, so that
+     * chunks stay 16-byte aligned (-Dlora4j.cuda.adamw-chunk).
+     */
+    static final int ADAMW_CHUNK = adamwChunk(Integer.getInteger("lora4j.cuda.adamw-chunk", 16384));
+
+    static int adamwChunk(int chunk) {
+        if (chunk < GROUP || chunk % GROUP != 0) {
+            throw new IllegalArgumentException("-Dlora4j.cuda.adamw-chunk=" + chunk + ": use a positive multiple of " + GROUP);
+        }
+        return chunk;
+    }
 
     /** optimizer8bit.cu: bitsandbytes' 8-bit blockwise and 32-bit AdamW. */
     static final String ADAMW_8BIT = "lora4j_adamw_8bit_f32";

@@ -271,7 +271,8 @@ final class FlashAttention {
             }
             if (group > 1) {
                 for (long[] parts : new long[][] {{dkParts, dk}, {dvParts, dv}}) {
-                    kernels.launch(groupSumKernel(type), CudaKernels.gridFor(kvCount), CudaKernels.ELEMENTWISE_THREADS, 0,
+                    kernels.launch(groupSumKernel(type), CudaKernels.gridFor(Math.ceilDiv(kvCount, CudaKernels.GROUP)),
+                            CudaKernels.ELEMENTWISE_THREADS, 0,
                             stream, KernelArgs.start().ptr(parts[0]).ptr(parts[1]).i64(kvCount).i32(group));
                 }
             }
