@@ -10,9 +10,10 @@
 #define L4J_CE_THREADS 512
 
 // Rows of at most L4J_CE_HELD_THREADS * L4J_CE_HELD logits (32,768: Llama 2's and Mistral's 32,000) are read once
-// instead, by blocks of 1024 threads: each thread holds its elements, j = t, t + T, ..., in registers from the maximum to the gradient it writes, and
-// keeps exp(x - max) there between the sum and the gradient. The arithmetic is the streaming kernel's (each thread's
-// terms in order, then the block's sum), over 1024 threads instead of 512; the held rows move a third of the bytes.
+// instead, by blocks of 1024 threads: each thread holds its elements, j = t, t + T, ..., in registers from the maximum
+// to the gradient it writes, and keeps exp(x - max) there between the sum and the gradient. The arithmetic is the
+// streaming kernel's (each thread's terms in order, then the block's sum), over 1024 threads instead of 512; the held
+// rows move a third of the bytes.
 #define L4J_CE_HELD 32
 #define L4J_CE_HELD_THREADS 1024
 

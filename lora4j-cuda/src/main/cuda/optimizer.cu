@@ -62,7 +62,8 @@ L4J_ADAMW(lora4j_adamw_bf16_f32, l4j_bf16, float)
 // An optimizer step visits every parameter tensor: hundreds of small adapters in a LoRA model, each a launch of a few
 // microseconds, and in full fine-tuning tensors whose launches each pay a ramp up and down. One launch per pair of
 // dtypes takes them all: CudaBackend.adamwAll writes a table of the tensors, and each block of `chunk` elements
-// (CudaKernels.ADAMW_CHUNK, a multiple of 8 so that chunks stay 16-byte aligned) finds its tensor in it. The arithmetic of every element is that of the one-tensor kernel: the same bits.
+// (CudaKernels.ADAMW_CHUNK, a multiple of 8 so that chunks stay 16-byte aligned) finds its tensor in it. The
+// arithmetic of every element is that of the one-tensor kernel: the same bits.
 
 // One tensor of the table (64 bytes, CudaBackend.adamwAll's layout).
 struct l4j_adamw_entry {

@@ -592,7 +592,8 @@ public final class TrainableLlama implements AutoCloseable {
         try {
             return runForwardBackward(batch, gradScale);
         } finally {
-            // Gradients this batch did not reach (lm_head where no chunk had a target) are zero, as zeroGrad leaves them.
+            // Gradients this batch did not reach (lm_head where no chunk had a target) are zero, as zeroGrad leaves
+            // them.
             backend.zeroAll(List.copyOf(gradsToOverwrite));
             gradsToOverwrite.clear();
         }

@@ -17,11 +17,15 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.Stream;
 
 import static dev.lora4j.model.TrainableLlamaGradientTest.BATCH;
 import static org.assertj.core.api.Assertions.assertThat;
@@ -391,14 +395,14 @@ class TrainableLlamaTest {
         }
     }
 
-    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> lazyZeroCases() {
-        return java.util.stream.Stream.of(DType.F32, DType.BF16).flatMap(p -> java.util.stream.Stream.of(
-                org.junit.jupiter.params.provider.Arguments.of("llama (untied lm_head)", TinyModels.llama(), p),
-                org.junit.jupiter.params.provider.Arguments.of("qwen2 (tied, biases)", TinyModels.qwen2(2), p)));
+    static Stream<Arguments> lazyZeroCases() {
+        return Stream.of(DType.F32, DType.BF16).flatMap(p -> Stream.of(
+                Arguments.of("llama (untied lm_head)", TinyModels.llama(), p),
+                Arguments.of("qwen2 (tied, biases)", TinyModels.qwen2(2), p)));
     }
 
-    @org.junit.jupiter.params.ParameterizedTest(name = "{0}, {2}")
-    @org.junit.jupiter.params.provider.MethodSource("lazyZeroCases")
+    @ParameterizedTest(name = "{0}, {2}")
+    @MethodSource("lazyZeroCases")
     void zeroGradOnNextBackwardEndsEachMicroBatchWithTheGradientsZeroGradGives(String name, LlamaShape shape,
                                                                               DType precision, @TempDir Path dir)
             throws Exception {

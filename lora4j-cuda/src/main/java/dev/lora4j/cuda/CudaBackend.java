@@ -14,6 +14,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.UnaryOperator;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_DOUBLE;
@@ -1043,38 +1044,51 @@ public final class CudaBackend implements Backend {
         }
         AdamwScalars shared = AdamwScalars.of(lr, beta1, beta2, eps, 0f, step);
         for (Map.Entry<String, List<AdamwTensors>> group : byKernel.entrySet()) {
-            List<AdamwTensors> list = group.getValue();
-            long bytes = 64L * list.size(), blocks = 0;
-            long table = allocator.allocate(bytes);
-            try (Arena arena = Arena.ofConfined()) {
-                MemorySegment host = arena.allocate(bytes, 16);
-                for (int i = 0; i < list.size(); i++) {
-                    AdamwTensors t = list.get(i);
-                    long at = 64L * i;
-                    host.set(JAVA_LONG, at, cuda(t.param()).address());
-                    host.set(JAVA_LONG, at + 8, cuda(t.grad()).address());
-                    host.set(JAVA_LONG, at + 16, cuda(t.m()).address());
-                    host.set(JAVA_LONG, at + 24, cuda(t.v()).address());
-                    host.set(JAVA_LONG, at + 32, t.param().numel());
-                    host.set(JAVA_LONG, at + 40, blocks);
-                    // The decay as the one-tensor kernel gets it: the same float.
-                    host.set(JAVA_FLOAT, at + 48, AdamwScalars.of(lr, beta1, beta2, eps, t.weightDecay(), step).decay());
-                    blocks += Math.ceilDiv(t.param().numel(), CudaKernels.ADAMW_CHUNK);
-                }
-                if (blocks > Integer.MAX_VALUE) {
-                    throw new IllegalArgumentException("adamwAll: " + blocks + " blocks of " + CudaKernels.ADAMW_CHUNK
-                            + " elements are more than one launch takes; update fewer tensors at once");
-                }
-                cu.check(cu.memcpyHtoDAsync(table, host, bytes, stream), "cuMemcpyHtoDAsync_v2(" + bytes + " bytes)");
-                kernels.launch(group.getKey(), blocks, CudaKernels.ELEMENTWISE_THREADS, 0, stream,
-                        KernelArgs.start().ptr(table).i32(list.size()).i32(CudaKernels.ADAMW_CHUNK)
-                                .f32(shared.oneMinusBeta1()).f32(shared.beta2())
-                                .f32(shared.oneMinusBeta2()).f32(shared.negStepSize()).f32(shared.bias2Sqrt())
-                                .f32(shared.eps()));
-            } finally {
-                allocator.release(table);
-            }
+            launchOverTable("adamwAll", group.getKey(), 64, group.getValue(), (host, at, t, firstBlock) -> {
+                host.set(JAVA_LONG, at, cuda(t.param()).address());
+                host.set(JAVA_LONG, at + 8, cuda(t.grad()).address());
+                host.set(JAVA_LONG, at + 16, cuda(t.m()).address());
+                host.set(JAVA_LONG, at + 24, cuda(t.v()).address());
+                host.set(JAVA_LONG, at + 32, t.param().numel());
+                host.set(JAVA_LONG, at + 40, firstBlock);
+                // The decay as the one-tensor kernel gets it: the same float.
+                host.set(JAVA_FLOAT, at + 48, AdamwScalars.of(lr, beta1, beta2, eps, t.weightDecay(), step).decay());
+                return Math.ceilDiv(t.param().numel(), CudaKernels.ADAMW_CHUNK);
+            }, args -> args.i32(CudaKernels.ADAMW_CHUNK).f32(shared.oneMinusBeta1()).f32(shared.beta2())
+                    .f32(shared.oneMinusBeta2()).f32(shared.negStepSize()).f32(shared.bias2Sqrt()).f32(shared.eps()));
             opDone("adamw");
+        }
+    }
+
+    /** Writes one entry of a many-tensor kernel's table at {@code at}; returns the blocks that work on it. */
+    @FunctionalInterface
+    private interface TableEntry<T> {
+        long write(MemorySegment host, long at, T entry, long firstBlock);
+    }
+
+    /**
+     * Launches a kernel that takes many tensors at once (adamwAll's, zeroAll's) over a table of them, each entry
+     * {@code entryBytes} long and written by {@code entry}: one block per chunk of a tensor, the blocks numbered
+     * through the table in order. The kernel's arguments are the table and its length, then what {@code more} adds.
+     */
+    private <T> void launchOverTable(String op, String kernel, int entryBytes, List<T> entries, TableEntry<T> entry,
+                                     UnaryOperator<KernelArgs> more) {
+        long bytes = (long) entryBytes * entries.size(), blocks = 0;
+        long table = allocator.allocate(bytes);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(bytes, 16);
+            for (int i = 0; i < entries.size(); i++) {
+                blocks += entry.write(host, (long) entryBytes * i, entries.get(i), blocks);
+            }
+            if (blocks > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException(op + ": " + blocks + " blocks are more than one launch takes; pass "
+                        + "fewer tensors at once");
+            }
+            cu.check(cu.memcpyHtoDAsync(table, host, bytes, stream), "cuMemcpyHtoDAsync_v2(" + bytes + " bytes)");
+            kernels.launch(kernel, blocks, CudaKernels.ELEMENTWISE_THREADS, 0, stream,
+                    more.apply(KernelArgs.start().ptr(table).i32(entries.size())));
+        } finally {
+            allocator.release(table);
         }
     }
 
@@ -1133,27 +1147,12 @@ public final class CudaBackend implements Backend {
         if (fills.size() <= 1) {
             for (CudaTensor c : fills) zeroBytes(c);
         } else {
-            long bytes = 32L * fills.size(), blocks = 0;
-            long table = allocator.allocate(bytes);
-            try (Arena arena = Arena.ofConfined()) {
-                MemorySegment host = arena.allocate(bytes, 16);
-                for (int i = 0; i < fills.size(); i++) {
-                    CudaTensor c = fills.get(i);
-                    host.set(JAVA_LONG, 32L * i, c.address());
-                    host.set(JAVA_LONG, 32L * i + 8, c.byteSize());
-                    host.set(JAVA_LONG, 32L * i + 16, blocks);
-                    blocks += Math.ceilDiv(c.byteSize(), CudaKernels.ZERO_CHUNK);
-                }
-                if (blocks > Integer.MAX_VALUE) {
-                    throw new IllegalArgumentException("zeroAll: " + blocks + " blocks of " + CudaKernels.ZERO_CHUNK
-                            + " bytes are more than one launch takes; zero fewer tensors at once");
-                }
-                cu.check(cu.memcpyHtoDAsync(table, host, bytes, stream), "cuMemcpyHtoDAsync_v2(" + bytes + " bytes)");
-                kernels.launch(CudaKernels.ZERO_ALL, blocks, CudaKernels.ELEMENTWISE_THREADS, 0, stream,
-                        KernelArgs.start().ptr(table).i32(fills.size()));
-            } finally {
-                allocator.release(table);
-            }
+            launchOverTable("zeroAll", CudaKernels.ZERO_ALL, 32, fills, (host, at, c, firstBlock) -> {
+                host.set(JAVA_LONG, at, c.address());
+                host.set(JAVA_LONG, at + 8, c.byteSize());
+                host.set(JAVA_LONG, at + 16, firstBlock);
+                return Math.ceilDiv(c.byteSize(), CudaKernels.ZERO_CHUNK);
+            }, args -> args);
         }
         opDone("zero");
     }

@@ -367,7 +367,8 @@ final class CudaKernels {
 
     static int adamwChunk(int chunk) {
         if (chunk < GROUP || chunk % GROUP != 0) {
-            throw new IllegalArgumentException("-Dlora4j.cuda.adamw-chunk=" + chunk + ": use a positive multiple of " + GROUP);
+            throw new IllegalArgumentException("-Dlora4j.cuda.adamw-chunk=" + chunk + ": use a positive multiple of "
+                    + GROUP);
         }
         return chunk;
     }

@@ -12,7 +12,9 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
 
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 
 import static dev.lora4j.backend.testing.RandomTensors.representable;
 import static dev.lora4j.backend.testing.ReferenceTrainingOps.toDoubles;
@@ -624,12 +626,13 @@ public abstract class TrainingOpsContract {
         // views at an odd offset (element by element) and each tensor's own weight decay: one adamwAll call must
         // give the bits of adamw on each tensor alone, step after step.
         RandomTensors random = new RandomTensors(181);
-        DType[][] pairs = {{DType.F32, DType.F32}, {DType.BF16, DType.BF16}, {DType.BF16, DType.F32}, {DType.F32, DType.BF16}};
+        DType[][] pairs = {{DType.F32, DType.F32}, {DType.BF16, DType.BF16}, {DType.BF16, DType.F32},
+                {DType.F32, DType.BF16}};
         int[] lengths = {1, 7, 8, 1037, 0, 16384, 2 * 16384 + 5, 40_000, 9, 16385};
         int count = lengths.length;
-        java.util.List<Tensor> owned = new java.util.ArrayList<>();
+        List<Tensor> owned = new ArrayList<>();
         try {
-            java.util.List<AdamwTensors> together = new java.util.ArrayList<>();
+            List<AdamwTensors> together = new ArrayList<>();
             Tensor[][] alone = new Tensor[count][];
             Tensor[] grads = new Tensor[count];
             for (int i = 0; i < count; i++) {
@@ -664,12 +667,13 @@ public abstract class TrainingOpsContract {
                             together.get(i).weightDecay(), step);
                 }
                 for (int i = 0; i < count; i++) {
-                    String what = "step " + step + ", tensor " + i + " (" + lengths[i] + " " + together.get(i).param().dtype()
-                            + " with a " + grads[i].dtype() + " gradient)";
+                    String what = "step " + step + ", tensor " + i + " (" + lengths[i] + " "
+                            + together.get(i).param().dtype() + " with a " + grads[i].dtype() + " gradient)";
                     String[] names = {"param", "m", "v"};
                     Tensor[] mine = {together.get(i).param(), together.get(i).m(), together.get(i).v()};
                     for (int k = 0; k < 3; k++) {
-                        assertSameFloats(what + ": " + names[k], backend.toFloats(mine[k]), backend.toFloats(alone[i][k]));
+                        assertSameFloats(what + ": " + names[k], backend.toFloats(mine[k]),
+                                backend.toFloats(alone[i][k]));
                     }
                 }
             }
@@ -684,8 +688,8 @@ public abstract class TrainingOpsContract {
         // one element into a larger tensor whose first and last elements must keep their values.
         RandomTensors random = new RandomTensors(182);
         int[] lengths = {1, 0, 7, 8, 16_384, 16_385, 40_001, 3, 100_000, 5};
-        java.util.List<Tensor> owned = new java.util.ArrayList<>(), targets = new java.util.ArrayList<>();
-        java.util.List<float[]> initial = new java.util.ArrayList<>();
+        List<Tensor> owned = new ArrayList<>(), targets = new ArrayList<>();
+        List<float[]> initial = new ArrayList<>();
         try {
             for (int i = 0; i < lengths.length; i++) {
                 DType t = i % 2 == 0 ? DType.F32 : DType.BF16;
@@ -710,11 +714,12 @@ public abstract class TrainingOpsContract {
 
     @Test
     void adamwAllRefusesMomentsOfAnotherDtypeThanTheirParameter() {
-        try (Tensor p = backend.fromFloats(new float[] {1, 2}, DType.F32, 2); Tensor g = backend.fromFloats(new float[] {1, 1}, DType.F32, 2);
+        try (Tensor p = backend.fromFloats(new float[] {1, 2}, DType.F32, 2);
+             Tensor g = backend.fromFloats(new float[] {1, 1}, DType.F32, 2);
              Tensor m = backend.allocate(DType.F32, 2); Tensor v = backend.allocate(DType.F32, 2);
              Tensor bp = backend.allocate(DType.BF16, 3); Tensor bg = backend.allocate(DType.BF16, 3);
              Tensor bm = backend.allocate(DType.F32, 3); Tensor bv = backend.allocate(DType.BF16, 3)) {
-            java.util.List<AdamwTensors> list = java.util.List.of(new AdamwTensors(p, g, m, v, 0f),
+            List<AdamwTensors> list = List.of(new AdamwTensors(p, g, m, v, 0f),
                     new AdamwTensors(bp, bg, bm, bv, 0f));
             assertThatThrownBy(() -> backend.adamwAll(list, 0.1f, 0.9f, 0.999f, 1e-8f, 1))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("m").hasMessageContaining("F32");
