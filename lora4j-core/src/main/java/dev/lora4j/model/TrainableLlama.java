@@ -589,14 +589,16 @@ public final class TrainableLlama implements AutoCloseable {
     public LossSum forwardBackward(TrainingBatch batch, float gradScale) {
         checkOpen();
         if (parameters.isEmpty()) throw new IllegalStateException("nothing trains in this model");
-        try {
-            return runForwardBackward(batch, gradScale);
-        } finally {
+        // Should the pass fail, the gradients it reached hold a partial sum, as after zeroGrad; those it did not stay
+        // to be overwritten, and a failure here is not masked by a second one from zeroing them.
+        LossSum loss = runForwardBackward(batch, gradScale);
+        if (!gradsToOverwrite.isEmpty()) {
             // Gradients this batch did not reach (lm_head where no chunk had a target) are zero, as zeroGrad leaves
             // them.
             backend.zeroAll(List.copyOf(gradsToOverwrite));
             gradsToOverwrite.clear();
         }
+        return loss;
     }
 
     private LossSum runForwardBackward(TrainingBatch batch, float gradScale) {

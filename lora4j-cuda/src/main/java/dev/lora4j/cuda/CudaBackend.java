@@ -1144,8 +1144,9 @@ public final class CudaBackend implements Backend {
             CudaTensor c = cuda(t);
             if (c.byteSize() > 0) fills.add(c);
         }
-        if (fills.size() <= 1) {
-            for (CudaTensor c : fills) zeroBytes(c);
+        if (fills.isEmpty()) return;
+        if (fills.size() == 1) {
+            zeroBytes(fills.getFirst());
         } else {
             launchOverTable("zeroAll", CudaKernels.ZERO_ALL, 32, fills, (host, at, c, firstBlock) -> {
                 host.set(JAVA_LONG, at, c.address());
